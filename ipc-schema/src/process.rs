@@ -1,0 +1,52 @@
+//! What every sios process does the same way: logging and shutdown signals.
+
+/// Logs to stderr, filtered by `SIOS_LOG` (default `info`), every line tagged
+/// with the process's component name. Children of the kernel log without
+/// colour, because their stderr is a pipe the kernel reads.
+pub fn init_tracing(component: &'static str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SIOS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_target(false)
+        .finish();
+    // Only fails if a subscriber is already set, which is then the one to keep.
+    let _ = tracing::subscriber::set_global_default(subscriber);
+    tracing::debug!(component, "logging initialised");
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}
+
+/// Runs a service process's server: a single-threaded tokio runtime accepting
+/// connections on `listener` (the inherited socket) and handing each to
+/// `on_connection`, until SIGTERM or SIGINT.
+pub fn serve_until_signal(
+    component: &'static str,
+    listener: std::os::unix::net::UnixListener,
+    on_connection: impl FnMut(tokio::net::UnixStream),
+) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::UnixListener::from_std(listener)?;
+        tracing::info!("{component} ready");
+        tokio::select! {
+            result = crate::transport::accept_loop(listener, on_connection) => result,
+            signal = shutdown_signal() => {
+                tracing::info!("{} received; {component} stopping", signal?);
+                Ok(())
+            }
+        }
+    })
+}

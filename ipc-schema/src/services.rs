@@ -1,0 +1,292 @@
+//! The tarpc services sios processes offer each other, and their messages.
+//!
+//! ```text
+//!  sios (CLI) ──Kernel──▶ sios-kernel ──Brain──▶ sios-brain
+//!                                    ├─Audit──▶ sios-audit
+//!                                    └─Memory─▶ sios-memory
+//! ```
+//! Only the kernel is a client of the brain, audit and memory services; clients
+//! only ever reach the kernel. Every error type here is serialisable so that a
+//! failure keeps its meaning across the socket.
+
+use crate::tensor::{Tensor, TensorError, TensorSpec};
+use serde::{Deserialize, Serialize};
+
+/// An inference request: named input tensors (Open Inference Protocol shape).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct InferRequest {
+    /// Optional caller-chosen id, echoed in the response.
+    pub id: Option<String>,
+    pub inputs: Vec<Tensor>,
+}
+
+/// An inference response: the model's output tensors.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct InferResponse {
+    pub id: Option<String>,
+    /// The brain that answered.
+    pub model_name: String,
+    /// The sha256 of the model file that produced the outputs.
+    pub model_version: String,
+    pub outputs: Vec<Tensor>,
+}
+
+/// What a brain says about itself once it is ready to serve.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct BrainInfo {
+    pub name: String,
+    pub pid: u32,
+    pub model_sha256: String,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+    /// Requests this process has served since it started.
+    pub requests_served: u64,
+}
+
+/// Why a brain could not answer.
+#[derive(thiserror::Error, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum BrainError {
+    #[error(transparent)]
+    Input(#[from] TensorError),
+    #[error("input `{name}` could not be tokenised: {reason}")]
+    Tokenize { name: String, reason: String },
+    #[error("ONNX Runtime failed to run the model: {0}")]
+    Runtime(String),
+    #[error("the model produced output `{name}` of a type sios cannot carry: {reason}")]
+    Output { name: String, reason: String },
+}
+
+/// The brain host's service; the kernel is its only client.
+#[tarpc::service]
+pub trait Brain {
+    /// Returns once the model is loaded; used by the kernel as the readiness probe.
+    async fn describe() -> BrainInfo;
+    /// Runs the model once.
+    async fn infer(request: InferRequest) -> Result<InferResponse, BrainError>;
+}
+
+/// Which part of the appliance a process plays.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Kernel,
+    Audit,
+    Memory,
+    Brain,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Kernel => "kernel",
+            Role::Audit => "audit",
+            Role::Memory => "memory",
+            Role::Brain => "brain",
+        }
+    }
+}
+
+/// The supervisor's view of one process.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessState {
+    /// Spawned, not yet answering its readiness probe.
+    Starting,
+    /// Answering requests.
+    Ready,
+    /// Exited unexpectedly; waiting out its back-off before the next start.
+    Restarting,
+    /// Exceeded its restart intensity, or cannot start at all (e.g. a model
+    /// whose hash does not match its manifest). Needs an operator.
+    Failed,
+    /// Stopped on purpose (shutdown in progress).
+    Stopped,
+    /// Turned off by an operator.
+    Disabled,
+}
+
+impl ProcessState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcessState::Starting => "starting",
+            ProcessState::Ready => "ready",
+            ProcessState::Restarting => "restarting",
+            ProcessState::Failed => "failed",
+            ProcessState::Stopped => "stopped",
+            ProcessState::Disabled => "disabled",
+        }
+    }
+}
+
+/// One row of `sios status`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ProcessStatus {
+    pub name: String,
+    pub role: Role,
+    pub pid: Option<u32>,
+    pub state: ProcessState,
+    /// Restarts since the appliance started.
+    pub restarts: u32,
+    /// Seconds since the current incarnation became ready.
+    pub uptime_s: Option<f64>,
+    /// The Unix socket the process serves on.
+    pub socket: Option<String>,
+    /// Requests the kernel has routed to it successfully.
+    pub requests: u64,
+    /// Why it last stopped or failed, in words for an operator.
+    pub last_error: Option<String>,
+}
+
+/// The whole appliance, as `sios status` shows it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct StatusReport {
+    pub state_dir: String,
+    pub version: String,
+    /// The kernel first, then the services, then the brains, in start order.
+    pub processes: Vec<ProcessStatus>,
+}
+
+/// Who is calling the kernel, as the kernel itself established it (never as
+/// the caller claims). Returned by [`Kernel::whoami`] so a client can see what
+/// the kernel sees.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub pid: Option<i32>,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Why the kernel refused or failed an `invoke`.
+#[derive(thiserror::Error, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum InvokeError {
+    #[error("no brain named `{name}`; `sios status` lists the brains of this appliance")]
+    UnknownBrain { name: String },
+    #[error("brain `{name}` is {state}, not ready: {hint}")]
+    NotReady {
+        name: String,
+        state: String,
+        hint: String,
+    },
+    #[error("brain `{name}` refused the request: {source}")]
+    BadInput {
+        name: String,
+        #[source]
+        source: TensorError,
+    },
+    #[error("brain `{name}` failed: {source}")]
+    Brain {
+        name: String,
+        #[source]
+        source: BrainError,
+    },
+    #[error(
+        "brain `{name}` stopped answering mid-request ({reason}); it is being restarted, retry in a moment"
+    )]
+    Lost { name: String, reason: String },
+    #[error("the request to brain `{name}` took longer than {timeout_ms} ms and was abandoned")]
+    Timeout { name: String, timeout_ms: u64 },
+}
+
+/// Why an operator action failed.
+#[derive(thiserror::Error, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum ControlError {
+    #[error("no process named `{name}`; `sios status` lists them")]
+    UnknownProcess { name: String },
+    #[error("`{name}` cannot be restarted this way: {reason}")]
+    NotRestartable { name: String, reason: String },
+    #[error("the appliance is shutting down")]
+    ShuttingDown,
+}
+
+/// What a restart did.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct RestartReport {
+    pub name: String,
+    pub old_pid: Option<u32>,
+    pub new_pid: Option<u32>,
+    pub state: ProcessState,
+}
+
+/// The kernel's client-facing service, on the client socket.
+#[tarpc::service]
+pub trait Kernel {
+    /// Every process, its state and its numbers.
+    async fn status() -> StatusReport;
+    /// What the kernel knows about the caller (from SO_PEERCRED).
+    async fn whoami() -> Caller;
+    /// Runs one inference on one brain.
+    async fn invoke(brain: String, request: InferRequest) -> Result<InferResponse, InvokeError>;
+    /// Restarts one process; every other process keeps its pid.
+    async fn restart(name: String) -> Result<RestartReport, ControlError>;
+    /// Stops the appliance gracefully (reverse start order).
+    async fn shutdown() -> Result<(), ControlError>;
+}
+
+/// What a service says when it is ready.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ServiceInfo {
+    pub name: String,
+    pub pid: u32,
+    /// The redb file the service owns.
+    pub database: String,
+}
+
+/// One lifecycle or request event, as the kernel reports it to the audit service.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct AuditEvent {
+    /// Milliseconds since the Unix epoch, from the kernel's clock.
+    pub time_unix_ms: u64,
+    /// Who acted: `kernel`, `uid:1000`, `brain:text-embedding`, …
+    pub actor: String,
+    /// What happened: `process.started`, `process.exited`, `invoke`, …
+    pub action: String,
+    /// What it happened to.
+    pub resource: String,
+    /// A short operator-readable detail (never customer content).
+    pub detail: String,
+}
+
+/// What the audit service promises after [`Audit::append`] returns `Ok`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct AppendReceipt {
+    /// Sequence number of the first appended event.
+    pub first_seq: u64,
+    /// Number of events appended, all durable on disk.
+    pub count: u64,
+}
+
+#[derive(thiserror::Error, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum AuditError {
+    #[error("the audit log could not be written: {0}")]
+    Storage(String),
+}
+
+/// The audit service; the kernel is its only client.
+#[tarpc::service]
+pub trait Audit {
+    async fn ready() -> ServiceInfo;
+    /// Appends events; returns only once they are durable.
+    async fn append(events: Vec<AuditEvent>) -> Result<AppendReceipt, AuditError>;
+}
+
+#[derive(thiserror::Error, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum MemoryError {
+    #[error("memory storage failed: {0}")]
+    Storage(String),
+    #[error("invalid memory request: {0}")]
+    Invalid(String),
+}
+
+/// The memory service; the kernel is its only client.
+#[tarpc::service]
+pub trait Memory {
+    async fn ready() -> ServiceInfo;
+    /// Stores a value; returns only once it is durable.
+    async fn put(namespace: String, key: String, value: Vec<u8>) -> Result<(), MemoryError>;
+    async fn get(namespace: String, key: String) -> Result<Option<Vec<u8>>, MemoryError>;
+}
