@@ -37,18 +37,20 @@ pub fn inherited_listener() -> Result<std::os::unix::net::UnixListener, Activati
         return Err(ActivationError::WrongDescriptor(value));
     }
     // The variable is consumed: a grandchild must not believe it owns the socket.
-    // SAFETY (env): the process is still single-threaded when binaries call this
-    // (before the tokio runtime starts), so no other thread reads the environment.
     #[allow(unsafe_code)]
+    // SAFETY: the process is still single-threaded when binaries call this
+    // (before the tokio runtime starts), so no other thread reads the environment.
     unsafe {
         std::env::remove_var(LISTEN_FD_ENV)
     };
+    #[allow(unsafe_code)]
     // SAFETY: the kernel placed a listening socket at LISTEN_FD and nothing in
     // this process has taken ownership of that descriptor yet (the variable
     // above is consumed on first use, so this runs at most once).
-    #[allow(unsafe_code)]
     let listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(LISTEN_FD) };
     listener.local_addr().map_err(ActivationError::NotASocket)?;
-    listener.set_nonblocking(true).map_err(ActivationError::NotASocket)?;
+    listener
+        .set_nonblocking(true)
+        .map_err(ActivationError::NotASocket)?;
     Ok(listener)
 }

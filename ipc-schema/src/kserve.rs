@@ -17,7 +17,9 @@ use serde_json::{Map, Value, json};
 pub enum KserveError {
     #[error("the request is not valid JSON: {0}")]
     Json(String),
-    #[error("the request must be an object with an \"inputs\" array, e.g. {{\"inputs\": [{{\"name\": \"x\", \"datatype\": \"FP32\", \"shape\": [1], \"data\": [0.5]}}]}}")]
+    #[error(
+        "the request must be an object with an \"inputs\" array, e.g. {{\"inputs\": [{{\"name\": \"x\", \"datatype\": \"FP32\", \"shape\": [1], \"data\": [0.5]}}]}}"
+    )]
     NoInputs,
     #[error("input #{index}: missing or invalid field \"{field}\" ({hint})")]
     Field {
@@ -25,7 +27,9 @@ pub enum KserveError {
         field: &'static str,
         hint: &'static str,
     },
-    #[error("input `{name}`: unknown datatype \"{datatype}\"; use one of BOOL, UINT8, INT8, INT32, INT64, FP32, FP64, BYTES")]
+    #[error(
+        "input `{name}`: unknown datatype \"{datatype}\"; use one of BOOL, UINT8, INT8, INT32, INT64, FP32, FP64, BYTES"
+    )]
     Datatype { name: String, datatype: String },
     #[error("input `{name}`: element #{index} ({value}) is not a valid {datatype}")]
     Element {
@@ -41,7 +45,10 @@ pub enum KserveError {
 /// Parses a KServe v2 inference request.
 pub fn parse_request(text: &str) -> Result<InferRequest, KserveError> {
     let doc: Value = serde_json::from_str(text).map_err(|e| KserveError::Json(e.to_string()))?;
-    let inputs = doc.get("inputs").and_then(Value::as_array).ok_or(KserveError::NoInputs)?;
+    let inputs = doc
+        .get("inputs")
+        .and_then(Value::as_array)
+        .ok_or(KserveError::NoInputs)?;
     let inputs = inputs
         .iter()
         .enumerate()
@@ -63,16 +70,19 @@ pub fn parse_tensor(index: usize, value: &Value) -> Result<Tensor, KserveError> 
         .get("datatype")
         .and_then(Value::as_str)
         .ok_or(field("datatype", "a string such as \"FP32\""))?;
-    let datatype = DataType::from_protocol_name(datatype_name).ok_or_else(|| KserveError::Datatype {
-        name: name.clone(),
-        datatype: datatype_name.to_owned(),
-    })?;
+    let datatype =
+        DataType::from_protocol_name(datatype_name).ok_or_else(|| KserveError::Datatype {
+            name: name.clone(),
+            datatype: datatype_name.to_owned(),
+        })?;
     let shape = value
         .get("shape")
         .and_then(Value::as_array)
         .and_then(|dims| dims.iter().map(Value::as_u64).collect::<Option<Vec<u64>>>())
         .ok_or(field("shape", "an array of non-negative integers"))?;
-    let data = value.get("data").ok_or(field("data", "an array of elements"))?;
+    let data = value
+        .get("data")
+        .ok_or(field("data", "an array of elements"))?;
     let mut flat = Vec::new();
     flatten(data, &mut flat);
 
@@ -126,13 +136,25 @@ fn push_element(datatype: DataType, value: &Value, out: &mut Vec<u8>) -> bool {
     match datatype {
         DataType::Bool => value.as_bool().map(|b| out.push(u8::from(b))).is_some(),
         DataType::Uint8 => int::<u8>(value).map(|v| out.push(v)).is_some(),
-        DataType::Int8 => int::<i8>(value).map(|v| out.extend(v.to_le_bytes())).is_some(),
-        DataType::Int32 => int::<i32>(value).map(|v| out.extend(v.to_le_bytes())).is_some(),
-        DataType::Int64 => int::<i64>(value).map(|v| out.extend(v.to_le_bytes())).is_some(),
+        DataType::Int8 => int::<i8>(value)
+            .map(|v| out.extend(v.to_le_bytes()))
+            .is_some(),
+        DataType::Int32 => int::<i32>(value)
+            .map(|v| out.extend(v.to_le_bytes()))
+            .is_some(),
+        DataType::Int64 => int::<i64>(value)
+            .map(|v| out.extend(v.to_le_bytes()))
+            .is_some(),
         // JSON numbers are doubles; casting to f32 rounds to nearest, which is
         // exact for any value that was printed from an f32.
-        DataType::Fp32 => value.as_f64().map(|v| out.extend((v as f32).to_le_bytes())).is_some(),
-        DataType::Fp64 => value.as_f64().map(|v| out.extend(v.to_le_bytes())).is_some(),
+        DataType::Fp32 => value
+            .as_f64()
+            .map(|v| out.extend((v as f32).to_le_bytes()))
+            .is_some(),
+        DataType::Fp64 => value
+            .as_f64()
+            .map(|v| out.extend(v.to_le_bytes()))
+            .is_some(),
         DataType::Bytes => false,
     }
 }
@@ -192,7 +214,10 @@ pub fn response_to_json(response: &InferResponse) -> Result<Value, KserveError> 
         .collect::<Result<Vec<_>, _>>()?;
     let mut doc = Map::new();
     doc.insert("model_name".into(), response.model_name.clone().into());
-    doc.insert("model_version".into(), response.model_version.clone().into());
+    doc.insert(
+        "model_version".into(),
+        response.model_version.clone().into(),
+    );
     if let Some(id) = &response.id {
         doc.insert("id".into(), id.clone().into());
     }
@@ -206,12 +231,17 @@ mod tests {
 
     #[test]
     fn parses_nested_and_flat_data_alike() {
-        let flat = r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[2,2],"data":[1,2,3,4.5]}]}"#;
-        let nested = r#"{"inputs":[{"name":"x","datatype":"fp32","shape":[2,2],"data":[[1,2],[3,4.5]]}]}"#;
+        let flat =
+            r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[2,2],"data":[1,2,3,4.5]}]}"#;
+        let nested =
+            r#"{"inputs":[{"name":"x","datatype":"fp32","shape":[2,2],"data":[[1,2],[3,4.5]]}]}"#;
         let a = parse_request(flat).unwrap();
         let b = parse_request(nested).unwrap();
         assert_eq!(a, b);
-        assert_eq!(a.inputs[0].to_elements::<f32>().unwrap(), vec![1.0, 2.0, 3.0, 4.5]);
+        assert_eq!(
+            a.inputs[0].to_elements::<f32>().unwrap(),
+            vec![1.0, 2.0, 3.0, 4.5]
+        );
     }
 
     #[test]
@@ -231,10 +261,23 @@ mod tests {
         assert!(matches!(parse_request("{"), Err(KserveError::Json(_))));
         assert_eq!(parse_request("{}"), Err(KserveError::NoInputs));
         let bad_type = r#"{"inputs":[{"name":"x","datatype":"FLOAT","shape":[1],"data":[1]}]}"#;
-        assert!(parse_request(bad_type).unwrap_err().to_string().contains("use one of BOOL"));
-        let out_of_range = r#"{"inputs":[{"name":"x","datatype":"UINT8","shape":[1],"data":[300]}]}"#;
-        assert!(matches!(parse_request(out_of_range), Err(KserveError::Element { index: 0, .. })));
-        let text_as_number = r#"{"inputs":[{"name":"t","datatype":"BYTES","shape":[1],"data":[7]}]}"#;
-        assert!(matches!(parse_request(text_as_number), Err(KserveError::Element { .. })));
+        assert!(
+            parse_request(bad_type)
+                .unwrap_err()
+                .to_string()
+                .contains("use one of BOOL")
+        );
+        let out_of_range =
+            r#"{"inputs":[{"name":"x","datatype":"UINT8","shape":[1],"data":[300]}]}"#;
+        assert!(matches!(
+            parse_request(out_of_range),
+            Err(KserveError::Element { index: 0, .. })
+        ));
+        let text_as_number =
+            r#"{"inputs":[{"name":"t","datatype":"BYTES","shape":[1],"data":[7]}]}"#;
+        assert!(matches!(
+            parse_request(text_as_number),
+            Err(KserveError::Element { .. })
+        ));
     }
 }

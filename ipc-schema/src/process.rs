@@ -37,7 +37,9 @@ pub fn serve_until_signal(
     listener: std::os::unix::net::UnixListener,
     on_connection: impl FnMut(tokio::net::UnixStream),
 ) -> std::io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let listener = tokio::net::UnixListener::from_std(listener)?;
         tracing::info!("{component} ready");

@@ -148,7 +148,11 @@ impl Element for bool {
 
 impl Tensor {
     /// A tensor of packed numeric elements.
-    pub fn from_elements<T: Element>(name: impl Into<String>, shape: Vec<u64>, values: &[T]) -> Self {
+    pub fn from_elements<T: Element>(
+        name: impl Into<String>,
+        shape: Vec<u64>,
+        values: &[T],
+    ) -> Self {
         let mut bytes = Vec::with_capacity(values.len() * T::DATATYPE.element_size().unwrap_or(1));
         for value in values {
             value.write_le(&mut bytes);
@@ -162,7 +166,11 @@ impl Tensor {
     }
 
     /// A tensor of byte strings (e.g. UTF-8 text).
-    pub fn from_strings<S: AsRef<[u8]>>(name: impl Into<String>, shape: Vec<u64>, values: &[S]) -> Self {
+    pub fn from_strings<S: AsRef<[u8]>>(
+        name: impl Into<String>,
+        shape: Vec<u64>,
+        values: &[S],
+    ) -> Self {
         Tensor {
             name: name.into(),
             datatype: DataType::Bytes,
@@ -183,16 +191,21 @@ impl Tensor {
 
     /// Checks that the data agrees with the declared type and shape.
     pub fn check_consistent(&self) -> Result<(), TensorError> {
-        let count = self.element_count().ok_or_else(|| TensorError::ShapeOverflow {
-            name: self.name.clone(),
-            shape: self.shape.clone(),
-        })?;
+        let count = self
+            .element_count()
+            .ok_or_else(|| TensorError::ShapeOverflow {
+                name: self.name.clone(),
+                shape: self.shape.clone(),
+            })?;
         let (expected, got) = match (&self.data, self.datatype.element_size()) {
             (TensorData::Packed(bytes), Some(size)) => {
-                let expected = count.checked_mul(size as u64).ok_or_else(|| TensorError::ShapeOverflow {
-                    name: self.name.clone(),
-                    shape: self.shape.clone(),
-                })?;
+                let expected =
+                    count
+                        .checked_mul(size as u64)
+                        .ok_or_else(|| TensorError::ShapeOverflow {
+                            name: self.name.clone(),
+                            shape: self.shape.clone(),
+                        })?;
                 (expected, bytes.len() as u64)
             }
             (TensorData::Strings(items), None) => (count, items.len() as u64),
@@ -251,7 +264,9 @@ impl Tensor {
 }
 
 fn element_count(shape: &[u64]) -> Option<u64> {
-    shape.iter().try_fold(1u64, |acc, &dim| acc.checked_mul(dim))
+    shape
+        .iter()
+        .try_fold(1u64, |acc, &dim| acc.checked_mul(dim))
 }
 
 /// What a brain declares it accepts or produces: name, type and shape, where a
@@ -265,7 +280,13 @@ pub struct TensorSpec {
 
 impl fmt::Display for TensorSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} {}", self.name, self.datatype, ShapeDisplay(&self.shape))
+        write!(
+            f,
+            "{} {} {}",
+            self.name,
+            self.datatype,
+            ShapeDisplay(&self.shape)
+        )
     }
 }
 
@@ -295,18 +316,26 @@ impl Default for TensorLimits {
     fn default() -> Self {
         // 16 Mi elements is 64 MiB of FP32: far above anything a specialist brain
         // needs, far below what would let one request exhaust a brain's memory.
-        TensorLimits { max_elements: 16 * 1024 * 1024 }
+        TensorLimits {
+            max_elements: 16 * 1024 * 1024,
+        }
     }
 }
 
 /// Checks `tensors` against the declared `specs`: every declared tensor present
 /// exactly once, nothing undeclared, types and shapes as declared, data
 /// consistent with both.
-pub fn validate(tensors: &[Tensor], specs: &[TensorSpec], limits: TensorLimits) -> Result<(), TensorError> {
+pub fn validate(
+    tensors: &[Tensor],
+    specs: &[TensorSpec],
+    limits: TensorLimits,
+) -> Result<(), TensorError> {
     let expected = || specs.iter().map(ToString::to_string).collect::<Vec<_>>();
     for (i, tensor) in tensors.iter().enumerate() {
         if tensors[..i].iter().any(|t| t.name == tensor.name) {
-            return Err(TensorError::Duplicate { name: tensor.name.clone() });
+            return Err(TensorError::Duplicate {
+                name: tensor.name.clone(),
+            });
         }
         let Some(spec) = specs.iter().find(|s| s.name == tensor.name) else {
             return Err(TensorError::Unknown {
@@ -334,10 +363,12 @@ pub fn validate(tensors: &[Tensor], specs: &[TensorSpec], limits: TensorLimits) 
                 got: tensor.shape.clone(),
             });
         }
-        let count = tensor.element_count().ok_or_else(|| TensorError::ShapeOverflow {
-            name: tensor.name.clone(),
-            shape: tensor.shape.clone(),
-        })?;
+        let count = tensor
+            .element_count()
+            .ok_or_else(|| TensorError::ShapeOverflow {
+                name: tensor.name.clone(),
+                shape: tensor.shape.clone(),
+            })?;
         if count > limits.max_elements {
             return Err(TensorError::TooLarge {
                 name: tensor.name.clone(),
@@ -347,7 +378,10 @@ pub fn validate(tensors: &[Tensor], specs: &[TensorSpec], limits: TensorLimits) 
         }
         tensor.check_consistent()?;
     }
-    if let Some(missing) = specs.iter().find(|s| !tensors.iter().any(|t| t.name == s.name)) {
+    if let Some(missing) = specs
+        .iter()
+        .find(|s| !tensors.iter().any(|t| t.name == s.name))
+    {
         return Err(TensorError::Missing {
             name: missing.name.clone(),
             expected: expected(),
@@ -383,10 +417,19 @@ pub enum TensorError {
         expected: Vec<i64>,
         got: Vec<u64>,
     },
-    #[error("tensor `{name}` has shape {} whose element count overflows", ShapeDisplay(shape))]
+    #[error(
+        "tensor `{name}` has shape {} whose element count overflows",
+        ShapeDisplay(shape)
+    )]
     ShapeOverflow { name: String, shape: Vec<u64> },
-    #[error("tensor `{name}` has {elements} elements, over the limit of {limit}; split the request")]
-    TooLarge { name: String, elements: u64, limit: u64 },
+    #[error(
+        "tensor `{name}` has {elements} elements, over the limit of {limit}; split the request"
+    )]
+    TooLarge {
+        name: String,
+        elements: u64,
+        limit: u64,
+    },
     #[error(
         "tensor `{name}` ({datatype}, shape {}) needs {expected} {unit} of data but carries {got}",
         ShapeDisplay(shape),
@@ -418,17 +461,26 @@ mod tests {
     #[test]
     fn round_trips_every_numeric_type() {
         let t = Tensor::from_elements("x", vec![2, 2], &[1.5f32, -2.0, 0.0, f32::MAX]);
-        assert_eq!(t.to_elements::<f32>().unwrap(), vec![1.5, -2.0, 0.0, f32::MAX]);
+        assert_eq!(
+            t.to_elements::<f32>().unwrap(),
+            vec![1.5, -2.0, 0.0, f32::MAX]
+        );
         let t = Tensor::from_elements("y", vec![3], &[i64::MIN, 0, i64::MAX]);
         assert_eq!(t.to_elements::<i64>().unwrap(), vec![i64::MIN, 0, i64::MAX]);
         let t = Tensor::from_elements("b", vec![2], &[true, false]);
         assert_eq!(t.to_elements::<bool>().unwrap(), vec![true, false]);
-        assert!(t.to_elements::<u8>().is_err(), "type confusion must be refused");
+        assert!(
+            t.to_elements::<u8>().is_err(),
+            "type confusion must be refused"
+        );
     }
 
     #[test]
     fn validation_accepts_dynamic_axes_and_refuses_everything_else() {
-        let specs = [spec("x", DataType::Fp32, &[-1, 4]), spec("sr", DataType::Int64, &[])];
+        let specs = [
+            spec("x", DataType::Fp32, &[-1, 4]),
+            spec("sr", DataType::Int64, &[]),
+        ];
         let x = Tensor::from_elements("x", vec![3, 4], &[0f32; 12]);
         let sr = Tensor::from_elements("sr", vec![], &[16000i64]);
         let limits = TensorLimits::default();
@@ -461,10 +513,17 @@ mod tests {
         short.data = TensorData::Packed(vec![0; 7]);
         assert!(matches!(
             validate(&[short, sr.clone()], &specs, limits),
-            Err(TensorError::DataLength { expected: 48, got: 7, .. })
+            Err(TensorError::DataLength {
+                expected: 48,
+                got: 7,
+                ..
+            })
         ));
         let tight = TensorLimits { max_elements: 11 };
-        assert!(matches!(validate(&[x, sr], &specs, tight), Err(TensorError::TooLarge { .. })));
+        assert!(matches!(
+            validate(&[x, sr], &specs, tight),
+            Err(TensorError::TooLarge { .. })
+        ));
     }
 
     #[test]

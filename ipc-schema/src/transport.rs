@@ -48,7 +48,9 @@ pub fn describe_error(err: &io::Error, max_frame_bytes: usize) -> String {
              the connection was closed (raise max_frame_bytes in the config if such requests are legitimate)"
         )
     } else if err.kind() == io::ErrorKind::InvalidData || err.kind() == io::ErrorKind::Other {
-        format!("the peer sent bytes that are not a valid sios message ({text}); the connection was closed")
+        format!(
+            "the peer sent bytes that are not a valid sios message ({text}); the connection was closed"
+        )
     } else {
         format!("connection error: {text}")
     }
@@ -67,8 +69,9 @@ where
 {
     let peer = peer_label(&stream);
     let mut failure = None;
-    let transport = framed::<tarpc::ClientMessage<S::Req>, tarpc::Response<S::Resp>>(stream, max_frame_bytes)
-        .inspect_err(|err| failure = Some(describe_error(err, max_frame_bytes)));
+    let transport =
+        framed::<tarpc::ClientMessage<S::Req>, tarpc::Response<S::Resp>>(stream, max_frame_bytes)
+            .inspect_err(|err| failure = Some(describe_error(err, max_frame_bytes)));
     // `inspect_err` keeps the Sink half, so the channel can still reply.
     BaseChannel::with_defaults(transport)
         .execute(serve)
@@ -82,7 +85,10 @@ where
 /// Accepts connections on `listener` for ever and hands each to
 /// `on_connection` (which typically spawns [`serve_connection`] with the
 /// service it builds for that peer). A failed accept is logged and retried.
-pub async fn accept_loop(listener: UnixListener, mut on_connection: impl FnMut(UnixStream)) -> io::Result<()> {
+pub async fn accept_loop(
+    listener: UnixListener,
+    mut on_connection: impl FnMut(UnixStream),
+) -> io::Result<()> {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => on_connection(stream),
@@ -97,8 +103,10 @@ pub async fn accept_loop(listener: UnixListener, mut on_connection: impl FnMut(U
 }
 
 fn is_transient_accept_error(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc_errno::EMFILE | libc_errno::ENFILE | libc_errno::ENOBUFS | libc_errno::ENOMEM))
-        || err.kind() == io::ErrorKind::ConnectionAborted
+    matches!(
+        err.raw_os_error(),
+        Some(libc_errno::EMFILE | libc_errno::ENFILE | libc_errno::ENOBUFS | libc_errno::ENOMEM)
+    ) || err.kind() == io::ErrorKind::ConnectionAborted
         || err.kind() == io::ErrorKind::Interrupted
 }
 
@@ -132,7 +140,10 @@ pub async fn connect(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
             Ok(stream) => return Ok(stream),
             Err(err)
                 if Instant::now() < give_up
-                    && matches!(err.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) =>
+                    && matches!(
+                        err.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                    ) =>
             {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }

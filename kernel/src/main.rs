@@ -1,1 +1,122 @@
-fn main() {}
+//! `sios-kernel`: runs the appliance in the foreground until SIGTERM, SIGINT
+//! or `sios down`. Usually started by `sios up`.
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use nix::fcntl::{Flock, FlockArg};
+use sios_config::{Config, StateLayout};
+use sios_ipc::Kernel as _;
+use sios_ipc::transport;
+use sios_kernel::api::KernelServer;
+use sios_kernel::appliance::{self, Appliance};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// The sios supervisor. Prefer `sios up`, which runs this.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// State directory (default: /var/lib/sios for root, else ~/.local/state/sios).
+    #[arg(long, env = sios_config::STATE_DIR_ENV)]
+    state_dir: Option<PathBuf>,
+    /// Config file (default: <state-dir>/config.toml if present, else built-in defaults).
+    #[arg(long, env = sios_config::CONFIG_ENV)]
+    config: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    sios_ipc::process::init_tracing("kernel");
+    // Everything the kernel creates (directories, sockets, files) is private
+    // unless it says otherwise.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let state_dir = sios_config::resolve_state_dir(args.state_dir.as_deref())?;
+    let config = Config::load(args.config.as_deref(), &state_dir)?;
+    let layout = StateLayout::new(&state_dir);
+    appliance::create_private_dir(&layout.root)?;
+    appliance::create_private_dir(&layout.run_dir())?;
+
+    // One kernel per state directory.
+    let lock_path = layout.kernel_lock();
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    let lock = match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => lock,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => bail!(
+            "another sios kernel is already running on {}; use `sios status`, or pick another --state-dir",
+            state_dir.display()
+        ),
+        Err((_, errno)) => bail!("cannot lock {}: {errno}", lock_path.display()),
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(run(config, layout.clone()));
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    // Sockets are meaningless once the kernel is gone. The client socket goes
+    // last, after the lock is released: `sios down` returns when it vanishes,
+    // and a `sios up` right after must find the state directory free.
+    let _ = std::fs::remove_dir_all(layout.brain_socket_dir());
+    for name in ["audit", "memory"] {
+        let _ = std::fs::remove_file(layout.service_socket(name));
+    }
+    drop(lock);
+    let _ = std::fs::remove_file(layout.kernel_socket());
+    result
+}
+
+async fn run(config: Config, layout: StateLayout) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let max_frame = config.limits.max_frame_bytes;
+    let (appliance, pending) = Appliance::prepare(config, layout.clone())?;
+
+    // Clients can ask for `status` while the rest is still starting.
+    let client_listener = appliance::bind(&layout.kernel_socket())?;
+    let client_listener = tokio::net::UnixListener::from_std(client_listener)?;
+    let for_clients = std::sync::Arc::clone(&appliance);
+    let serving = tokio::spawn(transport::accept_loop(client_listener, move |stream| {
+        if let Some(server) = KernelServer::for_connection(&for_clients, &stream) {
+            tokio::spawn(transport::serve_connection(
+                stream,
+                max_frame,
+                server.serve(),
+            ));
+        }
+    }));
+    tracing::info!(socket = %layout.kernel_socket().display(), state_dir = %layout.root.display(), "kernel listening");
+
+    let starting = appliance.start(pending);
+    tokio::select! {
+        () = starting => {
+            let status = appliance.status();
+            let brains: Vec<_> = status.processes.iter().filter(|p| p.role == sios_ipc::Role::Brain).collect();
+            let ready = brains.iter().filter(|p| p.state == sios_ipc::ProcessState::Ready).count();
+            tracing::info!(
+                "appliance up in {} ms: {ready}/{} brains ready; `sios status` for details",
+                started.elapsed().as_millis(),
+                brains.len()
+            );
+        }
+        signal = sios_ipc::process::shutdown_signal() => {
+            tracing::info!("{} received during start-up", signal?);
+            appliance.stop().await;
+            return Ok(());
+        }
+    }
+
+    let reason = tokio::select! {
+        signal = sios_ipc::process::shutdown_signal() => signal?.to_owned(),
+        () = appliance.shutdown_requested() => "shutdown requested by client".to_owned(),
+        result = serving => format!("client socket failed: {result:?}"),
+    };
+    tracing::info!("{reason}; stopping in reverse start order");
+    appliance.stop().await;
+    tracing::info!("appliance stopped");
+    Ok(())
+}

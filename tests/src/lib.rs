@@ -1,1 +1,321 @@
+//! Test harness: a real appliance (real kernel, services and brains, real
+//! sockets) in a temporary state directory, and the reference fixtures that
+//! `deploy/setup.sh` computed with Python's onnxruntime.
+//!
+//! The sios binaries are found next to the test executable's target
+//! directory; `deploy/test.sh` builds them (`cargo build --workspace --bins`)
+//! before running the tests.
 
+use serde_json::Value;
+use sios_ipc::{KernelClient, StatusReport, transport};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The source tree (where `build/` and `brains/catalog` live).
+pub fn source_tree() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Directory holding the sios executables of this build profile.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test-binary>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_owned();
+    for bin in [
+        "sios",
+        "sios-kernel",
+        "sios-launch",
+        "sios-brain",
+        "sios-audit",
+        "sios-memory",
+    ] {
+        assert!(
+            dir.join(bin).exists(),
+            "{} is missing: build the binaries first (`cargo build --workspace --bins`, which deploy/test.sh does)",
+            dir.join(bin).display()
+        );
+    }
+    dir
+}
+
+/// Fails (in CI) or skips loudly (elsewhere) when `deploy/setup.sh` has not run.
+pub fn require_setup() -> bool {
+    let models = source_tree().join("build/models");
+    if models.exists() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "build/models is missing in CI: deploy/setup.sh must run before the tests"
+    );
+    eprintln!("SKIPPED: build/models missing; run deploy/setup.sh to run the end-to-end tests");
+    false
+}
+
+/// A reference request/response pair computed by Python onnxruntime.
+#[derive(Debug)]
+pub struct Fixture {
+    pub request: Value,
+    pub response: Value,
+}
+
+pub fn fixture(brain: &str) -> Fixture {
+    let path = source_tree().join(format!("build/fixtures/{brain}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let doc: Value = serde_json::from_str(&text).expect("fixture JSON");
+    Fixture {
+        request: doc["request"].clone(),
+        response: doc["response"].clone(),
+    }
+}
+
+/// Asserts two KServe responses carry the same outputs, FP32 values equal
+/// bit for bit (after the JSON round trip, which is exact for f32).
+pub fn assert_same_outputs(got: &Value, want: &Value) {
+    let got_outputs = got["outputs"].as_array().expect("outputs in response");
+    let want_outputs = want["outputs"].as_array().expect("outputs in fixture");
+    assert_eq!(got_outputs.len(), want_outputs.len(), "number of outputs");
+    for (g, w) in got_outputs.iter().zip(want_outputs) {
+        assert_eq!(g["name"], w["name"]);
+        assert_eq!(g["datatype"], w["datatype"], "datatype of {}", w["name"]);
+        assert_eq!(g["shape"], w["shape"], "shape of {}", w["name"]);
+        let gd = g["data"].as_array().expect("data");
+        let wd = w["data"].as_array().expect("data");
+        assert_eq!(gd.len(), wd.len(), "element count of {}", w["name"]);
+        for (i, (a, b)) in gd.iter().zip(wd).enumerate() {
+            match (a.as_f64(), b.as_f64()) {
+                (Some(a), Some(b)) if w["datatype"] == "FP32" => assert_eq!(
+                    (a as f32).to_bits(),
+                    (b as f32).to_bits(),
+                    "{}[{i}]: sios {a} vs onnxruntime {b}",
+                    w["name"]
+                ),
+                _ => assert_eq!(a, b, "{}[{i}]", w["name"]),
+            }
+        }
+    }
+}
+
+/// Options for a test appliance.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub brains: Vec<String>,
+    /// Extra TOML appended to the generated config.
+    pub extra_config: String,
+    /// Use this catalog instead of the source tree's.
+    pub catalog_dir: Option<PathBuf>,
+}
+
+impl Options {
+    pub fn brains(names: &[&str]) -> Options {
+        Options {
+            brains: names.iter().map(|s| s.to_string()).collect(),
+            extra_config: String::new(),
+            catalog_dir: None,
+        }
+    }
+}
+
+/// The three brains whose models the set-up step builds and fixtures cover.
+pub const FIXTURE_BRAINS: [&str; 3] = ["text-embedding", "file-type", "voice-activity"];
+
+/// A running appliance, stopped (SIGTERM) when dropped.
+#[derive(Debug)]
+pub struct TestAppliance {
+    pub dir: tempfile::TempDir,
+    pub state_dir: PathBuf,
+    pub log: PathBuf,
+    bin: PathBuf,
+    kernel: Option<Child>,
+}
+
+impl TestAppliance {
+    /// Starts `sios up` with the given options and waits until every process
+    /// is ready or failed.
+    pub fn start(options: Options) -> TestAppliance {
+        let bin = bin_dir();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state_dir = dir.path().join("state");
+        std::fs::create_dir_all(&state_dir).expect("state dir");
+        let tree = source_tree();
+        let catalog = options
+            .catalog_dir
+            .clone()
+            .unwrap_or_else(|| tree.join("brains/catalog"));
+        let brains = options
+            .brains
+            .iter()
+            .map(|b| format!("{b:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let config = format!(
+            "[paths]\ncatalog_dir = {:?}\nmodels_dir = {:?}\nonnxruntime_lib = {:?}\nbin_dir = {:?}\n\n[brains]\nenabled = [{brains}]\n\n{}",
+            catalog.display().to_string(),
+            tree.join("build/models").display().to_string(),
+            tree.join("build/lib/libonnxruntime.so.1.32.0")
+                .display()
+                .to_string(),
+            bin.display().to_string(),
+            options.extra_config,
+        );
+        std::fs::write(state_dir.join("config.toml"), config).expect("config");
+        let log = dir.path().join("kernel.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let kernel = Command::new(bin.join("sios"))
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .arg("up")
+            .env("SIOS_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log"))
+            .stderr(log_file)
+            .spawn()
+            .expect("start sios up");
+        let appliance = TestAppliance {
+            dir,
+            state_dir,
+            log,
+            bin,
+            kernel: Some(kernel),
+        };
+        let waited = appliance.sios(&["wait", "--timeout", "120"]);
+        // `wait` exits 1 when something failed to start; tests that expect
+        // that look at `status` themselves.
+        assert!(
+            matches!(waited.status.code(), Some(0 | 1)),
+            "appliance did not settle: {}\n--- kernel log ---\n{}",
+            String::from_utf8_lossy(&waited.stderr),
+            appliance.log_text()
+        );
+        appliance
+    }
+
+    /// Runs the `sios` CLI against this appliance.
+    pub fn sios(&self, args: &[&str]) -> Output {
+        self.sios_with_stdin(args, None)
+    }
+
+    pub fn sios_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut command = Command::new(self.bin.join("sios"));
+        command.arg("--state-dir").arg(&self.state_dir).args(args);
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        command.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        let mut child = command.spawn().expect("run sios");
+        if let Some(text) = stdin {
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(text.as_bytes())
+                .expect("write stdin");
+        }
+        child.wait_with_output().expect("sios output")
+    }
+
+    /// `sios status --json`, parsed.
+    pub fn status(&self) -> StatusReport {
+        let out = self.sios(&["status", "--json"]);
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
+    /// The pid of one process, from `status`.
+    pub fn pid(&self, name: &str) -> u32 {
+        self.status()
+            .processes
+            .iter()
+            .find(|p| p.name == name)
+            .and_then(|p| p.pid)
+            .unwrap_or_else(|| panic!("no pid for {name}"))
+    }
+
+    /// Polls `status` until `check` holds for the named process.
+    pub fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&sios_ipc::ProcessStatus) -> bool,
+    ) {
+        let give_up = Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = self.status();
+            if let Some(p) = status.processes.iter().find(|p| p.name == name)
+                && check(p)
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < give_up,
+                "{name} never became {what}: {status:#?}\n--- kernel log ---\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A tarpc client on the kernel's client socket.
+    pub async fn client(&self) -> KernelClient {
+        let socket = sios_config::StateLayout::new(&self.state_dir).kernel_socket();
+        let stream = transport::connect(&socket, Duration::from_secs(5))
+            .await
+            .expect("connect");
+        KernelClient::new(
+            transport::client_config(),
+            transport::framed(stream, 64 << 20),
+        )
+        .spawn()
+    }
+
+    pub fn kernel_socket(&self) -> PathBuf {
+        sios_config::StateLayout::new(&self.state_dir).kernel_socket()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the appliance with SIGTERM and returns the kernel's exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut kernel = self.kernel.take().expect("kernel running");
+        let pid = nix::unistd::Pid::from_raw(kernel.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        kernel.wait().expect("kernel exit")
+    }
+}
+
+impl Drop for TestAppliance {
+    fn drop(&mut self) {
+        if self.kernel.is_some() {
+            self.stop();
+        }
+    }
+}
+
+/// A request as a KServe JSON string.
+pub fn json_text(value: &Value) -> String {
+    serde_json::to_string(value).expect("json")
+}
+
+/// The fixture request, parsed to the wire type.
+pub fn fixture_request(brain: &str) -> sios_ipc::InferRequest {
+    sios_ipc::kserve::parse_request(&json_text(&fixture(brain).request)).expect("fixture request")
+}
+
+/// A tarpc context with a long deadline.
+pub fn ctx() -> tarpc::context::Context {
+    transport::context_with_timeout(Duration::from_secs(60))
+}

@@ -146,7 +146,9 @@ pub enum ManifestError {
         expected: String,
         actual: String,
     },
-    #[error("no brain manifests (*.toml) in {0}; point catalog_dir at the brains/catalog directory")]
+    #[error(
+        "no brain manifests (*.toml) in {0}; point catalog_dir at the brains/catalog directory"
+    )]
     EmptyCatalog(PathBuf),
 }
 
@@ -183,13 +185,21 @@ impl Manifest {
             )));
         }
         for pinned in std::iter::once(&self.model).chain(self.tokenizer()) {
-            if pinned.sha256.len() != 64 || !pinned.sha256.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+            if pinned.sha256.len() != 64
+                || !pinned
+                    .sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            {
                 return Err(invalid(format!(
                     "sha256 of {} must be 64 lowercase hex digits",
                     pinned.file
                 )));
             }
-            if Path::new(&pinned.file).components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+            if Path::new(&pinned.file)
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+            {
                 return Err(invalid(format!(
                     "model file `{}` must be a plain relative path inside the models directory",
                     pinned.file
@@ -204,16 +214,24 @@ impl Manifest {
                 )));
             }
             if spec.shape.iter().any(|&d| d < -1) {
-                return Err(invalid(format!("tensor `{}` has a dimension below -1", spec.name)));
+                return Err(invalid(format!(
+                    "tensor `{}` has a dimension below -1",
+                    spec.name
+                )));
             }
         }
         if self.inputs.is_empty() || self.outputs.is_empty() {
-            return Err(invalid("a brain declares at least one input and one output".into()));
+            return Err(invalid(
+                "a brain declares at least one input and one output".into(),
+            ));
         }
         if let Some(Preprocess::Tokenize { max_length, .. }) = &self.preprocess {
-            let one_text_input = self.inputs.len() == 1 && self.inputs[0].datatype.eq_ignore_ascii_case("BYTES");
+            let one_text_input =
+                self.inputs.len() == 1 && self.inputs[0].datatype.eq_ignore_ascii_case("BYTES");
             if !one_text_input {
-                return Err(invalid("a tokenising brain declares exactly one BYTES input".into()));
+                return Err(invalid(
+                    "a tokenising brain declares exactly one BYTES input".into(),
+                ));
             }
             if *max_length == 0 {
                 return Err(invalid("preprocess.max_length must be at least 1".into()));
@@ -257,7 +275,9 @@ fn to_specs(specs: &[TensorSpecToml]) -> Vec<TensorSpec> {
 pub fn is_valid_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && !name.starts_with('-')
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// Loads every `*.toml` manifest in `dir`, sorted by brain name.
@@ -374,19 +394,38 @@ shape = [-1, 4]
         let dir = tempfile::tempdir().unwrap();
         let path = write(dir.path(), "other", EXAMPLE);
         let err = Manifest::load(&path).unwrap_err().to_string();
-        assert!(err.contains("other.toml") && err.contains("echo.toml"), "{err}");
+        assert!(
+            err.contains("other.toml") && err.contains("echo.toml"),
+            "{err}"
+        );
 
-        let bad_type = EXAMPLE.replace("datatype = \"FP32\"\nshape = [-1, 4]\n[[outputs]]", "datatype = \"FLOAT\"\nshape = [-1, 4]\n[[outputs]]");
+        let bad_type = EXAMPLE.replace(
+            "datatype = \"FP32\"\nshape = [-1, 4]\n[[outputs]]",
+            "datatype = \"FLOAT\"\nshape = [-1, 4]\n[[outputs]]",
+        );
         let path = write(dir.path(), "echo", &bad_type);
-        assert!(Manifest::load(&path).unwrap_err().to_string().contains("unknown datatype `FLOAT`"));
+        assert!(
+            Manifest::load(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown datatype `FLOAT`")
+        );
 
         let escape = EXAMPLE.replace("echo.onnx", "../../etc/passwd");
         let path = write(dir.path(), "echo", &escape);
-        assert!(Manifest::load(&path).unwrap_err().to_string().contains("plain relative path"));
+        assert!(
+            Manifest::load(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("plain relative path")
+        );
 
         let unknown_field = format!("{EXAMPLE}\nsurprise = 1\n");
         let path = write(dir.path(), "echo", &unknown_field);
-        assert!(matches!(Manifest::load(&path), Err(ManifestError::Parse { .. })));
+        assert!(matches!(
+            Manifest::load(&path),
+            Err(ManifestError::Parse { .. })
+        ));
     }
 
     #[test]

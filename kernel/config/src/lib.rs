@@ -32,7 +32,7 @@ pub const CONFIG_ENV: &str = "SIOS_CONFIG";
 const SOURCE_TREE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
 /// The whole configuration file.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub paths: PathsConfig,
@@ -127,17 +127,6 @@ pub struct BrainsConfig {
     pub enabled: Vec<String>,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            paths: PathsConfig::default(),
-            limits: LimitsConfig::default(),
-            supervisor: SupervisorConfig::default(),
-            brains: BrainsConfig::default(),
-        }
-    }
-}
-
 /// Why the configuration could not be used.
 #[derive(thiserror::Error, Debug)]
 #[non_exhaustive]
@@ -148,7 +137,9 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("config file {path} is invalid: {message}(every field is documented in deploy/sios.toml)")]
+    #[error(
+        "config file {path} is invalid: {message}(every field is documented in deploy/sios.toml)"
+    )]
     Parse { path: PathBuf, message: String },
     #[error("no state directory: set --state-dir or {STATE_DIR_ENV}, or HOME")]
     NoStateDir,
@@ -182,7 +173,11 @@ impl Config {
 
 impl PathsConfig {
     fn resolve_relative_to(&mut self, base: &Path) {
-        for path in [&mut self.catalog_dir, &mut self.models_dir, &mut self.onnxruntime_lib] {
+        for path in [
+            &mut self.catalog_dir,
+            &mut self.models_dir,
+            &mut self.onnxruntime_lib,
+        ] {
             if path.is_relative() {
                 *path = base.join(&*path);
             }
@@ -222,7 +217,9 @@ pub fn resolve_state_dir(explicit: Option<&Path>) -> Result<PathBuf, ConfigError
     if let Some(xdg) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(xdg).join("sios"));
     }
-    let home = std::env::var_os("HOME").filter(|v| !v.is_empty()).ok_or(ConfigError::NoStateDir)?;
+    let home = std::env::var_os("HOME")
+        .filter(|v| !v.is_empty())
+        .ok_or(ConfigError::NoStateDir)?;
     Ok(PathBuf::from(home).join(".local/state/sios"))
 }
 
@@ -301,8 +298,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "[supervisor]\nmax_restart = 3\n").unwrap();
-        let err = Config::load(Some(&path), dir.path()).unwrap_err().to_string();
-        assert!(err.contains("c.toml") && err.contains("max_restart"), "{err}");
+        let err = Config::load(Some(&path), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("c.toml") && err.contains("max_restart"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -19,8 +19,13 @@ enum LaunchError {
     #[error("the launch spec is not valid: {0}")]
     Spec(#[from] serde_json::Error),
     #[error("step `{step}` failed: {errno}")]
-    Step { step: &'static str, errno: nix::Error },
-    #[error("the kernel (pid {0}) exited while this process was being launched; abandoning the launch")]
+    Step {
+        step: &'static str,
+        errno: nix::Error,
+    },
+    #[error(
+        "the kernel (pid {0}) exited while this process was being launched; abandoning the launch"
+    )]
     Orphaned(u32),
     #[error("{0} contains a NUL byte")]
     Nul(String),
@@ -36,18 +41,31 @@ fn cstring(value: &[u8]) -> Result<CString, LaunchError> {
 
 fn launch(spec: &LaunchSpec) -> Result<std::convert::Infallible, LaunchError> {
     // Die with the kernel. Set before checking the parent, so there is no gap.
-    step("prctl(PR_SET_PDEATHSIG)", nix::sys::prctl::set_pdeathsig(Signal::SIGKILL))?;
+    step(
+        "prctl(PR_SET_PDEATHSIG)",
+        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL),
+    )?;
     if nix::unistd::getppid().as_raw() as u32 != spec.parent_pid {
         return Err(LaunchError::Orphaned(spec.parent_pid));
     }
     // Neither this program nor anything it execs can gain privileges (setuid
     // binaries, file capabilities) from here on.
-    step("prctl(PR_SET_NO_NEW_PRIVS)", nix::sys::prctl::set_no_new_privs())?;
+    step(
+        "prctl(PR_SET_NO_NEW_PRIVS)",
+        nix::sys::prctl::set_no_new_privs(),
+    )?;
     // No core dumps: a dump of a brain could hold customer content.
-    step("setrlimit(RLIMIT_CORE)", setrlimit(Resource::RLIMIT_CORE, 0, 0))?;
+    step(
+        "setrlimit(RLIMIT_CORE)",
+        setrlimit(Resource::RLIMIT_CORE, 0, 0),
+    )?;
     step(
         "setrlimit(RLIMIT_NOFILE)",
-        setrlimit(Resource::RLIMIT_NOFILE, spec.limits.max_open_files, spec.limits.max_open_files),
+        setrlimit(
+            Resource::RLIMIT_NOFILE,
+            spec.limits.max_open_files,
+            spec.limits.max_open_files,
+        ),
     )?;
     // The sandbox (namespaces, pivot_root, uid drop, capabilities, Landlock,
     // seccomp) is applied here, in this single-threaded process, before exec.

@@ -50,7 +50,9 @@ impl AuditLog {
         self.queue
             .send((events, reply))
             .map_err(|_| storage("the audit writer has stopped"))?;
-        answer.await.map_err(|_| storage("the audit writer has stopped"))?
+        answer
+            .await
+            .map_err(|_| storage("the audit writer has stopped"))?
     }
 }
 
@@ -73,7 +75,10 @@ fn writer(db: Database, mut next_seq: u64, batches: mpsc::Receiver<(Vec<AuditEve
         for (events, reply) in batch {
             let count = events.len() as u64;
             let answer = match &result {
-                Ok(()) => Ok(AppendReceipt { first_seq: seq, count }),
+                Ok(()) => Ok(AppendReceipt {
+                    first_seq: seq,
+                    count,
+                }),
                 Err(err) => Err(err.clone()),
             };
             seq += count;
@@ -88,15 +93,17 @@ fn writer(db: Database, mut next_seq: u64, batches: mpsc::Receiver<(Vec<AuditEve
     }
 }
 
-fn write_batch(db: &Database, start: u64, batch: &[(Vec<AuditEvent>, Reply)]) -> Result<(), AuditError> {
+fn write_batch(
+    db: &Database,
+    start: u64,
+    batch: &[(Vec<AuditEvent>, Reply)],
+) -> Result<(), AuditError> {
     let txn = db.begin_write().map_err(storage)?;
     {
         let mut table = txn.open_table(EVENTS).map_err(storage)?;
-        let mut seq = start;
-        for event in batch.iter().flat_map(|(events, _)| events) {
+        for (seq, event) in (start..).zip(batch.iter().flat_map(|(events, _)| events)) {
             let bytes = serde_json::to_vec(event).map_err(storage)?;
             table.insert(seq, bytes.as_slice()).map_err(storage)?;
-            seq += 1;
         }
     }
     txn.commit().map_err(storage)

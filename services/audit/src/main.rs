@@ -35,7 +35,11 @@ impl Audit for AuditServer {
         }
     }
 
-    async fn append(self, _: Context, events: Vec<AuditEvent>) -> Result<AppendReceipt, AuditError> {
+    async fn append(
+        self,
+        _: Context,
+        events: Vec<AuditEvent>,
+    ) -> Result<AppendReceipt, AuditError> {
         self.log.append(events).await
     }
 }
@@ -53,7 +57,11 @@ fn main() -> anyhow::Result<()> {
     tracing::info!(database = %server.database, "opened");
     let max = args.max_frame_bytes;
     sios_ipc::process::serve_until_signal("audit service", listener, |stream| {
-        tokio::spawn(transport::serve_connection(stream, max, server.clone().serve()));
+        tokio::spawn(transport::serve_connection(
+            stream,
+            max,
+            server.clone().serve(),
+        ));
     })
     .context("serving")
 }

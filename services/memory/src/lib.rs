@@ -48,7 +48,10 @@ impl MemoryStore {
     pub fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, MemoryError> {
         let txn = self.db.begin_read().map_err(storage)?;
         let table = txn.open_table(ITEMS).map_err(storage)?;
-        Ok(table.get((namespace, key)).map_err(storage)?.map(|v| v.value().to_vec()))
+        Ok(table
+            .get((namespace, key))
+            .map_err(storage)?
+            .map(|v| v.value().to_vec()))
     }
 }
 

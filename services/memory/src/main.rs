@@ -49,12 +49,25 @@ impl Memory for MemoryServer {
         }
     }
 
-    async fn put(self, _: Context, namespace: String, key: String, value: Vec<u8>) -> Result<(), MemoryError> {
-        self.blocking(move |store| store.put(&namespace, &key, &value)).await
+    async fn put(
+        self,
+        _: Context,
+        namespace: String,
+        key: String,
+        value: Vec<u8>,
+    ) -> Result<(), MemoryError> {
+        self.blocking(move |store| store.put(&namespace, &key, &value))
+            .await
     }
 
-    async fn get(self, _: Context, namespace: String, key: String) -> Result<Option<Vec<u8>>, MemoryError> {
-        self.blocking(move |store| store.get(&namespace, &key)).await
+    async fn get(
+        self,
+        _: Context,
+        namespace: String,
+        key: String,
+    ) -> Result<Option<Vec<u8>>, MemoryError> {
+        self.blocking(move |store| store.get(&namespace, &key))
+            .await
     }
 }
 
@@ -71,7 +84,11 @@ fn main() -> anyhow::Result<()> {
     tracing::info!(database = %server.database, "opened");
     let max = args.max_frame_bytes;
     sios_ipc::process::serve_until_signal("memory service", listener, |stream| {
-        tokio::spawn(transport::serve_connection(stream, max, server.clone().serve()));
+        tokio::spawn(transport::serve_connection(
+            stream,
+            max,
+            server.clone().serve(),
+        ));
     })
     .context("serving")
 }

@@ -1,0 +1,846 @@
+//! One brain's model: verified, loaded, checked against its manifest, run.
+//!
+//! [`Engine::load`] is the whole start-up of a brain apart from the socket:
+//!
+//! 1. read the model (and tokenizer) bytes and check their sha256 against the
+//!    manifest ([`sios_manifest::read_verified`]); a mismatch is refused before
+//!    ONNX Runtime sees a byte;
+//! 2. create the ONNX Runtime session from *those bytes* (never from the path,
+//!    so the file cannot change between the check and the use), with the
+//!    settings every reference output was computed with: one intra-op thread,
+//!    one inter-op thread, sequential execution, `ORT_ENABLE_ALL`
+//!    optimisations, CPU execution provider;
+//! 3. compare what the model really takes and returns with what the manifest
+//!    declares, and refuse any disagreement, naming both sides.
+//!
+//! [`Engine::infer`] then validates each request against the manifest (a brain
+//! trusts no socket), tokenises text for tokenising brains, runs the model and
+//! returns the declared outputs, in manifest order.
+
+use crate::convert;
+use crate::runtime::{self, RuntimeError};
+use crate::tokenize::{self, TextTokenizer};
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::{DynValue, TensorElementType, ValueType};
+use sios_ipc::tensor::validate;
+use sios_ipc::{BrainError, DataType, Tensor, TensorLimits, TensorSpec};
+use sios_manifest::{Manifest, ManifestError, Preprocess, read_verified};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A loaded brain model, ready to run.
+#[derive(Debug)]
+pub struct Engine {
+    name: String,
+    model_sha256: String,
+    inputs: Vec<TensorSpec>,
+    outputs: Vec<TensorSpec>,
+    tokenizer: Option<TextTokenizer>,
+    limits: TensorLimits,
+    session: Session,
+}
+
+/// Why a brain could not start. Each names the brain and the file concerned.
+#[derive(thiserror::Error, Debug)]
+#[non_exhaustive]
+pub enum EngineError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// Unreadable file or sha256 mismatch (the message says what to do).
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("brain `{brain}`: the tokenizer {path} is unusable: {reason}")]
+    Tokenizer {
+        brain: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("brain `{brain}`: ONNX Runtime could not load the model {path}: {reason}")]
+    Session {
+        brain: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error(
+        "brain `{brain}`: the manifest and the model {path} disagree: {detail}. Make the manifest's inputs and \
+         outputs match the model (brains/models/IO.md lists each model's), or pin the model the manifest describes"
+    )]
+    Signature {
+        brain: String,
+        path: PathBuf,
+        detail: String,
+    },
+}
+
+impl Engine {
+    /// Verifies, loads and checks the brain `manifest` describes, with its
+    /// files under `models_dir`. ONNX Runtime must have been loaded with
+    /// [`runtime::init`] first.
+    pub fn load(manifest: &Manifest, models_dir: &Path) -> Result<Engine, EngineError> {
+        let brain = manifest.name.clone();
+        let model_path = models_dir.join(&manifest.model.file);
+
+        // 1. Hashes first: nothing unverified reaches a parser.
+        let model_bytes = read_verified(models_dir, &manifest.model)?;
+        let tokenizer = match &manifest.preprocess {
+            Some(Preprocess::Tokenize {
+                tokenizer,
+                max_length,
+            }) => {
+                let bytes = read_verified(models_dir, tokenizer)?;
+                let parsed = TextTokenizer::from_bytes(&bytes, *max_length).map_err(|reason| {
+                    EngineError::Tokenizer {
+                        brain: brain.clone(),
+                        path: models_dir.join(&tokenizer.file),
+                        reason,
+                    }
+                })?;
+                Some(parsed)
+            }
+            None => None,
+        };
+
+        // 2. The session, from the verified bytes.
+        let env = runtime::environment()?;
+        let build = || -> ort::Result<Session> {
+            Session::builder(&env)?
+                .with_intra_threads(1)?
+                .with_inter_threads(1)?
+                .with_parallel_execution(false)?
+                // `All` is ORT_ENABLE_ALL (99); ort's `Level3` is ORT_ENABLE_LAYOUT.
+                .with_optimization_level(GraphOptimizationLevel::All)?
+                .with_log_id(brain.as_str())?
+                .commit_from_memory(&model_bytes)
+        };
+        let session = build().map_err(|err| EngineError::Session {
+            brain: brain.clone(),
+            path: model_path.clone(),
+            reason: err.to_string(),
+        })?;
+
+        // 3. The model must be what the manifest says it is.
+        let inputs = manifest.input_specs();
+        let outputs = manifest.output_specs();
+        let model_inputs: Vec<ModelIo> = session
+            .inputs()
+            .iter()
+            .map(|o| ModelIo::new(o.name(), o.dtype()))
+            .collect();
+        let model_outputs: Vec<ModelIo> = session
+            .outputs()
+            .iter()
+            .map(|o| ModelIo::new(o.name(), o.dtype()))
+            .collect();
+        let checked = if tokenizer.is_some() {
+            check_tokenising_inputs(&inputs, &model_inputs)
+        } else {
+            check_plain_inputs(&inputs, &model_inputs)
+        }
+        .and_then(|()| check_outputs(&outputs, &model_outputs));
+        checked.map_err(|detail| EngineError::Signature {
+            brain: brain.clone(),
+            path: model_path,
+            detail,
+        })?;
+
+        Ok(Engine {
+            name: brain,
+            model_sha256: manifest.model.sha256.clone(),
+            inputs,
+            outputs,
+            tokenizer,
+            limits: TensorLimits::default(),
+            session,
+        })
+    }
+
+    /// Replaces the default per-tensor limits.
+    pub fn with_limits(mut self, limits: TensorLimits) -> Engine {
+        self.limits = limits;
+        self
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The sha256 of the model that answers (the response's `model_version`).
+    pub fn model_sha256(&self) -> &str {
+        &self.model_sha256
+    }
+
+    /// What clients send, as declared in the manifest.
+    pub fn input_specs(&self) -> &[TensorSpec] {
+        &self.inputs
+    }
+
+    /// What the brain returns, as declared in the manifest.
+    pub fn output_specs(&self) -> &[TensorSpec] {
+        &self.outputs
+    }
+
+    /// Runs the model once on `inputs`: validated against the manifest,
+    /// tokenised if this brain tokenises. Returns the declared outputs in
+    /// manifest order.
+    pub fn infer(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, BrainError> {
+        validate(inputs, &self.inputs, self.limits)?;
+        let feed: Vec<(String, DynValue)> = match &self.tokenizer {
+            Some(tokenizer) => tokenised_feed(tokenizer, &inputs[0])?,
+            None => inputs
+                .iter()
+                .map(|tensor| Ok((tensor.name.clone(), convert::to_ort(tensor)?)))
+                .collect::<Result<_, BrainError>>()?,
+        };
+        let results = self
+            .session
+            .run(feed)
+            .map_err(|err| BrainError::Runtime(err.to_string()))?;
+        self.outputs
+            .iter()
+            .map(|spec| {
+                let value = results.get(&spec.name).ok_or_else(|| BrainError::Output {
+                    name: spec.name.clone(),
+                    reason: "the model did not produce it".into(),
+                })?;
+                let tensor = convert::from_ort(&spec.name, value)?;
+                check_output(spec, &tensor)?;
+                Ok(tensor)
+            })
+            .collect()
+    }
+}
+
+/// The three INT64 `[batch, sequence]` model inputs for a batch of texts.
+fn tokenised_feed(
+    tokenizer: &TextTokenizer,
+    text: &Tensor,
+) -> Result<Vec<(String, DynValue)>, BrainError> {
+    let encoded = tokenizer.encode(&text.name, text.strings()?)?;
+    let shape = || vec![encoded.batch as i64, encoded.sequence as i64];
+    let [ids, mask, types] = tokenize::MODEL_INPUTS;
+    Ok(vec![
+        (
+            ids.to_owned(),
+            convert::from_elements(shape(), encoded.input_ids)?,
+        ),
+        (
+            mask.to_owned(),
+            convert::from_elements(shape(), encoded.attention_mask)?,
+        ),
+        (
+            types.to_owned(),
+            convert::from_elements(shape(), encoded.token_type_ids)?,
+        ),
+    ])
+}
+
+/// A model output must be what the manifest promised callers.
+fn check_output(spec: &TensorSpec, tensor: &Tensor) -> Result<(), BrainError> {
+    let shape_ok = tensor.shape.len() == spec.shape.len()
+        && tensor
+            .shape
+            .iter()
+            .zip(&spec.shape)
+            .all(|(&got, &want)| want < 0 || got == want as u64);
+    if tensor.datatype != spec.datatype || !shape_ok {
+        return Err(BrainError::Output {
+            name: spec.name.clone(),
+            reason: format!(
+                "the model returned {} {:?}, but the manifest declares {}",
+                tensor.datatype,
+                tensor.shape,
+                Declared(spec)
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// One model input or output, as ONNX Runtime reports it.
+#[derive(Debug, Clone)]
+struct ModelIo {
+    name: String,
+    /// `None` for sequences, maps and optionals.
+    element: Option<TensorElementType>,
+    /// `-1` for a dynamic dimension.
+    shape: Vec<i64>,
+    kind: String,
+}
+
+impl ModelIo {
+    fn new(name: &str, dtype: &ValueType) -> ModelIo {
+        match dtype {
+            ValueType::Tensor { ty, shape, .. } => ModelIo {
+                name: name.to_owned(),
+                element: Some(*ty),
+                shape: shape.iter().copied().collect(),
+                kind: String::new(),
+            },
+            other => ModelIo {
+                name: name.to_owned(),
+                element: None,
+                shape: Vec::new(),
+                kind: other.to_string(),
+            },
+        }
+    }
+
+    fn datatype(&self) -> Option<DataType> {
+        self.element.and_then(convert::datatype_of)
+    }
+}
+
+impl fmt::Display for ModelIo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.element, self.datatype()) {
+            (Some(_), Some(dt)) => write!(f, "`{}` {} {}", self.name, dt, Dims(&self.shape)),
+            (Some(element), None) => write!(f, "`{}` {} {}", self.name, element, Dims(&self.shape)),
+            (None, _) => write!(f, "`{}` ({})", self.name, self.kind),
+        }
+    }
+}
+
+/// A manifest declaration, formatted like [`ModelIo`].
+struct Declared<'a>(&'a TensorSpec);
+
+impl fmt::Display for Declared<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "`{}` {} {}",
+            self.0.name,
+            self.0.datatype,
+            Dims(&self.0.shape)
+        )
+    }
+}
+
+struct Dims<'a>(&'a [i64]);
+
+impl fmt::Display for Dims<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dims: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        write!(f, "[{}]", dims.join(", "))
+    }
+}
+
+fn list(items: &[ModelIo]) -> String {
+    let items: Vec<String> = items.iter().map(ToString::to_string).collect();
+    items.join(", ")
+}
+
+/// Declared and model shapes agree when the ranks match and every dimension
+/// the model fixes is declared with that same size. A dimension the model
+/// leaves dynamic may be declared fixed (the manifest may be stricter).
+fn shapes_agree(declared: &[i64], model: &[i64]) -> bool {
+    declared.len() == model.len() && declared.iter().zip(model).all(|(&d, &m)| m < 0 || d == m)
+}
+
+fn check_declared(direction: &str, spec: &TensorSpec, model: &[ModelIo]) -> Result<(), String> {
+    let Some(io) = model.iter().find(|io| io.name == spec.name) else {
+        return Err(format!(
+            "the manifest declares {direction} {}, but the model has no {direction} of that name (its {direction}s: {})",
+            Declared(spec),
+            list(model)
+        ));
+    };
+    if io.datatype() != Some(spec.datatype) || !shapes_agree(&spec.shape, &io.shape) {
+        return Err(format!(
+            "the manifest declares {direction} {}, but the model's is {} (-1 is a dynamic dimension)",
+            Declared(spec),
+            io
+        ));
+    }
+    Ok(())
+}
+
+fn check_plain_inputs(declared: &[TensorSpec], model: &[ModelIo]) -> Result<(), String> {
+    for spec in declared {
+        if spec.datatype == DataType::Bytes {
+            return Err(format!(
+                "the manifest declares input {}, but BYTES inputs need `preprocess` (kind = \"tokenize\")",
+                Declared(spec)
+            ));
+        }
+        check_declared("input", spec, model)?;
+    }
+    if let Some(extra) = model
+        .iter()
+        .find(|io| !declared.iter().any(|s| s.name == io.name))
+    {
+        return Err(format!(
+            "the model also needs input {extra}, which the manifest does not declare"
+        ));
+    }
+    Ok(())
+}
+
+fn check_tokenising_inputs(declared: &[TensorSpec], model: &[ModelIo]) -> Result<(), String> {
+    // `Manifest::load` already ensured exactly one BYTES input.
+    if let Some(text) = declared.first()
+        && text.shape.len() != 1
+    {
+        return Err(format!(
+            "the manifest declares text input {}, but a tokenising brain takes a batch of texts of shape [-1]",
+            Declared(text)
+        ));
+    }
+    let expected = "input_ids, attention_mask and token_type_ids, INT64 [batch, sequence]";
+    let mut names: Vec<&str> = model.iter().map(|io| io.name.as_str()).collect();
+    names.sort_unstable();
+    let mut wanted = tokenize::MODEL_INPUTS;
+    wanted.sort_unstable();
+    if names != wanted {
+        return Err(format!(
+            "the manifest tokenises text into {expected}, but the model takes {}",
+            list(model)
+        ));
+    }
+    if let Some(bad) = model
+        .iter()
+        .find(|io| io.datatype() != Some(DataType::Int64) || io.shape.len() != 2)
+    {
+        return Err(format!(
+            "the manifest tokenises text into {expected}, but the model's input is {bad}"
+        ));
+    }
+    Ok(())
+}
+
+fn check_outputs(declared: &[TensorSpec], model: &[ModelIo]) -> Result<(), String> {
+    for spec in declared {
+        if spec.datatype == DataType::Bytes {
+            return Err(format!(
+                "the manifest declares output {}, but sios cannot return BYTES from a model",
+                Declared(spec)
+            ));
+        }
+        check_declared("output", spec, model)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(name: &str, element: TensorElementType, shape: &[i64]) -> ModelIo {
+        ModelIo {
+            name: name.into(),
+            element: Some(element),
+            shape: shape.to_vec(),
+            kind: String::new(),
+        }
+    }
+
+    fn spec(name: &str, datatype: DataType, shape: &[i64]) -> TensorSpec {
+        TensorSpec {
+            name: name.into(),
+            datatype,
+            shape: shape.to_vec(),
+        }
+    }
+
+    #[test]
+    fn plain_signatures_must_agree_by_name_type_and_shape() {
+        let model = [
+            io("x", TensorElementType::Float32, &[-1, 4]),
+            io("sr", TensorElementType::Int64, &[]),
+        ];
+        let good = [
+            spec("x", DataType::Fp32, &[-1, 4]),
+            spec("sr", DataType::Int64, &[]),
+        ];
+        check_plain_inputs(&good, &model).unwrap();
+        // The manifest may fix a dimension the model leaves open.
+        check_plain_inputs(
+            &[spec("x", DataType::Fp32, &[2, 4]), good[1].clone()],
+            &model,
+        )
+        .unwrap();
+
+        let err = check_plain_inputs(
+            &[spec("x", DataType::Fp64, &[-1, 4]), good[1].clone()],
+            &model,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("`x` FP64 [-1, 4]") && err.contains("`x` FP32 [-1, 4]"),
+            "{err}"
+        );
+        let err = check_plain_inputs(
+            &[spec("x", DataType::Fp32, &[-1, -1]), good[1].clone()],
+            &model,
+        )
+        .unwrap_err();
+        assert!(err.contains("[-1, -1]") && err.contains("[-1, 4]"), "{err}");
+        let err = check_plain_inputs(
+            &[spec("y", DataType::Fp32, &[-1, 4]), good[1].clone()],
+            &model,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("no input of that name") && err.contains("`sr` INT64 []"),
+            "{err}"
+        );
+        let err = check_plain_inputs(&good[..1], &model).unwrap_err();
+        assert!(err.contains("also needs input `sr` INT64 []"), "{err}");
+        let err = check_plain_inputs(&[spec("x", DataType::Bytes, &[-1])], &model).unwrap_err();
+        assert!(err.contains("preprocess"), "{err}");
+    }
+
+    #[test]
+    fn tokenising_brains_need_the_three_bert_inputs() {
+        let text = [spec("text", DataType::Bytes, &[-1])];
+        let bert = [
+            io("input_ids", TensorElementType::Int64, &[-1, -1]),
+            io("attention_mask", TensorElementType::Int64, &[-1, -1]),
+            io("token_type_ids", TensorElementType::Int64, &[-1, -1]),
+        ];
+        check_tokenising_inputs(&text, &bert).unwrap();
+        let err = check_tokenising_inputs(&text, &bert[..2]).unwrap_err();
+        assert!(err.contains("but the model takes `input_ids`"), "{err}");
+        let mut int32 = bert.clone();
+        int32[1] = io("attention_mask", TensorElementType::Int32, &[-1, -1]);
+        let err = check_tokenising_inputs(&text, &int32).unwrap_err();
+        assert!(err.contains("`attention_mask` INT32 [-1, -1]"), "{err}");
+        let err =
+            check_tokenising_inputs(&[spec("text", DataType::Bytes, &[-1, 2])], &bert).unwrap_err();
+        assert!(err.contains("[-1]"), "{err}");
+    }
+
+    #[test]
+    fn outputs_are_checked_but_extra_model_outputs_are_allowed() {
+        let model = [
+            io("output", TensorElementType::Float32, &[-1, 1]),
+            io("stateN", TensorElementType::Float32, &[-1, -1, -1]),
+            io("f16", TensorElementType::Float16, &[1]),
+        ];
+        check_outputs(&[spec("output", DataType::Fp32, &[-1, 1])], &model).unwrap();
+        let err = check_outputs(&[spec("f16", DataType::Fp32, &[1])], &model).unwrap_err();
+        assert!(
+            err.contains("`f16` FP32 [1]") && err.contains("`f16` f16 [1]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn outputs_that_break_the_declaration_are_refused() {
+        let declared = spec("y", DataType::Fp32, &[-1, 384]);
+        check_output(
+            &declared,
+            &Tensor::from_elements("y", vec![2, 384], &[0f32; 768]),
+        )
+        .unwrap();
+        let wrong = Tensor::from_elements("y", vec![2, 3], &[0f32; 6]);
+        assert!(matches!(
+            check_output(&declared, &wrong),
+            Err(BrainError::Output { .. })
+        ));
+        let wrong = Tensor::from_elements("y", vec![1, 384], &[0f64; 384]);
+        assert!(matches!(
+            check_output(&declared, &wrong),
+            Err(BrainError::Output { .. })
+        ));
+    }
+
+    /// Engines over hand-written identity models (see `crate::testing`).
+    mod sessions {
+        use super::*;
+        use crate::testing::{Passthrough, identity_model, onnx_type, runtime_or_skip, samples};
+        use sios_ipc::TensorError;
+        use sios_manifest::{BrainKind, ModelFile, TensorSpecToml};
+
+        type Io<'a> = (&'a str, &'a str, &'a [i64]);
+
+        /// Writes `model` into `dir` and a manifest pinning it.
+        fn brain(dir: &Path, model: &[u8], inputs: &[Io<'_>], outputs: &[Io<'_>]) -> Manifest {
+            std::fs::write(dir.join("m.onnx"), model).unwrap();
+            let toml = |specs: &[Io<'_>]| {
+                specs
+                    .iter()
+                    .map(|(name, datatype, shape)| TensorSpecToml {
+                        name: (*name).into(),
+                        datatype: (*datatype).into(),
+                        shape: shape.to_vec(),
+                    })
+                    .collect()
+            };
+            Manifest {
+                name: "identity".into(),
+                kind: BrainKind::Operational,
+                purpose: "tests".into(),
+                model: ModelFile {
+                    file: "m.onnx".into(),
+                    sha256: sios_manifest::sha256_file(&dir.join("m.onnx")).unwrap(),
+                },
+                preprocess: None,
+                inputs: toml(inputs),
+                outputs: toml(outputs),
+                sandbox: Default::default(),
+                capabilities: Default::default(),
+            }
+        }
+
+        fn x_and_sr() -> Vec<u8> {
+            identity_model(&[
+                Passthrough {
+                    input: "x",
+                    output: "y",
+                    elem_type: onnx_type::FLOAT,
+                    shape: &[-1, 4],
+                },
+                Passthrough {
+                    input: "sr",
+                    output: "sr_out",
+                    elem_type: onnx_type::INT64,
+                    shape: &[],
+                },
+            ])
+        }
+
+        const X: Io<'static> = ("x", "FP32", &[-1, 4]);
+        const SR: Io<'static> = ("sr", "INT64", &[]);
+        const Y: Io<'static> = ("y", "FP32", &[-1, 4]);
+
+        #[test]
+        fn every_datatype_round_trips_through_a_session() {
+            if runtime_or_skip("every_datatype_round_trips_through_a_session").is_none() {
+                return;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let codes = [
+                ("BOOL", onnx_type::BOOL),
+                ("UINT8", onnx_type::UINT8),
+                ("INT8", onnx_type::INT8),
+                ("INT32", onnx_type::INT32),
+                ("INT64", onnx_type::INT64),
+                ("FP32", onnx_type::FLOAT),
+                ("FP64", onnx_type::DOUBLE),
+            ];
+            for (declared, shape) in [
+                (&[-1i64, -1][..], &[2u64, 3][..]),
+                (&[][..], &[][..]),
+                (&[-1][..], &[0][..]),
+            ] {
+                for ((datatype, code), tensor) in codes.iter().zip(samples(shape)) {
+                    let model = identity_model(&[Passthrough {
+                        input: &tensor.name,
+                        output: "out",
+                        elem_type: *code,
+                        shape: declared,
+                    }]);
+                    let manifest = brain(
+                        dir.path(),
+                        &model,
+                        &[(&tensor.name, datatype, declared)],
+                        &[("out", datatype, declared)],
+                    );
+                    let mut engine = Engine::load(&manifest, dir.path()).unwrap();
+                    let out = engine.infer(std::slice::from_ref(&tensor)).unwrap();
+                    let expected = Tensor {
+                        name: "out".into(),
+                        ..tensor.clone()
+                    };
+                    assert_eq!(out, vec![expected], "{datatype} {shape:?}");
+                }
+            }
+        }
+
+        #[test]
+        fn outputs_come_back_in_manifest_order_and_only_those_declared() {
+            if runtime_or_skip("outputs_come_back_in_manifest_order_and_only_those_declared")
+                .is_none()
+            {
+                return;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let both = brain(
+                dir.path(),
+                &x_and_sr(),
+                &[X, SR],
+                &[("sr_out", "INT64", &[]), Y],
+            );
+            let mut engine = Engine::load(&both, dir.path()).unwrap();
+            let x = Tensor::from_elements("x", vec![1, 4], &[1f32, 2.0, 3.0, 4.0]);
+            let sr = Tensor::from_elements("sr", vec![], &[16000i64]);
+            let out = engine.infer(&[x.clone(), sr.clone()]).unwrap();
+            let names: Vec<&str> = out.iter().map(|t| t.name.as_str()).collect();
+            assert_eq!(names, ["sr_out", "y"]);
+
+            let only_y = brain(dir.path(), &x_and_sr(), &[X, SR], &[Y]);
+            let mut engine = Engine::load(&only_y, dir.path()).unwrap();
+            let out = engine.infer(&[sr, x]).unwrap();
+            assert_eq!(out.len(), 1);
+            assert_eq!(out[0].to_elements::<f32>().unwrap(), [1.0, 2.0, 3.0, 4.0]);
+        }
+
+        #[test]
+        fn bad_inputs_get_the_right_brain_error() {
+            if runtime_or_skip("bad_inputs_get_the_right_brain_error").is_none() {
+                return;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let manifest = brain(dir.path(), &x_and_sr(), &[X, SR], &[Y]);
+            let mut engine = Engine::load(&manifest, dir.path()).unwrap();
+            let x = Tensor::from_elements("x", vec![2, 4], &[0.5f32; 8]);
+            let sr = Tensor::from_elements("sr", vec![], &[16000i64]);
+            engine.infer(&[x.clone(), sr.clone()]).unwrap();
+
+            let input_error = |result: Result<Vec<Tensor>, BrainError>| match result {
+                Err(BrainError::Input(err)) => err,
+                other => panic!("expected an input error, got {other:?}"),
+            };
+            let wrong_type = Tensor::from_elements("x", vec![2, 4], &[0.5f64; 8]);
+            assert!(matches!(
+                input_error(engine.infer(&[wrong_type, sr.clone()])),
+                TensorError::WrongDatatype {
+                    expected: DataType::Fp32,
+                    got: DataType::Fp64,
+                    ..
+                }
+            ));
+            let wrong_shape = Tensor::from_elements("x", vec![2, 3], &[0.5f32; 6]);
+            assert!(matches!(
+                input_error(engine.infer(&[wrong_shape, sr.clone()])),
+                TensorError::WrongShape { .. }
+            ));
+            let not_scalar = Tensor::from_elements("sr", vec![1], &[16000i64]);
+            assert!(matches!(
+                input_error(engine.infer(&[x.clone(), not_scalar])),
+                TensorError::WrongShape { .. }
+            ));
+            assert!(matches!(
+                input_error(engine.infer(std::slice::from_ref(&x))),
+                TensorError::Missing { ref name, .. } if name == "sr"
+            ));
+            let stranger = Tensor::from_elements("z", vec![1], &[0f32]);
+            assert!(matches!(
+                input_error(engine.infer(&[x.clone(), sr.clone(), stranger])),
+                TensorError::Unknown { .. }
+            ));
+            assert!(matches!(
+                input_error(engine.infer(&[x.clone(), x.clone(), sr.clone()])),
+                TensorError::Duplicate { .. }
+            ));
+            let mut short = x.clone();
+            short.data = sios_ipc::TensorData::Packed(vec![0; 31]);
+            assert!(matches!(
+                input_error(engine.infer(&[short, sr.clone()])),
+                TensorError::DataLength {
+                    expected: 32,
+                    got: 31,
+                    ..
+                }
+            ));
+            let text = Tensor::from_strings("x", vec![2, 4], &["a"; 8]);
+            assert!(matches!(
+                input_error(engine.infer(&[text, sr.clone()])),
+                TensorError::WrongDatatype { .. }
+            ));
+
+            let mut tight = engine.with_limits(TensorLimits { max_elements: 4 });
+            assert!(matches!(
+                input_error(tight.infer(&[x, sr])),
+                TensorError::TooLarge { .. }
+            ));
+        }
+
+        #[test]
+        fn a_model_that_disagrees_with_its_manifest_is_refused_naming_both() {
+            if runtime_or_skip("a_model_that_disagrees_with_its_manifest_is_refused_naming_both")
+                .is_none()
+            {
+                return;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let refused = |manifest: &Manifest| match Engine::load(manifest, dir.path()) {
+                Err(err @ EngineError::Signature { .. }) => err.to_string(),
+                other => panic!("expected a signature error, got {other:?}"),
+            };
+            let err = refused(&brain(
+                dir.path(),
+                &x_and_sr(),
+                &[("x", "FP64", &[-1, 4]), SR],
+                &[Y],
+            ));
+            assert!(
+                err.contains("brain `identity`") && err.contains("m.onnx"),
+                "{err}"
+            );
+            assert!(
+                err.contains("`x` FP64 [-1, 4]") && err.contains("`x` FP32 [-1, 4]"),
+                "{err}"
+            );
+            let err = refused(&brain(dir.path(), &x_and_sr(), &[X], &[Y]));
+            assert!(err.contains("also needs input `sr` INT64 []"), "{err}");
+            let err = refused(&brain(
+                dir.path(),
+                &x_and_sr(),
+                &[X, SR],
+                &[("y", "FP32", &[-1, 5])],
+            ));
+            assert!(
+                err.contains("output `y` FP32 [-1, 5]") && err.contains("`y` FP32 [-1, 4]"),
+                "{err}"
+            );
+            let err = refused(&brain(
+                dir.path(),
+                &x_and_sr(),
+                &[X, SR],
+                &[("probability", "FP32", &[-1, 1])],
+            ));
+            assert!(
+                err.contains("no output of that name") && err.contains("`y` FP32 [-1, 4]"),
+                "{err}"
+            );
+
+            let half = identity_model(&[Passthrough {
+                input: "h",
+                output: "h_out",
+                elem_type: onnx_type::FLOAT16,
+                shape: &[2],
+            }]);
+            let err = refused(&brain(
+                dir.path(),
+                &half,
+                &[("h", "FP32", &[2])],
+                &[("h_out", "FP32", &[2])],
+            ));
+            assert!(err.contains("`h` f16 [2]"), "{err}");
+        }
+
+        #[test]
+        fn a_model_whose_hash_does_not_match_is_never_loaded() {
+            // No ONNX Runtime needed: the hash is checked before anything is parsed.
+            let dir = tempfile::tempdir().unwrap();
+            let mut manifest = brain(dir.path(), &x_and_sr(), &[X, SR], &[Y]);
+            manifest.model.sha256 = "0".repeat(64);
+            match Engine::load(&manifest, dir.path()) {
+                Err(EngineError::Manifest(err @ ManifestError::HashMismatch { .. })) => {
+                    assert!(err.to_string().contains("Refusing to load it"), "{err}")
+                }
+                other => panic!("expected a hash mismatch, got {other:?}"),
+            }
+        }
+
+        #[test]
+        fn bytes_that_are_not_a_model_are_a_session_error() {
+            if runtime_or_skip("bytes_that_are_not_a_model_are_a_session_error").is_none() {
+                return;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let manifest = brain(dir.path(), b"this is not an ONNX model", &[X, SR], &[Y]);
+            match Engine::load(&manifest, dir.path()) {
+                Err(err @ EngineError::Session { .. }) => {
+                    assert!(
+                        err.to_string().contains("could not load the model"),
+                        "{err}"
+                    )
+                }
+                other => panic!("expected a session error, got {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! `sios-brain`: one brain process. Started only by `sios-kernel`, which binds
+//! the brain's socket and passes it as descriptor 3 (`SIOS_LISTEN_FD=3`), sets
+//! `ORT_DISABLE_TELEMETRY=1`, and shows this process's last stderr line in
+//! `sios status` when it fails to start.
+//!
+//! Threads: the main thread runs a current-thread tokio runtime that serves
+//! every connection; one `inference` thread owns the ONNX Runtime session
+//! (which itself runs with one intra-op thread, i.e. no pool of its own).
+//!
+//! Exit status: 1 if the brain cannot start or stops serving (the one-line
+//! reason is the last line on stderr); 2 for bad arguments. A healthy brain
+//! serves until it is killed.
+
+use anyhow::Context as _;
+use clap::Parser;
+use sios_brain::server::{BrainServer, DEFAULT_QUEUE_DEPTH};
+use sios_brain::{Engine, runtime};
+use sios_ipc::activation::inherited_listener;
+use sios_ipc::transport::DEFAULT_MAX_FRAME_BYTES;
+use sios_manifest::Manifest;
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+use tracing::Instrument as _;
+
+/// Serves one brain over the socket the kernel hands it (descriptor 3).
+#[derive(Parser, Debug)]
+#[command(name = "sios-brain", version)]
+struct Args {
+    /// The brain's manifest (brains/catalog/<name>.toml).
+    #[arg(long)]
+    manifest: PathBuf,
+    /// The directory the manifest's model and tokenizer paths are relative to.
+    #[arg(long)]
+    models_dir: PathBuf,
+    /// The ONNX Runtime shared library (build/lib/libonnxruntime.so.1.32.0).
+    #[arg(long)]
+    onnxruntime: PathBuf,
+    /// Largest request frame accepted, in bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_FRAME_BYTES)]
+    max_frame_bytes: usize,
+}
+
+/// The kernel sets this to `1` for every brain so that ONNX Runtime writes no
+/// telemetry. The brain checks it and never sets it itself.
+const TELEMETRY_VAR: &str = "ORT_DISABLE_TELEMETRY";
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        // The kernel collects stderr into a log: colours only for a person at a terminal.
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match run(args, started) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line: the kernel shows the last stderr line in `sios status`.
+            eprintln!("sios-brain: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args, started: Instant) -> anyhow::Result<()> {
+    if std::env::var_os(TELEMETRY_VAR).is_none_or(|value| value != "1") {
+        anyhow::bail!(
+            "refusing to start: {TELEMETRY_VAR}=1 is not in the environment. sios-kernel sets it for every \
+             brain so that ONNX Runtime writes no telemetry; start brains with `sios up`, not by hand"
+        );
+    }
+    // Before any other thread exists: this edits the environment.
+    let listener = inherited_listener()?;
+    let manifest = Manifest::load(&args.manifest)?;
+    let span = tracing::info_span!("brain", name = %manifest.name);
+    let _entered = span.enter();
+
+    runtime::init(&args.onnxruntime)?;
+    let runtime_ms = ms(started);
+    let engine = Engine::load(&manifest, &args.models_dir)
+        .with_context(|| format!("brain `{}` cannot start", manifest.name))?;
+    let engine_ms = ms(started) - runtime_ms;
+    let (server, _worker) = BrainServer::start(engine, DEFAULT_QUEUE_DEPTH)
+        .context("cannot start the inference thread")?;
+
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    tokio.block_on(
+        async move {
+            let listener = tokio::net::UnixListener::from_std(listener)
+                .context("cannot use the inherited socket")?;
+            tracing::info!(
+                ready_ms = ms(started),
+                runtime_ms,
+                engine_ms,
+                model = %manifest.model.file,
+                sha256 = %manifest.model.sha256,
+                "ready"
+            );
+            server
+                .run(listener, args.max_frame_bytes)
+                .await
+                .context("stopped accepting connections")
+        }
+        .instrument(span.clone()),
+    )
+}
+
+/// Milliseconds since `since`, with microsecond resolution.
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1e3
+}

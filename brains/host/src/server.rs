@@ -1,0 +1,159 @@
+//! The tarpc `Brain` service over a loaded [`Engine`].
+//!
+//! Inference is CPU-bound and ONNX Runtime's `Session::run` needs exclusive
+//! access, so the engine lives on one dedicated thread ([`spawn_worker`]) that
+//! takes jobs from a bounded queue, one at a time. The async side only moves
+//! bytes: many connections and many in-flight requests per connection are
+//! served by a single-threaded runtime, and when the queue is full a request
+//! waits for room instead of piling up memory.
+//!
+//! A job whose caller has gone away (deadline passed, or the request was
+//! cancelled) is dropped unrun. If inference panics the process aborts: its
+//! state can no longer be trusted, and the kernel restarts a brain that dies.
+
+use crate::engine::Engine;
+use sios_ipc::transport::{accept_loop, serve_connection};
+use sios_ipc::{Brain, BrainError, BrainInfo, InferRequest, InferResponse, Tensor};
+use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Instant;
+use tarpc::context::Context;
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument as _;
+
+/// Jobs that may wait for the inference thread before callers are held back.
+pub const DEFAULT_QUEUE_DEPTH: usize = 64;
+
+/// One inference for the worker thread.
+#[derive(Debug)]
+pub struct Job {
+    pub inputs: Vec<Tensor>,
+    /// When the caller stops waiting (tarpc's deadline).
+    pub deadline: Instant,
+    pub reply: oneshot::Sender<Result<Vec<Tensor>, BrainError>>,
+}
+
+/// Moves `engine` onto its own thread and returns the queue feeding it. The
+/// thread ends when every sender is dropped.
+pub fn spawn_worker(
+    mut engine: Engine,
+    queue_depth: usize,
+) -> io::Result<(mpsc::Sender<Job>, JoinHandle<()>)> {
+    let (jobs, mut queue) = mpsc::channel::<Job>(queue_depth.max(1));
+    let span = tracing::Span::current();
+    let handle = std::thread::Builder::new()
+        .name("inference".into())
+        .spawn(move || {
+            let _entered = span.enter();
+            while let Some(job) = queue.blocking_recv() {
+                if job.reply.is_closed() || Instant::now() >= job.deadline {
+                    tracing::debug!("dropped a request whose caller stopped waiting");
+                    continue;
+                }
+                match catch_unwind(AssertUnwindSafe(|| engine.infer(&job.inputs))) {
+                    // The caller may have gone meanwhile; nothing to do then.
+                    Ok(result) => drop(job.reply.send(result)),
+                    Err(_) => {
+                        tracing::error!(
+                            "inference panicked; aborting so the kernel restarts this brain"
+                        );
+                        std::process::abort();
+                    }
+                }
+            }
+        })?;
+    Ok((jobs, handle))
+}
+
+/// The `Brain` service: cheap to clone, one clone per connection.
+#[derive(Clone, Debug)]
+pub struct BrainServer {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// Everything `describe` returns except the counter.
+    info: BrainInfo,
+    served: AtomicU64,
+    jobs: mpsc::Sender<Job>,
+}
+
+impl BrainServer {
+    /// Moves `engine` onto its inference thread (see [`spawn_worker`]) and
+    /// returns the service in front of it, with the thread's handle.
+    pub fn start(engine: Engine, queue_depth: usize) -> io::Result<(BrainServer, JoinHandle<()>)> {
+        let info = BrainInfo {
+            name: engine.name().to_owned(),
+            pid: std::process::id(),
+            model_sha256: engine.model_sha256().to_owned(),
+            inputs: engine.input_specs().to_vec(),
+            outputs: engine.output_specs().to_vec(),
+            requests_served: 0,
+        };
+        let (jobs, worker) = spawn_worker(engine, queue_depth)?;
+        let server = BrainServer {
+            shared: Arc::new(Shared {
+                info,
+                served: AtomicU64::new(0),
+                jobs,
+            }),
+        };
+        Ok((server, worker))
+    }
+
+    /// Inferences answered successfully so far.
+    pub fn requests_served(&self) -> u64 {
+        self.shared.served.load(Ordering::Relaxed)
+    }
+
+    /// Serves every connection accepted on `listener` until accepting fails
+    /// for good.
+    pub async fn run(self, listener: UnixListener, max_frame_bytes: usize) -> io::Result<()> {
+        accept_loop(listener, |stream| {
+            let connection = serve_connection(stream, max_frame_bytes, self.clone().serve());
+            tokio::spawn(connection.instrument(tracing::Span::current()));
+        })
+        .await
+    }
+}
+
+impl Brain for BrainServer {
+    async fn describe(self, _: Context) -> BrainInfo {
+        BrainInfo {
+            requests_served: self.requests_served(),
+            ..self.shared.info.clone()
+        }
+    }
+
+    async fn infer(
+        self,
+        context: Context,
+        request: InferRequest,
+    ) -> Result<InferResponse, BrainError> {
+        let stopped = || {
+            BrainError::Runtime(
+                "the brain's inference thread has stopped; it is being restarted".into(),
+            )
+        };
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            inputs: request.inputs,
+            deadline: context.deadline,
+            reply,
+        };
+        self.shared.jobs.send(job).await.map_err(|_| stopped())?;
+        let outputs = answer.await.map_err(|_| stopped())??;
+        self.shared.served.fetch_add(1, Ordering::Relaxed);
+        Ok(InferResponse {
+            id: request.id,
+            model_name: self.shared.info.name.clone(),
+            model_version: self.shared.info.model_sha256.clone(),
+            outputs,
+        })
+    }
+}

@@ -1,0 +1,253 @@
+//! Text to token ids, the way the reference pipeline does it.
+//!
+//! A tokenising brain takes one BYTES tensor of UTF-8 texts (shape `[batch]`)
+//! and feeds its model `input_ids`, `attention_mask` and `token_type_ids`,
+//! INT64 `[batch, sequence]`. The rules are those of the Python reference
+//! (`brains/models/common.py`) and of sentence-transformers, and they override
+//! whatever the `tokenizer.json` itself says (all-MiniLM-L6-v2's file pins
+//! truncation 128 and fixed padding 128):
+//!
+//! - special tokens added (`[CLS] … [SEP]` for BERT);
+//! - truncation to the manifest's `max_length` tokens: longest-first, from the
+//!   right, stride 0;
+//! - padding on the right to the longest text of the batch, pad id 0, pad
+//!   type id 0, pad token `[PAD]`;
+//! - `token_type_ids` as the tokenizer produces them (all 0 for single texts).
+//!
+//! Tokenising runs on the calling thread: the tokenizers crate's rayon pool is
+//! switched off, because a brain's sandbox counts threads and ONNX Runtime
+//! already runs on one.
+
+use sios_ipc::BrainError;
+use tokenizers::tokenizer::{PostProcessor, Tokenizer};
+use tokenizers::utils::padding::{PaddingDirection, PaddingParams, PaddingStrategy};
+use tokenizers::utils::truncation::{TruncationDirection, TruncationParams, TruncationStrategy};
+
+/// The three model inputs a tokenising brain feeds, in this order.
+pub const MODEL_INPUTS: [&str; 3] = ["input_ids", "attention_mask", "token_type_ids"];
+
+/// Pad id and pad token, as the reference pipeline sets them.
+pub const PAD_ID: u32 = 0;
+pub const PAD_TOKEN: &str = "[PAD]";
+
+/// A Hugging Face tokenizer with the brain's truncation and padding rules.
+#[derive(Debug)]
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    max_length: usize,
+}
+
+/// One batch of texts as model inputs: row-major `[batch, sequence]` INT64.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    pub batch: usize,
+    pub sequence: usize,
+    pub input_ids: Vec<i64>,
+    pub attention_mask: Vec<i64>,
+    pub token_type_ids: Vec<i64>,
+}
+
+impl TextTokenizer {
+    /// Parses a `tokenizer.json` (already hash-checked by the caller).
+    pub fn from_bytes(json: &[u8], max_length: usize) -> Result<TextTokenizer, String> {
+        tokenizers::utils::parallelism::set_parallelism(false);
+        let mut inner =
+            Tokenizer::from_bytes(json).map_err(|err| format!("not a tokenizer.json: {err}"))?;
+        let special = inner
+            .get_post_processor()
+            .map_or(0, |post| post.added_tokens(false));
+        if max_length <= special {
+            return Err(format!(
+                "max_length {max_length} leaves no room for text: the tokenizer adds {special} special tokens"
+            ));
+        }
+        inner
+            .with_truncation(Some(TruncationParams {
+                direction: TruncationDirection::Right,
+                max_length,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+            }))
+            .map_err(|err| format!("cannot truncate to {max_length} tokens: {err}"))?;
+        inner.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            direction: PaddingDirection::Right,
+            pad_to_multiple_of: None,
+            pad_id: PAD_ID,
+            pad_type_id: 0,
+            pad_token: PAD_TOKEN.to_owned(),
+        }));
+        Ok(TextTokenizer { inner, max_length })
+    }
+
+    /// Longest sequence (special tokens included) this tokenizer produces.
+    pub fn max_length(&self) -> usize {
+        self.max_length
+    }
+
+    /// Tokenises `texts` (the elements of input `input_name`) as one batch.
+    pub fn encode(
+        &self,
+        input_name: &str,
+        texts: &[impl AsRef<[u8]>],
+    ) -> Result<Encoded, BrainError> {
+        let failed = |reason: String| BrainError::Tokenize {
+            name: input_name.to_owned(),
+            reason,
+        };
+        let texts = texts
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                std::str::from_utf8(text.as_ref())
+                    .map_err(|err| failed(format!("element #{i} is not UTF-8 text ({err})")))
+            })
+            .collect::<Result<Vec<&str>, _>>()?;
+        if texts.is_empty() {
+            return Err(failed("the batch is empty; send at least one text".into()));
+        }
+        let encodings = self
+            .inner
+            .encode_batch(texts, true)
+            .map_err(|err| failed(err.to_string()))?;
+        let batch = encodings.len();
+        let sequence = encodings.first().map_or(0, |e| e.get_ids().len());
+        let mut out = Encoded {
+            batch,
+            sequence,
+            input_ids: Vec::with_capacity(batch * sequence),
+            attention_mask: Vec::with_capacity(batch * sequence),
+            token_type_ids: Vec::with_capacity(batch * sequence),
+        };
+        for (i, encoding) in encodings.iter().enumerate() {
+            // Padding to the longest makes every row the same length; check
+            // rather than trust, because a ragged batch would shift every row.
+            let rows = [
+                encoding.get_ids(),
+                encoding.get_attention_mask(),
+                encoding.get_type_ids(),
+            ];
+            if rows.iter().any(|row| row.len() != sequence) {
+                return Err(failed(format!(
+                    "element #{i} tokenised to {} ids, not the batch's {sequence}",
+                    encoding.get_ids().len()
+                )));
+            }
+            out.input_ids.extend(rows[0].iter().map(|&v| i64::from(v)));
+            out.attention_mask
+                .extend(rows[1].iter().map(|&v| i64::from(v)));
+            out.token_type_ids
+                .extend(rows[2].iter().map(|&v| i64::from(v)));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::build_dir;
+
+    /// The text-embedding tokenizer from `build/models`, or `None` (after a
+    /// loud SKIPPED line) when `build/` is absent outside CI.
+    fn minilm(test: &str) -> Option<TextTokenizer> {
+        let build = build_dir();
+        if !build.is_dir() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{test}: {} is missing; CI must run deploy/setup.sh first",
+                build.display()
+            );
+            eprintln!(
+                "SKIPPED: {test}: {} is absent (run deploy/setup.sh)",
+                build.display()
+            );
+            return None;
+        }
+        let json = std::fs::read(build.join("models/text-embedding.tokenizer.json")).unwrap();
+        Some(TextTokenizer::from_bytes(&json, 256).unwrap())
+    }
+
+    #[test]
+    fn tokenises_exactly_like_the_python_reference() {
+        let Some(tokenizer) = minilm("tokenises_exactly_like_the_python_reference") else {
+            return;
+        };
+        let fixture: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(build_dir().join("fixtures/text-embedding.json")).unwrap(),
+        )
+        .unwrap();
+        let request = sios_ipc::kserve::parse_request(&fixture["request"].to_string()).unwrap();
+        let text = &request.inputs[0];
+        let encoded = tokenizer
+            .encode(&text.name, text.strings().unwrap())
+            .unwrap();
+        for want in fixture["preprocess"]["tensors"].as_array().unwrap() {
+            let want = sios_ipc::kserve::parse_tensor(0, want).unwrap();
+            let got = match want.name.as_str() {
+                "input_ids" => &encoded.input_ids,
+                "attention_mask" => &encoded.attention_mask,
+                "token_type_ids" => &encoded.token_type_ids,
+                other => panic!("unexpected fixture tensor {other}"),
+            };
+            assert_eq!(
+                want.shape,
+                [encoded.batch as u64, encoded.sequence as u64],
+                "{}",
+                want.name
+            );
+            assert_eq!(&want.to_elements::<i64>().unwrap(), got, "{}", want.name);
+        }
+    }
+
+    #[test]
+    fn truncates_to_max_length_and_pads_to_the_longest() {
+        let Some(tokenizer) = minilm("truncates_to_max_length_and_pads_to_the_longest") else {
+            return;
+        };
+        let long = vec!["word"; 400].join(" ");
+        let encoded = tokenizer.encode("text", &[long.as_str(), "short"]).unwrap();
+        assert_eq!((encoded.batch, encoded.sequence), (2, 256));
+        // [CLS] short [SEP], then padding with id 0 and mask 0.
+        let second = &encoded.input_ids[256..];
+        assert_eq!(second[0], 101);
+        assert_eq!(second[2], 102);
+        assert!(second[3..].iter().all(|&id| id == i64::from(PAD_ID)));
+        assert_eq!(encoded.attention_mask[256..].iter().sum::<i64>(), 3);
+        assert!(encoded.token_type_ids.iter().all(|&t| t == 0));
+        // The tokenizer file's own setting (truncation 128) is overridden.
+        let alone = tokenizer.encode("text", &[long.as_str()]).unwrap();
+        assert_eq!(alone.sequence, 256);
+    }
+
+    #[test]
+    fn text_that_cannot_be_tokenised_is_a_tokenize_error() {
+        let Some(tokenizer) = minilm("text_that_cannot_be_tokenised_is_a_tokenize_error") else {
+            return;
+        };
+        let bad: [&[u8]; 2] = [b"fine", b"\xff\xfe not UTF-8"];
+        match tokenizer.encode("text", &bad) {
+            Err(BrainError::Tokenize { name, reason }) => {
+                assert_eq!(name, "text");
+                assert!(reason.contains("element #1 is not UTF-8"), "{reason}");
+            }
+            other => panic!("expected a tokenize error, got {other:?}"),
+        }
+        let none: [&str; 0] = [];
+        assert!(matches!(
+            tokenizer.encode("text", &none),
+            Err(BrainError::Tokenize { .. })
+        ));
+    }
+
+    #[test]
+    fn a_max_length_with_no_room_for_text_is_refused() {
+        let Some(_) = minilm("a_max_length_with_no_room_for_text_is_refused") else {
+            return;
+        };
+        let json = std::fs::read(build_dir().join("models/text-embedding.tokenizer.json")).unwrap();
+        let err = TextTokenizer::from_bytes(&json, 2).unwrap_err();
+        assert!(err.contains("2 special tokens"), "{err}");
+        assert!(TextTokenizer::from_bytes(b"{}", 16).is_err());
+    }
+}

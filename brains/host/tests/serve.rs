@@ -1,0 +1,255 @@
+//! The `sios-brain` binary, started the way the kernel starts it: listening
+//! socket at descriptor 3 with `SIOS_LISTEN_FD=3`, `ORT_DISABLE_TELEMETRY=1`.
+//! Checks that it serves `describe` and `infer` over tarpc, counts requests,
+//! refuses bad requests, and that it fails to start with one clear line when
+//! it must.
+
+#![allow(unsafe_code)] // one pre_exec hook, documented where it is used
+
+mod common;
+
+use sios_ipc::transport::{DEFAULT_MAX_FRAME_BYTES, client_config, context_with_timeout, framed};
+use sios_ipc::{BrainClient, BrainError, InferRequest, Tensor, TensorError};
+use sios_manifest::Manifest;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const LISTEN_FD: RawFd = 3;
+
+/// A running brain process, killed when dropped.
+struct Brain {
+    child: Child,
+    socket: PathBuf,
+    spawned: Instant,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Brain {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The brain binary with its arguments and the kernel's environment, but no
+/// socket yet.
+fn command(manifest: &Path, library: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sios-brain"));
+    command
+        .arg("--manifest")
+        .arg(manifest)
+        .arg("--models-dir")
+        .arg(common::models_dir())
+        .arg("--onnxruntime")
+        .arg(library)
+        .env("ORT_DISABLE_TELEMETRY", "1")
+        .env("SIOS_LISTEN_FD", LISTEN_FD.to_string())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    command
+}
+
+/// Binds a socket in a fresh directory and starts `command` with it at fd 3.
+fn spawn(mut command: Command) -> Brain {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("brain.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let fd = listener.as_raw_fd();
+    // SAFETY: the hook runs in the forked child before exec, where only
+    // async-signal-safe calls are allowed; it makes two (fcntl or dup2) on
+    // plain integers and allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            let result = if fd == LISTEN_FD {
+                // dup2 onto itself would keep FD_CLOEXEC; clear it instead.
+                libc::fcntl(fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, LISTEN_FD)
+            };
+            if result < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        });
+    }
+    let spawned = Instant::now();
+    let child = command.spawn().unwrap();
+    // The child holds the socket now; the parent's copy would only keep it alive.
+    drop(listener);
+    Brain {
+        child,
+        socket,
+        spawned,
+        _dir: dir,
+    }
+}
+
+async fn connect(brain: &Brain) -> BrainClient {
+    let stream = tokio::net::UnixStream::connect(&brain.socket)
+        .await
+        .unwrap();
+    BrainClient::new(client_config(), framed(stream, DEFAULT_MAX_FRAME_BYTES)).spawn()
+}
+
+fn ctx() -> tarpc::context::Context {
+    context_with_timeout(Duration::from_secs(60))
+}
+
+/// `(threads, PSS KiB)` of a running process, from /proc.
+fn footprint(pid: u32) -> (u64, u64) {
+    let field = |file: &str, key: &str| -> u64 {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap();
+        let line = text.lines().find(|l| l.starts_with(key)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    (field("status", "Threads:"), field("smaps_rollup", "Pss:"))
+}
+
+/// Runs a process that must fail to start; returns its stderr's last line.
+fn failure_line(mut command: Command) -> String {
+    let brain = spawn({
+        command.stderr(Stdio::piped());
+        command
+    });
+    let mut brain = brain;
+    let child = std::mem::replace(&mut brain.child, Command::new("true").spawn().unwrap());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "exit status of a brain that cannot start"
+    );
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    stderr.lines().last().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn serves_each_catalog_brain_and_counts_what_it_served() {
+    let Some(_) = common::build_or_skip("serves_each_catalog_brain_and_counts_what_it_served")
+    else {
+        return;
+    };
+    for name in common::BRAINS {
+        let manifest = Manifest::load(&common::manifest_path(name)).unwrap();
+        let brain = spawn(command(&common::manifest_path(name), &common::library()));
+        let client = connect(&brain).await;
+
+        // describe() is the kernel's readiness probe: it answers once the model is loaded.
+        let info = client.describe(ctx()).await.unwrap();
+        let ready = brain.spawned.elapsed();
+        assert_eq!(info.name, name);
+        assert_eq!(info.pid, brain.child.id());
+        assert_eq!(info.model_sha256, manifest.model.sha256);
+        assert_eq!(info.inputs, manifest.input_specs());
+        assert_eq!(info.outputs, manifest.output_specs());
+        assert_eq!(info.requests_served, 0);
+
+        let fixture = common::fixture(name);
+        let request = InferRequest {
+            id: Some("fixture".into()),
+            inputs: fixture.request.inputs.clone(),
+        };
+        let response = client.infer(ctx(), request).await.unwrap().unwrap();
+        assert_eq!(response.id.as_deref(), Some("fixture"));
+        assert_eq!(response.model_name, name);
+        assert_eq!(response.model_version, manifest.model.sha256);
+        common::assert_bitwise_equal(name, &response.outputs, &fixture.outputs);
+
+        let junk = Tensor::from_elements("no-such-input", vec![1], &[0u8]);
+        let refused = client
+            .infer(
+                ctx(),
+                InferRequest {
+                    id: None,
+                    inputs: vec![junk],
+                },
+            )
+            .await
+            .unwrap();
+        assert!(
+            matches!(refused, Err(BrainError::Input(TensorError::Unknown { .. }))),
+            "{refused:?}"
+        );
+
+        // Several connections and requests at once are all answered.
+        let mut answers = Vec::new();
+        for _ in 0..4 {
+            let client = connect(&brain).await;
+            let inputs = fixture.request.inputs.clone();
+            answers.push(tokio::spawn(async move {
+                client.infer(ctx(), InferRequest { id: None, inputs }).await
+            }));
+        }
+        for answer in answers {
+            let outputs = answer.await.unwrap().unwrap().unwrap().outputs;
+            common::assert_bitwise_equal(name, &outputs, &fixture.outputs);
+        }
+        assert_eq!(client.describe(ctx()).await.unwrap().requests_served, 5);
+
+        let (threads, pss_kib) = footprint(brain.child.id());
+        assert!(
+            threads <= u64::from(manifest.sandbox.max_pids),
+            "{name}: {threads} threads, over the manifest's max_pids {}",
+            manifest.sandbox.max_pids
+        );
+        eprintln!(
+            "{name}: exec to ready (describe answered) {:.1} ms; {threads} threads; PSS {:.1} MiB (sandbox memory_mib {})",
+            ready.as_secs_f64() * 1e3,
+            pss_kib as f64 / 1024.0,
+            manifest.sandbox.memory_mib
+        );
+    }
+}
+
+#[test]
+fn refuses_to_start_unless_telemetry_is_disabled() {
+    for value in [None, Some("0")] {
+        let mut command = command(&common::manifest_path("voice-activity"), &common::library());
+        match value {
+            None => command.env_remove("ORT_DISABLE_TELEMETRY"),
+            Some(v) => command.env("ORT_DISABLE_TELEMETRY", v),
+        };
+        let line = failure_line(command);
+        assert!(
+            line.contains("ORT_DISABLE_TELEMETRY=1 is not in the environment"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_runtime_library_says_to_run_setup() {
+    let missing = Path::new("/nonexistent/libonnxruntime.so.1.32.0");
+    let line = failure_line(command(&common::manifest_path("voice-activity"), missing));
+    assert!(
+        line.contains("does not exist") && line.contains("deploy/setup.sh"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_model_hash_mismatch_stops_the_brain_with_one_line() {
+    let Some(_) = common::build_or_skip("a_model_hash_mismatch_stops_the_brain_with_one_line")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let original = std::fs::read_to_string(common::manifest_path("voice-activity")).unwrap();
+    let pinned = Manifest::load(&common::manifest_path("voice-activity"))
+        .unwrap()
+        .model
+        .sha256;
+    let tampered = dir.path().join("voice-activity.toml");
+    std::fs::write(&tampered, original.replace(&pinned, &"0".repeat(64))).unwrap();
+    let line = failure_line(command(&tampered, &common::library()));
+    assert!(
+        line.starts_with("sios-brain: brain `voice-activity` cannot start: "),
+        "{line}"
+    );
+    assert!(line.contains("Refusing to load it"), "{line}");
+}

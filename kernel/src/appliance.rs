@@ -1,0 +1,469 @@
+//! The appliance: every supervised process, started in order, routed to, and
+//! stopped in reverse order.
+
+use crate::spawn::Program;
+use crate::supervisor::{self, BrainFacts, Connection, Slot, SlotCommand, Transition};
+use sios_config::{Config, StateLayout};
+use sios_ipc::{
+    AuditEvent, Caller, ControlError, InferRequest, InferResponse, InvokeError, ProcessState,
+    ProcessStatus, RestartReport, Role, StatusReport, TensorLimits, transport,
+};
+use sios_launch::ProcessLimits;
+use sios_manifest::Manifest;
+use std::collections::HashMap;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{mpsc, oneshot};
+
+/// Why the appliance could not be set up.
+#[derive(thiserror::Error, Debug)]
+#[non_exhaustive]
+pub enum SetupError {
+    #[error("cannot bind socket {path}: {source}")]
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("brain `{0}` is enabled in the config but has no manifest in the catalog")]
+    UnknownBrain(String),
+    #[error(transparent)]
+    Catalog(#[from] sios_manifest::ManifestError),
+    #[error("{what} not found at {path}; run deploy/setup.sh, or set paths.{field} in the config")]
+    Missing {
+        what: &'static str,
+        field: &'static str,
+        path: PathBuf,
+    },
+}
+
+/// The running appliance.
+#[derive(Debug)]
+pub struct Appliance {
+    config: Config,
+    layout: StateLayout,
+    /// In start order: audit, memory, then brains by name.
+    slots: Vec<Arc<Slot>>,
+    by_name: HashMap<String, Arc<Slot>>,
+    started: Instant,
+    limits: TensorLimits,
+    request_timeout: Duration,
+    shutdown: tokio::sync::Notify,
+}
+
+/// The pieces that `start` hands to the slot tasks.
+type Pending = Vec<(Arc<Slot>, mpsc::UnboundedReceiver<SlotCommand>)>;
+
+impl Appliance {
+    /// Binds every child's socket and prepares its slot; starts nothing.
+    pub fn prepare(
+        config: Config,
+        layout: StateLayout,
+    ) -> Result<(Arc<Appliance>, Pending), SetupError> {
+        for (what, field, path) in [
+            (
+                "the brain catalog",
+                "catalog_dir",
+                &config.paths.catalog_dir,
+            ),
+            (
+                "the models directory",
+                "models_dir",
+                &config.paths.models_dir,
+            ),
+            (
+                "the ONNX Runtime library",
+                "onnxruntime_lib",
+                &config.paths.onnxruntime_lib,
+            ),
+        ] {
+            if !path.exists() {
+                return Err(SetupError::Missing {
+                    what,
+                    field,
+                    path: path.clone(),
+                });
+            }
+        }
+        let catalog = sios_manifest::load_catalog(&config.paths.catalog_dir)?;
+        for name in &config.brains.enabled {
+            if !catalog.iter().any(|m| &m.name == name) {
+                return Err(SetupError::UnknownBrain(name.clone()));
+            }
+        }
+        let brains: Vec<&Manifest> = catalog
+            .iter()
+            .filter(|m| config.brains.enabled.is_empty() || config.brains.enabled.contains(&m.name))
+            .collect();
+
+        let bin = config.paths.bin_dir();
+        let frame = config.limits.max_frame_bytes.to_string();
+        let mut pending = Vec::new();
+        for service in ["audit", "memory"] {
+            let data_dir = layout.service_dir(service);
+            create_private_dir(&data_dir)?;
+            let program = Program {
+                path: bin.join(format!("sios-{service}")),
+                args: vec![
+                    "--data-dir".into(),
+                    data_dir.display().to_string(),
+                    "--max-frame-bytes".into(),
+                    frame.clone(),
+                ],
+                env: Vec::new(),
+                limits: ProcessLimits {
+                    max_open_files: 256,
+                },
+            };
+            let role = if service == "audit" {
+                Role::Audit
+            } else {
+                Role::Memory
+            };
+            let socket = layout.service_socket(service);
+            let listener = bind(&socket)?;
+            pending.push(Slot::new(
+                service.into(),
+                role,
+                socket,
+                listener,
+                program,
+                None,
+            ));
+        }
+        create_private_dir(&layout.brain_socket_dir())?;
+        for manifest in brains {
+            let manifest_path = config
+                .paths
+                .catalog_dir
+                .join(format!("{}.toml", manifest.name));
+            let program = Program {
+                path: bin.join("sios-brain"),
+                args: vec![
+                    "--manifest".into(),
+                    manifest_path.display().to_string(),
+                    "--models-dir".into(),
+                    config.paths.models_dir.display().to_string(),
+                    "--onnxruntime".into(),
+                    config.paths.onnxruntime_lib.display().to_string(),
+                    "--max-frame-bytes".into(),
+                    frame.clone(),
+                ],
+                // ONNX Runtime writes telemetry files unless told not to.
+                env: vec![("ORT_DISABLE_TELEMETRY".into(), "1".into())],
+                limits: ProcessLimits {
+                    max_open_files: manifest.sandbox.max_open_files,
+                },
+            };
+            let facts = BrainFacts {
+                model_sha256: manifest.model.sha256.clone(),
+                inputs: manifest.input_specs(),
+            };
+            let socket = layout.brain_socket(&manifest.name);
+            let listener = bind(&socket)?;
+            pending.push(Slot::new(
+                manifest.name.clone(),
+                Role::Brain,
+                socket,
+                listener,
+                program,
+                Some(facts),
+            ));
+        }
+
+        let slots: Vec<Arc<Slot>> = pending.iter().map(|(slot, _)| Arc::clone(slot)).collect();
+        let by_name = slots
+            .iter()
+            .map(|s| (s.name.clone(), Arc::clone(s)))
+            .collect();
+        let appliance = Appliance {
+            limits: TensorLimits {
+                max_elements: config.limits.max_tensor_elements,
+            },
+            request_timeout: Duration::from_millis(config.limits.request_timeout_ms),
+            config,
+            layout,
+            slots,
+            by_name,
+            started: Instant::now(),
+            shutdown: tokio::sync::Notify::new(),
+        };
+        Ok((Arc::new(appliance), pending))
+    }
+
+    /// Starts every child in order: the audit service, then memory (each
+    /// ready, or failed, before the next starts), then all brains at once.
+    /// Returns when every child is ready or failed.
+    pub async fn start(self: &Arc<Self>, pending: Pending) {
+        let launcher = self.config.paths.bin_dir().join("sios-launch");
+        let (events, transitions) = mpsc::unbounded_channel();
+        tokio::spawn(Arc::clone(self).record_transitions(transitions));
+        let mut brains = Vec::new();
+        for (slot, commands) in pending {
+            let (ready_tx, ready_rx) = oneshot::channel();
+            let role = slot.role;
+            tokio::spawn(supervisor::run_slot(
+                slot,
+                commands,
+                launcher.clone(),
+                self.config.supervisor.clone(),
+                self.config.limits.max_frame_bytes,
+                events.clone(),
+                ready_tx,
+            ));
+            if role == Role::Brain {
+                brains.push(ready_rx);
+            } else {
+                let _ = ready_rx.await;
+            }
+        }
+        for ready in brains {
+            let _ = ready.await;
+        }
+    }
+
+    /// Writes lifecycle transitions to the audit log as they happen.
+    async fn record_transitions(
+        self: Arc<Self>,
+        mut transitions: mpsc::UnboundedReceiver<Transition>,
+    ) {
+        while let Some(first) = transitions.recv().await {
+            let mut batch = vec![first];
+            while let Ok(more) = transitions.try_recv() {
+                batch.push(more);
+            }
+            let events: Vec<AuditEvent> = batch
+                .into_iter()
+                .map(|t| AuditEvent {
+                    time_unix_ms: unix_ms(),
+                    actor: "kernel".into(),
+                    action: t.action.into(),
+                    resource: format!("process:{}", t.name),
+                    detail: t.detail,
+                })
+                .collect();
+            let Some(Ok(Connection::Audit(audit))) =
+                self.by_name.get("audit").map(|s| s.connection())
+            else {
+                tracing::warn!(
+                    count = events.len(),
+                    "audit service not ready; lifecycle events not recorded"
+                );
+                continue;
+            };
+            let ctx = transport::context_with_timeout(Duration::from_secs(10));
+            match audit.append(ctx, events).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => {
+                    tracing::error!(error = %err, "audit service refused lifecycle events")
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "audit service unreachable for lifecycle events")
+                }
+            }
+        }
+    }
+
+    /// The request path of `invoke`. Each step happens in this order, and a
+    /// step that refuses ends the request before any later step runs.
+    pub async fn invoke(
+        &self,
+        caller: &Caller,
+        brain: &str,
+        request: InferRequest,
+    ) -> Result<InferResponse, InvokeError> {
+        // 1. Resolve: the brain must exist in this appliance.
+        let slot = self
+            .by_name
+            .get(brain)
+            .filter(|s| s.role == Role::Brain)
+            .ok_or_else(|| InvokeError::UnknownBrain {
+                name: brain.to_owned(),
+            })?;
+        let facts = slot
+            .brain
+            .as_ref()
+            .ok_or_else(|| InvokeError::UnknownBrain {
+                name: brain.to_owned(),
+            })?;
+        // 2. Validate against the manifest, so a malformed request never
+        //    reaches the brain.
+        sios_ipc::tensor::validate(&request.inputs, &facts.inputs, self.limits).map_err(
+            |source| InvokeError::BadInput {
+                name: brain.to_owned(),
+                source,
+            },
+        )?;
+        // 3. Decide: the policy gate goes here (deny by default), with `caller`
+        //    as the principal.
+        // 4. Record the intent durably in the audit log here, before routing.
+        let _ = caller;
+        let Ok(Connection::Brain(client)) = slot.connection() else {
+            let (state, last_error) = match slot.connection() {
+                Err(e) => e,
+                Ok(_) => (slot.state(), None),
+            };
+            return Err(not_ready(brain, state, last_error));
+        };
+        // 5. Route.
+        let ctx = transport::context_with_timeout(self.request_timeout);
+        let outcome = client.infer(ctx, request).await;
+        // 6. Record the outcome here, before the caller hears back.
+        match outcome {
+            Ok(Ok(response)) => {
+                slot.requests.fetch_add(1, Ordering::Relaxed);
+                Ok(response)
+            }
+            Ok(Err(source)) => Err(InvokeError::Brain {
+                name: brain.to_owned(),
+                source,
+            }),
+            Err(tarpc::client::RpcError::DeadlineExceeded) => Err(InvokeError::Timeout {
+                name: brain.to_owned(),
+                timeout_ms: self.request_timeout.as_millis() as u64,
+            }),
+            Err(err) => {
+                slot.connection_lost();
+                Err(InvokeError::Lost {
+                    name: brain.to_owned(),
+                    reason: err.to_string(),
+                })
+            }
+        }
+    }
+
+    /// `sios status`: the kernel first, then every child in start order.
+    pub fn status(&self) -> StatusReport {
+        let kernel = ProcessStatus {
+            name: "kernel".into(),
+            role: Role::Kernel,
+            pid: Some(std::process::id()),
+            state: ProcessState::Ready,
+            restarts: 0,
+            uptime_s: Some(self.started.elapsed().as_secs_f64()),
+            socket: Some(self.layout.kernel_socket().display().to_string()),
+            requests: 0,
+            last_error: None,
+        };
+        StatusReport {
+            state_dir: self.layout.root.display().to_string(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            processes: std::iter::once(kernel)
+                .chain(self.slots.iter().map(|s| s.status()))
+                .collect(),
+        }
+    }
+
+    /// Restarts one child; every other process keeps running untouched.
+    pub async fn restart(&self, name: &str) -> Result<RestartReport, ControlError> {
+        let slot = self.by_name.get(name).ok_or_else(|| {
+            if name == "kernel" {
+                ControlError::NotRestartable {
+                    name: name.into(),
+                    reason: "the kernel is the supervisor; restart the appliance with `sios down` and `sios up`".into(),
+                }
+            } else {
+                ControlError::UnknownProcess { name: name.into() }
+            }
+        })?;
+        let old_pid = slot.pid();
+        tracing::info!(process = name, "restart requested by operator");
+        if !slot.command(SlotCommand::Restart).await {
+            return Err(ControlError::ShuttingDown);
+        }
+        Ok(RestartReport {
+            name: name.into(),
+            old_pid,
+            new_pid: slot.pid(),
+            state: slot.state(),
+        })
+    }
+
+    /// Asks the kernel's main loop to stop the appliance.
+    pub fn request_shutdown(&self) {
+        self.shutdown.notify_one();
+    }
+
+    /// Resolves when someone called [`Appliance::request_shutdown`].
+    pub async fn shutdown_requested(&self) {
+        self.shutdown.notified().await;
+    }
+
+    /// Stops every child in reverse start order: all brains (together), then
+    /// memory, then audit, so that every stop can still be recorded.
+    pub async fn stop(&self) {
+        let (brains, services): (Vec<_>, Vec<_>) =
+            self.slots.iter().partition(|s| s.role == Role::Brain);
+        futures::future::join_all(brains.iter().map(|s| s.command(SlotCommand::Stop))).await;
+        for slot in services.iter().rev() {
+            slot.command(SlotCommand::Stop).await;
+        }
+    }
+}
+
+fn not_ready(brain: &str, state: ProcessState, last_error: Option<String>) -> InvokeError {
+    let hint = match state {
+        ProcessState::Failed => format!(
+            "it failed ({}); fix the cause, then `sios restart {brain}`",
+            last_error.as_deref().unwrap_or("see the kernel log")
+        ),
+        ProcessState::Disabled => {
+            format!("an operator disabled it; `sios brain enable {brain}` turns it back on")
+        }
+        ProcessState::Stopped => "the appliance is stopping".into(),
+        _ => "it is starting or restarting; retry in a moment".into(),
+    };
+    InvokeError::NotReady {
+        name: brain.to_owned(),
+        state: state.as_str().into(),
+        hint,
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Binds a listening socket at `path`, replacing a stale one. Only the
+/// kernel's own run directory is ever passed here, and the kernel holds its
+/// lock, so a socket file found there is a leftover of a dead kernel.
+pub fn bind(path: &Path) -> Result<UnixListener, SetupError> {
+    let bind_err = |source| SetupError::Bind {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(bind_err(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(bind_err)?;
+    listener.set_nonblocking(true).map_err(bind_err)?;
+    Ok(listener)
+}
+
+/// Creates `path` (and parents) with mode 0700, and tightens it if it exists.
+pub fn create_private_dir(path: &Path) -> Result<(), SetupError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let err = |source| SetupError::CreateDir {
+        path: path.to_owned(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(err)
+}

@@ -1,0 +1,14 @@
+//! sios-kernel: the supervisor. Small and trusted: it spawns every other
+//! process, supervises them, identifies every caller, and routes every
+//! request. It holds no customer data at rest.
+//!
+//! # Layout
+//! - [`appliance`]: the set of processes, start/stop order, the request path.
+//! - [`supervisor`]: one task per child: spawn, readiness, restart policy.
+//! - [`spawn`]: the single launch path (through `sios-launch`) for every child.
+//! - [`api`]: the client socket's service, with SO_PEERCRED identity.
+
+pub mod api;
+pub mod appliance;
+pub mod spawn;
+pub mod supervisor;

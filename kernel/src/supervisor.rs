@@ -1,0 +1,595 @@
+//! Supervision of the kernel's children, OTP `one_for_one` style.
+//!
+//! Each child has a [`Slot`]: its fixed description, its listening socket
+//! (bound once by the kernel and handed to every incarnation, so the path
+//! never changes and never dangles), and its live state. One task per slot,
+//! [`run_slot`], owns the child's process: it starts it, waits for its
+//! readiness probe, watches it, and when it exits unexpectedly restarts it
+//! after an exponential back-off — unless it has restarted more than
+//! `max_restarts` times within `restart_period_s` (its *restart intensity*),
+//! in which case it is marked `failed` and left for an operator. A child that
+//! exits with status 78 (EX_CONFIG: a permanent misconfiguration such as a
+//! model whose hash does not match its manifest) is marked failed at once.
+//! Other children are never touched.
+
+use crate::spawn::{self, Program};
+use sios_config::SupervisorConfig;
+use sios_ipc::{
+    AuditClient, BrainClient, MemoryClient, ProcessState, ProcessStatus, Role, TensorSpec,
+    transport,
+};
+use sios_launch::EXIT_CONFIG;
+use std::collections::VecDeque;
+use std::os::unix::net::UnixListener;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::{mpsc, oneshot};
+
+/// The live connection to a ready child.
+#[derive(Clone, Debug)]
+pub enum Connection {
+    Brain(BrainClient),
+    Audit(AuditClient),
+    Memory(MemoryClient),
+}
+
+/// What the kernel knows about a brain from its manifest.
+#[derive(Clone, Debug)]
+pub struct BrainFacts {
+    pub model_sha256: String,
+    pub inputs: Vec<TensorSpec>,
+}
+
+/// Operator commands for one slot's task.
+#[derive(Debug)]
+pub enum SlotCommand {
+    /// Stop the current incarnation (if any) and start a fresh one; answers
+    /// once the new one is ready or has failed.
+    Restart(oneshot::Sender<()>),
+    /// Stop for good (appliance shutdown); answers once the process is gone.
+    Stop(oneshot::Sender<()>),
+}
+
+#[derive(Debug)]
+struct Live {
+    state: ProcessState,
+    pid: Option<u32>,
+    restarts: u32,
+    ready_since: Option<Instant>,
+    last_error: Option<String>,
+    connection: Option<Connection>,
+}
+
+/// One supervised child.
+#[derive(Debug)]
+pub struct Slot {
+    pub name: String,
+    pub role: Role,
+    pub socket: PathBuf,
+    pub brain: Option<BrainFacts>,
+    program: Program,
+    listener: UnixListener,
+    live: Mutex<Live>,
+    /// Requests routed to this child and answered successfully.
+    pub requests: AtomicU64,
+    /// The last line the child wrote to stderr: often the reason it died.
+    last_stderr: Mutex<Option<String>>,
+    commands: mpsc::UnboundedSender<SlotCommand>,
+}
+
+impl Slot {
+    /// Creates a slot and the receiving end of its command queue.
+    pub fn new(
+        name: String,
+        role: Role,
+        socket: PathBuf,
+        listener: UnixListener,
+        program: Program,
+        brain: Option<BrainFacts>,
+    ) -> (Arc<Slot>, mpsc::UnboundedReceiver<SlotCommand>) {
+        let (commands, queue) = mpsc::unbounded_channel();
+        let slot = Slot {
+            name,
+            role,
+            socket,
+            brain,
+            program,
+            listener,
+            live: Mutex::new(Live {
+                state: ProcessState::Stopped,
+                pid: None,
+                restarts: 0,
+                ready_since: None,
+                last_error: None,
+                connection: None,
+            }),
+            requests: AtomicU64::new(0),
+            last_stderr: Mutex::new(None),
+            commands,
+        };
+        (Arc::new(slot), queue)
+    }
+
+    fn live(&self) -> MutexGuard<'_, Live> {
+        // A panic while holding this lock leaves plain data behind; keep serving.
+        self.live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The connection, if the child is ready.
+    pub fn connection(&self) -> Result<Connection, (ProcessState, Option<String>)> {
+        let live = self.live();
+        match (&live.connection, live.state) {
+            (Some(conn), ProcessState::Ready) => Ok(conn.clone()),
+            _ => Err((live.state, live.last_error.clone())),
+        }
+    }
+
+    pub fn state(&self) -> ProcessState {
+        self.live().state
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.live().pid
+    }
+
+    pub fn status(&self) -> ProcessStatus {
+        let live = self.live();
+        ProcessStatus {
+            name: self.name.clone(),
+            role: self.role,
+            pid: live.pid,
+            state: live.state,
+            restarts: live.restarts,
+            uptime_s: live.ready_since.map(|t| t.elapsed().as_secs_f64()),
+            socket: Some(self.socket.display().to_string()),
+            requests: self.requests.load(Ordering::Relaxed),
+            last_error: live.last_error.clone(),
+        }
+    }
+
+    /// Sends a command and waits for its answer.
+    pub async fn command(&self, make: impl FnOnce(oneshot::Sender<()>) -> SlotCommand) -> bool {
+        let (done, answered) = oneshot::channel();
+        self.commands.send(make(done)).is_ok() && answered.await.is_ok()
+    }
+
+    /// Called by the router when a ready child's connection broke mid-request,
+    /// so that no further requests are sent until it is probed ready again.
+    pub fn connection_lost(&self) {
+        let mut live = self.live();
+        if live.state == ProcessState::Ready {
+            live.connection = None;
+            live.state = ProcessState::Restarting;
+        }
+    }
+}
+
+/// A state change worth telling the audit log and the operator about.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    pub name: String,
+    pub action: &'static str,
+    pub detail: String,
+}
+
+/// How one incarnation ended.
+enum Ended {
+    /// The process exited on its own.
+    Exited(String, bool),
+    /// An operator asked for a restart.
+    Restart(oneshot::Sender<()>),
+    /// The appliance is stopping.
+    Stop(oneshot::Sender<()>),
+}
+
+/// Owns one child for the life of the appliance.
+pub async fn run_slot(
+    slot: Arc<Slot>,
+    mut commands: mpsc::UnboundedReceiver<SlotCommand>,
+    launcher: PathBuf,
+    config: SupervisorConfig,
+    max_frame_bytes: usize,
+    events: mpsc::UnboundedSender<Transition>,
+    first_ready: oneshot::Sender<()>,
+) {
+    // Who is waiting for the next incarnation to be ready (or to fail to be):
+    // the kernel's start sequence, an operator's `restart`.
+    let mut waiters = vec![first_ready];
+    let mut crash_times: VecDeque<Instant> = VecDeque::new();
+    let mut consecutive_crashes: u32 = 0;
+    let period = Duration::from_secs(config.restart_period_s);
+    let emit = |action: &'static str, detail: String| {
+        let _ = events.send(Transition {
+            name: slot.name.clone(),
+            action,
+            detail,
+        });
+    };
+
+    loop {
+        let ended = run_incarnation(
+            &slot,
+            &mut commands,
+            &launcher,
+            &config,
+            max_frame_bytes,
+            &emit,
+            &mut waiters,
+        )
+        .await;
+        match ended {
+            Ended::Stop(done) => {
+                slot.live().state = ProcessState::Stopped;
+                notify(&mut waiters);
+                let _ = done.send(());
+                return;
+            }
+            Ended::Restart(done) => {
+                // An operator restart is deliberate: it does not count against
+                // the restart intensity, and it clears a failed state.
+                crash_times.clear();
+                consecutive_crashes = 0;
+                slot.live().restarts += 1;
+                emit("process.restart", "restarted by operator".into());
+                waiters.push(done);
+                continue;
+            }
+            Ended::Exited(reason, permanent) => {
+                let now = Instant::now();
+                let uptime = slot.live().ready_since.map(|t| t.elapsed());
+                if uptime.is_some_and(|u| u >= period) {
+                    consecutive_crashes = 0;
+                }
+                consecutive_crashes += 1;
+                crash_times.push_back(now);
+                while crash_times
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) > period)
+                {
+                    crash_times.pop_front();
+                }
+                let over_intensity = crash_times.len() as u32 > config.max_restarts;
+                if permanent || over_intensity {
+                    let why = if permanent {
+                        format!(
+                            "{reason}; not restarting: this is a configuration problem a restart cannot fix"
+                        )
+                    } else {
+                        format!(
+                            "{reason}; crashed {} times within {} s (limit {}), giving up until an operator runs `sios restart {}`",
+                            crash_times.len(),
+                            config.restart_period_s,
+                            config.max_restarts,
+                            slot.name
+                        )
+                    };
+                    tracing::error!(process = %slot.name, "{why}");
+                    {
+                        let mut live = slot.live();
+                        live.state = ProcessState::Failed;
+                        live.last_error = Some(why.clone());
+                    }
+                    notify(&mut waiters);
+                    emit("process.failed", why);
+                    // Wait for an operator.
+                    match commands.recv().await {
+                        Some(SlotCommand::Restart(done)) => {
+                            crash_times.clear();
+                            consecutive_crashes = 0;
+                            slot.live().restarts += 1;
+                            emit(
+                                "process.restart",
+                                "restarted by operator after failure".into(),
+                            );
+                            waiters.push(done);
+                            continue;
+                        }
+                        Some(SlotCommand::Stop(done)) => {
+                            let _ = done.send(());
+                            return;
+                        }
+                        None => return,
+                    }
+                }
+                let backoff = backoff(&config, consecutive_crashes);
+                tracing::warn!(process = %slot.name, "{reason}; restarting in {} ms", backoff.as_millis());
+                {
+                    let mut live = slot.live();
+                    live.state = ProcessState::Restarting;
+                    live.last_error = Some(reason.clone());
+                }
+                emit("process.exited", reason);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    command = commands.recv() => match command {
+                        Some(SlotCommand::Restart(done)) => waiters.push(done),
+                        Some(SlotCommand::Stop(done)) => {
+                            slot.live().state = ProcessState::Stopped;
+                            let _ = done.send(());
+                            return;
+                        }
+                        None => return,
+                    }
+                }
+                slot.live().restarts += 1;
+            }
+        }
+    }
+}
+
+fn notify(waiters: &mut Vec<oneshot::Sender<()>>) {
+    for waiter in waiters.drain(..) {
+        let _ = waiter.send(());
+    }
+}
+
+fn backoff(config: &SupervisorConfig, consecutive_crashes: u32) -> Duration {
+    let exponent = consecutive_crashes.saturating_sub(1).min(20);
+    let ms = config.backoff_initial_ms.saturating_mul(1u64 << exponent);
+    Duration::from_millis(ms.min(config.backoff_max_ms))
+}
+
+/// Starts the child, waits until it is ready, and watches it until it ends.
+async fn run_incarnation(
+    slot: &Arc<Slot>,
+    commands: &mut mpsc::UnboundedReceiver<SlotCommand>,
+    launcher: &std::path::Path,
+    config: &SupervisorConfig,
+    max_frame_bytes: usize,
+    emit: &impl Fn(&'static str, String),
+    waiters: &mut Vec<oneshot::Sender<()>>,
+) -> Ended {
+    let spawned_at = Instant::now();
+    let mut child = match spawn::spawn(&slot.name, launcher, &slot.program, &slot.listener) {
+        Ok(child) => child,
+        Err(err) => {
+            let reason = format!("could not start {}: {err}", launcher.display());
+            return Ended::Exited(reason, true);
+        }
+    };
+    let pid = child.id();
+    {
+        let mut live = slot.live();
+        live.state = ProcessState::Starting;
+        live.pid = pid;
+        live.ready_since = None;
+        live.connection = None;
+    }
+    *slot.last_stderr.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    let stderr_done = child
+        .stderr
+        .take()
+        .map(|stderr| tokio::spawn(forward_stderr(Arc::clone(slot), stderr)));
+
+    // Phase 1: until ready.
+    let ready_timeout = Duration::from_millis(config.ready_timeout_ms);
+    let probe = probe_ready(slot, max_frame_bytes, ready_timeout);
+    tokio::pin!(probe);
+    let ready = tokio::select! {
+        probed = &mut probe => probed,
+        status = child.wait() => {
+            let status = status.ok();
+            if let Some(task) = stderr_done { let _ = task.await; }
+            return exited(slot, status, "before becoming ready");
+        }
+        command = commands.recv() => {
+            stop_child(&mut child, config).await;
+            return from_command(command);
+        }
+    };
+    let connection = match ready {
+        Ok(connection) => connection,
+        Err(reason) => {
+            stop_child(&mut child, config).await;
+            if let Some(task) = stderr_done {
+                let _ = task.await;
+            }
+            let stderr = slot
+                .last_stderr
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let reason = match stderr {
+                Some(line) => format!("{reason} (last words: {line})"),
+                None => reason,
+            };
+            return Ended::Exited(reason, false);
+        }
+    };
+    {
+        let mut live = slot.live();
+        live.state = ProcessState::Ready;
+        live.ready_since = Some(Instant::now());
+        live.last_error = None;
+        live.connection = Some(connection);
+    }
+    let took = spawned_at.elapsed();
+    tracing::info!(process = %slot.name, pid = ?pid, ready_ms = took.as_millis() as u64, "ready");
+    emit(
+        "process.ready",
+        format!("pid {} ready in {} ms", pid.unwrap_or(0), took.as_millis()),
+    );
+    notify(waiters);
+
+    // Phase 2: serving, until it exits or is told to stop.
+    tokio::select! {
+        status = child.wait() => {
+            let status = status.ok();
+            if let Some(task) = stderr_done { let _ = task.await; }
+            exited(slot, status, "while serving")
+        }
+        command = commands.recv() => {
+            {
+                let mut live = slot.live();
+                live.connection = None;
+                live.state = ProcessState::Stopped;
+            }
+            stop_child(&mut child, config).await;
+            from_command(command)
+        }
+    }
+}
+
+fn from_command(command: Option<SlotCommand>) -> Ended {
+    match command {
+        Some(SlotCommand::Restart(done)) => Ended::Restart(done),
+        Some(SlotCommand::Stop(done)) => Ended::Stop(done),
+        // The kernel is going away: behave as a stop nobody waits for.
+        None => Ended::Stop(oneshot::channel().0),
+    }
+}
+
+fn exited(slot: &Slot, status: Option<ExitStatus>, when: &str) -> Ended {
+    {
+        let mut live = slot.live();
+        live.connection = None;
+        live.ready_since = None;
+    }
+    let stderr = slot
+        .last_stderr
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let how = describe_exit(status);
+    let reason = match stderr {
+        Some(line) => format!("{how} {when}: {line}"),
+        None => format!("{how} {when}"),
+    };
+    let permanent = status.and_then(|s| s.code()) == Some(EXIT_CONFIG);
+    Ended::Exited(reason, permanent)
+}
+
+/// "exited with status 3", "killed by SIGKILL", …
+pub fn describe_exit(status: Option<ExitStatus>) -> String {
+    match status {
+        None => "vanished (its exit status could not be read)".into(),
+        Some(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => format!("exited with status {code}"),
+            (None, Some(sig)) => {
+                let name = nix::sys::signal::Signal::try_from(sig)
+                    .map_or_else(|_| format!("signal {sig}"), |s| s.as_str().to_owned());
+                format!("killed by {name}")
+            }
+            _ => "exited".into(),
+        },
+    }
+}
+
+/// SIGTERM, then SIGKILL after the grace period.
+async fn stop_child(child: &mut tokio::process::Child, config: &SupervisorConfig) {
+    if let Some(pid) = child.id() {
+        let pid = nix::unistd::Pid::from_raw(pid as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let grace = Duration::from_millis(config.stop_timeout_ms);
+        if tokio::time::timeout(grace, child.wait()).await.is_ok() {
+            return;
+        }
+        tracing::warn!(
+            pid = pid.as_raw(),
+            "did not stop within {} ms of SIGTERM; sending SIGKILL",
+            grace.as_millis()
+        );
+    }
+    let _ = child.kill().await;
+}
+
+/// Connects to the child's socket and asks it whether it is ready.
+async fn probe_ready(
+    slot: &Slot,
+    max_frame_bytes: usize,
+    timeout: Duration,
+) -> Result<Connection, String> {
+    let ctx = transport::context_with_timeout(timeout);
+    let stream = transport::connect(&slot.socket, timeout)
+        .await
+        .map_err(|e| format!("could not connect to {}: {e}", slot.socket.display()))?;
+    let config = transport::client_config();
+    let not_ready = |e: tarpc::client::RpcError| match e {
+        tarpc::client::RpcError::DeadlineExceeded => {
+            format!("did not become ready within {} ms", timeout.as_millis())
+        }
+        other => format!("readiness probe failed: {other}"),
+    };
+    match slot.role {
+        Role::Brain => {
+            let client =
+                BrainClient::new(config, transport::framed(stream, max_frame_bytes)).spawn();
+            let info = client.describe(ctx).await.map_err(not_ready)?;
+            if let Some(facts) = &slot.brain
+                && info.model_sha256 != facts.model_sha256
+            {
+                return Err(format!(
+                    "reports model {} but its manifest pins {}",
+                    info.model_sha256, facts.model_sha256
+                ));
+            }
+            Ok(Connection::Brain(client))
+        }
+        Role::Audit => {
+            let client =
+                AuditClient::new(config, transport::framed(stream, max_frame_bytes)).spawn();
+            client.ready(ctx).await.map_err(not_ready)?;
+            Ok(Connection::Audit(client))
+        }
+        Role::Memory => {
+            let client =
+                MemoryClient::new(config, transport::framed(stream, max_frame_bytes)).spawn();
+            client.ready(ctx).await.map_err(not_ready)?;
+            Ok(Connection::Memory(client))
+        }
+        Role::Kernel => Err("the kernel does not supervise itself".into()),
+    }
+}
+
+/// Copies the child's stderr to the kernel's, line by line and tagged with
+/// its name, remembering the last line as the likely reason for a death.
+async fn forward_stderr(slot: Arc<Slot>, stderr: tokio::process::ChildStderr) {
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        eprintln!("[{}] {line}", slot.name);
+        let trimmed = line.trim();
+        if !trimmed.is_empty() {
+            *slot.last_stderr.lock().unwrap_or_else(|p| p.into_inner()) = Some(trimmed.to_owned());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let config = SupervisorConfig {
+            backoff_initial_ms: 20,
+            backoff_max_ms: 100,
+            ..SupervisorConfig::default()
+        };
+        let ms: Vec<u128> = (1..=5).map(|n| backoff(&config, n).as_millis()).collect();
+        assert_eq!(ms, vec![20, 40, 80, 100, 100]);
+        assert_eq!(backoff(&config, u32::MAX).as_millis(), 100);
+    }
+
+    #[test]
+    fn exits_are_described_in_words() {
+        assert_eq!(
+            describe_exit(Some(ExitStatus::from_raw(3 << 8))),
+            "exited with status 3"
+        );
+        assert_eq!(
+            describe_exit(Some(ExitStatus::from_raw(9))),
+            "killed by SIGKILL"
+        );
+        assert_eq!(
+            describe_exit(Some(ExitStatus::from_raw(31))),
+            "killed by SIGSYS"
+        );
+    }
+}

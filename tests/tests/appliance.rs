@@ -1,0 +1,529 @@
+//! The appliance end to end: real kernel, real audit and memory services,
+//! real brain processes running ONNX Runtime, real sockets, temp state dirs.
+//!
+//! Each test starts its own appliance. What each proves is in its name.
+
+use serde_json::{Value, json};
+use sios_e2e::{
+    FIXTURE_BRAINS, Options, TestAppliance, assert_same_outputs, ctx, fixture, fixture_request,
+    json_text, require_setup,
+};
+use sios_ipc::{InvokeError, ProcessState, Role};
+use std::io::Write as _;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn every_brain_answers_exactly_as_python_onnxruntime_does() {
+    if !require_setup() {
+        return;
+    }
+    let app = TestAppliance::start(Options::brains(&FIXTURE_BRAINS));
+    let status = app.status();
+    let roles: Vec<(&str, Role, ProcessState)> = status
+        .processes
+        .iter()
+        .map(|p| (p.name.as_str(), p.role, p.state))
+        .collect();
+    assert_eq!(roles[0], ("kernel", Role::Kernel, ProcessState::Ready));
+    assert_eq!(roles[1], ("audit", Role::Audit, ProcessState::Ready));
+    assert_eq!(roles[2], ("memory", Role::Memory, ProcessState::Ready));
+    assert_eq!(roles.len(), 3 + FIXTURE_BRAINS.len(), "{roles:?}");
+
+    for brain in FIXTURE_BRAINS {
+        let fixture = fixture(brain);
+        let out = app.sios_with_stdin(
+            &["invoke", brain, "--input", "-"],
+            Some(&json_text(&fixture.request)),
+        );
+        assert!(out.status.success(), "invoke {brain}: {}", stderr(&out));
+        let response: Value = serde_json::from_slice(&out.stdout).expect("response JSON");
+        assert_eq!(response["model_name"], brain);
+        assert_same_outputs(&response, &fixture.response);
+    }
+    let status = app.status();
+    for brain in FIXTURE_BRAINS {
+        let p = status.processes.iter().find(|p| p.name == brain).unwrap();
+        assert_eq!(p.requests, 1, "{brain} served exactly one request");
+    }
+}
+
+#[test]
+fn the_services_are_separate_processes_owning_their_own_redb_files() {
+    if !require_setup() {
+        return;
+    }
+    let mut app = TestAppliance::start(Options::brains(&["voice-activity"]));
+    let status = app.status();
+    let pids: Vec<u32> = status.processes.iter().filter_map(|p| p.pid).collect();
+    let mut unique = pids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        pids.len(),
+        "every process has its own pid: {pids:?}"
+    );
+    for service in ["audit", "memory"] {
+        let pid = app.pid(service);
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+        assert!(
+            exe.ends_with(format!("sios-{service}")),
+            "{service} runs {}",
+            exe.display()
+        );
+        assert!(
+            app.state_dir
+                .join(format!("{service}/{service}.redb"))
+                .exists()
+        );
+    }
+    let state_mode = std::fs::metadata(&app.state_dir).unwrap();
+    let run_mode = std::fs::metadata(app.state_dir.join("run")).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(state_mode.permissions().mode() & 0o777, 0o700);
+    assert_eq!(run_mode.permissions().mode() & 0o777, 0o700);
+
+    assert!(app.stop().success(), "graceful stop exits 0");
+    // The kernel recorded every process becoming ready, in start order.
+    let events = sios_audit::log::read_all(&app.state_dir.join("audit/audit.redb")).unwrap();
+    let ready: Vec<&str> = events
+        .iter()
+        .filter(|(_, e)| e.action == "process.ready")
+        .map(|(_, e)| e.resource.as_str())
+        .collect();
+    assert_eq!(
+        ready,
+        ["process:audit", "process:memory", "process:voice-activity"],
+        "started in order: audit, memory, brains"
+    );
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists() || is_zombie_or_gone(pid),
+            "pid {pid} still running after stop"
+        );
+    }
+}
+
+fn is_zombie_or_gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            stat.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+#[test]
+fn a_brain_killed_mid_request_is_restarted_and_nobody_else_notices() {
+    if !require_setup() {
+        return;
+    }
+    let app = TestAppliance::start(Options::brains(&["text-embedding", "file-type"]));
+    let victim_pid = app.pid("text-embedding");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (victim_errors, bystander_results) = runtime.block_on(async {
+        let client = app.client().await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Keep the victim busy with a long text, from 8 callers at once.
+        let long_text = "the quick brown fox jumps over the lazy dog ".repeat(40);
+        let request = sios_ipc::InferRequest {
+            id: None,
+            inputs: vec![sios_ipc::Tensor::from_strings(
+                "text",
+                vec![1],
+                &[long_text],
+            )],
+        };
+        let mut victims = Vec::new();
+        for _ in 0..8 {
+            let (client, request, stop) = (client.clone(), request.clone(), stop.clone());
+            victims.push(tokio::spawn(async move {
+                let mut errors = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match client
+                        .invoke(ctx(), "text-embedding".into(), request.clone())
+                        .await
+                    {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(err)) => errors.push(err),
+                        Err(rpc) => panic!("the kernel itself failed: {rpc}"),
+                    }
+                }
+                errors
+            }));
+        }
+        // Meanwhile another brain is asked continuously.
+        let bystander = {
+            let (client, stop) = (client.clone(), stop.clone());
+            let request = fixture_request("file-type");
+            tokio::spawn(async move {
+                let mut results = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    results.push(
+                        client
+                            .invoke(ctx(), "file-type".into(), request.clone())
+                            .await,
+                    );
+                }
+                results
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(victim_pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut errors = Vec::new();
+        for task in victims {
+            errors.extend(task.await.unwrap());
+        }
+        (errors, bystander.await.unwrap())
+    });
+
+    // In-flight callers got a clear error: the brain was lost mid-request.
+    assert!(
+        victim_errors
+            .iter()
+            .any(|e| matches!(e, InvokeError::Lost { .. })),
+        "no caller saw the brain die: {victim_errors:?}"
+    );
+    for err in &victim_errors {
+        assert!(
+            matches!(err, InvokeError::Lost { .. } | InvokeError::NotReady { .. }),
+            "unexpected error: {err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("text-embedding"),
+            "the error names the brain: {text}"
+        );
+    }
+    // The bystander never failed.
+    assert!(!bystander_results.is_empty());
+    for result in &bystander_results {
+        assert!(
+            matches!(result, Ok(Ok(_))),
+            "file-type failed while text-embedding died: {result:?}"
+        );
+    }
+    // The victim came back, under a new pid, and serves correctly again.
+    app.wait_for("text-embedding", "ready again", |p| {
+        p.state == ProcessState::Ready && p.pid != Some(victim_pid)
+    });
+    let status = app.status();
+    let victim = status
+        .processes
+        .iter()
+        .find(|p| p.name == "text-embedding")
+        .unwrap();
+    assert_eq!(victim.restarts, 1);
+    let fixture = fixture("text-embedding");
+    let out = app.sios_with_stdin(
+        &["invoke", "text-embedding", "--input", "-"],
+        Some(&json_text(&fixture.request)),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_same_outputs(
+        &serde_json::from_slice(&out.stdout).unwrap(),
+        &fixture.response,
+    );
+}
+
+#[test]
+fn a_brain_that_keeps_crashing_is_marked_failed_and_the_rest_keep_serving() {
+    if !require_setup() {
+        return;
+    }
+    let mut options = Options::brains(&["voice-activity", "file-type"]);
+    options.extra_config =
+        "[supervisor]\nmax_restarts = 2\nrestart_period_s = 600\nbackoff_initial_ms = 10\n".into();
+    let app = TestAppliance::start(options);
+    for round in 0..3 {
+        app.wait_for("voice-activity", "ready", |p| {
+            p.state == ProcessState::Ready
+        });
+        let pid = app.pid("voice-activity");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        app.wait_for("voice-activity", "restarted or failed", |p| {
+            p.pid != Some(pid) || p.state == ProcessState::Failed
+        });
+        let _ = round;
+    }
+    app.wait_for("voice-activity", "failed", |p| {
+        p.state == ProcessState::Failed
+    });
+    let status = app.status();
+    let failed = status
+        .processes
+        .iter()
+        .find(|p| p.name == "voice-activity")
+        .unwrap();
+    let why = failed.last_error.clone().unwrap_or_default();
+    assert!(
+        why.contains("killed by SIGKILL") && why.contains("sios restart voice-activity"),
+        "{why}"
+    );
+
+    // The rest keep serving.
+    let out = app.sios_with_stdin(
+        &["invoke", "file-type", "--input", "-"],
+        Some(&json_text(&fixture("file-type").request)),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The failed one refuses clearly, and `sios wait` reports it.
+    let out = app.sios_with_stdin(
+        &["invoke", "voice-activity", "--input", "-"],
+        Some(&json_text(&fixture("voice-activity").request)),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("is failed, not ready"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(app.sios(&["wait", "--timeout", "5"]).status.code(), Some(1));
+
+    // An operator brings it back.
+    let out = app.sios(&["restart", "voice-activity"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    app.wait_for("voice-activity", "ready", |p| {
+        p.state == ProcessState::Ready
+    });
+}
+
+#[test]
+fn a_model_whose_hash_does_not_match_its_manifest_is_refused_and_the_rest_start() {
+    if !require_setup() {
+        return;
+    }
+    let catalog = tempfile::tempdir().unwrap();
+    let source = sios_e2e::source_tree().join("brains/catalog");
+    for brain in FIXTURE_BRAINS {
+        let text = std::fs::read_to_string(source.join(format!("{brain}.toml"))).unwrap();
+        let text = if brain == "file-type" {
+            let manifest = sios_manifest::Manifest::load(&source.join("file-type.toml")).unwrap();
+            text.replace(&manifest.model.sha256, &"0".repeat(64))
+        } else {
+            text
+        };
+        std::fs::write(catalog.path().join(format!("{brain}.toml")), text).unwrap();
+    }
+    let mut options = Options::brains(&FIXTURE_BRAINS);
+    options.catalog_dir = Some(catalog.path().to_owned());
+    let app = TestAppliance::start(options);
+    let status = app.status();
+    for p in &status.processes {
+        if p.name == "file-type" {
+            assert_eq!(p.state, ProcessState::Failed, "{p:?}");
+            assert_eq!(p.restarts, 0, "a hash mismatch is not retried: {p:?}");
+            let why = p.last_error.clone().unwrap_or_default();
+            assert!(
+                why.contains("sha256") && why.contains(&"0".repeat(64)),
+                "{why}"
+            );
+        } else {
+            assert_eq!(p.state, ProcessState::Ready, "{p:?}");
+        }
+    }
+    let human = app.sios(&["status"]);
+    assert!(String::from_utf8_lossy(&human.stdout).contains("Refusing to load it"));
+}
+
+#[test]
+fn bad_requests_get_clear_errors_and_the_appliance_keeps_serving() {
+    if !require_setup() {
+        return;
+    }
+    let mut options = Options::brains(&["voice-activity"]);
+    options.extra_config = "[limits]\nmax_frame_bytes = 65536\n".into();
+    let app = TestAppliance::start(options);
+    let good = fixture("voice-activity").request;
+    let invoke = |brain: &str, request: &Value| {
+        app.sios_with_stdin(
+            &["invoke", brain, "--input", "-"],
+            Some(&json_text(request)),
+        )
+    };
+
+    let out = invoke("no-such-brain", &good);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no brain named `no-such-brain`"),
+        "{}",
+        stderr(&out)
+    );
+
+    let mut wrong_dtype = good.clone();
+    wrong_dtype["inputs"][2] =
+        json!({"name": "sr", "datatype": "FP32", "shape": [], "data": [16000.0]});
+    let out = invoke("voice-activity", &wrong_dtype);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("input `sr` has datatype FP32, but this brain expects INT64"),
+        "{}",
+        stderr(&out)
+    );
+
+    let mut wrong_shape = good.clone();
+    wrong_shape["inputs"][1]["shape"] = json!([2, 2, 64]);
+    let out = invoke("voice-activity", &wrong_shape);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("input `state` has shape [2, 2, 64]"),
+        "{}",
+        stderr(&out)
+    );
+
+    let not_json = app.sios_with_stdin(
+        &["invoke", "voice-activity", "--input", "-"],
+        Some("{\"inputs\": ["),
+    );
+    assert_eq!(not_json.status.code(), Some(2));
+    assert!(
+        stderr(&not_json).contains("not valid JSON"),
+        "{}",
+        stderr(&not_json)
+    );
+
+    // A request larger than the frame limit: the connection is closed and the
+    // kernel says why in its log.
+    let mut huge = good.clone();
+    huge["inputs"][0] = json!({"name": "input", "datatype": "FP32", "shape": [64, 576], "data": vec![0.0; 64 * 576]});
+    let out = invoke("voice-activity", &huge);
+    assert_ne!(out.status.code(), Some(0));
+
+    // Garbage and oversized frames straight onto the socket.
+    let mut garbage = UnixStream::connect(app.kernel_socket()).unwrap();
+    garbage.write_all(&[0, 0, 0, 16]).unwrap();
+    garbage.write_all(b"this is not rpc!").unwrap();
+    let mut oversized = UnixStream::connect(app.kernel_socket()).unwrap();
+    oversized.write_all(&u32::MAX.to_be_bytes()).unwrap();
+    // The kernel may hang up as soon as it has read the length, so this write
+    // is allowed to fail.
+    let _ = oversized.write_all(&[0xAB; 1024]);
+    for stream in [&mut garbage, &mut oversized] {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = [0u8; 16];
+        let read = std::io::Read::read(stream, &mut buf);
+        assert!(
+            matches!(read, Ok(0) | Err(_)),
+            "the kernel closes a misbehaving connection: {read:?}"
+        );
+    }
+
+    // Still serving, and still correct.
+    let out = invoke("voice-activity", &good);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_same_outputs(
+        &serde_json::from_slice(&out.stdout).unwrap(),
+        &fixture("voice-activity").response,
+    );
+    let log = app.log_text();
+    assert!(log.contains("larger than the 65536-byte limit"), "{log}");
+    assert!(log.contains("not a valid sios message"), "{log}");
+}
+
+#[test]
+fn restarting_one_brain_leaves_every_other_pid_unchanged() {
+    if !require_setup() {
+        return;
+    }
+    let app = TestAppliance::start(Options::brains(&FIXTURE_BRAINS));
+    let before = app.status();
+    let out = app.sios(&["restart", "file-type"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("now ready"));
+    let after = app.status();
+    for (b, a) in before.processes.iter().zip(&after.processes) {
+        assert_eq!(b.name, a.name);
+        if a.name == "file-type" {
+            assert_ne!(a.pid, b.pid, "the restarted brain has a new pid");
+            assert_eq!(a.restarts, b.restarts + 1);
+            assert_eq!(a.state, ProcessState::Ready);
+        } else {
+            assert_eq!(
+                a.pid, b.pid,
+                "{} was touched by restarting file-type",
+                a.name
+            );
+        }
+    }
+    let unknown = app.sios(&["restart", "no-such"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(stderr(&unknown).contains("no process named `no-such`"));
+}
+
+#[test]
+fn the_kernel_knows_its_caller_from_the_socket_not_from_the_caller() {
+    if !require_setup() {
+        return;
+    }
+    let app = TestAppliance::start(Options::brains(&["voice-activity"]));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let caller = runtime.block_on(async { app.client().await.whoami(ctx()).await.unwrap() });
+    assert_eq!(caller.pid, Some(std::process::id() as i32));
+    assert_eq!(caller.uid, nix::unistd::geteuid().as_raw());
+    assert_eq!(caller.gid, nix::unistd::getegid().as_raw());
+    assert!(app.log_text().contains(&format!(
+        "client connected pid=Some({})",
+        std::process::id()
+    )));
+}
+
+#[test]
+fn down_stops_everything_and_a_second_kernel_on_the_same_state_dir_is_refused() {
+    if !require_setup() {
+        return;
+    }
+    let mut app = TestAppliance::start(Options::brains(&["voice-activity"]));
+    // A second kernel on the same state directory refuses to start.
+    let second = app.sios(&["up"]);
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        stderr(&second).contains("another sios kernel is already running"),
+        "{}",
+        stderr(&second)
+    );
+
+    let pids: Vec<u32> = app
+        .status()
+        .processes
+        .iter()
+        .filter_map(|p| p.pid)
+        .collect();
+    let out = app.sios(&["down"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(app.stop().success());
+    for pid in pids {
+        assert!(is_zombie_or_gone(pid), "pid {pid} survived `sios down`");
+    }
+    let out = app.sios(&["status"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "status of a stopped appliance exits 3"
+    );
+    assert!(stderr(&out).contains("sios is not running"));
+}
