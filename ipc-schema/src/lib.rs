@@ -3,17 +3,20 @@
 //! # Layout
 //! - [`tensor`]: typed, shaped tensors and their validation against declared specs.
 //! - [`kserve`]: Open Inference Protocol (KServe v2) JSON for tensors.
-//! - [`services`]: the tarpc service traits (kernel, brain, audit, memory) and messages.
+//! - [`services`]: the tarpc service traits (kernel, brain, memory) and messages.
+//! - [`audit`]: the audit service's trait and messages.
 //! - [`transport`]: length-delimited bincode frames over Unix sockets, with a hard size limit.
 //! - [`process`]: logging and shutdown signals, the same in every process.
 //! - [`activation`]: how a child receives the listening socket the kernel bound for it.
 
 pub mod activation;
+pub mod audit;
 pub mod kserve;
 pub mod process;
 pub mod services;
 pub mod tensor;
 pub mod transport;
 
+pub use audit::*;
 pub use services::*;
 pub use tensor::{DataType, Tensor, TensorData, TensorError, TensorLimits, TensorSpec};

@@ -7,9 +7,11 @@
 //! every connection; one `inference` thread owns the ONNX Runtime session
 //! (which itself runs with one intra-op thread, i.e. no pool of its own).
 //!
-//! Exit status: 1 if the brain cannot start or stops serving (the one-line
-//! reason is the last line on stderr); 2 for bad arguments. A healthy brain
-//! serves until it is killed.
+//! Exit status: 78 (EX_CONFIG) if the brain cannot start — a bad manifest, a
+//! model whose hash does not match, a missing ONNX Runtime: problems a restart
+//! cannot fix, which the kernel therefore does not retry; 1 if it stops
+//! serving; 2 for bad arguments. The one-line reason is the last line on
+//! stderr. A healthy brain serves until it is stopped.
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -18,7 +20,6 @@ use sios_brain::{Engine, runtime};
 use sios_ipc::activation::inherited_listener;
 use sios_ipc::transport::DEFAULT_MAX_FRAME_BYTES;
 use sios_manifest::Manifest;
-use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -49,26 +50,36 @@ const TELEMETRY_VAR: &str = "ORT_DISABLE_TELEMETRY";
 fn main() -> ExitCode {
     let started = Instant::now();
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        // The kernel collects stderr into a log: colours only for a person at a terminal.
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    match run(args, started) {
+    sios_ipc::process::init_tracing("brain");
+    let fail = |code: u8, err: anyhow::Error| {
+        // One line: the kernel shows the last stderr line in `sios status`.
+        eprintln!("sios-brain: {err:#}");
+        ExitCode::from(code)
+    };
+    let (brain, max_frame_bytes) = match start(&args, started) {
+        Ok(brain) => (brain, args.max_frame_bytes),
+        Err(err) => return fail(EXIT_CONFIG, err),
+    };
+    match serve(brain, max_frame_bytes, started) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            // One line: the kernel shows the last stderr line in `sios status`.
-            eprintln!("sios-brain: {err:#}");
-            ExitCode::FAILURE
-        }
+        Err(err) => fail(1, err),
     }
 }
 
-fn run(args: Args, started: Instant) -> anyhow::Result<()> {
+/// sysexits' EX_CONFIG, which the kernel reads as "do not restart".
+const EXIT_CONFIG: u8 = 78;
+
+/// Everything between exec and serving.
+struct Started {
+    listener: std::os::unix::net::UnixListener,
+    manifest: Manifest,
+    server: BrainServer,
+    span: tracing::Span,
+    runtime_ms: f64,
+    engine_ms: f64,
+}
+
+fn start(args: &Args, started: Instant) -> anyhow::Result<Started> {
     if std::env::var_os(TELEMETRY_VAR).is_none_or(|value| value != "1") {
         anyhow::bail!(
             "refusing to start: {TELEMETRY_VAR}=1 is not in the environment. sios-kernel sets it for every \
@@ -88,7 +99,26 @@ fn run(args: Args, started: Instant) -> anyhow::Result<()> {
     let engine_ms = ms(started) - runtime_ms;
     let (server, _worker) = BrainServer::start(engine, DEFAULT_QUEUE_DEPTH)
         .context("cannot start the inference thread")?;
+    drop(_entered);
+    Ok(Started {
+        listener,
+        manifest,
+        server,
+        span,
+        runtime_ms,
+        engine_ms,
+    })
+}
 
+fn serve(brain: Started, max_frame_bytes: usize, started: Instant) -> anyhow::Result<()> {
+    let Started {
+        listener,
+        manifest,
+        server,
+        span,
+        runtime_ms,
+        engine_ms,
+    } = brain;
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -106,7 +136,7 @@ fn run(args: Args, started: Instant) -> anyhow::Result<()> {
                 "ready"
             );
             server
-                .run(listener, args.max_frame_bytes)
+                .run(listener, max_frame_bytes)
                 .await
                 .context("stopped accepting connections")
         }

@@ -50,8 +50,13 @@ pub fn spawn_worker(
         .spawn(move || {
             let _entered = span.enter();
             while let Some(job) = queue.blocking_recv() {
-                if job.reply.is_closed() || Instant::now() >= job.deadline {
-                    tracing::debug!("dropped a request whose caller stopped waiting");
+                if job.reply.is_closed() {
+                    tracing::debug!("skipped a request whose caller stopped waiting");
+                    continue;
+                }
+                if Instant::now() >= job.deadline {
+                    let late = "the request's deadline passed while it waited for the model; retry with a longer deadline";
+                    drop(job.reply.send(Err(BrainError::Runtime(late.into()))));
                     continue;
                 }
                 match catch_unwind(AssertUnwindSafe(|| engine.infer(&job.inputs))) {

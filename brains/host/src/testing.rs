@@ -17,16 +17,13 @@ pub fn build_dir() -> PathBuf {
 pub fn runtime_or_skip(test: &str) -> Option<()> {
     let build = build_dir();
     if !build.is_dir() {
-        if std::env::var_os("CI").is_some() {
+        if in_ci() {
             panic!(
                 "{test}: {} is missing; CI must run deploy/setup.sh before the tests",
                 build.display()
             );
         }
-        eprintln!(
-            "SKIPPED: {test}: {} is absent (run deploy/setup.sh to build it)",
-            build.display()
-        );
+        skipped(test, &build);
         return None;
     }
     let library = build.join("lib/libonnxruntime.so.1.32.0");
@@ -34,6 +31,24 @@ pub fn runtime_or_skip(test: &str) -> Option<()> {
         panic!("{test}: {err}");
     }
     Some(())
+}
+
+/// Says loudly that `test` did not run. Written to the stderr handle itself,
+/// not with `eprintln!`, which the test harness captures and hides for
+/// passing tests.
+pub fn skipped(test: &str, build: &Path) {
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {test}: {} is absent (run deploy/setup.sh to build it)",
+        build.display()
+    );
+}
+
+/// True when `CI` is set to something other than "" or "false" (deploy/test.sh
+/// exports `CI=""` when it runs outside CI).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false")
 }
 
 /// ONNX `TensorProto.DataType` codes.

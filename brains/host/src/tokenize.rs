@@ -154,14 +154,11 @@ mod tests {
         let build = build_dir();
         if !build.is_dir() {
             assert!(
-                std::env::var_os("CI").is_none(),
+                !crate::testing::in_ci(),
                 "{test}: {} is missing; CI must run deploy/setup.sh first",
                 build.display()
             );
-            eprintln!(
-                "SKIPPED: {test}: {} is absent (run deploy/setup.sh)",
-                build.display()
-            );
+            crate::testing::skipped(test, &build);
             return None;
         }
         let json = std::fs::read(build.join("models/text-embedding.tokenizer.json")).unwrap();

@@ -53,14 +53,15 @@ fn command(manifest: &Path, library: &Path) -> Command {
     command
 }
 
-/// Binds a socket in a fresh directory and starts `command` with it at fd 3.
-fn spawn(mut command: Command) -> Brain {
+/// Binds a socket in a fresh directory and arranges for `command` to receive
+/// it at descriptor 3. Drop the listener once the child is spawned.
+fn hand_socket(command: &mut Command) -> (tempfile::TempDir, PathBuf, UnixListener) {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("brain.sock");
     let listener = UnixListener::bind(&socket).unwrap();
     let fd = listener.as_raw_fd();
     // SAFETY: the hook runs in the forked child before exec, where only
-    // async-signal-safe calls are allowed; it makes two (fcntl or dup2) on
+    // async-signal-safe calls are allowed; it makes one (fcntl or dup2) on
     // plain integers and allocates nothing.
     unsafe {
         command.pre_exec(move || {
@@ -77,6 +78,12 @@ fn spawn(mut command: Command) -> Brain {
             }
         });
     }
+    (dir, socket, listener)
+}
+
+/// Starts `command` with its socket, as the kernel would.
+fn spawn(mut command: Command) -> Brain {
+    let (dir, socket, listener) = hand_socket(&mut command);
     let spawned = Instant::now();
     let child = command.spawn().unwrap();
     // The child holds the socket now; the parent's copy would only keep it alive.
@@ -110,19 +117,16 @@ fn footprint(pid: u32) -> (u64, u64) {
     (field("status", "Threads:"), field("smaps_rollup", "Pss:"))
 }
 
-/// Runs a process that must fail to start; returns its stderr's last line.
+/// Runs a brain that must fail to start; returns the last line of its stderr.
 fn failure_line(mut command: Command) -> String {
-    let brain = spawn({
-        command.stderr(Stdio::piped());
-        command
-    });
-    let mut brain = brain;
-    let child = std::mem::replace(&mut brain.child, Command::new("true").spawn().unwrap());
+    let (_dir, _socket, listener) = hand_socket(&mut command);
+    let child = command.stderr(Stdio::piped()).spawn().unwrap();
+    drop(listener);
     let output = child.wait_with_output().unwrap();
     assert_eq!(
         output.status.code(),
-        Some(1),
-        "exit status of a brain that cannot start"
+        Some(78),
+        "a brain that cannot start exits with EX_CONFIG (78), which the kernel does not retry"
     );
     let stderr = String::from_utf8(output.stderr).unwrap();
     stderr.lines().last().unwrap_or_default().to_owned()

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 pub const BRAINS: [&str; 3] = ["text-embedding", "file-type", "voice-activity"];
@@ -27,6 +28,12 @@ pub fn manifest_path(brain: &str) -> PathBuf {
     workspace().join(format!("brains/catalog/{brain}.toml"))
 }
 
+/// True when `CI` is set to something other than "" or "false" (deploy/test.sh
+/// exports `CI=""` when it runs outside CI).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false")
+}
+
 /// `build/` if it exists. Without it: a loud SKIPPED line and `None` on a
 /// developer's machine, a failure in CI (`CI` set), where deploy/setup.sh must
 /// have run.
@@ -36,11 +43,14 @@ pub fn build_or_skip(test: &str) -> Option<PathBuf> {
         return Some(build);
     }
     assert!(
-        std::env::var_os("CI").is_none(),
+        !in_ci(),
         "{test}: {} is missing; CI must run deploy/setup.sh before the tests",
         build.display()
     );
-    eprintln!(
+    // Straight to the stderr handle: the harness captures `eprintln!` and
+    // shows nothing of a passing test.
+    let _ = writeln!(
+        std::io::stderr(),
         "SKIPPED: {test}: {} is absent (run deploy/setup.sh to build it)",
         build.display()
     );

@@ -1,0 +1,224 @@
+//! Benchmark: `invoke` through the kernel (client → kernel → brain process,
+//! two Unix-socket hops, validation, routing) against the same model run
+//! in-process with `ort`, for 1 and 64 concurrent clients, in one run.
+//!
+//! Run with `bash deploy/bench.sh` (builds the release binaries first).
+//! `SIOS_BENCH_SECONDS` sets the measuring time per cell (default 3).
+
+use sios_e2e::{Options, TestAppliance, bin_dir, fixture_request, source_tree};
+use sios_ipc::{InferRequest, Tensor};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Latencies of one cell, and how long it ran.
+struct Sample {
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+}
+
+impl Sample {
+    fn percentile(&self, p: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+        sorted.get(index).copied().unwrap_or_default()
+    }
+    fn throughput(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+fn measure_seconds() -> Duration {
+    let seconds = std::env::var("SIOS_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or(3.0);
+    Duration::from_secs_f64(seconds)
+}
+
+/// The same model, called directly: `clients` threads share one session
+/// behind a mutex, exactly as the brain process serialises its session.
+fn in_process(brain: &str, request: &InferRequest, clients: usize, duration: Duration) -> Sample {
+    let manifest =
+        sios_manifest::Manifest::load(&source_tree().join(format!("brains/catalog/{brain}.toml")))
+            .expect("manifest");
+    sios_brain::runtime::init(&source_tree().join("build/lib/libonnxruntime.so.1.32.0"))
+        .expect("onnxruntime");
+    let engine =
+        sios_brain::Engine::load(&manifest, &source_tree().join("build/models")).expect("engine");
+    let engine = Arc::new(Mutex::new(engine));
+    // Warm up.
+    for _ in 0..20 {
+        engine
+            .lock()
+            .unwrap()
+            .infer(&request.inputs)
+            .expect("infer");
+    }
+    let start = Instant::now();
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let (engine, inputs) = (Arc::clone(&engine), request.inputs.clone());
+            std::thread::spawn(move || {
+                let mut latencies = Vec::new();
+                while start.elapsed() < duration {
+                    let t = Instant::now();
+                    engine.lock().unwrap().infer(&inputs).expect("infer");
+                    latencies.push(t.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let latencies = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    Sample {
+        latencies,
+        elapsed: start.elapsed(),
+    }
+}
+
+/// Through the kernel: each client has its own connection to the kernel socket.
+fn through_kernel(
+    app: &TestAppliance,
+    brain: &str,
+    request: &InferRequest,
+    clients: usize,
+    duration: Duration,
+) -> Sample {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut connections = Vec::new();
+        for _ in 0..clients {
+            connections.push(app.client().await);
+        }
+        for _ in 0..20 {
+            let response = connections[0]
+                .invoke(sios_e2e::ctx(), brain.into(), request.clone())
+                .await;
+            response.expect("rpc").expect("invoke");
+        }
+        let start = Instant::now();
+        let tasks: Vec<_> = connections
+            .into_iter()
+            .map(|client| {
+                let (brain, request) = (brain.to_owned(), request.clone());
+                tokio::spawn(async move {
+                    let mut latencies = Vec::new();
+                    while start.elapsed() < duration {
+                        let t = Instant::now();
+                        let response = client
+                            .invoke(sios_e2e::ctx(), brain.clone(), request.clone())
+                            .await;
+                        response.expect("rpc").expect("invoke");
+                        latencies.push(t.elapsed());
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        let mut latencies = Vec::new();
+        for task in tasks {
+            latencies.extend(task.await.unwrap());
+        }
+        Sample {
+            latencies,
+            elapsed: start.elapsed(),
+        }
+    })
+}
+
+/// One client asking the kernel something it answers itself: the cost of
+/// one client↔kernel hop, for reading the table above.
+fn kernel_round_trip(app: &TestAppliance, duration: Duration) -> Sample {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = app.client().await;
+        let start = Instant::now();
+        let mut latencies = Vec::new();
+        while start.elapsed() < duration {
+            let t = Instant::now();
+            client.whoami(sios_e2e::ctx()).await.expect("whoami");
+            latencies.push(t.elapsed());
+        }
+        Sample {
+            latencies,
+            elapsed: start.elapsed(),
+        }
+    })
+}
+
+fn micros(d: Duration) -> String {
+    format!("{:.0}", d.as_secs_f64() * 1e6)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is accepted.
+    if std::env::args().skip(1).any(|a| a != "--bench") {
+        eprintln!("usage: cargo bench -p sios-e2e --bench invoke (see deploy/bench.sh)");
+        std::process::exit(2);
+    }
+    let _ = bin_dir();
+    let duration = measure_seconds();
+    let cases: Vec<(&str, InferRequest)> = vec![
+        ("voice-activity", fixture_request("voice-activity")),
+        (
+            "text-embedding",
+            InferRequest {
+                id: None,
+                inputs: vec![Tensor::from_strings(
+                    "text",
+                    vec![1],
+                    &["Where is the nearest pharmacy?"],
+                )],
+            },
+        ),
+    ];
+    println!(
+        "invoke through the kernel vs the same model in-process ({} s per cell)",
+        duration.as_secs_f64()
+    );
+    println!();
+    println!(
+        "| brain | clients | in-process p50 µs | p99 µs | req/s | via kernel p50 µs | p99 µs | req/s | p50 ratio | throughput ratio |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (brain, request) in &cases {
+        let app = TestAppliance::start(Options::brains(&[brain]));
+        for clients in [1, 64] {
+            let direct = in_process(brain, request, clients, duration);
+            let kernel = through_kernel(&app, brain, request, clients, duration);
+            println!(
+                "| {brain} | {clients} | {} | {} | {:.0} | {} | {} | {:.0} | {:.2}× | {:.2}× |",
+                micros(direct.percentile(0.5)),
+                micros(direct.percentile(0.99)),
+                direct.throughput(),
+                micros(kernel.percentile(0.5)),
+                micros(kernel.percentile(0.99)),
+                kernel.throughput(),
+                kernel.percentile(0.5).as_secs_f64() / direct.percentile(0.5).as_secs_f64(),
+                kernel.throughput() / direct.throughput(),
+            );
+        }
+    }
+    let app = TestAppliance::start(Options::brains(&["voice-activity"]));
+    let hop = kernel_round_trip(&app, duration);
+    println!();
+    println!(
+        "kernel round trip alone (whoami, 1 client, no brain): p50 {} µs, p99 {} µs",
+        micros(hop.percentile(0.5)),
+        micros(hop.percentile(0.99))
+    );
+    println!(
+        "p50 ratio = via-kernel p50 / in-process p50 (1.00× would be free); throughput ratio = via-kernel / in-process."
+    );
+}
