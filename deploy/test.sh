@@ -22,4 +22,12 @@ cargo build --workspace --bins --quiet
 step "cargo test --workspace"
 # The end-to-end tests fail (rather than skip) when set-up is missing in CI.
 export CI="${CI:-}"
-cargo test --workspace
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace 2>&1 | tee "$log" || status=$?
+
+# One closing line for the whole suite (cargo prints one per test binary).
+awk '/^test result:/ { p += $4; f += $6; s += $8 }
+     END { printf "\nsios tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+exit "$status"

@@ -241,34 +241,39 @@ impl Appliance {
             while let Ok(more) = transitions.try_recv() {
                 batch.push(more);
             }
-            let events: Vec<AuditEvent> = batch
-                .into_iter()
-                .map(|t| AuditEvent {
-                    time_unix_ms: unix_ms(),
-                    actor: "kernel".into(),
-                    action: t.action.into(),
-                    resource: format!("process:{}", t.name),
-                    detail: t.detail,
-                })
-                .collect();
-            let Some(Ok(Connection::Audit(audit))) =
-                self.by_name.get("audit").map(|s| s.connection())
-            else {
-                tracing::warn!(
-                    count = events.len(),
-                    "audit service not ready; lifecycle events not recorded"
-                );
-                continue;
-            };
-            let ctx = transport::context_with_timeout(Duration::from_secs(10));
-            match audit.append(ctx, events).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(err)) => {
-                    tracing::error!(error = %err, "audit service refused lifecycle events")
-                }
-                Err(err) => {
-                    tracing::error!(error = %err, "audit service unreachable for lifecycle events")
-                }
+            self.record(batch).await;
+        }
+    }
+
+    /// Appends lifecycle transitions to the audit log and waits until they are
+    /// durable. A failure is logged, never fatal: the process it describes has
+    /// already started or stopped.
+    async fn record(&self, transitions: Vec<Transition>) {
+        let count = transitions.len();
+        let events: Vec<AuditEvent> = transitions
+            .into_iter()
+            .map(|t| AuditEvent {
+                time_unix_ms: unix_ms(),
+                actor: "kernel".into(),
+                action: t.action.into(),
+                resource: format!("process:{}", t.name),
+                detail: t.detail,
+            })
+            .collect();
+        let Some(Ok(Connection::Audit(audit))) = self.by_name.get("audit").map(|s| s.connection())
+        else {
+            tracing::warn!(
+                count,
+                "audit service not ready; lifecycle events not recorded"
+            );
+            return;
+        };
+        let ctx = transport::context_with_timeout(Duration::from_secs(10));
+        match audit.append(ctx, events).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => tracing::error!(error = %err, "audit service refused lifecycle events"),
+            Err(err) => {
+                tracing::error!(error = %err, "audit service unreachable for lifecycle events")
             }
         }
     }
@@ -399,14 +404,29 @@ impl Appliance {
     }
 
     /// Stops every child in reverse start order: all brains (together), then
-    /// memory, then audit, so that every stop can still be recorded.
+    /// memory, then audit; each stop is recorded in the audit log before the
+    /// next group stops, so every stop but the audit service's own is on record.
     pub async fn stop(&self) {
         let (brains, services): (Vec<_>, Vec<_>) =
             self.slots.iter().partition(|s| s.role == Role::Brain);
         futures::future::join_all(brains.iter().map(|s| s.command(SlotCommand::Stop))).await;
-        for slot in services.iter().rev() {
+        self.record(brains.iter().map(|s| stopped(s)).collect())
+            .await;
+        for slot in services.iter().rev().filter(|s| s.role != Role::Audit) {
             slot.command(SlotCommand::Stop).await;
+            self.record(vec![stopped(slot)]).await;
         }
+        if let Some(audit) = self.by_name.get("audit") {
+            audit.command(SlotCommand::Stop).await;
+        }
+    }
+}
+
+fn stopped(slot: &Slot) -> Transition {
+    Transition {
+        name: slot.name.clone(),
+        action: "process.stopped",
+        detail: "stopped on appliance shutdown".into(),
     }
 }
 

@@ -101,6 +101,16 @@ fn the_services_are_separate_processes_owning_their_own_redb_files() {
         ["process:audit", "process:memory", "process:voice-activity"],
         "started in order: audit, memory, brains"
     );
+    let stopped: Vec<&str> = events
+        .iter()
+        .filter(|(_, e)| e.action == "process.stopped")
+        .map(|(_, e)| e.resource.as_str())
+        .collect();
+    assert_eq!(
+        stopped,
+        ["process:voice-activity", "process:memory"],
+        "stopped in reverse order: brains, memory, then audit (which cannot record its own stop)"
+    );
     for pid in pids {
         assert!(
             !std::path::Path::new(&format!("/proc/{pid}")).exists() || is_zombie_or_gone(pid),
