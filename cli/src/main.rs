@@ -92,12 +92,37 @@ enum Command {
         /// The process, as `sios status` names it.
         name: String,
     },
+    /// Manage brains one by one: list, disable, enable, reload.
+    #[command(subcommand)]
+    Brain(BrainCommand),
     /// Stop the appliance gracefully: brains first, then memory, then audit.
     Down {
         /// Seconds to wait for the kernel to finish stopping.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum BrainCommand {
+    /// Every brain: name, kind, state, model hash, requests served.
+    List {
+        /// Print JSON: {"brains": [{"name", "kind", "state", "model_sha256", "requests", "pid"}, …]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a brain and keep it stopped, across appliance restarts too.
+    ///
+    /// Requests that need it are refused with a message naming it. Recorded
+    /// in the audit log.
+    Disable { name: String },
+    /// Start a disabled brain again; returns once it is ready or failed.
+    Enable { name: String },
+    /// Re-read a brain's manifest and restart it on the model it pins.
+    ///
+    /// Use after updating a model and its manifest's sha256. The hash is
+    /// checked before the running brain is touched: a mismatch leaves it serving.
+    Reload { name: String },
 }
 
 /// A failure with the exit status it deserves.
@@ -184,6 +209,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 })
             }
             Command::Down { timeout } => down(&layout, Duration::from_secs(timeout)).await,
+            Command::Brain(command) => brain(&layout, command).await,
         }
     })
 }
@@ -342,6 +368,51 @@ async fn invoke(
     };
     println!("{}", out.unwrap_or_default());
     Ok(ExitCode::SUCCESS)
+}
+
+async fn brain(layout: &StateLayout, command: BrainCommand) -> Result<ExitCode, CliError> {
+    let client = connect(layout).await?;
+    let (verb, result) = match command {
+        BrainCommand::List { json } => {
+            let brains = client.brains(ctx()).await.map_err(rpc)?;
+            if json {
+                let doc = serde_json::json!({ "brains": brains });
+                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            } else {
+                println!(
+                    "{:<24} {:<12} {:<11} {:>8} {:>9}  MODEL SHA256",
+                    "NAME", "KIND", "STATE", "PID", "REQUESTS"
+                );
+                for b in &brains {
+                    println!(
+                        "{:<24} {:<12} {:<11} {:>8} {:>9}  {}",
+                        b.name,
+                        b.kind,
+                        b.state.as_str(),
+                        b.pid.map_or_else(|| "-".into(), |p| p.to_string()),
+                        b.requests,
+                        b.model_sha256
+                    );
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        BrainCommand::Disable { name } => ("disabled", client.brain_disable(ctx(), name).await),
+        BrainCommand::Enable { name } => ("enabled", client.brain_enable(ctx(), name).await),
+        BrainCommand::Reload { name } => ("reloaded", client.brain_reload(ctx(), name).await),
+    };
+    let status = result.map_err(rpc)?.map_err(refused)?;
+    println!("{}: {verb}, now {}", status.name, status.state.as_str());
+    let wanted = if verb == "disabled" {
+        ProcessState::Disabled
+    } else {
+        ProcessState::Ready
+    };
+    Ok(if status.state == wanted {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn down(layout: &StateLayout, timeout: Duration) -> Result<ExitCode, CliError> {

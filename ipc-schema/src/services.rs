@@ -199,6 +199,26 @@ pub enum ControlError {
     NotRestartable { name: String, reason: String },
     #[error("the appliance is shutting down")]
     ShuttingDown,
+    #[error("`{name}` is not a brain; `sios brain list` lists the brains")]
+    NotABrain { name: String },
+    #[error("brain `{name}` was not reloaded, the running one is untouched: {reason}")]
+    Reload { name: String, reason: String },
+    #[error("the kernel could not save its state: {0}")]
+    Persist(String),
+}
+
+/// One row of `sios brain list`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct BrainStatus {
+    pub name: String,
+    /// `domain` or `operational`.
+    pub kind: String,
+    pub state: ProcessState,
+    pub pid: Option<u32>,
+    /// The sha256 of the model the manifest pins (and the running process verified).
+    pub model_sha256: String,
+    /// Requests routed to it and answered successfully.
+    pub requests: u64,
 }
 
 /// What a restart did.
@@ -223,6 +243,16 @@ pub trait Kernel {
     async fn restart(name: String) -> Result<RestartReport, ControlError>;
     /// Stops the appliance gracefully (reverse start order).
     async fn shutdown() -> Result<(), ControlError>;
+    /// Every brain: kind, state, model hash, requests served.
+    async fn brains() -> Vec<BrainStatus>;
+    /// Stops a brain and keeps it stopped (across appliance restarts too);
+    /// requests for it are refused with a clear message.
+    async fn brain_disable(name: String) -> Result<BrainStatus, ControlError>;
+    /// Starts a disabled brain; returns once it is ready or failed.
+    async fn brain_enable(name: String) -> Result<BrainStatus, ControlError>;
+    /// Re-reads the brain's manifest and restarts it on the model it pins
+    /// (whose hash the brain re-checks before loading).
+    async fn brain_reload(name: String) -> Result<BrainStatus, ControlError>;
 }
 
 /// What a service says when it is ready.

@@ -6,8 +6,8 @@
 
 use crate::appliance::Appliance;
 use sios_ipc::{
-    Caller, ControlError, InferRequest, InferResponse, InvokeError, Kernel, RestartReport,
-    StatusReport,
+    BrainStatus, Caller, ControlError, InferRequest, InferResponse, InvokeError, Kernel,
+    RestartReport, StatusReport,
 };
 use std::sync::Arc;
 use tarpc::context::Context;
@@ -77,5 +77,24 @@ impl Kernel for KernelServer {
         tracing::info!(uid = self.caller.uid, pid = ?self.caller.pid, "shutdown requested");
         self.appliance.request_shutdown();
         Ok(())
+    }
+
+    async fn brains(self, _: Context) -> Vec<BrainStatus> {
+        self.appliance.brains()
+    }
+
+    async fn brain_disable(self, _: Context, name: String) -> Result<BrainStatus, ControlError> {
+        tracing::info!(uid = self.caller.uid, pid = ?self.caller.pid, brain = %name, "disable requested");
+        self.appliance.disable_brain(&name).await
+    }
+
+    async fn brain_enable(self, _: Context, name: String) -> Result<BrainStatus, ControlError> {
+        tracing::info!(uid = self.caller.uid, pid = ?self.caller.pid, brain = %name, "enable requested");
+        self.appliance.enable_brain(&name).await
+    }
+
+    async fn brain_reload(self, _: Context, name: String) -> Result<BrainStatus, ControlError> {
+        tracing::info!(uid = self.caller.uid, pid = ?self.caller.pid, brain = %name, "reload requested");
+        self.appliance.reload_brain(&name).await
     }
 }

@@ -5,8 +5,8 @@ use crate::spawn::Program;
 use crate::supervisor::{self, BrainFacts, Connection, Slot, SlotCommand, Transition};
 use sios_config::{Config, StateLayout};
 use sios_ipc::{
-    AuditEvent, Caller, ControlError, InferRequest, InferResponse, InvokeError, ProcessState,
-    ProcessStatus, RestartReport, Role, StatusReport, TensorLimits, transport,
+    AuditEvent, BrainStatus, Caller, ControlError, InferRequest, InferResponse, InvokeError,
+    ProcessState, ProcessStatus, RestartReport, Role, StatusReport, TensorLimits, transport,
 };
 use sios_launch::ProcessLimits;
 use sios_manifest::Manifest;
@@ -165,6 +165,7 @@ impl Appliance {
                 },
             };
             let facts = BrainFacts {
+                kind: manifest.kind,
                 model_sha256: manifest.model.sha256.clone(),
                 inputs: manifest.input_specs(),
             };
@@ -205,12 +206,14 @@ impl Appliance {
     /// Returns when every child is ready or failed.
     pub async fn start(self: &Arc<Self>, pending: Pending) {
         let launcher = self.config.paths.bin_dir().join("sios-launch");
+        let disabled = self.disabled_brains();
         let (events, transitions) = mpsc::unbounded_channel();
         tokio::spawn(Arc::clone(self).record_transitions(transitions));
         let mut brains = Vec::new();
         for (slot, commands) in pending {
             let (ready_tx, ready_rx) = oneshot::channel();
             let role = slot.role;
+            let start_disabled = role == Role::Brain && disabled.contains(&slot.name);
             tokio::spawn(supervisor::run_slot(
                 slot,
                 commands,
@@ -219,6 +222,7 @@ impl Appliance {
                 self.config.limits.max_frame_bytes,
                 events.clone(),
                 ready_tx,
+                start_disabled,
             ));
             if role == Role::Brain {
                 brains.push(ready_rx);
@@ -295,8 +299,7 @@ impl Appliance {
                 name: brain.to_owned(),
             })?;
         let facts = slot
-            .brain
-            .as_ref()
+            .brain_facts()
             .ok_or_else(|| InvokeError::UnknownBrain {
                 name: brain.to_owned(),
             })?;
@@ -393,6 +396,104 @@ impl Appliance {
         })
     }
 
+    /// `sios brain list`: every brain, in catalog order.
+    pub fn brains(&self) -> Vec<BrainStatus> {
+        self.slots
+            .iter()
+            .filter(|s| s.role == Role::Brain)
+            .filter_map(|s| brain_status(s))
+            .collect()
+    }
+
+    fn brain_slot(&self, name: &str) -> Result<&Arc<Slot>, ControlError> {
+        match self.by_name.get(name) {
+            Some(slot) if slot.role == Role::Brain => Ok(slot),
+            Some(_) => Err(ControlError::NotABrain { name: name.into() }),
+            None => Err(ControlError::UnknownProcess { name: name.into() }),
+        }
+    }
+
+    fn status_of(slot: &Slot) -> Result<BrainStatus, ControlError> {
+        brain_status(slot).ok_or_else(|| ControlError::NotABrain {
+            name: slot.name.clone(),
+        })
+    }
+
+    /// Stops a brain and keeps it stopped, across appliance restarts too.
+    pub async fn disable_brain(&self, name: &str) -> Result<BrainStatus, ControlError> {
+        let slot = self.brain_slot(name)?;
+        self.persist_disabled(name, true)?;
+        if !slot.command(SlotCommand::Disable).await {
+            return Err(ControlError::ShuttingDown);
+        }
+        Self::status_of(slot)
+    }
+
+    /// Starts a disabled brain; returns when it is ready or failed.
+    pub async fn enable_brain(&self, name: &str) -> Result<BrainStatus, ControlError> {
+        let slot = self.brain_slot(name)?;
+        self.persist_disabled(name, false)?;
+        if !slot.command(SlotCommand::Enable).await {
+            return Err(ControlError::ShuttingDown);
+        }
+        Self::status_of(slot)
+    }
+
+    /// Re-reads the brain's manifest and restarts it on the model it pins.
+    /// A manifest that does not load leaves the running brain untouched.
+    pub async fn reload_brain(&self, name: &str) -> Result<BrainStatus, ControlError> {
+        let slot = self.brain_slot(name)?;
+        let path = self.config.paths.catalog_dir.join(format!("{name}.toml"));
+        let reload_error = |reason: String| ControlError::Reload {
+            name: name.into(),
+            reason,
+        };
+        let manifest = Manifest::load(&path).map_err(|e| reload_error(e.to_string()))?;
+        // Check the pinned model now, so that a wrong hash is refused while the
+        // old brain still serves.
+        sios_manifest::read_verified(&self.config.paths.models_dir, &manifest.model)
+            .map_err(|e| reload_error(e.to_string()))?;
+        slot.set_brain_facts(BrainFacts {
+            kind: manifest.kind,
+            model_sha256: manifest.model.sha256.clone(),
+            inputs: manifest.input_specs(),
+        });
+        tracing::info!(brain = name, sha256 = %manifest.model.sha256, "reloading");
+        if slot.state() != ProcessState::Disabled && !slot.command(SlotCommand::Restart).await {
+            return Err(ControlError::ShuttingDown);
+        }
+        Self::status_of(slot)
+    }
+
+    /// The brains an operator disabled (an absent or unreadable file: none,
+    /// with a warning for the unreadable case).
+    fn disabled_brains(&self) -> Vec<String> {
+        let path = self.layout.disabled_brains();
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|err| {
+                tracing::warn!(path = %path.display(), error = %err, "ignoring an unreadable list of disabled brains");
+                Vec::new()
+            }),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Adds or removes `name` in the disabled list, atomically and durably.
+    fn persist_disabled(&self, name: &str, disabled: bool) -> Result<(), ControlError> {
+        let mut names = self.disabled_brains();
+        names.retain(|n| n != name);
+        if disabled {
+            names.push(name.to_owned());
+        }
+        names.sort();
+        let persist = |e: std::io::Error| ControlError::Persist(e.to_string());
+        let dir = self.layout.kernel_dir();
+        create_private_dir(&dir).map_err(|e| ControlError::Persist(e.to_string()))?;
+        let json =
+            serde_json::to_vec_pretty(&names).map_err(|e| ControlError::Persist(e.to_string()))?;
+        write_atomically(&self.layout.disabled_brains(), &json).map_err(persist)
+    }
+
     /// Asks the kernel's main loop to stop the appliance.
     pub fn request_shutdown(&self) {
         self.shutdown.notify_one();
@@ -420,6 +521,37 @@ impl Appliance {
             audit.command(SlotCommand::Stop).await;
         }
     }
+}
+
+fn brain_status(slot: &Slot) -> Option<BrainStatus> {
+    let facts = slot.brain_facts()?;
+    let status = slot.status();
+    Some(BrainStatus {
+        name: slot.name.clone(),
+        kind: match facts.kind {
+            sios_manifest::BrainKind::Domain => "domain".into(),
+            sios_manifest::BrainKind::Operational => "operational".into(),
+        },
+        state: status.state,
+        pid: status.pid,
+        model_sha256: facts.model_sha256.clone(),
+        requests: status.requests,
+    })
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old or the new
+/// file, never a torn one: write a temporary file, fsync it, rename it over.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn stopped(slot: &Slot) -> Transition {

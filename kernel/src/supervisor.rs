@@ -38,9 +38,11 @@ pub enum Connection {
     Memory(MemoryClient),
 }
 
-/// What the kernel knows about a brain from its manifest.
+/// What the kernel knows about a brain from its manifest. Replaced as a
+/// whole by `sios brain reload`.
 #[derive(Clone, Debug)]
 pub struct BrainFacts {
+    pub kind: sios_manifest::BrainKind,
     pub model_sha256: String,
     pub inputs: Vec<TensorSpec>,
 }
@@ -53,6 +55,11 @@ pub enum SlotCommand {
     Restart(oneshot::Sender<()>),
     /// Stop for good (appliance shutdown); answers once the process is gone.
     Stop(oneshot::Sender<()>),
+    /// Stop and stay stopped until enabled; answers once the process is gone.
+    Disable(oneshot::Sender<()>),
+    /// Start again after `Disable` (or after a failure); answers once ready
+    /// or failed. A running process is left alone.
+    Enable(oneshot::Sender<()>),
 }
 
 #[derive(Debug)]
@@ -71,7 +78,7 @@ pub struct Slot {
     pub name: String,
     pub role: Role,
     pub socket: PathBuf,
-    pub brain: Option<BrainFacts>,
+    brain: Option<std::sync::RwLock<Arc<BrainFacts>>>,
     program: Program,
     listener: UnixListener,
     live: Mutex<Live>,
@@ -97,11 +104,12 @@ impl Slot {
             name,
             role,
             socket,
-            brain,
+            brain: brain.map(|facts| std::sync::RwLock::new(Arc::new(facts))),
             program,
             listener,
             live: Mutex::new(Live {
-                state: ProcessState::Stopped,
+                // Not yet spawned: to an operator, that is starting.
+                state: ProcessState::Starting,
                 pid: None,
                 restarts: 0,
                 ready_since: None,
@@ -113,6 +121,20 @@ impl Slot {
             commands,
         };
         (Arc::new(slot), queue)
+    }
+
+    /// The brain's manifest facts; `None` for services.
+    pub fn brain_facts(&self) -> Option<Arc<BrainFacts>> {
+        self.brain
+            .as_ref()
+            .map(|facts| Arc::clone(&facts.read().unwrap_or_else(|p| p.into_inner())))
+    }
+
+    /// Replaces the brain's manifest facts (before restarting it on a new model).
+    pub fn set_brain_facts(&self, new: BrainFacts) {
+        if let Some(facts) = &self.brain {
+            *facts.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
+        }
     }
 
     fn live(&self) -> MutexGuard<'_, Live> {
@@ -187,9 +209,46 @@ enum Ended {
     Restart(oneshot::Sender<()>),
     /// The appliance is stopping.
     Stop(oneshot::Sender<()>),
+    /// An operator disabled it.
+    Disable(oneshot::Sender<()>),
+}
+
+/// Crashes within the restart period: the restart intensity.
+struct CrashHistory {
+    period: Duration,
+    times: VecDeque<Instant>,
+    consecutive: u32,
+}
+
+impl CrashHistory {
+    /// Records a crash of an incarnation that was up for `uptime`; returns how
+    /// many crashes fall within the period.
+    fn record(&mut self, uptime: Option<Duration>) -> u32 {
+        let now = Instant::now();
+        if uptime.is_some_and(|u| u >= self.period) {
+            self.consecutive = 0;
+        }
+        self.consecutive += 1;
+        self.times.push_back(now);
+        while self
+            .times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.period)
+        {
+            self.times.pop_front();
+        }
+        self.times.len() as u32
+    }
+
+    /// An operator's deliberate restart or enable forgives past crashes.
+    fn forgive(&mut self) {
+        self.times.clear();
+        self.consecutive = 0;
+    }
 }
 
 /// Owns one child for the life of the appliance.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_slot(
     slot: Arc<Slot>,
     mut commands: mpsc::UnboundedReceiver<SlotCommand>,
@@ -198,13 +257,16 @@ pub async fn run_slot(
     max_frame_bytes: usize,
     events: mpsc::UnboundedSender<Transition>,
     first_ready: oneshot::Sender<()>,
+    start_disabled: bool,
 ) {
     // Who is waiting for the next incarnation to be ready (or to fail to be):
-    // the kernel's start sequence, an operator's `restart`.
+    // the kernel's start sequence, an operator's `restart` or `enable`.
     let mut waiters = vec![first_ready];
-    let mut crash_times: VecDeque<Instant> = VecDeque::new();
-    let mut consecutive_crashes: u32 = 0;
-    let period = Duration::from_secs(config.restart_period_s);
+    let mut crashes = CrashHistory {
+        period: Duration::from_secs(config.restart_period_s),
+        times: VecDeque::new(),
+        consecutive: 0,
+    };
     let emit = |action: &'static str, detail: String| {
         let _ = events.send(Transition {
             name: slot.name.clone(),
@@ -212,8 +274,52 @@ pub async fn run_slot(
             detail,
         });
     };
+    // Parked (failed or disabled): nothing runs until an operator acts.
+    let mut parked = start_disabled.then_some(ProcessState::Disabled);
 
     loop {
+        if let Some(state) = parked.take() {
+            {
+                let mut live = slot.live();
+                live.state = state;
+                live.pid = None;
+                live.ready_since = None;
+                live.connection = None;
+            }
+            notify(&mut waiters);
+            match commands.recv().await {
+                Some(SlotCommand::Restart(done)) => {
+                    crashes.forgive();
+                    slot.live().restarts += 1;
+                    emit(
+                        "process.restart",
+                        format!("restarted by operator while {}", state.as_str()),
+                    );
+                    waiters.push(done);
+                }
+                Some(SlotCommand::Enable(done)) => {
+                    crashes.forgive();
+                    slot.live().last_error = None;
+                    emit("process.enabled", "enabled by operator".into());
+                    waiters.push(done);
+                }
+                Some(SlotCommand::Disable(done)) => {
+                    if state != ProcessState::Disabled {
+                        emit("process.disabled", "disabled by operator".into());
+                    }
+                    parked = Some(ProcessState::Disabled);
+                    let _ = done.send(());
+                    continue;
+                }
+                Some(SlotCommand::Stop(done)) => {
+                    slot.live().state = ProcessState::Stopped;
+                    let _ = done.send(());
+                    return;
+                }
+                None => return,
+            }
+        }
+
         let ended = run_incarnation(
             &slot,
             &mut commands,
@@ -231,74 +337,40 @@ pub async fn run_slot(
                 let _ = done.send(());
                 return;
             }
+            Ended::Disable(done) => {
+                emit("process.disabled", "disabled by operator".into());
+                parked = Some(ProcessState::Disabled);
+                let _ = done.send(());
+            }
             Ended::Restart(done) => {
                 // An operator restart is deliberate: it does not count against
                 // the restart intensity, and it clears a failed state.
-                crash_times.clear();
-                consecutive_crashes = 0;
+                crashes.forgive();
                 slot.live().restarts += 1;
                 emit("process.restart", "restarted by operator".into());
                 waiters.push(done);
-                continue;
             }
             Ended::Exited(reason, permanent) => {
-                let now = Instant::now();
                 let uptime = slot.live().ready_since.map(|t| t.elapsed());
-                if uptime.is_some_and(|u| u >= period) {
-                    consecutive_crashes = 0;
-                }
-                consecutive_crashes += 1;
-                crash_times.push_back(now);
-                while crash_times
-                    .front()
-                    .is_some_and(|t| now.duration_since(*t) > period)
-                {
-                    crash_times.pop_front();
-                }
-                let over_intensity = crash_times.len() as u32 > config.max_restarts;
-                if permanent || over_intensity {
+                let recent = crashes.record(uptime);
+                if permanent || recent > config.max_restarts {
                     let why = if permanent {
                         format!(
                             "{reason}; not restarting: this is a configuration problem a restart cannot fix"
                         )
                     } else {
                         format!(
-                            "{reason}; crashed {} times within {} s (limit {}), giving up until an operator runs `sios restart {}`",
-                            crash_times.len(),
-                            config.restart_period_s,
-                            config.max_restarts,
-                            slot.name
+                            "{reason}; crashed {recent} times within {} s (limit {}), giving up until an operator runs `sios restart {}`",
+                            config.restart_period_s, config.max_restarts, slot.name
                         )
                     };
                     tracing::error!(process = %slot.name, "{why}");
-                    {
-                        let mut live = slot.live();
-                        live.state = ProcessState::Failed;
-                        live.last_error = Some(why.clone());
-                    }
-                    notify(&mut waiters);
+                    slot.live().last_error = Some(why.clone());
                     emit("process.failed", why);
-                    // Wait for an operator.
-                    match commands.recv().await {
-                        Some(SlotCommand::Restart(done)) => {
-                            crash_times.clear();
-                            consecutive_crashes = 0;
-                            slot.live().restarts += 1;
-                            emit(
-                                "process.restart",
-                                "restarted by operator after failure".into(),
-                            );
-                            waiters.push(done);
-                            continue;
-                        }
-                        Some(SlotCommand::Stop(done)) => {
-                            let _ = done.send(());
-                            return;
-                        }
-                        None => return,
-                    }
+                    parked = Some(ProcessState::Failed);
+                    continue;
                 }
-                let backoff = backoff(&config, consecutive_crashes);
+                let backoff = backoff(&config, crashes.consecutive);
                 tracing::warn!(process = %slot.name, "{reason}; restarting in {} ms", backoff.as_millis());
                 {
                     let mut live = slot.live();
@@ -309,7 +381,13 @@ pub async fn run_slot(
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     command = commands.recv() => match command {
-                        Some(SlotCommand::Restart(done)) => waiters.push(done),
+                        Some(SlotCommand::Restart(done) | SlotCommand::Enable(done)) => waiters.push(done),
+                        Some(SlotCommand::Disable(done)) => {
+                            emit("process.disabled", "disabled by operator".into());
+                            parked = Some(ProcessState::Disabled);
+                            let _ = done.send(());
+                            continue;
+                        }
                         Some(SlotCommand::Stop(done)) => {
                             slot.live().state = ProcessState::Stopped;
                             let _ = done.send(());
@@ -372,16 +450,23 @@ async fn run_incarnation(
     let ready_timeout = Duration::from_millis(config.ready_timeout_ms);
     let probe = probe_ready(slot, max_frame_bytes, ready_timeout);
     tokio::pin!(probe);
-    let ready = tokio::select! {
-        probed = &mut probe => probed,
-        status = child.wait() => {
-            let status = status.ok();
-            if let Some(task) = stderr_done { let _ = task.await; }
-            return exited(slot, status, "before becoming ready");
-        }
-        command = commands.recv() => {
-            stop_child(&mut child, config).await;
-            return from_command(command);
+    let ready = loop {
+        tokio::select! {
+            probed = &mut probe => break probed,
+            status = child.wait() => {
+                let status = status.ok();
+                if let Some(task) = stderr_done { let _ = task.await; }
+                return exited(slot, status, "before becoming ready");
+            }
+            command = commands.recv() => {
+                if let Some(SlotCommand::Enable(done)) = command {
+                    // Already starting: the caller waits for readiness like the rest.
+                    waiters.push(done);
+                    continue;
+                }
+                stop_child(&mut child, config).await;
+                return from_command(command);
+            }
         }
     };
     let connection = match ready {
@@ -419,20 +504,27 @@ async fn run_incarnation(
     notify(waiters);
 
     // Phase 2: serving, until it exits or is told to stop.
-    tokio::select! {
-        status = child.wait() => {
-            let status = status.ok();
-            if let Some(task) = stderr_done { let _ = task.await; }
-            exited(slot, status, "while serving")
-        }
-        command = commands.recv() => {
-            {
-                let mut live = slot.live();
-                live.connection = None;
-                live.state = ProcessState::Stopped;
+    loop {
+        tokio::select! {
+            status = child.wait() => {
+                let status = status.ok();
+                if let Some(task) = stderr_done { let _ = task.await; }
+                return exited(slot, status, "while serving");
             }
-            stop_child(&mut child, config).await;
-            from_command(command)
+            command = commands.recv() => {
+                if let Some(SlotCommand::Enable(done)) = command {
+                    // Enabling a running process changes nothing.
+                    let _ = done.send(());
+                    continue;
+                }
+                {
+                    let mut live = slot.live();
+                    live.connection = None;
+                    live.state = ProcessState::Stopped;
+                }
+                stop_child(&mut child, config).await;
+                return from_command(command);
+            }
         }
     }
 }
@@ -441,6 +533,9 @@ fn from_command(command: Option<SlotCommand>) -> Ended {
     match command {
         Some(SlotCommand::Restart(done)) => Ended::Restart(done),
         Some(SlotCommand::Stop(done)) => Ended::Stop(done),
+        Some(SlotCommand::Disable(done)) => Ended::Disable(done),
+        // Handled by the callers before they stop the child.
+        Some(SlotCommand::Enable(done)) => Ended::Restart(done),
         // The kernel is going away: behave as a stop nobody waits for.
         None => Ended::Stop(oneshot::channel().0),
     }
@@ -522,7 +617,7 @@ async fn probe_ready(
             let client =
                 BrainClient::new(config, transport::framed(stream, max_frame_bytes)).spawn();
             let info = client.describe(ctx).await.map_err(not_ready)?;
-            if let Some(facts) = &slot.brain
+            if let Some(facts) = slot.brain_facts()
                 && info.model_sha256 != facts.model_sha256
             {
                 return Err(format!(

@@ -165,17 +165,7 @@ impl TestAppliance {
         );
         std::fs::write(state_dir.join("config.toml"), config).expect("config");
         let log = dir.path().join("kernel.log");
-        let log_file = std::fs::File::create(&log).expect("log file");
-        let kernel = Command::new(bin.join("sios"))
-            .arg("--state-dir")
-            .arg(&state_dir)
-            .arg("up")
-            .env("SIOS_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("log"))
-            .stderr(log_file)
-            .spawn()
-            .expect("start sios up");
+        let kernel = Self::spawn_kernel(&bin, &state_dir, &log);
         let appliance = TestAppliance {
             dir,
             state_dir,
@@ -183,16 +173,48 @@ impl TestAppliance {
             bin,
             kernel: Some(kernel),
         };
-        let waited = appliance.sios(&["wait", "--timeout", "120"]);
+        appliance.settle();
+        appliance
+    }
+
+    /// Starts a new kernel on the state directory (and config) of a stopped one.
+    pub fn restart_in(mut stopped: TestAppliance) -> TestAppliance {
+        assert!(stopped.kernel.is_none(), "stop the appliance first");
+        let kernel = Self::spawn_kernel(&stopped.bin, &stopped.state_dir, &stopped.log);
+        stopped.kernel = Some(kernel);
+        stopped.settle();
+        stopped
+    }
+
+    fn spawn_kernel(bin: &Path, state_dir: &Path, log: &Path) -> Child {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        Command::new(bin.join("sios"))
+            .arg("--state-dir")
+            .arg(state_dir)
+            .arg("up")
+            .env("SIOS_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log"))
+            .stderr(log_file)
+            .spawn()
+            .expect("start sios up")
+    }
+
+    /// Waits until every process is ready or failed.
+    fn settle(&self) {
+        let waited = self.sios(&["wait", "--timeout", "120"]);
         // `wait` exits 1 when something failed to start; tests that expect
         // that look at `status` themselves.
         assert!(
             matches!(waited.status.code(), Some(0 | 1)),
             "appliance did not settle: {}\n--- kernel log ---\n{}",
             String::from_utf8_lossy(&waited.stderr),
-            appliance.log_text()
+            self.log_text()
         );
-        appliance
     }
 
     /// Runs the `sios` CLI against this appliance.

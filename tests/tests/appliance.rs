@@ -537,3 +537,104 @@ fn down_stops_everything_and_a_second_kernel_on_the_same_state_dir_is_refused() 
     );
     assert!(stderr(&out).contains("sios is not running"));
 }
+
+#[test]
+fn operators_disable_enable_and_reload_brains_one_by_one() {
+    if !require_setup() {
+        return;
+    }
+    let app = TestAppliance::start(Options::brains(&["voice-activity", "file-type"]));
+    let list = |app: &TestAppliance| -> Value {
+        let out = app.sios(&["brain", "list", "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let brains = list(&app);
+    let names: Vec<&str> = brains["brains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["file-type", "voice-activity"]);
+    for b in brains["brains"].as_array().unwrap() {
+        assert_eq!(b["kind"], "operational");
+        assert_eq!(b["state"], "ready");
+        assert_eq!(b["model_sha256"].as_str().unwrap().len(), 64);
+        assert!(b["requests"].is_u64());
+    }
+
+    // Disable: stopped, refused with a clear message, the other untouched.
+    let other_pid = app.pid("file-type");
+    let out = app.sios(&["brain", "disable", "voice-activity"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status = app.status();
+    let vad = status
+        .processes
+        .iter()
+        .find(|p| p.name == "voice-activity")
+        .unwrap();
+    assert_eq!((vad.state, vad.pid), (ProcessState::Disabled, None));
+    assert_eq!(app.pid("file-type"), other_pid);
+    let request = json_text(&fixture("voice-activity").request);
+    let out = app.sios_with_stdin(
+        &["invoke", "voice-activity", "--input", "-"],
+        Some(&request),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("an operator disabled it"),
+        "{}",
+        stderr(&out)
+    );
+    // `wait` counts a disabled brain as settled, not failed.
+    assert!(app.sios(&["wait", "--timeout", "10"]).status.success());
+
+    // Enable: serving again.
+    let out = app.sios(&["brain", "enable", "voice-activity"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = app.sios_with_stdin(
+        &["invoke", "voice-activity", "--input", "-"],
+        Some(&request),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Reload: a new pid on the same (re-verified) model.
+    let before = app.pid("voice-activity");
+    let out = app.sios(&["brain", "reload", "voice-activity"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_ne!(app.pid("voice-activity"), before);
+    assert_eq!(app.pid("file-type"), other_pid);
+
+    let out = app.sios(&["brain", "disable", "audit"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("`audit` is not a brain"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_disabled_brain_stays_disabled_across_an_appliance_restart() {
+    if !require_setup() {
+        return;
+    }
+    let mut app = TestAppliance::start(Options::brains(&["voice-activity"]));
+    assert!(
+        app.sios(&["brain", "disable", "voice-activity"])
+            .status
+            .success()
+    );
+    assert!(app.stop().success());
+    let state_dir = app.state_dir.clone();
+    let again = TestAppliance::restart_in(app);
+    let status = again.status();
+    assert_eq!(state_dir, again.state_dir);
+    let vad = status
+        .processes
+        .iter()
+        .find(|p| p.name == "voice-activity")
+        .unwrap();
+    assert_eq!(vad.state, ProcessState::Disabled);
+}

@@ -16,6 +16,7 @@
 //!     kernel.lock               held (flock) by the running kernel
 //!     audit.sock  memory.sock   service sockets, kernel-only
 //!     brains/<name>.sock        one per brain, kernel-only
+//!   kernel/               0700  operator choices (disabled-brains.json); no customer data
 //!   audit/audit.redb      0700  owned by sios-audit alone
 //!   memory/memory.redb    0700  owned by sios-memory alone
 //! ```
@@ -266,6 +267,14 @@ impl StateLayout {
     }
     pub fn brain_socket(&self, brain: &str) -> PathBuf {
         self.brain_socket_dir().join(format!("{brain}.sock"))
+    }
+    /// The kernel's own small state (operator choices, never customer data).
+    pub fn kernel_dir(&self) -> PathBuf {
+        self.root.join("kernel")
+    }
+    /// Brains an operator disabled, kept across restarts.
+    pub fn disabled_brains(&self) -> PathBuf {
+        self.kernel_dir().join("disabled-brains.json")
     }
     pub fn service_dir(&self, service: &str) -> PathBuf {
         self.root.join(service)
