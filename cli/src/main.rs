@@ -69,11 +69,19 @@ enum Command {
     /// Run one inference on one brain.
     ///
     /// Input and output are Open Inference Protocol (KServe v2) JSON:
-    ///   {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["hello"]}]}
-    /// Datatypes: BOOL UINT8 INT8 INT32 INT64 FP32 FP64 BYTES. Text for brains
-    /// that tokenise goes in as BYTES. `sios status` lists the brains.
     ///
-    /// Example: echo '{"inputs":[{"name":"text","datatype":"BYTES","shape":[1],"data":["hi"]}]}' | sios invoke text-embedding --input -
+    ///   {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["hello"]}]}
+    ///
+    /// Datatypes: BOOL UINT8 INT8 INT32 INT64 FP32 FP64 BYTES. Text for brains
+    /// that tokenise goes in as BYTES. `data` is row-major, flat or nested.
+    /// `sios brain list` lists the brains; each manifest in brains/catalog
+    /// declares the inputs and outputs of its brain.
+    ///
+    /// Example:
+    ///
+    ///   echo '{"inputs":[{"name":"text","datatype":"BYTES","shape":[1],"data":["hi"]}]}' \
+    ///     | sios invoke text-embedding --input -
+    #[command(verbatim_doc_comment)]
     Invoke {
         /// The brain to run.
         brain: String,
@@ -297,30 +305,22 @@ fn human_duration(seconds: f64) -> String {
 
 async fn wait(layout: &StateLayout, timeout: Duration) -> Result<ExitCode, CliError> {
     let give_up = Instant::now() + timeout;
+    let mut client = None;
     let mut reached = false;
     loop {
-        if let Ok(client) = connect(layout).await {
-            reached = true;
-            if let Ok(status) = client.status(ctx()).await {
-                let settling = status
-                    .processes
-                    .iter()
-                    .any(|p| matches!(p.state, ProcessState::Starting | ProcessState::Restarting));
-                if !settling {
-                    let failed: Vec<_> = status
-                        .processes
-                        .iter()
-                        .filter(|p| p.state == ProcessState::Failed)
-                        .map(|p| p.name.as_str())
-                        .collect();
-                    if failed.is_empty() {
-                        return Ok(ExitCode::SUCCESS);
+        if client.is_none() {
+            client = connect(layout).await.ok();
+        }
+        if let Some(kernel) = &client {
+            match kernel.status(ctx()).await {
+                Ok(status) => {
+                    reached = true;
+                    if let Some(outcome) = settled(&status) {
+                        return outcome;
                     }
-                    return Err(CliError::Refused(format!(
-                        "settled, but failed: {} (`sios status` says why)",
-                        failed.join(", ")
-                    )));
                 }
+                // The kernel went away (or is restarting): connect afresh.
+                Err(_) => client = None,
             }
         }
         if Instant::now() >= give_up {
@@ -335,6 +335,32 @@ async fn wait(layout: &StateLayout, timeout: Duration) -> Result<ExitCode, CliEr
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `None` while any process is starting or restarting; then success if none
+/// failed.
+fn settled(status: &StatusReport) -> Option<Result<ExitCode, CliError>> {
+    let settling = status
+        .processes
+        .iter()
+        .any(|p| matches!(p.state, ProcessState::Starting | ProcessState::Restarting));
+    if settling {
+        return None;
+    }
+    let failed: Vec<_> = status
+        .processes
+        .iter()
+        .filter(|p| p.state == ProcessState::Failed)
+        .map(|p| p.name.as_str())
+        .collect();
+    Some(if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(CliError::Refused(format!(
+            "settled, but failed: {} (`sios status` says why)",
+            failed.join(", ")
+        )))
+    })
 }
 
 async fn invoke(

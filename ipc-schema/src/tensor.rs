@@ -263,6 +263,42 @@ impl Tensor {
     }
 }
 
+/// SHA-256 over a set of tensors, independent of their order in the request:
+/// what the audit log keys (per data subject) instead of the content itself.
+///
+/// Layout, per tensor in ascending name order, every integer little-endian:
+/// `u64 name length, name, u64 datatype-name length, datatype name (e.g.
+/// "FP32"), u64 rank, u64 × rank dimensions`, then for packed data `u64 byte
+/// length, bytes`, for strings `u64 count, (u64 length, bytes) × count`.
+pub fn digest(tensors: &[Tensor]) -> [u8; 32] {
+    use sha2::{Digest as _, Sha256};
+    let mut sorted: Vec<&Tensor> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut hasher = Sha256::new();
+    let put_bytes = |hasher: &mut Sha256, bytes: &[u8]| {
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    };
+    for tensor in sorted {
+        put_bytes(&mut hasher, tensor.name.as_bytes());
+        put_bytes(&mut hasher, tensor.datatype.protocol_name().as_bytes());
+        hasher.update((tensor.shape.len() as u64).to_le_bytes());
+        for dim in &tensor.shape {
+            hasher.update(dim.to_le_bytes());
+        }
+        match &tensor.data {
+            TensorData::Packed(bytes) => put_bytes(&mut hasher, bytes),
+            TensorData::Strings(items) => {
+                hasher.update((items.len() as u64).to_le_bytes());
+                for item in items {
+                    put_bytes(&mut hasher, item);
+                }
+            }
+        }
+    }
+    hasher.finalize().into()
+}
+
 fn element_count(shape: &[u64]) -> Option<u64> {
     shape
         .iter()
@@ -535,6 +571,29 @@ mod tests {
             validate(&[t], &specs, TensorLimits::default()),
             Err(TensorError::ShapeOverflow { .. })
         ));
+    }
+
+    #[test]
+    fn digest_ignores_order_and_sees_every_change() {
+        let a = Tensor::from_elements("a", vec![2], &[1.0f32, 2.0]);
+        let b = Tensor::from_strings("b", vec![1], &["text"]);
+        let base = digest(&[a.clone(), b.clone()]);
+        assert_eq!(base, digest(&[b.clone(), a.clone()]));
+        let mut renamed = a.clone();
+        renamed.name = "c".into();
+        let mut reshaped = a.clone();
+        reshaped.shape = vec![1, 2];
+        let changed = Tensor::from_elements("a", vec![2], &[1.0f32, 2.5]);
+        let text = Tensor::from_strings("b", vec![1], &["texT"]);
+        for other in [
+            digest(&[renamed, b.clone()]),
+            digest(&[reshaped, b.clone()]),
+            digest(&[changed, b.clone()]),
+            digest(&[a.clone(), text]),
+            digest(&[a]),
+        ] {
+            assert_ne!(base, other);
+        }
     }
 
     #[test]
