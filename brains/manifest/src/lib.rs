@@ -23,6 +23,30 @@ pub enum BrainKind {
     Operational,
 }
 
+/// How sensitive a brain's subject matter is (compared with a client's
+/// clearance by the policy: 0 = low … 2 = high).
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Sensitivity {
+    #[default]
+    Low,
+    Medium,
+    High,
+}
+
+impl Sensitivity {
+    /// The level as a number for the policy engine.
+    pub fn level(self) -> i64 {
+        match self {
+            Sensitivity::Low => 0,
+            Sensitivity::Medium => 1,
+            Sensitivity::High => 2,
+        }
+    }
+}
+
 /// One brain, as its manifest declares it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -40,6 +64,14 @@ pub struct Manifest {
     pub inputs: Vec<TensorSpecToml>,
     /// What the brain returns.
     pub outputs: Vec<TensorSpecToml>,
+    /// How sensitive the brain's subject matter is; the policy compares it
+    /// with a client's clearance.
+    #[serde(default)]
+    pub sensitivity: Sensitivity,
+    /// Names for the positions of classifier outputs: output name → one
+    /// label per position of its last axis, in order.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub sandbox: SandboxLimits,
     #[serde(default)]
@@ -224,6 +256,23 @@ impl Manifest {
             return Err(invalid(
                 "a brain declares at least one input and one output".into(),
             ));
+        }
+        for (output, labels) in &self.labels {
+            let Some(spec) = self.outputs.iter().find(|o| &o.name == output) else {
+                return Err(invalid(format!(
+                    "[labels] names `{output}`, which is not a declared output"
+                )));
+            };
+            match spec.shape.last() {
+                Some(&n) if n >= 0 && n as usize != labels.len() => {
+                    return Err(invalid(format!(
+                        "[labels] gives {} labels for `{output}`, whose last axis has {n} positions",
+                        labels.len()
+                    )));
+                }
+                None => return Err(invalid(format!("[labels] names `{output}`, a scalar"))),
+                _ => {}
+            }
         }
         if let Some(Preprocess::Tokenize { max_length, .. }) = &self.preprocess {
             let one_text_input =
@@ -426,6 +475,31 @@ shape = [-1, 4]
             Manifest::load(&path),
             Err(ManifestError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn labels_must_name_a_declared_output_and_fit_its_last_axis() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = format!("{EXAMPLE}[labels]\ny = [\"a\", \"b\", \"c\", \"d\"]\n").replace(
+            "purpose = \"test\"",
+            "purpose = \"test\"\nsensitivity = \"high\"",
+        );
+        let manifest = Manifest::load(&write(dir.path(), "echo", &good)).unwrap();
+        assert_eq!(manifest.sensitivity, Sensitivity::High);
+        assert_eq!(manifest.labels["y"].len(), 4);
+        let short = format!("{EXAMPLE}[labels]\ny = [\"a\"]\n");
+        let err = Manifest::load(&write(dir.path(), "echo", &short))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("gives 1 labels for `y`, whose last axis has 4"),
+            "{err}"
+        );
+        let unknown = format!("{EXAMPLE}[labels]\nz = [\"a\"]\n");
+        let err = Manifest::load(&write(dir.path(), "echo", &unknown))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a declared output"), "{err}");
     }
 
     #[test]
