@@ -10,6 +10,12 @@
 use std::io;
 use std::os::fd::{FromRawFd, RawFd};
 
+/// The descriptor number of a brain's private channel to the kernel (a
+/// connected socket; see `sios_ipc::BrainSupport`). Services do not get one.
+pub const KERNEL_FD: RawFd = 4;
+/// The environment variable that names it.
+pub const KERNEL_FD_ENV: &str = "SIOS_KERNEL_FD";
+
 /// The descriptor number the listening socket is placed at in the child.
 pub const LISTEN_FD: RawFd = 3;
 /// The environment variable that names it.
@@ -22,9 +28,9 @@ pub enum ActivationError {
         "{LISTEN_FD_ENV} is not set: this program is started by sios-kernel, which hands it its socket; run `sios up` instead"
     )]
     NotActivated,
-    #[error("{LISTEN_FD_ENV}={0:?} is not the descriptor number {LISTEN_FD}")]
+    #[error("an inherited-descriptor variable says {0:?}, not the number sios-kernel uses")]
     WrongDescriptor(String),
-    #[error("descriptor {LISTEN_FD} is not a listening Unix socket: {0}")]
+    #[error("an inherited descriptor is not the Unix socket sios-kernel hands over: {0}")]
     NotASocket(io::Error),
 }
 
@@ -53,4 +59,30 @@ pub fn inherited_listener() -> Result<std::os::unix::net::UnixListener, Activati
         .set_nonblocking(true)
         .map_err(ActivationError::NotASocket)?;
     Ok(listener)
+}
+
+/// Takes ownership of the brain's channel to the kernel, if the kernel gave
+/// one (`SIOS_KERNEL_FD=4`). Call in `main` before starting the async runtime.
+pub fn inherited_kernel_channel() -> Result<Option<std::os::unix::net::UnixStream>, ActivationError>
+{
+    let Ok(value) = std::env::var(KERNEL_FD_ENV) else {
+        return Ok(None);
+    };
+    if value.parse::<RawFd>().ok() != Some(KERNEL_FD) {
+        return Err(ActivationError::WrongDescriptor(value));
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: single-threaded at this point (see `inherited_listener`).
+    unsafe {
+        std::env::remove_var(KERNEL_FD_ENV)
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: the kernel placed a connected socket at KERNEL_FD and nothing in
+    // this process owns that descriptor (the variable is consumed above).
+    let stream = unsafe { std::os::unix::net::UnixStream::from_raw_fd(KERNEL_FD) };
+    stream.peer_addr().map_err(ActivationError::NotASocket)?;
+    stream
+        .set_nonblocking(true)
+        .map_err(ActivationError::NotASocket)?;
+    Ok(Some(stream))
 }

@@ -66,6 +66,19 @@ pub trait Brain {
     async fn infer(request: InferRequest) -> Result<InferResponse, BrainError>;
 }
 
+/// The kernel's service for brains, on the socket pair the kernel hands each
+/// brain at spawn (descriptor 4). The kernel knows the caller by the socket
+/// alone: nothing a brain writes into a request can change who it is.
+#[tarpc::service]
+pub trait BrainSupport {
+    /// Asks another brain for an inference. The kernel applies the caller's
+    /// manifest capabilities, the policy and the audit log, as for a client.
+    async fn call_brain(
+        callee: String,
+        request: InferRequest,
+    ) -> Result<InferResponse, InvokeError>;
+}
+
 /// Which part of the appliance a process plays.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -187,6 +200,19 @@ pub enum InvokeError {
     Lost { name: String, reason: String },
     #[error("the request to brain `{name}` took longer than {timeout_ms} ms and was abandoned")]
     Timeout { name: String, timeout_ms: u64 },
+    #[error("denied: {principal} may not {action} {resource} ({reason})")]
+    Denied {
+        principal: String,
+        action: String,
+        resource: String,
+        reason: String,
+    },
+    #[error("brain `{name}` called brain `{callee}`, which failed: {reason}")]
+    Upstream {
+        name: String,
+        callee: String,
+        reason: String,
+    },
 }
 
 /// Why an operator action failed.

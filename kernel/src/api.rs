@@ -4,7 +4,7 @@
 //! Linux kernel recorded them at `connect`), never by anything the client
 //! says. That identity travels with every request on the connection.
 
-use crate::appliance::Appliance;
+use crate::appliance::{Appliance, Requester};
 use sios_ipc::{
     BrainStatus, Caller, ControlError, InferRequest, InferResponse, InvokeError, Kernel,
     RestartReport, StatusReport,
@@ -61,7 +61,8 @@ impl Kernel for KernelServer {
         brain: String,
         request: InferRequest,
     ) -> Result<InferResponse, InvokeError> {
-        let result = self.appliance.invoke(&self.caller, &brain, request).await;
+        let requester = Requester::Client(self.caller.clone());
+        let result = self.appliance.invoke(&requester, &brain, request).await;
         if let Err(err) = &result {
             tracing::debug!(uid = self.caller.uid, brain = %brain, error = %err, "invoke failed");
         }
@@ -96,5 +97,35 @@ impl Kernel for KernelServer {
     async fn brain_reload(self, _: Context, name: String) -> Result<BrainStatus, ControlError> {
         tracing::info!(uid = self.caller.uid, pid = ?self.caller.pid, brain = %name, "reload requested");
         self.appliance.reload_brain(&name).await
+    }
+}
+
+/// A brain's private channel to the kernel. The brain is known by the
+/// channel the kernel created for it; nothing in a request can change that.
+#[derive(Clone, Debug)]
+pub struct BrainSupportServer {
+    appliance: Arc<Appliance>,
+    brain: String,
+}
+
+impl BrainSupportServer {
+    pub fn new(appliance: Arc<Appliance>, brain: String) -> BrainSupportServer {
+        BrainSupportServer { appliance, brain }
+    }
+}
+
+impl sios_ipc::BrainSupport for BrainSupportServer {
+    async fn call_brain(
+        self,
+        _: Context,
+        callee: String,
+        request: InferRequest,
+    ) -> Result<InferResponse, InvokeError> {
+        let requester = Requester::Brain(self.brain.clone());
+        let result = self.appliance.invoke(&requester, &callee, request).await;
+        if let Err(err) = &result {
+            tracing::info!(brain = %self.brain, callee = %callee, error = %err, "brain-to-brain call refused or failed");
+        }
+        result
     }
 }

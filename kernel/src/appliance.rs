@@ -1,9 +1,13 @@
 //! The appliance: every supervised process, started in order, routed to, and
 //! stopped in reverse order.
 
+use crate::api::BrainSupportServer;
 use crate::spawn::Program;
-use crate::supervisor::{self, BrainFacts, Connection, Slot, SlotCommand, Transition};
+use crate::supervisor::{
+    self, BrainFacts, ChannelServer, Connection, Slot, SlotCommand, Transition,
+};
 use sios_config::{Config, StateLayout};
+use sios_ipc::BrainSupport as _;
 use sios_ipc::{
     AuditEvent, BrainStatus, Caller, ControlError, InferRequest, InferResponse, InvokeError,
     ProcessState, ProcessStatus, RestartReport, Role, StatusReport, TensorLimits, transport,
@@ -60,6 +64,24 @@ pub struct Appliance {
     shutdown: tokio::sync::Notify,
 }
 
+/// Who asks for an inference, as the kernel established it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Requester {
+    /// A client on the client socket, known by SO_PEERCRED.
+    Client(Caller),
+    /// A brain, known by the private channel the kernel handed it.
+    Brain(String),
+}
+
+impl std::fmt::Display for Requester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Requester::Client(caller) => write!(f, "client uid {}", caller.uid),
+            Requester::Brain(name) => write!(f, "brain `{name}`"),
+        }
+    }
+}
+
 /// The pieces that `start` hands to the slot tasks.
 type Pending = Vec<(Arc<Slot>, mpsc::UnboundedReceiver<SlotCommand>)>;
 
@@ -106,6 +128,23 @@ impl Appliance {
             .collect();
 
         let bin = config.paths.bin_dir();
+        // Brains' private channels are served by the appliance, which exists
+        // only once every slot does: the server finds it through this cell.
+        let this: Arc<std::sync::OnceLock<std::sync::Weak<Appliance>>> = Arc::default();
+        let channel = {
+            let this = Arc::clone(&this);
+            let max_frame = config.limits.max_frame_bytes;
+            ChannelServer(Arc::new(move |brain: &str, stream| {
+                if let Some(appliance) = this.get().and_then(std::sync::Weak::upgrade) {
+                    let server = BrainSupportServer::new(appliance, brain.to_owned());
+                    tokio::spawn(transport::serve_connection(
+                        stream,
+                        max_frame,
+                        server.serve(),
+                    ));
+                }
+            }))
+        };
         let frame = config.limits.max_frame_bytes.to_string();
         let mut pending = Vec::new();
         for service in ["audit", "memory"] {
@@ -138,6 +177,7 @@ impl Appliance {
                 listener,
                 program,
                 None,
+                None,
             ));
         }
         create_private_dir(&layout.brain_socket_dir())?;
@@ -165,6 +205,7 @@ impl Appliance {
                 },
             };
             let facts = BrainFacts {
+                calls: manifest.capabilities.calls.clone(),
                 kind: manifest.kind,
                 model_sha256: manifest.model.sha256.clone(),
                 inputs: manifest.input_specs(),
@@ -178,6 +219,7 @@ impl Appliance {
                 listener,
                 program,
                 Some(facts),
+                Some(channel.clone()),
             ));
         }
 
@@ -198,7 +240,9 @@ impl Appliance {
             started: Instant::now(),
             shutdown: tokio::sync::Notify::new(),
         };
-        Ok((Arc::new(appliance), pending))
+        let appliance = Arc::new(appliance);
+        let _ = this.set(Arc::downgrade(&appliance));
+        Ok((appliance, pending))
     }
 
     /// Starts every child in order: the audit service, then memory (each
@@ -286,7 +330,7 @@ impl Appliance {
     /// step that refuses ends the request before any later step runs.
     pub async fn invoke(
         &self,
-        caller: &Caller,
+        requester: &Requester,
         brain: &str,
         request: InferRequest,
     ) -> Result<InferResponse, InvokeError> {
@@ -311,10 +355,26 @@ impl Appliance {
                 source,
             },
         )?;
-        // 3. Decide: the policy gate goes here (deny by default), with `caller`
-        //    as the principal.
+        // 3. Decide. A brain may only call the brains its manifest names.
+        //    The policy gate goes here too (deny by default).
+        if let Requester::Brain(caller) = requester {
+            let allowed = self
+                .by_name
+                .get(caller)
+                .and_then(|s| s.brain_facts())
+                .is_some_and(|facts| facts.calls.iter().any(|c| c == brain));
+            if !allowed {
+                return Err(InvokeError::Denied {
+                    principal: requester.to_string(),
+                    action: "call".into(),
+                    resource: format!("brain `{brain}`"),
+                    reason: format!(
+                        "the manifest of `{caller}` does not name `{brain}` in capabilities.calls"
+                    ),
+                });
+            }
+        }
         // 4. Record the intent durably in the audit log here, before routing.
-        let _ = caller;
         let Ok(Connection::Brain(client)) = slot.connection() else {
             let (state, last_error) = match slot.connection() {
                 Err(e) => e,
@@ -454,6 +514,7 @@ impl Appliance {
         sios_manifest::read_verified(&self.config.paths.models_dir, &manifest.model)
             .map_err(|e| reload_error(e.to_string()))?;
         slot.set_brain_facts(BrainFacts {
+            calls: manifest.capabilities.calls.clone(),
             kind: manifest.kind,
             model_sha256: manifest.model.sha256.clone(),
             inputs: manifest.input_specs(),

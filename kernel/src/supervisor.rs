@@ -43,6 +43,8 @@ pub enum Connection {
 #[derive(Clone, Debug)]
 pub struct BrainFacts {
     pub kind: sios_manifest::BrainKind,
+    /// The brains it may call (manifest `capabilities.calls`).
+    pub calls: Vec<String>,
     pub model_sha256: String,
     pub inputs: Vec<TensorSpec>,
 }
@@ -72,6 +74,20 @@ struct Live {
     connection: Option<Connection>,
 }
 
+/// Serves a brain's private channel to the kernel (the kernel's end of the
+/// socket pair handed to each incarnation), knowing the brain by name.
+#[derive(Clone)]
+pub struct ChannelServer(pub Arc<ServeChannel>);
+
+/// The function behind a [`ChannelServer`]: brain name, kernel end of its channel.
+pub type ServeChannel = dyn Fn(&str, tokio::net::UnixStream) + Send + Sync;
+
+impl std::fmt::Debug for ChannelServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChannelServer")
+    }
+}
+
 /// One supervised child.
 #[derive(Debug)]
 pub struct Slot {
@@ -81,6 +97,8 @@ pub struct Slot {
     brain: Option<std::sync::RwLock<Arc<BrainFacts>>>,
     program: Program,
     listener: UnixListener,
+    /// For brains: serves the private channel each incarnation gets.
+    channel: Option<ChannelServer>,
     live: Mutex<Live>,
     /// Requests routed to this child and answered successfully.
     pub requests: AtomicU64,
@@ -91,6 +109,7 @@ pub struct Slot {
 
 impl Slot {
     /// Creates a slot and the receiving end of its command queue.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         name: String,
         role: Role,
@@ -98,6 +117,7 @@ impl Slot {
         listener: UnixListener,
         program: Program,
         brain: Option<BrainFacts>,
+        channel: Option<ChannelServer>,
     ) -> (Arc<Slot>, mpsc::UnboundedReceiver<SlotCommand>) {
         let (commands, queue) = mpsc::unbounded_channel();
         let slot = Slot {
@@ -107,6 +127,7 @@ impl Slot {
             brain: brain.map(|facts| std::sync::RwLock::new(Arc::new(facts))),
             program,
             listener,
+            channel,
             live: Mutex::new(Live {
                 // Not yet spawned: to an operator, that is starting.
                 state: ProcessState::Starting,
@@ -425,13 +446,45 @@ async fn run_incarnation(
     waiters: &mut Vec<oneshot::Sender<()>>,
 ) -> Ended {
     let spawned_at = Instant::now();
-    let mut child = match spawn::spawn(&slot.name, launcher, &slot.program, &slot.listener) {
+    // A fresh private channel per incarnation: a dead brain's channel dies
+    // with it, and nothing else ever holds the other end.
+    let channel = match slot
+        .channel
+        .as_ref()
+        .map(|_| std::os::unix::net::UnixStream::pair())
+        .transpose()
+    {
+        Ok(pair) => pair,
+        Err(err) => {
+            return Ended::Exited(format!("could not create its kernel channel: {err}"), false);
+        }
+    };
+    let spawned = spawn::spawn(
+        &slot.name,
+        launcher,
+        &slot.program,
+        &slot.listener,
+        channel.as_ref().map(|(_, child_end)| child_end),
+    );
+    let mut child = match spawned {
         Ok(child) => child,
         Err(err) => {
             let reason = format!("could not start {}: {err}", launcher.display());
             return Ended::Exited(reason, true);
         }
     };
+    if let (Some(server), Some((kernel_end, child_end))) = (&slot.channel, channel) {
+        drop(child_end);
+        let serving = kernel_end
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::UnixStream::from_std(kernel_end));
+        match serving {
+            Ok(stream) => (server.0)(&slot.name, stream),
+            Err(err) => {
+                tracing::error!(process = %slot.name, error = %err, "cannot serve its kernel channel")
+            }
+        }
+    }
     let pid = child.id();
     {
         let mut live = slot.live();

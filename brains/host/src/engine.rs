@@ -37,8 +37,22 @@ pub struct Engine {
     inputs: Vec<TensorSpec>,
     outputs: Vec<TensorSpec>,
     tokenizer: Option<TextTokenizer>,
+    /// For `embed_via` brains: where the model's input comes from.
+    upstream: Option<Upstream>,
     limits: TensorLimits,
     session: Session,
+}
+
+/// An `embed_via` brain's source: another brain's output, fed to this
+/// model's only input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// The brain to ask (through the kernel).
+    pub brain: String,
+    /// Which of its outputs to take.
+    pub output: String,
+    /// The model input it becomes.
+    pub model_input: TensorSpec,
 }
 
 /// Why a brain could not start. Each names the brain and the file concerned.
@@ -98,7 +112,7 @@ impl Engine {
                 })?;
                 Some(parsed)
             }
-            None => None,
+            _ => None,
         };
 
         // 2. The session, from the verified bytes.
@@ -132,17 +146,28 @@ impl Engine {
             .iter()
             .map(|o| ModelIo::new(o.name(), o.dtype()))
             .collect();
+        let signature_error = |detail| EngineError::Signature {
+            brain: brain.clone(),
+            path: model_path.clone(),
+            detail,
+        };
+        let upstream = match manifest.upstream() {
+            Some((source, output)) => Some(Upstream {
+                brain: source.to_owned(),
+                output: output.to_owned(),
+                model_input: single_fp32_input(&model_inputs).map_err(signature_error)?,
+            }),
+            None => None,
+        };
         let checked = if tokenizer.is_some() {
             check_tokenising_inputs(&inputs, &model_inputs)
+        } else if upstream.is_some() {
+            Ok(())
         } else {
             check_plain_inputs(&inputs, &model_inputs)
         }
         .and_then(|()| check_outputs(&outputs, &model_outputs));
-        checked.map_err(|detail| EngineError::Signature {
-            brain: brain.clone(),
-            path: model_path,
-            detail,
-        })?;
+        checked.map_err(signature_error)?;
 
         Ok(Engine {
             name: brain,
@@ -150,9 +175,15 @@ impl Engine {
             inputs,
             outputs,
             tokenizer,
+            upstream,
             limits: TensorLimits::default(),
             session,
         })
+    }
+
+    /// Where this brain's model input comes from, for `embed_via` brains.
+    pub fn upstream(&self) -> Option<&Upstream> {
+        self.upstream.as_ref()
     }
 
     /// Replaces the default per-tensor limits.
@@ -183,8 +214,17 @@ impl Engine {
     /// Runs the model once on `inputs`: validated against the manifest,
     /// tokenised if this brain tokenises. Returns the declared outputs in
     /// manifest order.
+    ///
+    /// An `embed_via` brain cannot run from its declared inputs alone (its
+    /// model input comes from another brain): use [`Engine::infer_upstream`].
     pub fn infer(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, BrainError> {
         validate(inputs, &self.inputs, self.limits)?;
+        if let Some(upstream) = &self.upstream {
+            return Err(BrainError::Runtime(format!(
+                "this brain takes its model input from brain `{}`, which only the brain host can ask",
+                upstream.brain
+            )));
+        }
         let feed: Vec<(String, DynValue)> = match &self.tokenizer {
             Some(tokenizer) => tokenised_feed(tokenizer, &inputs[0])?,
             None => inputs
@@ -192,6 +232,36 @@ impl Engine {
                 .map(|tensor| Ok((tensor.name.clone(), convert::to_ort(tensor)?)))
                 .collect::<Result<_, BrainError>>()?,
         };
+        self.run(feed)
+    }
+
+    /// Runs an `embed_via` brain's model on what its upstream brain returned
+    /// (`source`, that brain's output tensor), checked against the model's input.
+    pub fn infer_upstream(&mut self, source: &Tensor) -> Result<Vec<Tensor>, BrainError> {
+        let Some(upstream) = &self.upstream else {
+            return Err(BrainError::Runtime(
+                "this brain has no upstream brain".into(),
+            ));
+        };
+        let mut input = source.clone();
+        input.name = upstream.model_input.name.clone();
+        validate(
+            std::slice::from_ref(&input),
+            std::slice::from_ref(&upstream.model_input),
+            self.limits,
+        )
+        .map_err(|e| BrainError::Output {
+            name: upstream.output.clone(),
+            reason: format!(
+                "brain `{}` returned a tensor this model cannot take: {e}",
+                upstream.brain
+            ),
+        })?;
+        let feed = vec![(input.name.clone(), convert::to_ort(&input)?)];
+        self.run(feed)
+    }
+
+    fn run(&mut self, feed: Vec<(String, DynValue)>) -> Result<Vec<Tensor>, BrainError> {
         let results = self
             .session
             .run(feed)
@@ -353,6 +423,21 @@ fn check_declared(direction: &str, spec: &TensorSpec, model: &[ModelIo]) -> Resu
         ));
     }
     Ok(())
+}
+
+/// An `embed_via` brain's model takes exactly one FP32 input.
+fn single_fp32_input(model: &[ModelIo]) -> Result<TensorSpec, String> {
+    match model {
+        [io] if io.datatype() == Some(DataType::Fp32) => Ok(TensorSpec {
+            name: io.name.clone(),
+            datatype: DataType::Fp32,
+            shape: io.shape.clone(),
+        }),
+        _ => Err(format!(
+            "an embed_via brain's model takes exactly one FP32 input, but this one takes {}",
+            list(model)
+        )),
+    }
 }
 
 fn check_plain_inputs(declared: &[TensorSpec], model: &[ModelIo]) -> Result<(), String> {
@@ -576,6 +661,8 @@ mod tests {
                     sha256: sios_manifest::sha256_file(&dir.join("m.onnx")).unwrap(),
                 },
                 preprocess: None,
+                sensitivity: Default::default(),
+                labels: Default::default(),
                 inputs: toml(inputs),
                 outputs: toml(outputs),
                 sandbox: Default::default(),

@@ -73,7 +73,8 @@ const EXIT_CONFIG: u8 = 78;
 struct Started {
     listener: std::os::unix::net::UnixListener,
     manifest: Manifest,
-    server: BrainServer,
+    engine: Engine,
+    kernel_channel: Option<std::os::unix::net::UnixStream>,
     span: tracing::Span,
     runtime_ms: f64,
     engine_ms: f64,
@@ -88,6 +89,7 @@ fn start(args: &Args, started: Instant) -> anyhow::Result<Started> {
     }
     // Before any other thread exists: this edits the environment.
     let listener = inherited_listener()?;
+    let kernel_channel = sios_ipc::activation::inherited_kernel_channel()?;
     let manifest = Manifest::load(&args.manifest)?;
     let span = tracing::info_span!("brain", name = %manifest.name);
     let _entered = span.enter();
@@ -97,24 +99,33 @@ fn start(args: &Args, started: Instant) -> anyhow::Result<Started> {
     let engine = Engine::load(&manifest, &args.models_dir)
         .with_context(|| format!("brain `{}` cannot start", manifest.name))?;
     let engine_ms = ms(started) - runtime_ms;
-    let (server, _worker) = BrainServer::start(engine, DEFAULT_QUEUE_DEPTH)
-        .context("cannot start the inference thread")?;
-    drop(_entered);
-    Ok(Started {
+    if let (Some(upstream), None) = (engine.upstream(), &kernel_channel) {
+        anyhow::bail!(
+            "brain `{}` embeds via brain `{}` but was given no channel to the kernel (SIOS_KERNEL_FD); \
+             brains are started by sios-kernel",
+            manifest.name,
+            upstream.brain
+        );
+    }
+    let started_serving = Started {
         listener,
         manifest,
-        server,
-        span,
+        engine,
+        kernel_channel,
+        span: span.clone(),
         runtime_ms,
         engine_ms,
-    })
+    };
+    drop(_entered);
+    Ok(started_serving)
 }
 
 fn serve(brain: Started, max_frame_bytes: usize, started: Instant) -> anyhow::Result<()> {
     let Started {
         listener,
         manifest,
-        server,
+        engine,
+        kernel_channel,
         span,
         runtime_ms,
         engine_ms,
@@ -123,6 +134,22 @@ fn serve(brain: Started, max_frame_bytes: usize, started: Instant) -> anyhow::Re
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let kernel = match kernel_channel {
+        Some(stream) => {
+            // The client's dispatch task is spawned onto this runtime.
+            let _runtime = tokio.enter();
+            let stream = tokio::net::UnixStream::from_std(stream)
+                .context("cannot use the kernel channel")?;
+            let framed = sios_ipc::transport::framed(stream, max_frame_bytes);
+            Some(
+                sios_ipc::BrainSupportClient::new(sios_ipc::transport::client_config(), framed)
+                    .spawn(),
+            )
+        }
+        None => None,
+    };
+    let (server, _worker) = BrainServer::start(engine, DEFAULT_QUEUE_DEPTH, kernel)
+        .context("cannot start the inference thread")?;
     tokio.block_on(
         async move {
             let listener = tokio::net::UnixListener::from_std(listener)

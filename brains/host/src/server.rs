@@ -28,10 +28,20 @@ use tracing::Instrument as _;
 /// Jobs that may wait for the inference thread before callers are held back.
 pub const DEFAULT_QUEUE_DEPTH: usize = 64;
 
+/// What a job's tensors are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The request's inputs, as the manifest declares them.
+    Declared,
+    /// An `embed_via` brain's upstream output, for the model itself.
+    Upstream,
+}
+
 /// One inference for the worker thread.
 #[derive(Debug)]
 pub struct Job {
     pub inputs: Vec<Tensor>,
+    pub stage: Stage,
     /// When the caller stops waiting (tarpc's deadline).
     pub deadline: Instant,
     pub reply: oneshot::Sender<Result<Vec<Tensor>, BrainError>>,
@@ -59,7 +69,11 @@ pub fn spawn_worker(
                     drop(job.reply.send(Err(BrainError::Runtime(late.into()))));
                     continue;
                 }
-                match catch_unwind(AssertUnwindSafe(|| engine.infer(&job.inputs))) {
+                let run = || match (job.stage, job.inputs.first()) {
+                    (Stage::Upstream, Some(source)) => engine.infer_upstream(source),
+                    _ => engine.infer(&job.inputs),
+                };
+                match catch_unwind(AssertUnwindSafe(run)) {
                     // The caller may have gone meanwhile; nothing to do then.
                     Ok(result) => drop(job.reply.send(result)),
                     Err(_) => {
@@ -86,12 +100,30 @@ struct Shared {
     info: BrainInfo,
     served: AtomicU64,
     jobs: mpsc::Sender<Job>,
+    /// For `embed_via` brains: the upstream brain and which of its outputs
+    /// to take, and the channel to the kernel to ask it through.
+    upstream: Option<(crate::engine::Upstream, sios_ipc::BrainSupportClient)>,
 }
 
 impl BrainServer {
     /// Moves `engine` onto its inference thread (see [`spawn_worker`]) and
     /// returns the service in front of it, with the thread's handle.
-    pub fn start(engine: Engine, queue_depth: usize) -> io::Result<(BrainServer, JoinHandle<()>)> {
+    pub fn start(
+        engine: Engine,
+        queue_depth: usize,
+        kernel: Option<sios_ipc::BrainSupportClient>,
+    ) -> io::Result<(BrainServer, JoinHandle<()>)> {
+        let upstream = match (engine.upstream().cloned(), kernel) {
+            (Some(upstream), Some(kernel)) => Some((upstream, kernel)),
+            (Some(upstream), None) => {
+                return Err(io::Error::other(format!(
+                    "this brain embeds via brain `{}` but the kernel gave it no channel to ask it through \
+                     (SIOS_KERNEL_FD); brains are started by sios-kernel",
+                    upstream.brain
+                )));
+            }
+            (None, _) => None,
+        };
         let info = BrainInfo {
             name: engine.name().to_owned(),
             pid: std::process::id(),
@@ -106,6 +138,7 @@ impl BrainServer {
                 info,
                 served: AtomicU64::new(0),
                 jobs,
+                upstream,
             }),
         };
         Ok((server, worker))
@@ -145,9 +178,40 @@ impl Brain for BrainServer {
                 "the brain's inference thread has stopped; it is being restarted".into(),
             )
         };
+        let (inputs, stage) = match &self.shared.upstream {
+            None => (request.inputs, Stage::Declared),
+            Some((upstream, kernel)) => {
+                // Check the request here: it is forwarded, not run, and the
+                // engine never sees it.
+                sios_ipc::tensor::validate(
+                    &request.inputs,
+                    &self.shared.info.inputs,
+                    sios_ipc::TensorLimits::default(),
+                )?;
+                let ask = InferRequest {
+                    id: request.id.clone(),
+                    inputs: request.inputs,
+                };
+                let answer = kernel
+                    .call_brain(context, upstream.brain.clone(), ask)
+                    .await
+                    .map_err(|e| BrainError::Runtime(format!("the kernel did not answer: {e}")))?
+                    .map_err(|e| BrainError::Runtime(e.to_string()))?;
+                let source = answer
+                    .outputs
+                    .into_iter()
+                    .find(|t| t.name == upstream.output)
+                    .ok_or_else(|| BrainError::Output {
+                        name: upstream.output.clone(),
+                        reason: format!("brain `{}` did not return it", upstream.brain),
+                    })?;
+                (vec![source], Stage::Upstream)
+            }
+        };
         let (reply, answer) = oneshot::channel();
         let job = Job {
-            inputs: request.inputs,
+            inputs,
+            stage,
             deadline: context.deadline,
             reply,
         };

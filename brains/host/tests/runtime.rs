@@ -28,6 +28,8 @@ fn the_runtime_is_loaded_once_from_an_explicit_path_with_clear_errors() {
             sha256: sios_manifest::sha256_file(&dir.path().join("m.onnx")).unwrap(),
         },
         preprocess: None,
+        sensitivity: Default::default(),
+        labels: Default::default(),
         inputs: vec![spec()],
         outputs: vec![spec()],
         sandbox: Default::default(),

@@ -100,6 +100,13 @@ pub enum Preprocess {
         tokenizer: ModelFile,
         max_length: usize,
     },
+    /// The single BYTES input is text that another brain turns into this
+    /// brain's model input: the brain host asks `brain` — through the kernel,
+    /// so policy and audit apply, and only if `capabilities.calls` names it —
+    /// to run on the text, and feeds that brain's output `output` to the
+    /// model's only input. Domain specialists use it to stand on the shared
+    /// embedding brain instead of carrying an encoder each.
+    EmbedVia { brain: String, output: String },
 }
 
 /// A tensor declaration as written in TOML (`datatype` as a protocol name).
@@ -289,11 +296,19 @@ impl Manifest {
         Ok(())
     }
 
+    /// The brain whose output feeds this one, if any (`EmbedVia`).
+    pub fn upstream(&self) -> Option<(&str, &str)> {
+        match &self.preprocess {
+            Some(Preprocess::EmbedVia { brain, output }) => Some((brain, output)),
+            _ => None,
+        }
+    }
+
     /// The tokenizer file, if this brain tokenises.
     pub fn tokenizer(&self) -> Option<&ModelFile> {
         match &self.preprocess {
             Some(Preprocess::Tokenize { tokenizer, .. }) => Some(tokenizer),
-            None => None,
+            _ => None,
         }
     }
 
