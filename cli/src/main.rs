@@ -92,6 +92,25 @@ enum Command {
         #[arg(long)]
         compact: bool,
     },
+    /// Ask the appliance about a text: screening, routing, specialists.
+    ///
+    /// The kernel runs a fixed pipeline: the screening brains read the text
+    /// (safety-screen can stop it there), the router ranks the domain
+    /// specialists, and the best one or few answer. The same input always
+    /// takes the same path. Every step is decided by the policy and recorded
+    /// in the audit log; the answer names the brains that contributed.
+    #[command(verbatim_doc_comment)]
+    Ask {
+        /// The text to ask about (or use --file).
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        text: Option<String>,
+        /// Read the text from this UTF-8 file, or - for standard input.
+        #[arg(long, value_name = "FILE|-")]
+        file: Option<PathBuf>,
+        /// Print the whole answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Restart one process (a brain, `audit` or `memory`); all others keep their pid.
     ///
     /// Also brings a failed process back: its restart count is kept, its
@@ -195,6 +214,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 input,
                 compact,
             } => invoke(&layout, &brain, &input, compact).await,
+            Command::Ask { text, file, json } => ask(&layout, text, file, json).await,
             Command::Restart { name } => {
                 let client = connect(&layout).await?;
                 let report = client
@@ -438,6 +458,88 @@ async fn brain(layout: &StateLayout, command: BrainCommand) -> Result<ExitCode, 
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    })
+}
+
+fn read_text(path: &Path) -> Result<String, CliError> {
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| usage(format!("cannot read standard input as UTF-8 text: {e}")))?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(path)
+            .map_err(|e| usage(format!("cannot read {} as UTF-8 text: {e}", path.display())))
+    }
+}
+
+async fn ask(
+    layout: &StateLayout,
+    text: Option<String>,
+    file: Option<PathBuf>,
+    json: bool,
+) -> Result<ExitCode, CliError> {
+    let text = match (text, file) {
+        (Some(text), _) => text,
+        (None, Some(path)) => read_text(&path)?,
+        (None, None) => return Err(usage("give a text, or --file")),
+    };
+    let client = connect(layout).await?;
+    let answer = client
+        .ask(ctx(), text)
+        .await
+        .map_err(rpc)?
+        .map_err(refused)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&answer).unwrap_or_default()
+        );
+    } else {
+        let reading =
+            |f: &sios_ipc::Finding| format!("{} → {} ({:.2})", f.brain, f.label, f.confidence);
+        if !answer.screening.is_empty() {
+            let screens: Vec<String> = answer.screening.iter().map(reading).collect();
+            println!("screening:  {}", screens.join("; "));
+        }
+        if let Some(why) = &answer.refused {
+            println!("refused:    {why}");
+        }
+        if !answer.route.is_empty() {
+            let route: Vec<String> = answer
+                .route
+                .iter()
+                .map(|(b, p)| format!("{b} {p:.2}"))
+                .collect();
+            println!("routed:     {}", route.join(", "));
+        }
+        for finding in &answer.answers {
+            let others: Vec<String> = finding
+                .top
+                .iter()
+                .skip(1)
+                .map(|(l, p)| format!("{l} {p:.2}"))
+                .collect();
+            println!(
+                "answer:     {}   (then: {})",
+                reading(finding),
+                others.join(", ")
+            );
+        }
+        for note in &answer.notes {
+            println!("note:       {note}");
+        }
+        println!("brains:     {}", answer.plan.join(" → "));
+        if !answer.audit_seqs.is_empty() {
+            let seqs: Vec<String> = answer.audit_seqs.iter().map(u64::to_string).collect();
+            println!("audit:      records {}", seqs.join(", "));
+        }
+    }
+    Ok(if answer.refused.is_some() || answer.answers.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     })
 }
 

@@ -5,11 +5,13 @@
 //! - [`kserve`]: Open Inference Protocol (KServe v2) JSON for tensors.
 //! - [`services`]: the tarpc service traits (kernel, brain, memory) and messages.
 //! - [`audit`]: the audit service's trait and messages.
+//! - [`ask`]: the answer of `sios ask`'s multi-brain pipeline.
 //! - [`transport`]: length-delimited bincode frames over Unix sockets, with a hard size limit.
 //! - [`process`]: logging and shutdown signals, the same in every process.
 //! - [`activation`]: how a child receives the listening socket the kernel bound for it.
 
 pub mod activation;
+pub mod ask;
 pub mod audit;
 pub mod kserve;
 pub mod process;
@@ -17,6 +19,7 @@ pub mod services;
 pub mod tensor;
 pub mod transport;
 
+pub use ask::{AskAnswer, Finding};
 pub use audit::*;
 pub use services::*;
 pub use tensor::{DataType, Tensor, TensorData, TensorError, TensorLimits, TensorSpec};

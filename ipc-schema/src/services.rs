@@ -265,6 +265,9 @@ pub trait Kernel {
     async fn whoami() -> Caller;
     /// Runs one inference on one brain.
     async fn invoke(brain: String, request: InferRequest) -> Result<InferResponse, InvokeError>;
+    /// Runs the deterministic pipeline on a text: screening brains, the
+    /// router, then the domain specialists it picks.
+    async fn ask(text: String) -> Result<crate::ask::AskAnswer, InvokeError>;
     /// Restarts one process; every other process keeps its pid.
     async fn restart(name: String) -> Result<RestartReport, ControlError>;
     /// Stops the appliance gracefully (reverse start order).

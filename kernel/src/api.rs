@@ -69,6 +69,11 @@ impl Kernel for KernelServer {
         result
     }
 
+    async fn ask(self, _: Context, text: String) -> Result<sios_ipc::AskAnswer, InvokeError> {
+        let requester = Requester::Client(self.caller.clone());
+        self.appliance.ask(&requester, &text).await
+    }
+
     async fn restart(self, _: Context, name: String) -> Result<RestartReport, ControlError> {
         tracing::info!(uid = self.caller.uid, pid = ?self.caller.pid, process = %name, "restart requested");
         self.appliance.restart(&name).await

@@ -205,6 +205,7 @@ impl Appliance {
                 },
             };
             let facts = BrainFacts {
+                labels: manifest.labels.clone(),
                 calls: manifest.capabilities.calls.clone(),
                 kind: manifest.kind,
                 model_sha256: manifest.model.sha256.clone(),
@@ -456,6 +457,22 @@ impl Appliance {
         })
     }
 
+    /// True if the brain is part of this appliance (whatever its state).
+    pub fn has_brain(&self, name: &str) -> bool {
+        self.by_name
+            .get(name)
+            .is_some_and(|s| s.role == Role::Brain)
+    }
+
+    /// The brain's `[labels]` (output name → labels), empty if none.
+    pub fn labels_of(&self, name: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+        self.by_name
+            .get(name)
+            .and_then(|s| s.brain_facts())
+            .map(|facts| facts.labels.clone())
+            .unwrap_or_default()
+    }
+
     /// `sios brain list`: every brain, in catalog order.
     pub fn brains(&self) -> Vec<BrainStatus> {
         self.slots
@@ -514,6 +531,7 @@ impl Appliance {
         sios_manifest::read_verified(&self.config.paths.models_dir, &manifest.model)
             .map_err(|e| reload_error(e.to_string()))?;
         slot.set_brain_facts(BrainFacts {
+            labels: manifest.labels.clone(),
             calls: manifest.capabilities.calls.clone(),
             kind: manifest.kind,
             model_sha256: manifest.model.sha256.clone(),

@@ -6,9 +6,11 @@
 //! - [`appliance`]: the set of processes, start/stop order, the request path.
 //! - [`supervisor`]: one task per child: spawn, readiness, restart policy.
 //! - [`spawn`]: the single launch path (through `sios-launch`) for every child.
+//! - [`ask`]: `sios ask`, the deterministic multi-brain pipeline.
 //! - [`api`]: the client socket's service, with SO_PEERCRED identity.
 
 pub mod api;
 pub mod appliance;
+pub mod ask;
 pub mod spawn;
 pub mod supervisor;

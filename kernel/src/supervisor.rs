@@ -45,6 +45,8 @@ pub struct BrainFacts {
     pub kind: sios_manifest::BrainKind,
     /// The brains it may call (manifest `capabilities.calls`).
     pub calls: Vec<String>,
+    /// Output name → label per position (manifest `[labels]`).
+    pub labels: std::collections::BTreeMap<String, Vec<String>>,
     pub model_sha256: String,
     pub inputs: Vec<TensorSpec>,
 }

@@ -1,0 +1,222 @@
+//! `sios ask`: one text through several brains, by a rule that depends only
+//! on the input, the catalog and the policy.
+//!
+//! The pipeline, in order:
+//! 1. **Screen**: every installed screening brain ([`SCREENS`]) reads the
+//!    text. If `safety-screen`'s top label is not `safe` with probability at
+//!    least [`BLOCK_AT`], the pipeline stops there and says why.
+//! 2. **Route**: the `router` brain ranks the domain specialists.
+//! 3. **Answer**: the specialists picked by [`pick`] — the best, plus any
+//!    other scoring at least [`ALSO_AT`] and at least half the best, at most
+//!    [`MAX_SPECIALISTS`] — each give their reading, in routing order.
+//!
+//! Every step is an ordinary invoke on the asker's behalf, so each is
+//! decided by the policy and recorded in the audit log like any other; a
+//! specialist that is not ready, disabled or refused by the policy is
+//! skipped with a note and the next one in the ranking is tried. Ties in the
+//! ranking break by brain name, so the same input always takes the same path.
+
+use crate::appliance::{Appliance, Requester};
+use sios_ipc::{AskAnswer, Finding, InferRequest, InvokeError, Tensor};
+
+/// Screening brains, run in this order when installed.
+pub const SCREENS: [&str; 2] = ["safety-screen", "pii-screen"];
+/// `safety-screen` blocks when its top label is not `safe` with at least this probability.
+pub const BLOCK_AT: f32 = 0.5;
+/// A second or third specialist must score at least this…
+pub const ALSO_AT: f32 = 0.25;
+/// …and at least this fraction of the best score.
+pub const ALSO_RELATIVE: f32 = 0.5;
+/// Most specialists asked.
+pub const MAX_SPECIALISTS: usize = 3;
+/// The brain that ranks specialists.
+pub const ROUTER: &str = "router";
+
+impl Appliance {
+    /// Runs the pipeline on `text` on behalf of `requester`.
+    pub async fn ask(&self, requester: &Requester, text: &str) -> Result<AskAnswer, InvokeError> {
+        let mut answer = AskAnswer {
+            plan: Vec::new(),
+            screening: Vec::new(),
+            route: Vec::new(),
+            answers: Vec::new(),
+            refused: None,
+            notes: Vec::new(),
+            audit_seqs: Vec::new(),
+        };
+        for screen in SCREENS {
+            if !self.has_brain(screen) {
+                answer.notes.push(format!(
+                    "screening brain `{screen}` is not installed; skipped"
+                ));
+                continue;
+            }
+            answer.plan.push(screen.to_owned());
+            let finding = self.read(requester, screen, text).await?;
+            let blocks = screen == "safety-screen"
+                && finding.label != "safe"
+                && finding.confidence >= BLOCK_AT;
+            if blocks {
+                answer.refused = Some(format!(
+                    "`{screen}` read the text as `{}` (confidence {:.2}); no specialist was asked",
+                    finding.label, finding.confidence
+                ));
+            }
+            answer.screening.push(finding);
+            if answer.refused.is_some() {
+                return Ok(answer);
+            }
+        }
+
+        answer.plan.push(ROUTER.to_owned());
+        let ranking = self.read_all(requester, ROUTER, text).await?;
+        answer.route = ranking.iter().take(5).cloned().collect();
+        let (wanted, order) = pick(&ranking);
+        for specialist in order {
+            if answer.answers.len() == wanted {
+                break;
+            }
+            match self.read(requester, &specialist, text).await {
+                Ok(finding) => {
+                    answer.plan.push(specialist);
+                    answer.answers.push(finding);
+                }
+                Err(err) => answer
+                    .notes
+                    .push(format!("specialist `{specialist}` skipped: {err}")),
+            }
+        }
+        if answer.answers.is_empty() {
+            answer
+                .notes
+                .push("no specialist could answer; `sios brain list` shows their states".into());
+        }
+        Ok(answer)
+    }
+
+    /// The brain's top reading of `text`.
+    async fn read(
+        &self,
+        requester: &Requester,
+        brain: &str,
+        text: &str,
+    ) -> Result<Finding, InvokeError> {
+        let ranked = self.read_all(requester, brain, text).await?;
+        let (label, confidence) = ranked.first().cloned().unwrap_or_default();
+        Ok(Finding {
+            brain: brain.to_owned(),
+            label,
+            confidence,
+            top: ranked.into_iter().take(3).collect(),
+        })
+    }
+
+    /// Every label of the brain's first labelled output, best first (ties by label).
+    async fn read_all(
+        &self,
+        requester: &Requester,
+        brain: &str,
+        text: &str,
+    ) -> Result<Vec<(String, f32)>, InvokeError> {
+        let request = InferRequest {
+            id: None,
+            inputs: vec![Tensor::from_strings("text", vec![1], &[text])],
+        };
+        let response = self.invoke(requester, brain, request).await?;
+        let labels = self.labels_of(brain);
+        let bad = |reason: String| InvokeError::Brain {
+            name: brain.to_owned(),
+            source: sios_ipc::BrainError::Output {
+                name: "probabilities".into(),
+                reason,
+            },
+        };
+        let (output, names) = labels
+            .iter()
+            .next()
+            .ok_or_else(|| bad("its manifest names no [labels], so `ask` cannot read it".into()))?;
+        let tensor = response
+            .outputs
+            .iter()
+            .find(|t| &t.name == output)
+            .ok_or_else(|| bad(format!("it did not return `{output}`")))?;
+        let values = tensor
+            .to_elements::<f32>()
+            .map_err(|e| bad(e.to_string()))?;
+        if values.len() != names.len() {
+            return Err(bad(format!(
+                "{} values for {} labels",
+                values.len(),
+                names.len()
+            )));
+        }
+        Ok(rank(names.iter().cloned().zip(values).collect()))
+    }
+}
+
+/// Sorts by probability, best first; equal probabilities by name, so the
+/// order never depends on anything but the values.
+pub fn rank(mut scores: Vec<(String, f32)>) -> Vec<(String, f32)> {
+    scores.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    scores
+}
+
+/// The specialists to ask: how many answers are wanted, and the order to
+/// try them in. Wanted: the best, plus every other that scores at least
+/// [`ALSO_AT`] and [`ALSO_RELATIVE`] of the best (at most
+/// [`MAX_SPECIALISTS`]). The order is the ranking, so one that cannot answer
+/// is replaced by the next in line.
+pub fn pick(ranking: &[(String, f32)]) -> (usize, Vec<String>) {
+    let Some((_, best)) = ranking.first() else {
+        return (0, Vec::new());
+    };
+    let strong = ranking
+        .iter()
+        .enumerate()
+        .filter(|(i, (_, p))| *i == 0 || (*p >= ALSO_AT && *p >= best * ALSO_RELATIVE))
+        .count();
+    let order = ranking.iter().map(|(name, _)| name.clone()).collect();
+    (strong.min(MAX_SPECIALISTS), order)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scores(items: &[(&str, f32)]) -> Vec<(String, f32)> {
+        items.iter().map(|(n, p)| (n.to_string(), *p)).collect()
+    }
+
+    #[test]
+    fn ranking_breaks_ties_by_name() {
+        let ranked = rank(scores(&[("b", 0.3), ("a", 0.3), ("c", 0.4)]));
+        assert_eq!(ranked, scores(&[("c", 0.4), ("a", 0.3), ("b", 0.3)]));
+    }
+
+    #[test]
+    fn picks_the_best_and_close_seconds_in_ranking_order() {
+        let ranking = rank(scores(&[
+            ("legal", 0.5),
+            ("finance", 0.3),
+            ("hr", 0.1),
+            ("tax", 0.1),
+        ]));
+        assert_eq!(
+            pick(&ranking),
+            (
+                2,
+                vec!["legal".into(), "finance".into(), "hr".into(), "tax".into()]
+            )
+        );
+        let lone = rank(scores(&[("legal", 0.9), ("finance", 0.05), ("hr", 0.05)]));
+        assert_eq!(pick(&lone).0, 1);
+        let flat = rank(scores(&[
+            ("a", 0.26),
+            ("b", 0.26),
+            ("c", 0.26),
+            ("d", 0.22),
+        ]));
+        assert_eq!(pick(&flat).0, MAX_SPECIALISTS);
+        assert_eq!(pick(&[]), (0, Vec::new()));
+    }
+}
