@@ -213,6 +213,10 @@ pub enum InvokeError {
         callee: String,
         reason: String,
     },
+    #[error(
+        "refused: the action could not be recorded in the audit log ({reason}); sios does not act unrecorded"
+    )]
+    Unrecorded { reason: String },
 }
 
 /// Why an operator action failed.
@@ -231,6 +235,19 @@ pub enum ControlError {
     Reload { name: String, reason: String },
     #[error("the kernel could not save its state: {0}")]
     Persist(String),
+    #[error("denied: {principal} may not {action} {resource} ({reason})")]
+    Denied {
+        principal: String,
+        action: String,
+        resource: String,
+        reason: String,
+    },
+    #[error(
+        "refused: the action could not be recorded in the audit log ({reason}); sios does not act unrecorded"
+    )]
+    Unrecorded { reason: String },
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// One row of `sios brain list`.

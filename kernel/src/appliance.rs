@@ -2,24 +2,27 @@
 //! stopped in reverse order.
 
 use crate::api::BrainSupportServer;
+use crate::governance::{Governor, Ruling};
 use crate::spawn::Program;
 use crate::supervisor::{
     self, BrainFacts, ChannelServer, Connection, Slot, SlotCommand, Transition,
 };
 use sios_config::{Config, StateLayout};
 use sios_ipc::BrainSupport as _;
+use sios_ipc::audit::{ActionResult, BrainRef, DraftKind, Receipt, RecordDraft};
 use sios_ipc::{
-    AuditEvent, BrainStatus, Caller, ControlError, InferRequest, InferResponse, InvokeError,
-    ProcessState, ProcessStatus, RestartReport, Role, StatusReport, TensorLimits, transport,
+    BrainStatus, Caller, ControlError, InferRequest, InferResponse, InvokeError, ProcessState,
+    ProcessStatus, RestartReport, Role, StatusReport, TensorLimits, transport,
 };
 use sios_launch::ProcessLimits;
 use sios_manifest::Manifest;
+use sios_policy::{Action, Principal, Resource};
 use std::collections::HashMap;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// Why the appliance could not be set up.
@@ -40,8 +43,15 @@ pub enum SetupError {
     },
     #[error("brain `{0}` is enabled in the config but has no manifest in the catalog")]
     UnknownBrain(String),
+    #[error(
+        "[sandbox] mode = \"required\" but sios-kernel is not running as root, which it must to give each brain \
+         its own uid, namespaces and cgroup; run it as root or set mode = \"auto\""
+    )]
+    SandboxUnavailable,
     #[error(transparent)]
     Catalog(#[from] sios_manifest::ManifestError),
+    #[error(transparent)]
+    Policy(#[from] crate::governance::GovernanceError),
     #[error("{what} not found at {path}; run deploy/setup.sh, or set paths.{field} in the config")]
     Missing {
         what: &'static str,
@@ -62,6 +72,8 @@ pub struct Appliance {
     limits: TensorLimits,
     request_timeout: Duration,
     shutdown: tokio::sync::Notify,
+    /// The policy in force and the client directory.
+    pub governor: Governor,
 }
 
 /// Who asks for an inference, as the kernel established it.
@@ -79,6 +91,42 @@ impl std::fmt::Display for Requester {
             Requester::Client(caller) => write!(f, "client uid {}", caller.uid),
             Requester::Brain(name) => write!(f, "brain `{name}`"),
         }
+    }
+}
+
+impl Requester {
+    /// The actor field of its audit records.
+    pub fn actor(&self) -> String {
+        match self {
+            Requester::Client(caller) => format!("uid:{}", caller.uid),
+            Requester::Brain(name) => format!("brain:{name}"),
+        }
+    }
+
+    /// Whose content its requests carry (keys the record's content hashes).
+    pub fn subject(&self) -> String {
+        self.actor()
+    }
+}
+
+/// The outcome record that closes `intent`.
+fn outcome_of(intent: &RecordDraft, intent_seq: u64, result: ActionResult) -> RecordDraft {
+    let mut outcome = RecordDraft::new(
+        intent.actor.clone(),
+        intent.action.clone(),
+        intent.resource.clone(),
+        DraftKind::Outcome { intent_seq, result },
+    );
+    outcome.subject = intent.subject.clone();
+    outcome
+}
+
+fn denied(requester: &Requester, action: &str, resource: &str, ruling: &Ruling) -> InvokeError {
+    InvokeError::Denied {
+        principal: requester.to_string(),
+        action: action.to_owned(),
+        resource: resource.to_owned(),
+        reason: ruling.reason(),
     }
 }
 
@@ -117,6 +165,7 @@ impl Appliance {
             }
         }
         let catalog = sios_manifest::load_catalog(&config.paths.catalog_dir)?;
+        let governor = Governor::start(&config.policy, &layout.active_policy())?;
         for name in &config.brains.enabled {
             if !catalog.iter().any(|m| &m.name == name) {
                 return Err(SetupError::UnknownBrain(name.clone()));
@@ -162,6 +211,7 @@ impl Appliance {
                 limits: ProcessLimits {
                     max_open_files: 256,
                 },
+                sandbox: None,
             };
             let role = if service == "audit" {
                 Role::Audit
@@ -181,7 +231,8 @@ impl Appliance {
             ));
         }
         create_private_dir(&layout.brain_socket_dir())?;
-        for manifest in brains {
+        let sandboxed = sandbox_brains(&config.sandbox)?;
+        for (index, manifest) in brains.into_iter().enumerate() {
             let manifest_path = config
                 .paths
                 .catalog_dir
@@ -203,9 +254,13 @@ impl Appliance {
                 limits: ProcessLimits {
                     max_open_files: manifest.sandbox.max_open_files,
                 },
+                sandbox: sandboxed
+                    .then(|| brain_sandbox(&config, &layout, manifest, &manifest_path, index)),
             };
             let facts = BrainFacts {
                 labels: manifest.labels.clone(),
+                sensitivity: manifest.sensitivity.level(),
+                namespaces: manifest.capabilities.memory_namespaces.clone(),
                 calls: manifest.capabilities.calls.clone(),
                 kind: manifest.kind,
                 model_sha256: manifest.model.sha256.clone(),
@@ -240,6 +295,7 @@ impl Appliance {
             by_name,
             started: Instant::now(),
             shutdown: tokio::sync::Notify::new(),
+            governor,
         };
         let appliance = Arc::new(appliance);
         let _ = this.set(Arc::downgrade(&appliance));
@@ -273,6 +329,10 @@ impl Appliance {
                 brains.push(ready_rx);
             } else {
                 let _ = ready_rx.await;
+                if role == Role::Audit {
+                    self.record_activation("kernel", "policy in force at start")
+                        .await;
+                }
             }
         }
         for ready in brains {
@@ -290,40 +350,44 @@ impl Appliance {
             while let Ok(more) = transitions.try_recv() {
                 batch.push(more);
             }
-            self.record(batch).await;
+            self.record_events(batch).await;
         }
     }
 
     /// Appends lifecycle transitions to the audit log and waits until they are
     /// durable. A failure is logged, never fatal: the process it describes has
     /// already started or stopped.
-    async fn record(&self, transitions: Vec<Transition>) {
+    async fn record_events(&self, transitions: Vec<Transition>) {
         let count = transitions.len();
-        let events: Vec<AuditEvent> = transitions
+        let events: Vec<RecordDraft> = transitions
             .into_iter()
-            .map(|t| AuditEvent {
-                time_unix_ms: unix_ms(),
-                actor: "kernel".into(),
-                action: t.action.into(),
-                resource: format!("process:{}", t.name),
-                detail: t.detail,
+            .map(|t| {
+                let mut event = RecordDraft::new(
+                    "kernel",
+                    t.action,
+                    format!("process:{}", t.name),
+                    DraftKind::Event,
+                );
+                event.detail = t.detail;
+                event
             })
             .collect();
-        let Some(Ok(Connection::Audit(audit))) = self.by_name.get("audit").map(|s| s.connection())
-        else {
-            tracing::warn!(
-                count,
-                "audit service not ready; lifecycle events not recorded"
+        if let Err(reason) = self.record(events).await {
+            tracing::warn!(count, "lifecycle events not recorded: {reason}");
+        }
+    }
+
+    /// Records that the active policy is in force, with its text (stored
+    /// content-addressed), so every later decision names a policy the log holds.
+    pub async fn record_activation(&self, actor: &str, detail: &str) {
+        let active = self.governor.active();
+        let mut event = RecordDraft::new(actor, "policy.activate", "appliance", DraftKind::Event);
+        event.policy_text = Some(active.text.clone());
+        event.detail = format!("{detail}: {}", active.loaded.content_hash());
+        if let Err(reason) = self.record(vec![event]).await {
+            tracing::error!(
+                "the active policy could not be recorded: {reason}; requests will be refused until it is"
             );
-            return;
-        };
-        let ctx = transport::context_with_timeout(Duration::from_secs(10));
-        match audit.append(ctx, events).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(err)) => tracing::error!(error = %err, "audit service refused lifecycle events"),
-            Err(err) => {
-                tracing::error!(error = %err, "audit service unreachable for lifecycle events")
-            }
         }
     }
 
@@ -356,26 +420,48 @@ impl Appliance {
                 source,
             },
         )?;
-        // 3. Decide. A brain may only call the brains its manifest names.
-        //    The policy gate goes here too (deny by default).
-        if let Requester::Brain(caller) = requester {
-            let allowed = self
-                .by_name
-                .get(caller)
-                .and_then(|s| s.brain_facts())
-                .is_some_and(|facts| facts.calls.iter().any(|c| c == brain));
-            if !allowed {
-                return Err(InvokeError::Denied {
-                    principal: requester.to_string(),
-                    action: "call".into(),
-                    resource: format!("brain `{brain}`"),
-                    reason: format!(
-                        "the manifest of `{caller}` does not name `{brain}` in capabilities.calls"
-                    ),
-                });
-            }
+        // 3. Decide, by the policy alone (which knows each brain's callees
+        //    from its manifest), and 4. record the intent durably, with the
+        //    decision, before anything runs. A denial is recorded as an
+        //    intent and a "denied" outcome, and nothing else happens.
+        let (action, action_name) = match requester {
+            Requester::Client(_) => (Action::Invoke, "invoke"),
+            Requester::Brain(_) => (Action::CallBrain, "brain.call"),
+        };
+        let ruling = self.governor.decide(
+            self.principal(requester),
+            action,
+            Resource::Brain(self.policy_brain(brain, &facts)),
+        );
+        let mut intent = RecordDraft::new(
+            requester.actor(),
+            action_name,
+            format!("brain:{brain}"),
+            DraftKind::Intent,
+        );
+        intent.decision = Some(ruling.recorded.clone());
+        intent.detail = ruling.detail();
+        intent.brain =
+            sios_ipc::audit::Digest::from_hex(&facts.model_sha256).map(|model_sha256| BrainRef {
+                id: brain.to_owned(),
+                model_sha256,
+            });
+        intent.subject = Some(requester.subject());
+        intent.input_digests = vec![sios_ipc::audit::Digest(sios_ipc::tensor::digest(
+            &request.inputs,
+        ))];
+        if !ruling.allowed() {
+            let outcome = outcome_of(&intent, 0, ActionResult::Denied);
+            self.record_denial(intent, outcome)
+                .await
+                .map_err(|reason| InvokeError::Unrecorded { reason })?;
+            return Err(denied(
+                requester,
+                action_name,
+                &format!("brain `{brain}`"),
+                &ruling,
+            ));
         }
-        // 4. Record the intent durably in the audit log here, before routing.
         let Ok(Connection::Brain(client)) = slot.connection() else {
             let (state, last_error) = match slot.connection() {
                 Err(e) => e,
@@ -383,15 +469,17 @@ impl Appliance {
             };
             return Err(not_ready(brain, state, last_error));
         };
+        let intent_seq = self
+            .record(vec![intent.clone()])
+            .await
+            .map_err(|reason| InvokeError::Unrecorded { reason })?[0]
+            .seq;
         // 5. Route.
         let ctx = transport::context_with_timeout(self.request_timeout);
         let outcome = client.infer(ctx, request).await;
-        // 6. Record the outcome here, before the caller hears back.
-        match outcome {
-            Ok(Ok(response)) => {
-                slot.requests.fetch_add(1, Ordering::Relaxed);
-                Ok(response)
-            }
+        // 6. Record the outcome, and only then answer.
+        let result = match outcome {
+            Ok(Ok(response)) => Ok(response),
             Ok(Err(source)) => Err(InvokeError::Brain {
                 name: brain.to_owned(),
                 source,
@@ -407,7 +495,86 @@ impl Appliance {
                     reason: err.to_string(),
                 })
             }
+        };
+        let mut outcome = outcome_of(
+            &intent,
+            intent_seq,
+            match &result {
+                Ok(_) => ActionResult::Ok,
+                Err(InvokeError::Lost { .. }) => ActionResult::ProcessDied,
+                Err(err) => ActionResult::Error(err.to_string()),
+            },
+        );
+        if let Ok(response) = &result {
+            outcome.output_digests = vec![sios_ipc::audit::Digest(sios_ipc::tensor::digest(
+                &response.outputs,
+            ))];
         }
+        self.record(vec![outcome])
+            .await
+            .map_err(|reason| InvokeError::Unrecorded { reason })?;
+        if result.is_ok() {
+            slot.requests.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// The policy's view of a requester.
+    pub fn principal(&self, requester: &Requester) -> Principal {
+        match requester {
+            Requester::Client(caller) => self.governor.client(caller.uid, caller.gid),
+            Requester::Brain(name) => match self.by_name.get(name).and_then(|s| s.brain_facts()) {
+                Some(facts) => Principal::Brain(self.policy_brain(name, &facts)),
+                // A channel outlived its brain's manifest: it gets nothing.
+                None => Principal::Service(sios_policy::Service {
+                    name: format!("unknown-brain-{name}"),
+                }),
+            },
+        }
+    }
+
+    /// The policy's view of a brain, from its manifest.
+    fn policy_brain(&self, name: &str, facts: &BrainFacts) -> sios_policy::Brain {
+        sios_policy::Brain {
+            name: name.to_owned(),
+            kind: match facts.kind {
+                sios_manifest::BrainKind::Domain => sios_policy::BrainKind::Domain,
+                sios_manifest::BrainKind::Operational => sios_policy::BrainKind::Operational,
+            },
+            sensitivity: facts.sensitivity,
+            callees: facts.calls.iter().cloned().collect(),
+            namespaces: facts.namespaces.iter().cloned().collect(),
+        }
+    }
+
+    /// Appends `drafts` to the audit log; returns once they are durable (and,
+    /// for intents, covered by a signed checkpoint). Fails closed: without the
+    /// audit service nothing is recorded, so nothing may run.
+    pub async fn record(&self, drafts: Vec<RecordDraft>) -> Result<Vec<Receipt>, String> {
+        let Some(Ok(Connection::Audit(audit))) = self.by_name.get("audit").map(|s| s.connection())
+        else {
+            return Err("the audit service is not ready".into());
+        };
+        let ctx = transport::context_with_timeout(Duration::from_secs(30));
+        match audit.record(ctx, drafts).await {
+            Ok(Ok(receipts)) => Ok(receipts),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(err) => Err(format!("the audit service did not answer: {err}")),
+        }
+    }
+
+    /// Records a denied request: its intent (with the deny decision) and a
+    /// "denied" outcome, in one call.
+    async fn record_denial(
+        &self,
+        intent: RecordDraft,
+        mut outcome: RecordDraft,
+    ) -> Result<(), String> {
+        let receipts = self.record(vec![intent]).await?;
+        if let DraftKind::Outcome { intent_seq, .. } = &mut outcome.kind {
+            *intent_seq = receipts[0].seq;
+        }
+        self.record(vec![outcome]).await.map(|_| ())
     }
 
     /// `sios status`: the kernel first, then every child in start order.
@@ -532,6 +699,8 @@ impl Appliance {
             .map_err(|e| reload_error(e.to_string()))?;
         slot.set_brain_facts(BrainFacts {
             labels: manifest.labels.clone(),
+            sensitivity: manifest.sensitivity.level(),
+            namespaces: manifest.capabilities.memory_namespaces.clone(),
             calls: manifest.capabilities.calls.clone(),
             kind: manifest.kind,
             model_sha256: manifest.model.sha256.clone(),
@@ -590,16 +759,73 @@ impl Appliance {
         let (brains, services): (Vec<_>, Vec<_>) =
             self.slots.iter().partition(|s| s.role == Role::Brain);
         futures::future::join_all(brains.iter().map(|s| s.command(SlotCommand::Stop))).await;
-        self.record(brains.iter().map(|s| stopped(s)).collect())
+        self.record_events(brains.iter().map(|s| stopped(s)).collect())
             .await;
         for slot in services.iter().rev().filter(|s| s.role != Role::Audit) {
             slot.command(SlotCommand::Stop).await;
-            self.record(vec![stopped(slot)]).await;
+            self.record_events(vec![stopped(slot)]).await;
         }
         if let Some(audit) = self.by_name.get("audit") {
             audit.command(SlotCommand::Stop).await;
         }
     }
+}
+
+/// Whether brains are sandboxed, by `[sandbox] mode` and who we are.
+fn sandbox_brains(config: &sios_config::SandboxConfig) -> Result<bool, SetupError> {
+    use sios_config::SandboxMode;
+    let root = nix::unistd::geteuid().is_root();
+    match (config.mode, root) {
+        (SandboxMode::Off, _) => {
+            tracing::warn!(
+                "[sandbox] mode = \"off\": brains run WITHOUT their sandbox (development only)"
+            );
+            Ok(false)
+        }
+        (_, true) => Ok(true),
+        (SandboxMode::Auto, false) => {
+            tracing::warn!(
+                "sios-kernel is not running as root, so brains run WITHOUT their sandbox (namespaces, own uids, \
+                 seccomp, cgroups); run the appliance as root, or set [sandbox] mode = \"required\" to refuse this"
+            );
+            Ok(false)
+        }
+        (SandboxMode::Required, false) => Err(SetupError::SandboxUnavailable),
+    }
+}
+
+/// The sandbox of brain number `index` of the catalog: its own uid and gid,
+/// only its own files, the limits its manifest asks for.
+fn brain_sandbox(
+    config: &Config,
+    layout: &StateLayout,
+    manifest: &Manifest,
+    manifest_path: &Path,
+    index: usize,
+) -> sios_launch::SandboxSpec {
+    let id = sios_launch::BRAIN_UID_BASE + index as u32;
+    let mut model_files = vec![config.paths.models_dir.join(&manifest.model.file)];
+    if let Some(tokenizer) = manifest.tokenizer() {
+        model_files.push(config.paths.models_dir.join(&tokenizer.file));
+    }
+    sios_launch::SandboxSpec::brain(&sios_launch::BrainSandbox {
+        name: manifest.name.clone(),
+        uid: id,
+        gid: id,
+        manifest: manifest_path.to_owned(),
+        model_files,
+        onnxruntime: config.paths.onnxruntime_lib.clone(),
+        extra_ro_paths: config
+            .sandbox
+            .extra_ro_paths
+            .get(&manifest.name)
+            .cloned()
+            .unwrap_or_default(),
+        memory_mib: manifest.sandbox.memory_mib,
+        cpu_weight: manifest.sandbox.cpu_weight,
+        max_pids: manifest.sandbox.max_pids,
+        cgroup_path: sios_launch::cgroup_path(&layout.root, &manifest.name),
+    })
 }
 
 fn brain_status(slot: &Slot) -> Option<BrainStatus> {
@@ -658,12 +884,6 @@ fn not_ready(brain: &str, state: ProcessState, last_error: Option<String>) -> In
         state: state.as_str().into(),
         hint,
     }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Binds a listening socket at `path`, replacing a stale one. Only the

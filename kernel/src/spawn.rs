@@ -28,6 +28,8 @@ pub struct Program {
     /// Environment beyond `SIOS_LISTEN_FD` and `SIOS_LOG`, which every child gets.
     pub env: Vec<(String, String)>,
     pub limits: ProcessLimits,
+    /// The sandbox the launcher builds before exec; `None` runs unsandboxed.
+    pub sandbox: Option<sios_launch::SandboxSpec>,
 }
 
 /// Starts one incarnation of `program` through the launcher, handing it
@@ -59,6 +61,7 @@ pub fn spawn(
         env,
         parent_pid: std::process::id(),
         limits: program.limits.clone(),
+        sandbox: program.sandbox.clone(),
     };
     let listen_fd = listener.as_raw_fd();
     let kernel_fd = kernel_channel.map(|c| c.as_raw_fd());

@@ -47,6 +47,10 @@ pub struct BrainFacts {
     pub calls: Vec<String>,
     /// Output name → label per position (manifest `[labels]`).
     pub labels: std::collections::BTreeMap<String, Vec<String>>,
+    /// 0 public … 3 restricted (manifest `sensitivity`).
+    pub sensitivity: u8,
+    /// Memory namespaces it may use (manifest `capabilities.memory_namespaces`).
+    pub namespaces: Vec<String>,
     pub model_sha256: String,
     pub inputs: Vec<TensorSpec>,
 }

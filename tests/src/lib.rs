@@ -153,8 +153,18 @@ impl TestAppliance {
             .map(|b| format!("{b:?}"))
             .collect::<Vec<_>>()
             .join(", ");
+        // The test runs as an operator, whatever its uid: tests that need
+        // other principals configure them in `extra_config`.
+        let operators = if options.extra_config.contains("[policy") {
+            String::new()
+        } else {
+            format!(
+                "[policy.operators]\nuids = [{}]\n",
+                nix::unistd::geteuid().as_raw()
+            )
+        };
         let config = format!(
-            "[paths]\ncatalog_dir = {:?}\nmodels_dir = {:?}\nonnxruntime_lib = {:?}\nbin_dir = {:?}\n\n[brains]\nenabled = [{brains}]\n\n{}",
+            "[paths]\ncatalog_dir = {:?}\nmodels_dir = {:?}\nonnxruntime_lib = {:?}\nbin_dir = {:?}\n\n[brains]\nenabled = [{brains}]\n\n{operators}\n{}",
             catalog.display().to_string(),
             tree.join("build/models").display().to_string(),
             tree.join("build/lib/libonnxruntime.so.1.32.0")
@@ -325,6 +335,21 @@ impl Drop for TestAppliance {
             self.stop();
         }
     }
+}
+
+/// Every record of a stopped appliance's audit log, decoded.
+pub fn audit_records(state_dir: &Path) -> Vec<sios_audit::record::Record> {
+    let log = sios_audit::AuditLog::open(&state_dir.join("audit")).expect("open the audit log");
+    let page = log
+        .read(0, u64::MAX, usize::MAX)
+        .expect("read the audit log");
+    let records = page
+        .records
+        .iter()
+        .map(|bytes| sios_audit::record::Record::decode(bytes).expect("a valid record"))
+        .collect();
+    log.close();
+    records
 }
 
 /// A request as a KServe JSON string.

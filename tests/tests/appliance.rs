@@ -90,11 +90,11 @@ fn the_services_are_separate_processes_owning_their_own_redb_files() {
 
     assert!(app.stop().success(), "graceful stop exits 0");
     // The kernel recorded every process becoming ready, in start order.
-    let events = sios_audit::log::read_all(&app.state_dir.join("audit/audit.redb")).unwrap();
+    let events = sios_e2e::audit_records(&app.state_dir);
     let ready: Vec<&str> = events
         .iter()
-        .filter(|(_, e)| e.action == "process.ready")
-        .map(|(_, e)| e.resource.as_str())
+        .filter(|e| e.action == "process.ready")
+        .map(|e| e.resource.as_str())
         .collect();
     assert_eq!(
         ready,
@@ -103,8 +103,8 @@ fn the_services_are_separate_processes_owning_their_own_redb_files() {
     );
     let stopped: Vec<&str> = events
         .iter()
-        .filter(|(_, e)| e.action == "process.stopped")
-        .map(|(_, e)| e.resource.as_str())
+        .filter(|e| e.action == "process.stopped")
+        .map(|e| e.resource.as_str())
         .collect();
     assert_eq!(
         stopped,

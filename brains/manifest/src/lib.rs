@@ -23,26 +23,29 @@ pub enum BrainKind {
     Operational,
 }
 
-/// How sensitive a brain's subject matter is (compared with a client's
-/// clearance by the policy: 0 = low … 2 = high).
+/// How sensitive a brain's subject matter is, on the same four levels as a
+/// client's clearance in the policy (0 public … 3 restricted): the default
+/// policy forbids a domain brain above the caller's clearance.
 #[derive(
     Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Sensitivity {
+    Public,
     #[default]
-    Low,
-    Medium,
-    High,
+    Internal,
+    Confidential,
+    Restricted,
 }
 
 impl Sensitivity {
-    /// The level as a number for the policy engine.
-    pub fn level(self) -> i64 {
+    /// The level as the policy sees it.
+    pub fn level(self) -> u8 {
         match self {
-            Sensitivity::Low => 0,
-            Sensitivity::Medium => 1,
-            Sensitivity::High => 2,
+            Sensitivity::Public => 0,
+            Sensitivity::Internal => 1,
+            Sensitivity::Confidential => 2,
+            Sensitivity::Restricted => 3,
         }
     }
 }
@@ -497,10 +500,10 @@ shape = [-1, 4]
         let dir = tempfile::tempdir().unwrap();
         let good = format!("{EXAMPLE}[labels]\ny = [\"a\", \"b\", \"c\", \"d\"]\n").replace(
             "purpose = \"test\"",
-            "purpose = \"test\"\nsensitivity = \"high\"",
+            "purpose = \"test\"\nsensitivity = \"restricted\"",
         );
         let manifest = Manifest::load(&write(dir.path(), "echo", &good)).unwrap();
-        assert_eq!(manifest.sensitivity, Sensitivity::High);
+        assert_eq!(manifest.sensitivity, Sensitivity::Restricted);
         assert_eq!(manifest.labels["y"].len(), 4);
         let short = format!("{EXAMPLE}[labels]\ny = [\"a\"]\n");
         let err = Manifest::load(&write(dir.path(), "echo", &short))

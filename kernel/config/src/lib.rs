@@ -40,6 +40,34 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub supervisor: SupervisorConfig,
     pub brains: BrainsConfig,
+    pub sandbox: SandboxConfig,
+    /// Who is who (uids and gids → names, clearances, groups, operators),
+    /// and where the policy lives. Documented in deploy/policy/README.md.
+    pub policy: sios_policy::PolicyConfig,
+}
+
+/// Whether brains run in the per-brain sandbox (namespaces, read-only root,
+/// unprivileged uid, no capabilities, Landlock, seccomp, cgroups).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxMode {
+    /// Sandbox when the kernel runs as root (it needs to, to drop brains to
+    /// their own uids); otherwise run unsandboxed and say so loudly.
+    #[default]
+    Auto,
+    /// Refuse to start unless every brain can be sandboxed.
+    Required,
+    /// Never sandbox (development only; the kernel warns at start).
+    Off,
+}
+
+/// The `[sandbox]` section.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    pub mode: SandboxMode,
+    /// Extra read-only paths per brain, e.g. `legal = ["/srv/contracts"]`.
+    pub extra_ro_paths: std::collections::BTreeMap<String, Vec<PathBuf>>,
 }
 
 /// Where the appliance finds its brains and ONNX Runtime.
@@ -272,6 +300,10 @@ impl StateLayout {
     pub fn kernel_dir(&self) -> PathBuf {
         self.root.join("kernel")
     }
+    /// The policy last activated with `sios policy load` (a policy bundle).
+    pub fn active_policy(&self) -> PathBuf {
+        self.kernel_dir().join("active-policy.json")
+    }
     /// Brains an operator disabled, kept across restarts.
     pub fn disabled_brains(&self) -> PathBuf {
         self.kernel_dir().join("disabled-brains.json")
@@ -300,6 +332,7 @@ mod tests {
         assert_eq!(parsed.limits, defaults.limits);
         assert_eq!(parsed.supervisor, defaults.supervisor);
         assert_eq!(parsed.brains, defaults.brains);
+        assert_eq!(parsed.sandbox, defaults.sandbox);
     }
 
     #[test]

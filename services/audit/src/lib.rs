@@ -1,8 +1,34 @@
-//! sios-audit: the only process that opens `audit.redb`.
+//! sios-audit: the Open Audit Record. The only process that opens
+//! `audit.redb` and the only holder of the operator's signing key.
 //!
-//! This is the foundation's audit service: a durable, gap-free, append-only
-//! event log with group commit. The Open Audit Record (canonical records,
-//! hash chain, Merkle tree, ML-DSA-65 checkpoints) is built on it.
+//! The format is specified in `OAR.md` next to this crate; every module
+//! below implements one section of it.
+//!
+//! # Layout
+//! - [`cbor`]: the deterministic CBOR subset records are written in (§3.1).
+//! - [`record`]: one record, its fields, canonical bytes and rules (§3).
+//! - [`linking`]: keyed hashes of customer content, per data subject (§3.4).
+//! - [`merkle`]: the RFC 9162 tree, inclusion and consistency proofs (§4).
+//! - [`keys`]: ML-DSA-65 key pairs and their files (§6).
+//! - [`checkpoint`]: C2SP tlog-checkpoints in C2SP signed notes (§5).
+//! - [`store`]: `audit.redb`, group commit, recovery, reads ([`AuditLog`]).
+//! - [`bundle`]: the export bundle format, writer and reader (§7).
+//! - [`export`]: writing a bundle from a log or from any [`export::Source`].
+//! - [`verify`]: offline verification of a bundle (§8).
+//! - [`proof`]: checking single inclusion / consistency proofs offline.
+//! - [`service`]: the tarpc `Audit` service over an [`AuditLog`].
 
-pub mod log;
-pub use log::AuditLog;
+pub mod bundle;
+pub mod cbor;
+pub mod checkpoint;
+pub mod export;
+pub mod keys;
+pub mod linking;
+pub mod merkle;
+pub mod proof;
+pub mod record;
+pub mod service;
+pub mod store;
+pub mod verify;
+
+pub use store::{AuditLog, OpenError};

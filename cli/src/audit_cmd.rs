@@ -1,0 +1,502 @@
+//! `sios audit …` and `sios keys …`: the operator's and the auditor's view of
+//! the Open Audit Record (services/audit/OAR.md).
+//!
+//! Commands that read the live log talk to it through an [`AuditSource`]
+//! (implemented by the CLI over the kernel's client socket). `verify` and
+//! `verify-proof` need no appliance: they run the `sios-audit` library on
+//! files. `keys init` and `keys export-public` work on the audit data
+//! directory directly, so they run before `sios up`.
+//!
+//! Exit status: 0 ok; 1 verification failed, or the appliance said no;
+//! 2 usage error (bad arguments, unreadable files); 3 the appliance is not
+//! running (for commands that need it). A closed stdout (`| head`) ends
+//! quietly with 0.
+
+use clap::Subcommand;
+use sios_audit::export;
+use sios_audit::keys::{self, PublicKey};
+use sios_audit::proof::{
+    CONSISTENCY_FORMAT, ConsistencyProofFile, INCLUSION_FORMAT, InclusionProofFile,
+};
+use sios_audit::record::Record;
+use sios_audit::verify::{VerifyFailure, verify_bundle};
+use sios_ipc::{
+    AuditError, CheckpointPage, ConsistencyProof, Digest, InclusionProof, PublicKeyInfo,
+    RecordPage, RotationReport, SignedCheckpoint,
+};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+/// `sios audit …`
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Print the last N records, oldest first.
+    ///
+    /// One line per record: seq, time (ms since the epoch), kind, actor,
+    /// action, resource, and for outcomes the result. With --json, one JSON
+    /// object per line: {"seq", "time_unix_ms", "kind", "actor", "action",
+    /// "resource", "prev", "hash", and when present "intent_seq", "result",
+    /// "error", "decision", "subject", "inputs", "outputs", "brain", "policy",
+    /// "detail"}; hashes in hex.
+    Tail {
+        /// How many records.
+        #[arg(default_value_t = 20)]
+        n: u64,
+        /// One JSON object per record instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the whole log to a self-contained bundle: records, signed
+    /// checkpoints, public keys and policy texts (OAR.md §7).
+    ///
+    /// The bundle ends at the latest signed checkpoint. Hand it to an auditor
+    /// with the public key (`sios keys export-public`).
+    Export {
+        /// The bundle file to create (must not exist).
+        file: PathBuf,
+    },
+    /// Verify a bundle offline: every record, the hash chain, the Merkle tree
+    /// at every checkpoint, every signature (following key rotations).
+    ///
+    /// Needs no appliance. Without BUNDLE, exports the running appliance's
+    /// log to a temporary file and verifies that. On failure, names the first
+    /// bad record and why, and exits 1.
+    Verify {
+        /// The bundle (`sios audit export`); default: the live log.
+        bundle: Option<PathBuf>,
+        /// The operator's public key file, as the auditor received it.
+        #[arg(long, value_name = "FILE")]
+        pubkey: PathBuf,
+    },
+    /// Print an inclusion proof of record SEQ in a signed checkpoint, as
+    /// JSON that `sios audit verify-proof` checks offline.
+    Prove {
+        seq: u64,
+        /// The checkpoint's tree size [default: the latest checkpoint].
+        #[arg(long)]
+        tree_size: Option<u64>,
+        /// Write the proof here instead of standard output.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Check a proof file (from `prove` or `consistency`) offline.
+    VerifyProof {
+        /// The proof file, or - for standard input.
+        proof: PathBuf,
+        /// The operator's public key file.
+        #[arg(long, value_name = "FILE")]
+        pubkey: PathBuf,
+    },
+    /// Print a consistency proof between the signed checkpoints of tree sizes
+    /// OLD and NEW (both must be stored checkpoints), as JSON that
+    /// `verify-proof` checks offline.
+    Consistency {
+        old: u64,
+        new: u64,
+        /// Write the proof here instead of standard output.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+impl AuditCommand {
+    /// Whether the command needs a running appliance.
+    pub fn needs_appliance(&self) -> bool {
+        match self {
+            AuditCommand::Verify { bundle, .. } => bundle.is_none(),
+            AuditCommand::VerifyProof { .. } => false,
+            _ => true,
+        }
+    }
+}
+
+/// `sios keys …`
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Generate the operator's ML-DSA-65 signing key in the audit data
+    /// directory (the secret file is mode 0600 and never leaves it). The
+    /// audit service also does this on its first start.
+    Init,
+    /// Write the operator's current public key to FILE (for auditors).
+    ExportPublic { file: PathBuf },
+    /// Replace the signing key. Recorded in the log as a `key.rotate` record
+    /// signed by the old key; earlier checkpoints stay verifiable.
+    Rotate,
+}
+
+impl KeysCommand {
+    pub fn needs_appliance(&self) -> bool {
+        matches!(self, KeysCommand::Rotate)
+    }
+}
+
+/// What `sios audit` reads from the running appliance. The CLI implements
+/// it over the kernel's client socket (the kernel relays to the audit
+/// service after deciding the request with the policy); each method is the
+/// `sios_ipc::Audit` method of the same name. Map transport failures to
+/// [`AuditError::Unavailable`].
+#[allow(async_fn_in_trait)]
+pub trait AuditSource {
+    async fn tail(&self, n: u64) -> Result<RecordPage, AuditError>;
+    async fn read(&self, from_seq: u64, max: u64) -> Result<RecordPage, AuditError>;
+    async fn checkpoint(&self) -> Result<SignedCheckpoint, AuditError>;
+    async fn checkpoints(&self, after_size: u64, max: u64) -> Result<CheckpointPage, AuditError>;
+    async fn prove_inclusion(
+        &self,
+        seq: u64,
+        tree_size: Option<u64>,
+    ) -> Result<InclusionProof, AuditError>;
+    async fn prove_consistency(
+        &self,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<ConsistencyProof, AuditError>;
+    async fn public_keys(&self) -> Result<Vec<PublicKeyInfo>, AuditError>;
+    async fn policy_text(&self, hash: Digest) -> Result<String, AuditError>;
+    /// The kernel fills in who asked (from SO_PEERCRED).
+    async fn rotate_key(&self) -> Result<RotationReport, AuditError>;
+}
+
+/// Lets the library's exporter read through an [`AuditSource`].
+struct Exporter<'a, S>(&'a S);
+
+impl<S: AuditSource> export::Source for Exporter<'_, S> {
+    async fn read(&self, from_seq: u64, max: u64) -> Result<RecordPage, AuditError> {
+        self.0.read(from_seq, max).await
+    }
+    async fn checkpoint(&self) -> Result<SignedCheckpoint, AuditError> {
+        self.0.checkpoint().await
+    }
+    async fn checkpoints(&self, after_size: u64, max: u64) -> Result<CheckpointPage, AuditError> {
+        self.0.checkpoints(after_size, max).await
+    }
+    async fn public_keys(&self) -> Result<Vec<PublicKeyInfo>, AuditError> {
+        self.0.public_keys().await
+    }
+    async fn policy_text(&self, hash: Digest) -> Result<String, AuditError> {
+        self.0.policy_text(hash).await
+    }
+}
+
+/// A failure of an audit or keys command, with its exit status.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditCliError {
+    /// Verification failed, or the appliance refused: exit 1.
+    #[error("{0}")]
+    Failed(String),
+    /// Bad arguments or unreadable files: exit 2.
+    #[error("{0}")]
+    Usage(String),
+    /// The command needs a running appliance and none was given: exit 3.
+    #[error("this command needs a running appliance (`sios up`)")]
+    NotRunning,
+}
+
+impl AuditCliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AuditCliError::Failed(_) => 1,
+            AuditCliError::Usage(_) => 2,
+            AuditCliError::NotRunning => 3,
+        }
+    }
+}
+
+impl From<AuditError> for AuditCliError {
+    fn from(err: AuditError) -> AuditCliError {
+        match err {
+            AuditError::NoSuchRecord { .. } | AuditError::BadTreeSize { .. } => {
+                AuditCliError::Usage(err.to_string())
+            }
+            AuditError::Unavailable(_) => AuditCliError::Failed(err.to_string()),
+            other => AuditCliError::Failed(other.to_string()),
+        }
+    }
+}
+
+fn usage(err: impl std::fmt::Display) -> AuditCliError {
+    AuditCliError::Usage(err.to_string())
+}
+
+/// Standard output that ends quietly when the reader goes away.
+struct Out {
+    closed: bool,
+}
+
+impl Out {
+    fn line(&mut self, text: &str) -> Result<(), AuditCliError> {
+        if self.closed {
+            return Ok(());
+        }
+        let mut stdout = std::io::stdout().lock();
+        match writeln!(stdout, "{text}") {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            Err(e) => Err(usage(format!("writing to standard output: {e}"))),
+        }
+    }
+}
+
+fn source<S>(s: Option<&S>) -> Result<&S, AuditCliError> {
+    s.ok_or(AuditCliError::NotRunning)
+}
+
+fn read_pubkey(path: &Path) -> Result<PublicKey, AuditCliError> {
+    keys::read_public(path).map_err(usage)
+}
+
+fn write_json(value: serde_json::Value, output: Option<&Path>) -> Result<(), AuditCliError> {
+    let text = serde_json::to_string_pretty(&value).map_err(usage)?;
+    match output {
+        Some(path) => std::fs::write(path, format!("{text}\n"))
+            .map_err(|e| usage(format!("{}: {e}", path.display()))),
+        None => Out { closed: false }.line(&text),
+    }
+}
+
+/// The signed checkpoint of exactly `size`.
+async fn checkpoint_of<S: AuditSource>(
+    s: &S,
+    size: u64,
+) -> Result<SignedCheckpoint, AuditCliError> {
+    let latest = s.checkpoint().await?;
+    if latest.size == size {
+        return Ok(latest);
+    }
+    let page = s.checkpoints(size.saturating_sub(1), 1).await?;
+    match page.checkpoints.into_iter().next() {
+        Some(cp) if cp.size == size => Ok(cp),
+        Some(cp) => Err(usage(format!(
+            "no signed checkpoint of size {size}; the next one has size {} (latest: {})",
+            cp.size, latest.size
+        ))),
+        None => Err(usage(format!(
+            "no signed checkpoint of size {size}; the latest has size {}",
+            latest.size
+        ))),
+    }
+}
+
+/// Runs `sios audit CMD`. `source` is the running appliance, if any;
+/// commands that need one fail with [`AuditCliError::NotRunning`] without it.
+pub async fn run_audit<S: AuditSource>(
+    cmd: AuditCommand,
+    source_opt: Option<&S>,
+) -> Result<(), AuditCliError> {
+    let mut out = Out { closed: false };
+    match cmd {
+        AuditCommand::Tail { n, json } => {
+            let s = source(source_opt)?;
+            let page = s.tail(n).await?;
+            for bytes in &page.records {
+                let record = Record::decode(bytes).map_err(|e| {
+                    AuditCliError::Failed(format!("the log returned an invalid record: {e}"))
+                })?;
+                let hash = Record::hash_of(bytes);
+                if json {
+                    out.line(&record.to_json(&hash).to_string())?;
+                } else {
+                    out.line(&record.to_line())?;
+                }
+            }
+            Ok(())
+        }
+        AuditCommand::Export { file } => {
+            let s = source(source_opt)?;
+            let summary = export::write_bundle(&Exporter(s), &file)
+                .await
+                .map_err(|e| match e {
+                    export::ExportError::Io(io) => usage(format!("{}: {io}", file.display())),
+                    other => AuditCliError::Failed(other.to_string()),
+                })?;
+            eprintln!(
+                "wrote {}: {} records, {} signed checkpoints, tree size {}, root {}",
+                file.display(),
+                summary.records,
+                summary.checkpoints,
+                summary.tree_size,
+                summary.root
+            );
+            Ok(())
+        }
+        AuditCommand::Verify { bundle, pubkey } => {
+            let (path, _tmp) = match bundle {
+                Some(p) => (p, None),
+                None => {
+                    let s = source(source_opt)?;
+                    let dir =
+                        std::env::temp_dir().join(format!("sios-verify-{}", std::process::id()));
+                    std::fs::create_dir_all(&dir).map_err(usage)?;
+                    let path = dir.join("live.bundle");
+                    let _ = std::fs::remove_file(&path);
+                    export::write_bundle(&Exporter(s), &path)
+                        .await
+                        .map_err(|e| AuditCliError::Failed(e.to_string()))?;
+                    (path, Some(TempDir(dir)))
+                }
+            };
+            match verify_bundle(&path, &pubkey) {
+                Ok(report) => out.line(&report.to_string()),
+                Err(VerifyFailure::Unreadable { path, reason }) => {
+                    Err(usage(format!("{}: {reason}", path.display())))
+                }
+                Err(failure) => Err(AuditCliError::Failed(format!(
+                    "verification FAILED: {failure}"
+                ))),
+            }
+        }
+        AuditCommand::Prove {
+            seq,
+            tree_size,
+            output,
+        } => {
+            let s = source(source_opt)?;
+            let cp = match tree_size {
+                Some(size) => checkpoint_of(s, size).await?,
+                None => s.checkpoint().await?,
+            };
+            let proof = s.prove_inclusion(seq, Some(cp.size)).await?;
+            let page = s.read(seq, 1).await?;
+            let record = page
+                .records
+                .first()
+                .ok_or_else(|| usage(format!("no record {seq}")))?;
+            let file = InclusionProofFile::new(record, &proof, &cp.note);
+            write_json(
+                serde_json::to_value(&file).map_err(usage)?,
+                output.as_deref(),
+            )
+        }
+        AuditCommand::Consistency { old, new, output } => {
+            let s = source(source_opt)?;
+            let old_cp = checkpoint_of(s, old).await?;
+            let new_cp = checkpoint_of(s, new).await?;
+            let proof = s.prove_consistency(old, new).await?;
+            let file = ConsistencyProofFile::new(&proof, &old_cp.note, &new_cp.note);
+            // Check it before handing it out, with the log's own keys.
+            let keys: Vec<PublicKey> = s
+                .public_keys()
+                .await?
+                .iter()
+                .filter_map(|k| PublicKey::parse_vkey(&k.vkey).ok())
+                .collect();
+            let refs: Vec<&PublicKey> = keys.iter().collect();
+            file.check(&refs)
+                .map_err(|e| AuditCliError::Failed(format!("the log's own proof fails: {e}")))?;
+            write_json(
+                serde_json::to_value(&file).map_err(usage)?,
+                output.as_deref(),
+            )
+        }
+        AuditCommand::VerifyProof { proof, pubkey } => {
+            let key = read_pubkey(&pubkey)?;
+            let text = if proof.as_os_str() == "-" {
+                let mut t = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut t).map_err(usage)?;
+                t
+            } else {
+                std::fs::read_to_string(&proof)
+                    .map_err(|e| usage(format!("{}: {e}", proof.display())))?
+            };
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| usage(format!("{}: not JSON: {e}", proof.display())))?;
+            match value.get("format").and_then(|f| f.as_str()) {
+                Some(INCLUSION_FORMAT) => {
+                    let file: InclusionProofFile = serde_json::from_value(value).map_err(usage)?;
+                    match file.check(&[&key]) {
+                        Ok((record, cp)) => out.line(&format!(
+                            "OK: record {} ({} {} {}) is in the log {} of size {} signed by key {}",
+                            record.seq,
+                            record.kind.name(),
+                            record.action,
+                            record.resource,
+                            cp.origin,
+                            cp.size,
+                            key.id_hex()
+                        )),
+                        Err(e) => Err(AuditCliError::Failed(format!(
+                            "proof FAILED for record {}: {e}",
+                            file.seq
+                        ))),
+                    }
+                }
+                Some(CONSISTENCY_FORMAT) => {
+                    let file: ConsistencyProofFile =
+                        serde_json::from_value(value).map_err(usage)?;
+                    match file.check(&[&key]) {
+                        Ok((old, new)) => out.line(&format!(
+                            "OK: the log {} of size {} is a prefix of its size {}, both signed by key {}",
+                            new.origin,
+                            old.size,
+                            new.size,
+                            key.id_hex()
+                        )),
+                        Err(e) => Err(AuditCliError::Failed(format!(
+                            "consistency proof FAILED ({} -> {}): {e}",
+                            file.old_size, file.new_size
+                        ))),
+                    }
+                }
+                other => Err(usage(format!(
+                    "{}: not a sios proof file (format {other:?})",
+                    proof.display()
+                ))),
+            }
+        }
+    }
+}
+
+/// Runs `sios keys CMD`. `audit_data_dir` is the audit service's data
+/// directory (`<state-dir>/audit`).
+pub async fn run_keys<S: AuditSource>(
+    cmd: KeysCommand,
+    audit_data_dir: &Path,
+    source_opt: Option<&S>,
+) -> Result<(), AuditCliError> {
+    let mut out = Out { closed: false };
+    match cmd {
+        KeysCommand::Init => {
+            let key = keys::init(audit_data_dir).map_err(|e| match e {
+                keys::KeyError::Exists(_) => AuditCliError::Failed(e.to_string()),
+                other => usage(other),
+            })?;
+            out.line(&format!(
+                "created signing key {}+{} in {} (secret: {}, mode 0600; public: {})",
+                key.name(),
+                key.id_hex(),
+                audit_data_dir.display(),
+                keys::SECRET_FILE,
+                keys::PUBLIC_FILE
+            ))
+        }
+        KeysCommand::ExportPublic { file } => {
+            let key = keys::export_public(audit_data_dir, &file).map_err(usage)?;
+            out.line(&format!(
+                "wrote public key {}+{} to {}",
+                key.name(),
+                key.id_hex(),
+                file.display()
+            ))
+        }
+        KeysCommand::Rotate => {
+            let report = source(source_opt)?.rotate_key().await?;
+            out.line(&format!(
+                "rotated: key {} -> {} (record {}, hand-over checkpoint of size {} signed by both); \
+                 give auditors the new public key (`sios keys export-public`)",
+                report.old_key_id, report.new_key_id, report.seq, report.checkpoint.size
+            ))
+        }
+    }
+}
+
+/// Removes a temporary directory when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

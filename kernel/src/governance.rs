@@ -1,0 +1,175 @@
+//! Deciding and recording: the two steps every request passes before it runs.
+//!
+//! [`Governor`] holds the active policy and the client directory. It turns
+//! a requester the kernel identified (SO_PEERCRED for clients, the private
+//! channel for brains) into a Cedar principal, and decides. It never looks at
+//! anything a caller wrote about itself.
+//!
+//! The decision's audit record carries the SHA-256 of the active policy's
+//! stored text (a JSON [`sios_policy::PolicyBundle`]: schema and policies,
+//! canonical) and, in its `detail`, the [`DecisionRequest`] as JSON: with the
+//! two, `sios audit replay` re-decides every recorded request offline.
+
+use sha2::{Digest as _, Sha256};
+use sios_ipc::audit::{Decision as RecordedDecision, Digest, Effect};
+use sios_policy::{
+    Action, ClientDirectory, Decision, DecisionRequest, LoadedPolicy, Principal, Resource,
+};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+/// The policy in force, with the text the audit log stores for it.
+#[derive(Debug)]
+pub struct ActivePolicy {
+    pub loaded: LoadedPolicy,
+    /// The stored text: the policy bundle as JSON.
+    pub text: String,
+    /// SHA-256 of `text`: what decision records name.
+    pub digest: Digest,
+}
+
+impl ActivePolicy {
+    pub fn new(loaded: LoadedPolicy) -> ActivePolicy {
+        // A bundle is strings and a hash: serialising it cannot fail.
+        let text = serde_json::to_string(&loaded.bundle()).unwrap_or_default();
+        let digest = Digest(Sha256::digest(text.as_bytes()).into());
+        ActivePolicy {
+            loaded,
+            text,
+            digest,
+        }
+    }
+
+    /// Re-loads a stored text (as `sios audit replay` does).
+    pub fn from_text(text: &str) -> Result<ActivePolicy, String> {
+        let bundle: sios_policy::PolicyBundle =
+            serde_json::from_str(text).map_err(|e| format!("not a sios policy bundle: {e}"))?;
+        let loaded = LoadedPolicy::from_bundle(&bundle).map_err(|e| e.to_string())?;
+        Ok(ActivePolicy::new(loaded))
+    }
+}
+
+/// Why a policy could not be made active.
+#[derive(thiserror::Error, Debug)]
+pub enum GovernanceError {
+    #[error(transparent)]
+    Policy(#[from] sios_policy::PolicyError),
+    #[error("the [policy] section of the config is invalid: {0}")]
+    Directory(#[from] sios_policy::DirectoryError),
+    #[error(
+        "the saved active policy {path} cannot be used: {reason}; remove it to fall back to the configured policy"
+    )]
+    Saved { path: PathBuf, reason: String },
+}
+
+/// The active policy and the client directory.
+#[derive(Debug)]
+pub struct Governor {
+    active: RwLock<Arc<ActivePolicy>>,
+    directory: ClientDirectory,
+}
+
+/// A decision, with what the audit record needs.
+#[derive(Debug, Clone)]
+pub struct Ruling {
+    pub decision: Decision,
+    pub request: DecisionRequest,
+    pub recorded: RecordedDecision,
+}
+
+impl Ruling {
+    pub fn allowed(&self) -> bool {
+        self.decision.allowed
+    }
+
+    /// The request as JSON, for the record's `detail` (replay reads it back).
+    pub fn detail(&self) -> String {
+        serde_json::to_string(&self.request).unwrap_or_default()
+    }
+
+    /// One line on why it was denied, for the caller.
+    pub fn reason(&self) -> String {
+        if !self.decision.errors.is_empty() {
+            format!(
+                "the policy could not be evaluated, so it denies: {}",
+                self.decision.errors.join("; ")
+            )
+        } else if self.decision.policy_ids.is_empty() {
+            "no policy permits it (deny by default)".into()
+        } else {
+            format!("forbidden by {}", self.decision.policy_ids.join(", "))
+        }
+    }
+}
+
+impl Governor {
+    /// The active policy at start: the one last activated with `sios policy
+    /// load` (saved at `saved`), else the configured directory, else the
+    /// built-in default.
+    pub fn start(
+        config: &sios_policy::PolicyConfig,
+        saved: &Path,
+    ) -> Result<Governor, GovernanceError> {
+        let directory = config.directory()?;
+        let loaded = if saved.exists() {
+            let saved_err = |reason: String| GovernanceError::Saved {
+                path: saved.to_owned(),
+                reason,
+            };
+            let text = std::fs::read_to_string(saved).map_err(|e| saved_err(e.to_string()))?;
+            return Ok(Governor {
+                active: RwLock::new(Arc::new(ActivePolicy::from_text(&text).map_err(saved_err)?)),
+                directory,
+            });
+        } else if let Some(dir) = &config.dir {
+            LoadedPolicy::load_dir(dir)?
+        } else {
+            LoadedPolicy::shipped_default()?
+        };
+        Ok(Governor {
+            active: RwLock::new(Arc::new(ActivePolicy::new(loaded))),
+            directory,
+        })
+    }
+
+    pub fn active(&self) -> Arc<ActivePolicy> {
+        Arc::clone(&self.active.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Makes `policy` the active one (the caller records and saves it).
+    pub fn activate(&self, policy: ActivePolicy) -> Arc<ActivePolicy> {
+        let policy = Arc::new(policy);
+        *self.active.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&policy);
+        policy
+    }
+
+    /// The principal for a client the kernel identified by SO_PEERCRED.
+    pub fn client(&self, uid: u32, gid: u32) -> Principal {
+        self.directory.principal_for(uid, gid, &[])
+    }
+
+    /// Decides `principal` doing `action` to `resource` under the active policy.
+    pub fn decide(&self, principal: Principal, action: Action, resource: Resource) -> Ruling {
+        let active = self.active();
+        let request = DecisionRequest {
+            principal,
+            action,
+            resource,
+        };
+        let decision = active.loaded.decide(&request);
+        let recorded = RecordedDecision {
+            effect: if decision.allowed {
+                Effect::Allow
+            } else {
+                Effect::Deny
+            },
+            policy_hash: active.digest,
+            policy_ids: decision.policy_ids.clone(),
+        };
+        Ruling {
+            decision,
+            request,
+            recorded,
+        }
+    }
+}

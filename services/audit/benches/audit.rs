@@ -1,0 +1,417 @@
+//! `cargo bench -p sios-audit --bench audit`: the audit log's numbers and
+//! their physical anchors, measured in the same run on the same disk, printed
+//! as one table with the comparisons (DESIGN.md "Numbers we hold ourselves to").
+//!
+//! Anchors: one durable redb commit, redb's own throughput in 4096-record
+//! batches, one ML-DSA-65 signature and verification. Subjects: durable
+//! appends at batch sizes 1, 64 and 1024, under 64 concurrent appenders
+//! in process and 64 concurrent clients over the service's Unix socket, the
+//! added latency of one governed action at one client, and the offline
+//! verification rate of a 1,000,000-record export.
+//!
+//! Set `SIOS_BENCH_DIR` to measure another disk (default: the system temp dir).
+//! Set `SIOS_BENCH_QUICK=1` for a short run (100 000-record export).
+
+use redb::{Database, Durability, TableDefinition};
+use sios_audit::AuditLog;
+use sios_audit::keys::SecretKey;
+use sios_audit::service::AuditServer;
+use sios_ipc::transport::{DEFAULT_MAX_FRAME_BYTES, client_config, context_with_timeout, framed};
+use sios_ipc::{ActionResult, Audit as _, AuditClient, Digest, DraftKind, RecordDraft};
+use std::time::{Duration, Instant};
+
+const RAW: TableDefinition<u64, &[u8]> = TableDefinition::new("raw");
+
+fn tempdir() -> tempfile::TempDir {
+    match std::env::var_os("SIOS_BENCH_DIR") {
+        Some(d) => tempfile::tempdir_in(d).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// A draft the size of a typical governed invoke's intent (~250 bytes encoded).
+fn intent(i: u64) -> RecordDraft {
+    let actor = format!("uid:{}", 1000 + i % 64);
+    let mut d = RecordDraft::new(
+        &actor,
+        "invoke",
+        format!("brain:b{}", i % 50),
+        DraftKind::Intent,
+    );
+    d.decision = Some(sios_ipc::Decision {
+        effect: sios_ipc::Effect::Allow,
+        policy_hash: Digest([7; 32]),
+        policy_ids: vec!["invoke-domain".into()],
+    });
+    d.brain = Some(sios_ipc::BrainRef {
+        id: format!("b{}", i % 50),
+        model_sha256: Digest([9; 32]),
+    });
+    d.subject = Some(actor);
+    d.input_digests = vec![Digest([(i % 251) as u8; 32])];
+    d
+}
+
+fn event(i: u64) -> RecordDraft {
+    let mut d = intent(i);
+    d.kind = DraftKind::Event;
+    d
+}
+
+struct Row {
+    what: String,
+    value: String,
+    note: String,
+}
+
+fn row(
+    rows: &mut Vec<Row>,
+    what: impl Into<String>,
+    value: impl Into<String>,
+    note: impl Into<String>,
+) {
+    let r = Row {
+        what: what.into(),
+        value: value.into(),
+        note: note.into(),
+    };
+    println!("  {:<58} {:>16}  {}", r.what, r.value, r.note);
+    rows.push(r);
+}
+
+fn main() {
+    let quick = std::env::var_os("SIOS_BENCH_QUICK").is_some();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut rows = Vec::new();
+    println!(
+        "sios-audit bench ({} cores)",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+
+    // Anchors.
+    let dir = tempdir();
+    let db = Database::create(dir.path().join("raw.redb")).unwrap();
+    let value = vec![0xabu8; 260];
+    let mut commit_lat = Vec::new();
+    for i in 0..200u64 {
+        let mut txn = db.begin_write().unwrap();
+        txn.set_durability(Durability::Immediate).unwrap();
+        txn.open_table(RAW)
+            .unwrap()
+            .insert(i, value.as_slice())
+            .unwrap();
+        let t = Instant::now();
+        txn.commit().unwrap();
+        commit_lat.push(t.elapsed());
+    }
+    let commit = median(commit_lat);
+    row(
+        &mut rows,
+        "anchor: one durable redb commit (p50)",
+        format!("{:.0} µs", us(commit)),
+        "",
+    );
+    let batches = 50u64;
+    let t = Instant::now();
+    for b in 0..batches {
+        let mut txn = db.begin_write().unwrap();
+        txn.set_durability(Durability::Immediate).unwrap();
+        {
+            let mut table = txn.open_table(RAW).unwrap();
+            for i in 0..4096u64 {
+                table
+                    .insert(1_000_000 + b * 4096 + i, value.as_slice())
+                    .unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+    let raw_rate = (batches * 4096) as f64 / t.elapsed().as_secs_f64();
+    row(
+        &mut rows,
+        "anchor: redb raw, 4096-record durable batches",
+        format!("{raw_rate:.0} rec/s"),
+        "(DESIGN.md: ~340k/s)",
+    );
+    drop(db);
+
+    let key = SecretKey::from_seed("sios/audit/bench", [3; 32]).unwrap();
+    // Distinct bodies: ML-DSA signing loops a message-dependent number of
+    // times, so one repeated message would measure one fixed count.
+    let bodies: Vec<String> = (0..300u64)
+        .map(|i| {
+            format!(
+                "sios/audit/bench\n{}\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
+                1000 + i
+            )
+        })
+        .collect();
+    let mut sign_lat = Vec::new();
+    let mut sigs = Vec::new();
+    for body in &bodies {
+        let t = Instant::now();
+        sigs.push(key.sign(body.as_bytes()));
+        sign_lat.push(t.elapsed());
+    }
+    let sign_mean = sign_lat.iter().sum::<Duration>() / sign_lat.len() as u32;
+    let sign = median(sign_lat);
+    row(
+        &mut rows,
+        "anchor: one ML-DSA-65 signature (ml-dsa crate, p50)",
+        format!("{:.0} µs", us(sign)),
+        format!("mean {:.0} µs (DESIGN.md: ~800 µs)", us(sign_mean)),
+    );
+    let mut verify_lat = Vec::new();
+    for (body, sig) in bodies.iter().zip(&sigs) {
+        let t = Instant::now();
+        assert!(key.public().verify(body.as_bytes(), sig));
+        verify_lat.push(t.elapsed());
+    }
+    row(
+        &mut rows,
+        "anchor: one ML-DSA-65 verification (p50)",
+        format!("{:.0} µs", us(median(verify_lat))),
+        "",
+    );
+
+    // 64 concurrent appenders in process.
+    let (rate64, batches64) = runtime.block_on(async {
+        let dir = tempdir();
+        let log = AuditLog::open(dir.path()).unwrap();
+        let per_task = if quick { 20 } else { 60 };
+        let t = Instant::now();
+        let tasks: Vec<_> = (0..64u64)
+            .map(|task| {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    for c in 0..per_task {
+                        let drafts = (0..64u64)
+                            .map(|i| intent(task * 1_000_000 + c * 64 + i))
+                            .collect();
+                        log.record(drafts).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let rate = (64 * per_task * 64) as f64 / t.elapsed().as_secs_f64();
+        let batches = log
+            .stats()
+            .batches
+            .load(std::sync::atomic::Ordering::Relaxed);
+        log.close();
+        (rate, batches)
+    });
+    row(
+        &mut rows,
+        "append, 64 concurrent appenders × calls of 64 intents",
+        format!("{rate64:.0} rec/s"),
+        format!(
+            "target ≥ 100000 ({:.2}× target, {:.2}× redb raw; {batches64} batches)",
+            rate64 / 100_000.0,
+            rate64 / raw_rate
+        ),
+    );
+
+    // Through the service over its Unix socket.
+    let (svc_rate, svc64_rate, lat, floor) = runtime.block_on(async {
+        let dir = tempdir();
+        let log = AuditLog::open(&dir.path().join("data")).unwrap();
+        let socket = dir.path().join("audit.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let server = AuditServer::new(log.clone(), DEFAULT_MAX_FRAME_BYTES);
+        let accept = tokio::spawn(sios_ipc::transport::accept_loop(listener, move |stream| {
+            tokio::spawn(sios_ipc::transport::serve_connection(
+                stream,
+                DEFAULT_MAX_FRAME_BYTES,
+                server.clone().serve(),
+            ));
+        }));
+        let connect = || async {
+            let stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
+            AuditClient::new(client_config(), framed(stream, DEFAULT_MAX_FRAME_BYTES)).spawn()
+        };
+        let ctx = || context_with_timeout(Duration::from_secs(30));
+        let client = connect().await;
+        // One client, calls of 1 / 64 / 1024 intents (each answered durable + signed).
+        for (size, calls) in [(1u64, 300u64), (64, 60), (1024, 20)] {
+            let t = Instant::now();
+            for c in 0..calls {
+                let drafts = (0..size).map(|i| intent(c * size + i)).collect();
+                client.record(ctx(), drafts).await.unwrap().unwrap();
+            }
+            let rate = (calls * size) as f64 / t.elapsed().as_secs_f64();
+            row(
+                &mut rows,
+                format!("service: 1 client, calls of {size} intents"),
+                format!("{rate:.0} rec/s"),
+                "durable + signed per call",
+            );
+        }
+        // One client, one action at a time: intent (durable + signed), then outcome (durable).
+        let mut lat = Vec::new();
+        for i in 0..300u64 {
+            let t = Instant::now();
+            let r = client
+                .record(ctx(), vec![intent(i)])
+                .await
+                .unwrap()
+                .unwrap();
+            let d = intent(i);
+            let o = RecordDraft {
+                kind: DraftKind::Outcome {
+                    intent_seq: r[0].seq,
+                    result: ActionResult::Ok,
+                },
+                decision: None,
+                input_digests: vec![],
+                output_digests: vec![Digest([1; 32])],
+                ..d
+            };
+            client.record(ctx(), vec![o]).await.unwrap().unwrap();
+            lat.push(t.elapsed());
+        }
+        let lat = median(lat);
+        // 64 clients (one connection each), each doing actions back to back.
+        let clients: Vec<AuditClient> = futures::future::join_all((0..64).map(|_| connect())).await;
+        let per_client = if quick { 30 } else { 100 };
+        let t = Instant::now();
+        let tasks: Vec<_> = clients
+            .into_iter()
+            .enumerate()
+            .map(|(c, client)| {
+                tokio::spawn(async move {
+                    for i in 0..per_client {
+                        let d = intent(c as u64 * 1000 + i);
+                        let r = client
+                            .record(ctx(), vec![d.clone()])
+                            .await
+                            .unwrap()
+                            .unwrap();
+                        let o = RecordDraft {
+                            kind: DraftKind::Outcome {
+                                intent_seq: r[0].seq,
+                                result: ActionResult::Ok,
+                            },
+                            decision: None,
+                            input_digests: vec![],
+                            ..d
+                        };
+                        client.record(ctx(), vec![o]).await.unwrap().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let rate = (64 * per_client * 2) as f64 / t.elapsed().as_secs_f64();
+        // 64 clients, each sending calls of 64 intents back to back.
+        let clients: Vec<AuditClient> = futures::future::join_all((0..64).map(|_| connect())).await;
+        let calls = if quick { 5 } else { 15 };
+        let t = Instant::now();
+        let tasks: Vec<_> = clients
+            .into_iter()
+            .enumerate()
+            .map(|(c, client)| {
+                tokio::spawn(async move {
+                    for k in 0..calls {
+                        let drafts = (0..64u64)
+                            .map(|i| intent(c as u64 * 100_000 + k * 64 + i))
+                            .collect();
+                        client.record(ctx(), drafts).await.unwrap().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let rate64 = (64 * calls * 64) as f64 / t.elapsed().as_secs_f64();
+        accept.abort();
+        log.close();
+        (rate, rate64, lat, sign.max(commit) + commit)
+    });
+    row(
+        &mut rows,
+        "service: 64 clients × calls of 64 intents",
+        format!("{svc64_rate:.0} rec/s"),
+        format!("{:.2}× the 100000 target", svc64_rate / 100_000.0),
+    );
+    row(
+        &mut rows,
+        "service: 64 clients × (intent + outcome), one action each",
+        format!("{svc_rate:.0} rec/s"),
+        format!("{:.2}× the 100000 target", svc_rate / 100_000.0),
+    );
+    row(
+        &mut rows,
+        "service: one client, intent + outcome latency (p50)",
+        format!("{:.0} µs", us(lat)),
+        format!(
+            "floor max(sign, commit) + commit = {:.0} µs → {:.2}× (target ≤ 1.5×)",
+            us(floor),
+            lat.as_secs_f64() / floor.as_secs_f64()
+        ),
+    );
+
+    // Verify rate on a large export.
+    let n: u64 = if quick { 100_000 } else { 1_000_000 };
+    let (verify_rate, checkpoints, bundle_mb) = runtime.block_on(async {
+        let dir = tempdir();
+        let log = AuditLog::open(&dir.path().join("data")).unwrap();
+        let tasks: Vec<_> = (0..8u64)
+            .map(|task| {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut done = 0;
+                    while done < n / 8 {
+                        let k = 1024.min(n / 8 - done);
+                        let drafts = (0..k).map(|i| event(task * n + done + i)).collect();
+                        log.record(drafts).await.unwrap();
+                        done += k;
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        log.flush().await.unwrap();
+        let bundle = dir.path().join("export.bundle");
+        let summary = sios_audit::export::write_bundle(&log, &bundle)
+            .await
+            .unwrap();
+        let mb = std::fs::metadata(&bundle).unwrap().len() as f64 / 1e6;
+        let pubkey = dir.path().join("data").join(sios_audit::keys::PUBLIC_FILE);
+        // Warm the page cache the way an auditor's copy would be: read once.
+        let _ = std::fs::read(&bundle).unwrap();
+        let t = Instant::now();
+        let report = sios_audit::verify::verify_bundle(&bundle, &pubkey).unwrap();
+        let rate = report.records as f64 / t.elapsed().as_secs_f64();
+        log.close();
+        (rate, summary.checkpoints, mb)
+    });
+    row(
+        &mut rows,
+        format!("verify a {n}-record export ({checkpoints} checkpoints, {bundle_mb:.0} MB)"),
+        format!("{verify_rate:.0} rec/s"),
+        format!("target ≥ 200000 ({:.2}× target)", verify_rate / 200_000.0),
+    );
+    let _ = rows;
+}

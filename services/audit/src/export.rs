@@ -1,0 +1,165 @@
+//! Writing an export bundle (OAR.md §7) from anything that can page through
+//! a log: the [`AuditLog`] itself, or the audit service over a socket.
+//!
+//! The bundle covers records `0..N` where `N` is the size of the latest
+//! signed checkpoint when the export starts; records appended meanwhile are
+//! left for the next export, so the bundle always ends on a checkpoint.
+
+use crate::bundle::BundleWriter;
+use crate::record::Record;
+use crate::store::AuditLog;
+use sios_ipc::{AuditError, CheckpointPage, Digest, PublicKeyInfo, RecordPage, SignedCheckpoint};
+use std::io::Write;
+use std::path::Path;
+
+/// Records (and checkpoints) asked for per page.
+pub const PAGE: u64 = 4096;
+/// Record bytes per page when reading a local log.
+pub const LOCAL_PAGE_BYTES: usize = 8 << 20;
+
+/// What an export reads from. Implemented by [`AuditLog`] and, in the CLI,
+/// over the kernel's client socket.
+#[allow(async_fn_in_trait)]
+pub trait Source {
+    async fn read(&self, from_seq: u64, max: u64) -> Result<RecordPage, AuditError>;
+    async fn checkpoint(&self) -> Result<SignedCheckpoint, AuditError>;
+    async fn checkpoints(&self, after_size: u64, max: u64) -> Result<CheckpointPage, AuditError>;
+    async fn public_keys(&self) -> Result<Vec<PublicKeyInfo>, AuditError>;
+    async fn policy_text(&self, hash: Digest) -> Result<String, AuditError>;
+}
+
+impl Source for AuditLog {
+    async fn read(&self, from_seq: u64, max: u64) -> Result<RecordPage, AuditError> {
+        AuditLog::read(self, from_seq, max, LOCAL_PAGE_BYTES)
+    }
+    async fn checkpoint(&self) -> Result<SignedCheckpoint, AuditError> {
+        Ok(AuditLog::checkpoint(self))
+    }
+    async fn checkpoints(&self, after_size: u64, max: u64) -> Result<CheckpointPage, AuditError> {
+        AuditLog::checkpoints(self, after_size, max, LOCAL_PAGE_BYTES)
+    }
+    async fn public_keys(&self) -> Result<Vec<PublicKeyInfo>, AuditError> {
+        AuditLog::public_keys(self)
+    }
+    async fn policy_text(&self, hash: Digest) -> Result<String, AuditError> {
+        AuditLog::policy_text(self, hash)
+    }
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportSummary {
+    pub records: u64,
+    pub checkpoints: u64,
+    pub tree_size: u64,
+    pub root: Digest,
+}
+
+/// Why an export failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Source(#[from] AuditError),
+    #[error("writing the bundle: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the log sent a record that does not decode at seq {seq}: {reason}")]
+    BadRecord { seq: u64, reason: String },
+    #[error("the log skipped from record {expected} to {found}")]
+    Gap { expected: u64, found: u64 },
+}
+
+/// Writes the bundle to `out`.
+pub async fn write_to<S: Source, W: Write>(
+    source: &S,
+    out: W,
+) -> Result<ExportSummary, ExportError> {
+    let latest = source.checkpoint().await?;
+    let target = latest.size;
+    let mut w = BundleWriter::new(out)?;
+    for key in source.public_keys().await? {
+        w.key(&key.vkey)?;
+    }
+    let mut checkpoints: std::collections::VecDeque<SignedCheckpoint> = Default::default();
+    let mut after = 0u64;
+    let mut exhausted = false;
+    let mut seq = 0u64;
+    let mut count_cp = 0u64;
+    while seq < target {
+        let page = source.read(seq, PAGE.min(target - seq)).await?;
+        if page.records.is_empty() {
+            return Err(ExportError::Gap {
+                expected: seq,
+                found: page.tree_size,
+            });
+        }
+        for bytes in page.records {
+            if seq >= target {
+                break;
+            }
+            let record = Record::decode(&bytes).map_err(|e| ExportError::BadRecord {
+                seq,
+                reason: e.to_string(),
+            })?;
+            if record.seq != seq {
+                return Err(ExportError::Gap {
+                    expected: seq,
+                    found: record.seq,
+                });
+            }
+            w.record(&bytes)?;
+            if let Some(hash) = record.policy {
+                w.policy(&source.policy_text(Digest(hash)).await?)?;
+            }
+            seq += 1;
+            // Checkpoints of size `seq` go right after this record.
+            loop {
+                if checkpoints.is_empty() && !exhausted {
+                    let page = source.checkpoints(after, PAGE).await?;
+                    if page.checkpoints.is_empty() {
+                        exhausted = true;
+                    }
+                    for cp in page.checkpoints {
+                        after = cp.size;
+                        if cp.size <= target {
+                            checkpoints.push_back(cp);
+                        } else {
+                            exhausted = true;
+                        }
+                    }
+                }
+                match checkpoints.front() {
+                    Some(cp) if cp.size < seq => {
+                        checkpoints.pop_front();
+                    }
+                    Some(cp) if cp.size == seq => {
+                        let cp = checkpoints.pop_front().expect("front exists");
+                        w.checkpoint(&cp.note)?;
+                        count_cp += 1;
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+    w.finish()?.flush()?;
+    Ok(ExportSummary {
+        records: seq,
+        checkpoints: count_cp,
+        tree_size: target,
+        root: latest.root,
+    })
+}
+
+/// Writes the bundle to a new file at `path` (fails if it exists), synced.
+pub async fn write_bundle<S: Source>(
+    source: &S,
+    path: &Path,
+) -> Result<ExportSummary, ExportError> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    let summary = write_to(source, &file).await?;
+    file.sync_all()?;
+    Ok(summary)
+}

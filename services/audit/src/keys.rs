@@ -1,0 +1,476 @@
+//! The operator's ML-DSA-65 signing key (FIPS 204, pure, empty context) and
+//! its files (OAR.md §6).
+//!
+//! - Secret key file `signing.key`, mode 0600, one line:
+//!   `PRIVATE+KEY+<name>+<key id hex>+<base64(0xff || 32-byte seed ξ)>`.
+//!   The seed is FIPS 204's `KeyGen_internal` input; the key pair is derived
+//!   from it. It never leaves the audit service's data directory.
+//! - Public key file `signing.pub`, one line, the signed-note verifier key:
+//!   `<name>+<key id hex>+<base64(0xff || 1952-byte public key)>`.
+//! - Key id: the first 4 bytes of `SHA-256(name || 0x0a || 0xff || public key)`,
+//!   the C2SP signed-note construction with signature type 0xff (OAR.md §5.2
+//!   says why 0xff).
+//!
+//! Signatures use FIPS 204's deterministic variant (`rnd` = 32 zero bytes),
+//! so a checkpoint is a pure function of key and content: if the service
+//! dies between signing and storing one, it re-creates the same bytes.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use ml_dsa::{EncodedSignature, EncodedVerifyingKey, MlDsa65, Signature, SigningKey, VerifyingKey};
+use sha2::{Digest as _, Sha256};
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+/// The signed-note signature type byte sios uses for ML-DSA-65.
+pub const SIG_TYPE: u8 = 0xff;
+/// Bytes in an ML-DSA-65 signature.
+pub const SIGNATURE_LEN: usize = 3309;
+/// The secret key file in the audit data directory.
+pub const SECRET_FILE: &str = "signing.key";
+/// The public key file in the audit data directory.
+pub const PUBLIC_FILE: &str = "signing.pub";
+/// A secret key generated for a rotation, until the rotation is committed.
+pub const NEXT_SECRET_FILE: &str = "signing.key.next";
+
+/// Why a key could not be made, read or used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{0}: a signing key already exists; `sios keys rotate` replaces it while keeping the log verifiable"
+    )]
+    Exists(PathBuf),
+    #[error("{path}: not a sios key file: {reason}")]
+    Malformed { path: PathBuf, reason: String },
+    #[error("{0}: is readable by others than its owner; run `chmod 600` on it")]
+    Permissions(PathBuf),
+    #[error("the system random number generator failed: {0}")]
+    Random(String),
+    #[error("key name `{0}` is not allowed: it must be non-empty, without spaces, `+` or newlines")]
+    BadName(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
+    move |source| KeyError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn check_name(name: &str) -> Result<(), KeyError> {
+    if name.is_empty()
+        || name
+            .chars()
+            .any(|c| c.is_whitespace() || c == '+' || c.is_control())
+    {
+        return Err(KeyError::BadName(name.to_owned()));
+    }
+    Ok(())
+}
+
+/// `SHA-256(name || 0x0a || 0xff || public key)[0..4]`.
+pub fn key_id(name: &str, public_key: &[u8]) -> [u8; 4] {
+    let mut h = Sha256::new();
+    h.update(name.as_bytes());
+    h.update([b'\n', SIG_TYPE]);
+    h.update(public_key);
+    let d = h.finalize();
+    [d[0], d[1], d[2], d[3]]
+}
+
+/// A verifier key: a name and an ML-DSA-65 public key.
+#[derive(Clone)]
+pub struct PublicKey {
+    name: String,
+    bytes: Vec<u8>,
+    id: [u8; 4],
+    key: VerifyingKey<MlDsa65>,
+}
+
+impl std::fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PublicKey({}+{})", self.name, self.id_hex())
+    }
+}
+
+impl PartialEq for PublicKey {
+    fn eq(&self, other: &PublicKey) -> bool {
+        self.name == other.name && self.bytes == other.bytes
+    }
+}
+
+impl PublicKey {
+    /// From a name and the 1952 bytes of FIPS 204 `pkEncode`.
+    pub fn from_bytes(name: &str, bytes: &[u8]) -> Option<PublicKey> {
+        check_name(name).ok()?;
+        let enc = EncodedVerifyingKey::<MlDsa65>::try_from(bytes).ok()?;
+        let key = VerifyingKey::<MlDsa65>::decode(&enc);
+        // pkDecode accepts any bytes; insist they are what pkEncode writes.
+        if key.encode().as_slice() != bytes {
+            return None;
+        }
+        Some(PublicKey {
+            name: name.to_owned(),
+            bytes: bytes.to_vec(),
+            id: key_id(name, bytes),
+            key,
+        })
+    }
+
+    /// Parses `<name>+<key id hex>+<base64(0xff || public key)>`.
+    pub fn parse_vkey(line: &str) -> Result<PublicKey, String> {
+        let line = line.trim_end_matches('\n');
+        let mut parts = line.splitn(3, '+');
+        let (Some(name), Some(id_hex), Some(b64)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err("expected `<name>+<key id>+<base64 key>`".into());
+        };
+        let raw = B64
+            .decode(b64)
+            .map_err(|e| format!("the key is not base64: {e}"))?;
+        let Some((&SIG_TYPE, bytes)) = raw.split_first() else {
+            return Err(format!(
+                "the key does not start with signature type 0x{SIG_TYPE:02x} (ML-DSA-65 in sios)"
+            ));
+        };
+        let key = PublicKey::from_bytes(name, bytes)
+            .ok_or_else(|| "not an ML-DSA-65 public key of 1952 bytes".to_owned())?;
+        if key.id_hex() != id_hex {
+            return Err(format!(
+                "key id {id_hex} does not match the key (its id is {})",
+                key.id_hex()
+            ));
+        }
+        Ok(key)
+    }
+
+    /// The verifier key line (no newline).
+    pub fn to_vkey(&self) -> String {
+        let mut raw = Vec::with_capacity(1 + self.bytes.len());
+        raw.push(SIG_TYPE);
+        raw.extend_from_slice(&self.bytes);
+        format!("{}+{}+{}", self.name, self.id_hex(), B64.encode(raw))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn id(&self) -> [u8; 4] {
+        self.id
+    }
+
+    pub fn id_hex(&self) -> String {
+        self.id.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// ML-DSA-65 `Verify(pk, message, signature, ctx = "")`.
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        let Ok(enc) = EncodedSignature::<MlDsa65>::try_from(signature) else {
+            return false;
+        };
+        let Some(sig) = Signature::<MlDsa65>::decode(&enc) else {
+            return false;
+        };
+        self.key.verify_with_context(message, &[], &sig)
+    }
+}
+
+/// A signing key and its name.
+pub struct SecretKey {
+    seed: [u8; 32],
+    signing: SigningKey<MlDsa65>,
+    public: PublicKey,
+}
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretKey({:?})", self.public)
+    }
+}
+
+impl Drop for SecretKey {
+    fn drop(&mut self) {
+        // The ml-dsa key zeroises itself (feature `zeroize`); so does our copy
+        // of the seed (black_box keeps the store from being optimised away).
+        self.seed = [0; 32];
+        std::hint::black_box(&self.seed);
+    }
+}
+
+impl SecretKey {
+    /// FIPS 204 `KeyGen_internal(ξ)` under `name`.
+    pub fn from_seed(name: &str, seed: [u8; 32]) -> Result<SecretKey, KeyError> {
+        check_name(name)?;
+        let signing = SigningKey::<MlDsa65>::from_seed(&seed.into());
+        let vk = ml_dsa::Keypair::verifying_key(&signing);
+        let public = PublicKey::from_bytes(name, vk.encode().as_slice())
+            .expect("a derived public key is well formed");
+        Ok(SecretKey {
+            seed,
+            signing,
+            public,
+        })
+    }
+
+    /// A fresh key from the operating system's random number generator.
+    pub fn generate(name: &str) -> Result<SecretKey, KeyError> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;
+        SecretKey::from_seed(name, seed)
+    }
+
+    pub fn public(&self) -> &PublicKey {
+        &self.public
+    }
+
+    /// ML-DSA-65 `Sign(sk, message, ctx = "")`, deterministic variant.
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        use ml_dsa::signature::Signer as _;
+        // The `Signer` impl is FIPS 204 ML-DSA.Sign, deterministic, empty context.
+        let sig: Signature<MlDsa65> = self.signing.sign(message);
+        sig.encode().to_vec()
+    }
+
+    fn to_skey(&self) -> String {
+        let mut raw = Vec::with_capacity(33);
+        raw.push(SIG_TYPE);
+        raw.extend_from_slice(&self.seed);
+        format!(
+            "PRIVATE+KEY+{}+{}+{}",
+            self.public.name,
+            self.public.id_hex(),
+            B64.encode(raw)
+        )
+    }
+
+    fn parse_skey(path: &Path, text: &str) -> Result<SecretKey, KeyError> {
+        let bad = |reason: &str| KeyError::Malformed {
+            path: path.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let line = text.trim_end_matches('\n');
+        let rest = line
+            .strip_prefix("PRIVATE+KEY+")
+            .ok_or_else(|| bad("does not start with PRIVATE+KEY+"))?;
+        let mut parts = rest.splitn(3, '+');
+        let (Some(name), Some(id_hex), Some(b64)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad("expected PRIVATE+KEY+<name>+<key id>+<base64 seed>"));
+        };
+        let raw = B64.decode(b64).map_err(|_| bad("the seed is not base64"))?;
+        if raw.len() != 33 || raw[0] != SIG_TYPE {
+            return Err(bad("expected 0xff and a 32-byte ML-DSA-65 seed"));
+        }
+        let mut seed = [0u8; 32];
+        seed.copy_from_slice(&raw[1..]);
+        let key = SecretKey::from_seed(name, seed)?;
+        if key.public.id_hex() != id_hex {
+            return Err(bad("the key id does not match the seed"));
+        }
+        Ok(key)
+    }
+
+    /// Reads a secret key file, refusing one that others can read.
+    pub fn load(path: &Path) -> Result<SecretKey, KeyError> {
+        let meta = fs::metadata(path).map_err(io(path))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(KeyError::Permissions(path.to_owned()));
+        }
+        let text = fs::read_to_string(path).map_err(io(path))?;
+        SecretKey::parse_skey(path, &text)
+    }
+
+    /// Writes the secret key file (0600, created fresh, synced, directory
+    /// synced); fails if it exists.
+    pub fn store(&self, path: &Path) -> Result<(), KeyError> {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    KeyError::Exists(path.to_owned())
+                } else {
+                    io(path)(e)
+                }
+            })?;
+        file.write_all(format!("{}\n", self.to_skey()).as_bytes())
+            .map_err(io(path))?;
+        file.sync_all().map_err(io(path))?;
+        sync_parent(path)
+    }
+}
+
+/// Makes a rename or creation in `path`'s directory durable.
+pub fn sync_parent(path: &Path) -> Result<(), KeyError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))
+}
+
+/// Writes `signing.pub` (0644) atomically.
+pub fn write_public(path: &Path, key: &PublicKey) -> Result<(), KeyError> {
+    let tmp = path.with_extension("pub.tmp");
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    file.write_all(format!("{}\n", key.to_vkey()).as_bytes())
+        .map_err(io(&tmp))?;
+    file.sync_all().map_err(io(&tmp))?;
+    fs::rename(&tmp, path).map_err(io(path))?;
+    sync_parent(path)
+}
+
+/// Reads a public key file (a verifier key line).
+pub fn read_public(path: &Path) -> Result<PublicKey, KeyError> {
+    let text = fs::read_to_string(path).map_err(io(path))?;
+    PublicKey::parse_vkey(text.trim()).map_err(|reason| KeyError::Malformed {
+        path: path.to_owned(),
+        reason,
+    })
+}
+
+/// A fresh log name (the checkpoint origin and key name):
+/// `sios/audit/<16 random hex digits>`.
+pub fn fresh_name() -> Result<String, KeyError> {
+    let mut id = [0u8; 8];
+    getrandom::fill(&mut id).map_err(|e| KeyError::Random(e.to_string()))?;
+    Ok(format!(
+        "sios/audit/{}",
+        id.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ))
+}
+
+/// `sios keys init`: generates the key pair in `data_dir` (created 0700 if
+/// missing) unless one exists. Returns the public key.
+pub fn init(data_dir: &Path) -> Result<PublicKey, KeyError> {
+    fs::create_dir_all(data_dir).map_err(io(data_dir))?;
+    let secret = data_dir.join(SECRET_FILE);
+    if secret.exists() {
+        return Err(KeyError::Exists(secret));
+    }
+    let key = SecretKey::generate(&fresh_name()?)?;
+    key.store(&secret)?;
+    write_public(&data_dir.join(PUBLIC_FILE), key.public())?;
+    Ok(key.public().clone())
+}
+
+/// `sios keys export-public <file>`: copies the current public key of the
+/// key pair in `data_dir` to `out`.
+pub fn export_public(data_dir: &Path, out: &Path) -> Result<PublicKey, KeyError> {
+    let key = read_public(&data_dir.join(PUBLIC_FILE))?;
+    write_public(out, &key)?;
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_derived_keys_and_signatures_are_stable() {
+        let key = SecretKey::from_seed("sios/audit/test", [7u8; 32]).unwrap();
+        let again = SecretKey::from_seed("sios/audit/test", [7u8; 32]).unwrap();
+        assert_eq!(key.public(), again.public());
+        assert_eq!(key.public().bytes().len(), 1952);
+        let sig = key.sign(b"hello");
+        assert_eq!(sig.len(), SIGNATURE_LEN);
+        assert_eq!(sig, again.sign(b"hello"), "deterministic signing");
+        assert!(key.public().verify(b"hello", &sig));
+        assert!(!key.public().verify(b"hellp", &sig));
+        let mut bad = sig.clone();
+        bad[100] ^= 1;
+        assert!(!key.public().verify(b"hello", &bad));
+        assert!(!key.public().verify(b"hello", &sig[..100]));
+    }
+
+    #[test]
+    fn vkey_round_trips_and_rejects_mismatched_ids() {
+        let key = SecretKey::from_seed("sios/audit/test", [1u8; 32]).unwrap();
+        let line = key.public().to_vkey();
+        assert_eq!(&PublicKey::parse_vkey(&line).unwrap(), key.public());
+        let other = SecretKey::from_seed("sios/audit/test", [2u8; 32]).unwrap();
+        let forged = format!(
+            "sios/audit/test+{}+{}",
+            other.public().id_hex(),
+            line.rsplit('+').next().unwrap()
+        );
+        assert!(PublicKey::parse_vkey(&forged).is_err());
+        assert!(PublicKey::parse_vkey("nonsense").is_err());
+    }
+
+    #[test]
+    fn key_files_are_private_and_refuse_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let public = init(dir.path()).unwrap();
+        let secret = dir.path().join(SECRET_FILE);
+        let mode = fs::metadata(&secret).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(SecretKey::load(&secret).unwrap().public(), &public);
+        assert!(matches!(init(dir.path()), Err(KeyError::Exists(_))));
+        let out = dir.path().join("exported.pub");
+        assert_eq!(export_public(dir.path(), &out).unwrap(), public);
+        assert_eq!(read_public(&out).unwrap(), public);
+        fs::set_permissions(&secret, fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            SecretKey::load(&secret),
+            Err(KeyError::Permissions(_))
+        ));
+    }
+
+    /// Cross-implementation check: the `fips204` crate (an independent
+    /// ML-DSA-65) derives the same public key from the same seed, produces
+    /// byte-identical deterministic signatures (rnd = 32 zero bytes), accepts
+    /// ours, and we accept its hedged ones.
+    #[test]
+    fn signatures_match_an_independent_implementation() {
+        use fips204::ml_dsa_65;
+        use fips204::traits::{KeyGen as _, SerDes as _, Signer as _, Verifier as _};
+        for seed in [[0u8; 32], [42u8; 32], *b"sios-oar ml-dsa-65 seed 32 bytes"] {
+            let ours = SecretKey::from_seed("sios/audit/x", seed).unwrap();
+            let (pk, sk) = ml_dsa_65::KG::keygen_from_seed(&seed);
+            assert_eq!(pk.clone().into_bytes().as_slice(), ours.public().bytes());
+            let msg = b"sios/audit/x\n1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n";
+            let sig = ours.sign(msg);
+            let theirs_det = sk.try_sign_with_seed(&[0u8; 32], msg, &[]).unwrap();
+            assert_eq!(
+                sig.as_slice(),
+                theirs_det.as_slice(),
+                "deterministic signatures agree"
+            );
+            let sig_arr: [u8; SIGNATURE_LEN] = sig.as_slice().try_into().unwrap();
+            assert!(pk.verify(msg, &sig_arr, &[]));
+            let hedged = sk.try_sign(msg, &[]).unwrap();
+            assert!(ours.public().verify(msg, &hedged));
+            assert!(
+                !pk.verify(msg, &sig_arr, b"ctx"),
+                "a context changes the message"
+            );
+        }
+    }
+}

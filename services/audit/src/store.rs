@@ -1,0 +1,1779 @@
+//! The log in `audit.redb`: group commit, signing, recovery and reads.
+//!
+//! # Tables
+//! | table | key → value | what |
+//! |---|---|---|
+//! | `records` | seq → canonical CBOR | every record, gapless from 0 |
+//! | `nodes` | `level << 56 \| index` → 32 bytes | every complete subtree of level ≥ 1 (leaves are hashed from `records`) |
+//! | `checkpoints` | tree size → signed note | the checkpoint signed after each batch |
+//! | `keys` | seq of the introducing record → verifier key line | key history, oldest first |
+//! | `policies` | SHA-256 → text | policy texts, content-addressed |
+//! | `subjects` | subject id → 32 bytes | linking keys; a row is deleted by erasure |
+//! | `open_intents` | seq → SHA-256(actor‖0‖action‖0‖resource) | intents still waiting for their outcome |
+//! | `meta` | name → text | `format`, `origin` |
+//!
+//! # Group commit
+//! Every write goes through one writer thread. It takes everything queued
+//! (up to [`MAX_BATCH_RECORDS`]), validates each call, builds the records,
+//! extends the tree and writes the batch in ONE write transaction, committed
+//! with `Durability::Immediate` (on disk when `commit` returns). A signer
+//! thread signs the newest committed tree: when the batch holds an intent it
+//! starts on the batch's tree while the commit runs (the signature is used
+//! only if that very tree is committed), so sign and commit overlap. The
+//! writer never waits for the signer; one signature covers every batch
+//! committed before it started. So each batch costs one commit and at most
+//! one signature; a batch of one is handled the same way.
+//!
+//! Signed checkpoints are stored by the next commit (or after [`IDLE_FLUSH`]
+//! without one). If the process dies first, [`AuditLog::open`] signs the
+//! recovered tree again; ML-DSA signing here is deterministic, so those are
+//! the same bytes.
+//!
+//! # When a write is acknowledged
+//! - a call whose drafts include an intent: once its batch is committed
+//!   durably **and** a checkpoint covering it is signed;
+//! - any other call (outcomes, events): once its batch is committed durably;
+//!   a checkpoint covering it follows within [`IDLE_SIGN`] or with the next
+//!   intent. [`AuditLog::flush`] waits for it.
+
+use crate::checkpoint::{Checkpoint, verify_checkpoint};
+use crate::keys::{self, KeyError, PublicKey, SecretKey};
+use crate::linking;
+use crate::merkle::{self, Frontier, Hash, NodeSource};
+use crate::record::{self, Kind, Record, RecordDecision};
+use redb::{
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
+};
+use sha2::{Digest as _, Sha256};
+use sios_ipc::{
+    AppendReceipt, AuditError, AuditEvent, CheckpointPage, ConsistencyProof, Digest, DraftKind,
+    InclusionProof, PublicKeyInfo, Receipt, RecordDraft, RecordPage, RotationReport,
+    SignedCheckpoint,
+};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+pub const DB_FILE: &str = "audit.redb";
+/// The `meta.format` value of this layout.
+pub const STORE_FORMAT: &str = "sios-oar-store/1";
+/// Most records written in one batch; the rest wait for the next one.
+pub const MAX_BATCH_RECORDS: usize = 16_384;
+/// Most drafts in one `record` call.
+pub const MAX_DRAFTS_PER_CALL: usize = 4096;
+/// Longest policy text.
+pub const MAX_POLICY_TEXT: usize = 1 << 20;
+/// How long a signed checkpoint may wait for a next batch before it is
+/// committed on its own.
+pub const IDLE_FLUSH: Duration = Duration::from_millis(20);
+
+const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
+const NODES: TableDefinition<u64, [u8; 32]> = TableDefinition::new("nodes");
+const CHECKPOINTS: TableDefinition<u64, &str> = TableDefinition::new("checkpoints");
+const KEYS: TableDefinition<u64, &str> = TableDefinition::new("keys");
+const POLICIES: TableDefinition<[u8; 32], &str> = TableDefinition::new("policies");
+const SUBJECTS: TableDefinition<&str, [u8; 32]> = TableDefinition::new("subjects");
+const OPEN_INTENTS: TableDefinition<u64, [u8; 32]> = TableDefinition::new("open_intents");
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+
+fn node_key(level: u8, index: u64) -> u64 {
+    (u64::from(level) << 56) | index
+}
+
+/// Why the log could not be opened. Each message names the file and what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    #[error("{path}: another process has the audit log open; stop the other sios-audit first")]
+    AlreadyOpen { path: PathBuf },
+    #[error(
+        "{path} is damaged and cannot be opened ({reason}). Nothing was changed. Keep the file for \
+         investigation; restore the latest backup, or move the file aside to start a new log (the \
+         old log stays verifiable from its last export)"
+    )]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("{path}: {reason}")]
+    Storage { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(
+        "{key_path} holds key {found}, but the log {db} is signed by key {expected}. Restore the \
+         matching signing.key from backup (a log cannot change keys except by `sios keys rotate`)"
+    )]
+    WrongKey {
+        key_path: PathBuf,
+        db: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error(
+        "{key_path} is missing, but the log {db} already holds {records} records signed by key \
+         {expected}. Restore signing.key from backup; without it the log cannot be continued"
+    )]
+    MissingKey {
+        key_path: PathBuf,
+        db: PathBuf,
+        records: u64,
+        expected: String,
+    },
+}
+
+/// Counters, for tests and benchmarks.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Batches of records written (each: one write transaction, one durable commit).
+    pub batches: AtomicU64,
+    /// Durable commits that carried records.
+    pub record_commits: AtomicU64,
+    /// Every durable commit, including idle checkpoint flushes and control jobs.
+    pub commits: AtomicU64,
+    /// Checkpoints signed and published (a signature computed for a tree
+    /// that was superseded before its commit finished is not counted).
+    pub signatures: AtomicU64,
+    pub records: AtomicU64,
+}
+
+enum Job {
+    Record {
+        drafts: Vec<RecordDraft>,
+        reply: oneshot::Sender<Result<Vec<Receipt>, AuditError>>,
+    },
+    Rotate {
+        requested_by: String,
+        reply: oneshot::Sender<Result<RotationReport, AuditError>>,
+    },
+    Erase {
+        subject: String,
+        reply: oneshot::Sender<Result<bool, AuditError>>,
+    },
+    Shutdown(mpsc::Sender<()>),
+    Flush(oneshot::Sender<()>),
+}
+
+struct Shared {
+    db: RwLock<Database>,
+    path: PathBuf,
+    latest: Mutex<SignedCheckpoint>,
+    /// Checkpoints signed but not yet stored (the next commit stores them).
+    unstored: Mutex<Vec<(u64, String)>>,
+    stats: Stats,
+}
+
+/// A handle to the log. Clones share the same writer.
+#[derive(Clone)]
+pub struct AuditLog {
+    shared: Arc<Shared>,
+    queue: mpsc::Sender<Job>,
+    writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AuditLog({})", self.shared.path.display())
+    }
+}
+
+fn storage(err: impl std::fmt::Display) -> AuditError {
+    AuditError::Storage(err.to_string())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn stopped() -> AuditError {
+    AuditError::Storage("the audit writer has stopped; restart the audit service".into())
+}
+
+/// Reads tree nodes inside one read (or write) transaction.
+struct TxnNodes<'a, R: ReadableTable<u64, &'static [u8]>, N: ReadableTable<u64, [u8; 32]>> {
+    records: &'a R,
+    nodes: &'a N,
+}
+
+impl<R: ReadableTable<u64, &'static [u8]>, N: ReadableTable<u64, [u8; 32]>> NodeSource
+    for TxnNodes<'_, R, N>
+{
+    type Error = AuditError;
+    fn node(&self, level: u8, index: u64) -> Result<Hash, AuditError> {
+        if level == 0 {
+            let bytes = self
+                .records
+                .get(index)
+                .map_err(storage)?
+                .ok_or_else(|| storage(format!("record {index} is missing from the store")))?;
+            Ok(Record::hash_of(bytes.value()))
+        } else {
+            Ok(self
+                .nodes
+                .get(node_key(level, index))
+                .map_err(storage)?
+                .ok_or_else(|| storage(format!("tree node {level}/{index} is missing")))?
+                .value())
+        }
+    }
+}
+
+/// Everything the writer knows about the tree's right edge.
+struct TreeState {
+    frontier: Frontier,
+    last_hash: Hash,
+    last_time: u64,
+}
+
+fn load_tree(txn: &ReadTransaction) -> Result<TreeState, AuditError> {
+    let records = txn.open_table(RECORDS).map_err(storage)?;
+    let nodes = txn.open_table(NODES).map_err(storage)?;
+    let (size, last) = match records.last().map_err(storage)? {
+        Some((k, v)) => (k.value() + 1, Some(v.value().to_vec())),
+        None => (0, None),
+    };
+    let source = TxnNodes {
+        records: &records,
+        nodes: &nodes,
+    };
+    let frontier = Frontier::from_source(size, &source)?;
+    let (last_hash, last_time) = match last {
+        Some(bytes) => {
+            let r = Record::decode(&bytes)
+                .map_err(|e| storage(format!("the last record does not decode: {e}")))?;
+            (Record::hash_of(&bytes), r.time_ms)
+        }
+        None => ([0; 32], 0),
+    };
+    Ok(TreeState {
+        frontier,
+        last_hash,
+        last_time,
+    })
+}
+
+fn intent_tag(actor: &str, action: &str, resource: &str) -> Hash {
+    Sha256::new()
+        .chain_update(actor.as_bytes())
+        .chain_update([0])
+        .chain_update(action.as_bytes())
+        .chain_update([0])
+        .chain_update(resource.as_bytes())
+        .finalize()
+        .into()
+}
+
+fn signed(size: u64, root: Hash, note: String) -> SignedCheckpoint {
+    SignedCheckpoint {
+        size,
+        root: Digest(root),
+        note,
+    }
+}
+
+impl AuditLog {
+    /// Opens (or creates) the log in `data_dir`: `audit.redb` and the key
+    /// files. Creates the key pair and the log's first record if missing;
+    /// finishes an interrupted key rotation; re-signs a checkpoint lost in a
+    /// crash. Starts the writer and signer threads.
+    pub fn open(data_dir: &Path) -> Result<AuditLog, OpenError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| OpenError::Storage {
+            path: data_dir.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let path = data_dir.join(DB_FILE);
+        let db = open_db(&path)?;
+        let fail = |e: &dyn std::fmt::Display| OpenError::Storage {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        let corrupt = |reason: String| OpenError::Corrupt {
+            path: path.clone(),
+            reason,
+        };
+        // Create every table, so readers never find one missing.
+        {
+            let txn = db.begin_write().map_err(|e| fail(&e))?;
+            {
+                txn.open_table(RECORDS).map_err(|e| fail(&e))?;
+                txn.open_table(NODES).map_err(|e| fail(&e))?;
+                txn.open_table(CHECKPOINTS).map_err(|e| fail(&e))?;
+                txn.open_table(KEYS).map_err(|e| fail(&e))?;
+                txn.open_table(POLICIES).map_err(|e| fail(&e))?;
+                txn.open_table(SUBJECTS).map_err(|e| fail(&e))?;
+                txn.open_table(OPEN_INTENTS).map_err(|e| fail(&e))?;
+                let mut meta = txn.open_table(META).map_err(|e| fail(&e))?;
+                let format = meta
+                    .get("format")
+                    .map_err(|e| fail(&e))?
+                    .map(|v| v.value().to_owned());
+                match format.as_deref() {
+                    None => {
+                        meta.insert("format", STORE_FORMAT).map_err(|e| fail(&e))?;
+                    }
+                    Some(STORE_FORMAT) => {}
+                    Some(other) => {
+                        return Err(corrupt(format!(
+                            "store format `{other}` is not `{STORE_FORMAT}`; this sios-audit cannot read it"
+                        )));
+                    }
+                }
+            }
+            txn.commit().map_err(|e| fail(&e))?;
+        }
+        let read = db.begin_read().map_err(|e| fail(&e))?;
+        let tree = load_tree(&read).map_err(|e| corrupt(e.to_string()))?;
+        let size = tree.frontier.size();
+        let key_history = read_keys(&read).map_err(|e| corrupt(e.to_string()))?;
+        let last_stored = {
+            let table = read.open_table(CHECKPOINTS).map_err(|e| fail(&e))?;
+            table
+                .last()
+                .map_err(|e| fail(&e))?
+                .map(|(k, v)| (k.value(), v.value().to_owned()))
+        };
+        drop(read);
+
+        let secret_path = data_dir.join(keys::SECRET_FILE);
+        let next_path = data_dir.join(keys::NEXT_SECRET_FILE);
+        let key = if size == 0 {
+            // A new log: adopt the key made by `sios keys init`, or make one.
+            let key = if secret_path.exists() {
+                SecretKey::load(&secret_path)?
+            } else {
+                let key = SecretKey::generate(&keys::fresh_name()?)?;
+                key.store(&secret_path)?;
+                key
+            };
+            keys::write_public(&data_dir.join(keys::PUBLIC_FILE), key.public())?;
+            let _ = std::fs::remove_file(&next_path);
+            key
+        } else {
+            let (_, current) = key_history
+                .last()
+                .ok_or_else(|| corrupt("the log has records but no key history".into()))?;
+            recover_key(data_dir, &path, size, current)?
+        };
+        let origin = key.public().name().to_owned();
+        let shared = Arc::new(Shared {
+            db: RwLock::new(db),
+            path: path.clone(),
+            latest: Mutex::new(signed(0, merkle::empty_root(), String::new())),
+            unstored: Mutex::new(Vec::new()),
+            stats: Stats::default(),
+        });
+        let mut writer = Writer {
+            shared: shared.clone(),
+            tree,
+            origin: origin.clone(),
+            key: Arc::new(key),
+            data_dir: data_dir.to_owned(),
+            subjects: HashMap::new(),
+            scrub_pending: false,
+            signer: Signer::start(shared.clone(), origin.clone()).map_err(|e| fail(&e))?,
+        };
+        if size == 0 {
+            writer.genesis().map_err(|e| fail(&e))?;
+        } else {
+            // The latest checkpoint must match the stored tree; if the last
+            // batch's checkpoint was lost in a crash, sign it again.
+            let root = writer.tree.frontier.root();
+            match last_stored {
+                Some((stored_size, note)) if stored_size == size => {
+                    let keys_in_force = writer.required_keys_for(size, &key_history);
+                    let refs: Vec<&PublicKey> = keys_in_force.iter().collect();
+                    let cp = verify_checkpoint(&note, &refs).map_err(|e| {
+                        corrupt(format!(
+                            "the latest checkpoint (size {size}) does not verify: {e}"
+                        ))
+                    })?;
+                    if cp.root != root {
+                        return Err(corrupt(format!(
+                            "the stored tree does not match the latest signed checkpoint (size {size})"
+                        )));
+                    }
+                    *shared.latest.lock().expect("latest lock") = signed(size, root, note);
+                }
+                Some((stored_size, _)) if stored_size > size => {
+                    return Err(corrupt(format!(
+                        "a checkpoint of size {stored_size} is stored but only {size} records are"
+                    )));
+                }
+                _ => {
+                    let note = writer.sign_now(size, root, &[writer.key.clone()]);
+                    writer
+                        .persist_checkpoint(size, &note)
+                        .map_err(|e| fail(&e))?;
+                    *shared.latest.lock().expect("latest lock") = signed(size, root, note);
+                    tracing::info!(size, "re-signed the checkpoint lost in the last crash");
+                }
+            }
+        }
+        let (queue, jobs) = mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(jobs))
+            .map_err(|e| fail(&e))?;
+        Ok(AuditLog {
+            shared,
+            queue,
+            writer: Arc::new(Mutex::new(Some(handle))),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// Appends records; see the module doc for when this resolves. All
+    /// drafts of one call are validated first: one invalid draft and none
+    /// is written.
+    pub async fn record(&self, drafts: Vec<RecordDraft>) -> Result<Vec<Receipt>, AuditError> {
+        if drafts.len() > MAX_DRAFTS_PER_CALL {
+            return Err(AuditError::TooLarge(format!(
+                "{} drafts in one call; at most {MAX_DRAFTS_PER_CALL}",
+                drafts.len()
+            )));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Job::Record { drafts, reply })
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Legacy entry point: each event becomes a `kind = event` record.
+    /// Durable on return.
+    pub async fn append_events(
+        &self,
+        events: Vec<AuditEvent>,
+    ) -> Result<AppendReceipt, AuditError> {
+        let count = events.len() as u64;
+        let drafts = events
+            .into_iter()
+            .map(|e| {
+                let mut d = RecordDraft::new(e.actor, e.action, e.resource, DraftKind::Event);
+                d.detail = e.detail;
+                d
+            })
+            .collect();
+        let receipts = self.record(drafts).await?;
+        Ok(AppendReceipt {
+            first_seq: receipts.first().map_or(0, |r| r.seq),
+            count,
+        })
+    }
+
+    /// Replaces the signing key (OAR.md §6.3). Durable on return.
+    pub async fn rotate_key(&self, requested_by: String) -> Result<RotationReport, AuditError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Job::Rotate {
+                requested_by,
+                reply,
+            })
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Deletes the subject's linking key, commits durably and compacts the
+    /// file, so that the key's bytes are gone from `audit.redb`.
+    pub async fn erase_subject_key(&self, subject: String) -> Result<bool, AuditError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Job::Erase { subject, reply })
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Resolves once everything queued before it is committed and its
+    /// checkpoint signed: then [`AuditLog::checkpoint`] covers every record
+    /// acknowledged so far.
+    pub async fn flush(&self) -> Result<(), AuditError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.send(Job::Flush(reply)).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())
+    }
+
+    /// Stops the writer after everything queued, stores the last checkpoint
+    /// and closes the file.
+    pub fn close(self) {
+        let (done, wait) = mpsc::channel();
+        if self.queue.send(Job::Shutdown(done)).is_ok() {
+            let _ = wait.recv();
+        }
+        if let Some(handle) = self.writer.lock().expect("writer lock").take() {
+            let _ = handle.join();
+        }
+    }
+
+    fn begin_read(&self) -> Result<ReadTransaction, AuditError> {
+        self.shared
+            .db
+            .read()
+            .map_err(|_| storage("the database lock is poisoned"))?
+            .begin_read()
+            .map_err(storage)
+    }
+
+    /// The latest signed checkpoint (possibly not yet stored; see module doc).
+    pub fn checkpoint(&self) -> SignedCheckpoint {
+        self.shared.latest.lock().expect("latest lock").clone()
+    }
+
+    /// Up to `max` records from `from_seq`, at most `max_bytes` of record
+    /// bytes (at least one record if any).
+    pub fn read(
+        &self,
+        from_seq: u64,
+        max: u64,
+        max_bytes: usize,
+    ) -> Result<RecordPage, AuditError> {
+        let txn = self.begin_read()?;
+        let table = txn.open_table(RECORDS).map_err(storage)?;
+        let tree_size = table
+            .last()
+            .map_err(storage)?
+            .map_or(0, |(k, _)| k.value() + 1);
+        let mut records = Vec::new();
+        let mut bytes = 0usize;
+        for entry in table.range(from_seq..).map_err(storage)? {
+            let (_, v) = entry.map_err(storage)?;
+            let value = v.value();
+            if records.len() as u64 >= max
+                || (!records.is_empty() && bytes + value.len() > max_bytes)
+            {
+                break;
+            }
+            bytes += value.len();
+            records.push(serde_bytes::ByteBuf::from(value.to_vec()));
+        }
+        Ok(RecordPage { records, tree_size })
+    }
+
+    /// The last `n` records, oldest first.
+    pub fn tail(&self, n: u64, max_bytes: usize) -> Result<RecordPage, AuditError> {
+        let size = self.size()?;
+        self.read(size.saturating_sub(n), n, max_bytes)
+    }
+
+    /// Records committed so far.
+    pub fn size(&self) -> Result<u64, AuditError> {
+        let txn = self.begin_read()?;
+        let table = txn.open_table(RECORDS).map_err(storage)?;
+        Ok(table
+            .last()
+            .map_err(storage)?
+            .map_or(0, |(k, _)| k.value() + 1))
+    }
+
+    /// Stored checkpoints with size > `after_size`, up to `max` and `max_bytes`.
+    pub fn checkpoints(
+        &self,
+        after_size: u64,
+        max: u64,
+        max_bytes: usize,
+    ) -> Result<CheckpointPage, AuditError> {
+        let txn = self.begin_read()?;
+        let table = txn.open_table(CHECKPOINTS).map_err(storage)?;
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for entry in table
+            .range(after_size.saturating_add(1)..)
+            .map_err(storage)?
+        {
+            let (k, v) = entry.map_err(storage)?;
+            let note = v.value();
+            if out.len() as u64 >= max || (!out.is_empty() && bytes + note.len() > max_bytes) {
+                break;
+            }
+            bytes += note.len();
+            let cp = crate::checkpoint::open_note(note)
+                .ok()
+                .and_then(|(body, _)| Checkpoint::parse_body(body).ok())
+                .ok_or_else(|| storage(format!("stored checkpoint {} is malformed", k.value())))?;
+            out.push(signed(cp.size, cp.root, note.to_owned()));
+        }
+        // The latest checkpoint may not be stored yet.
+        let latest = self.checkpoint();
+        let covered = out.last().map_or(after_size, |c| c.size);
+        if latest.size > covered && (out.len() as u64) < max {
+            out.push(latest);
+        }
+        Ok(CheckpointPage { checkpoints: out })
+    }
+
+    /// RFC 9162 inclusion proof of `seq` in the tree of `tree_size`
+    /// (default: the latest checkpoint's size).
+    pub fn prove_inclusion(
+        &self,
+        seq: u64,
+        tree_size: Option<u64>,
+    ) -> Result<InclusionProof, AuditError> {
+        let size = tree_size.unwrap_or_else(|| self.checkpoint().size);
+        let txn = self.begin_read()?;
+        let records = txn.open_table(RECORDS).map_err(storage)?;
+        let nodes = txn.open_table(NODES).map_err(storage)?;
+        let have = records
+            .last()
+            .map_err(storage)?
+            .map_or(0, |(k, _)| k.value() + 1);
+        if size == 0 || size > have {
+            return Err(AuditError::BadTreeSize {
+                requested: size,
+                size: have,
+            });
+        }
+        if seq >= size {
+            return Err(AuditError::NoSuchRecord { seq, size });
+        }
+        let source = TxnNodes {
+            records: &records,
+            nodes: &nodes,
+        };
+        let leaf = source.node(0, seq)?;
+        let path = merkle::prove_inclusion(&source, seq, size).map_err(|e| match e {
+            merkle::ProofRequestError::Source(e) => e,
+            other => storage(other),
+        })?;
+        Ok(InclusionProof {
+            seq,
+            tree_size: size,
+            leaf_hash: Digest(leaf),
+            path: path.into_iter().map(Digest).collect(),
+        })
+    }
+
+    /// RFC 9162 consistency proof from `old_size` to `new_size`.
+    pub fn prove_consistency(
+        &self,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<ConsistencyProof, AuditError> {
+        let txn = self.begin_read()?;
+        let records = txn.open_table(RECORDS).map_err(storage)?;
+        let nodes = txn.open_table(NODES).map_err(storage)?;
+        let have = records
+            .last()
+            .map_err(storage)?
+            .map_or(0, |(k, _)| k.value() + 1);
+        if new_size > have || new_size == 0 {
+            return Err(AuditError::BadTreeSize {
+                requested: new_size,
+                size: have,
+            });
+        }
+        if old_size == 0 || old_size > new_size {
+            return Err(AuditError::BadTreeSize {
+                requested: old_size,
+                size: new_size,
+            });
+        }
+        let source = TxnNodes {
+            records: &records,
+            nodes: &nodes,
+        };
+        let path = merkle::prove_consistency(&source, old_size, new_size).map_err(|e| match e {
+            merkle::ProofRequestError::Source(e) => e,
+            other => storage(other),
+        })?;
+        Ok(ConsistencyProof {
+            old_size,
+            new_size,
+            path: path.into_iter().map(Digest).collect(),
+        })
+    }
+
+    /// The root of the tree of `size` records, computed from the store.
+    pub fn root_at(&self, size: u64) -> Result<Hash, AuditError> {
+        let txn = self.begin_read()?;
+        let records = txn.open_table(RECORDS).map_err(storage)?;
+        let nodes = txn.open_table(NODES).map_err(storage)?;
+        merkle::root_of(
+            &TxnNodes {
+                records: &records,
+                nodes: &nodes,
+            },
+            size,
+        )
+    }
+
+    /// Every key the log has had, oldest first.
+    pub fn public_keys(&self) -> Result<Vec<PublicKeyInfo>, AuditError> {
+        let txn = self.begin_read()?;
+        Ok(read_keys(&txn)?
+            .into_iter()
+            .map(|(seq, key)| PublicKeyInfo {
+                introduced_at_seq: seq,
+                vkey: key.to_vkey(),
+            })
+            .collect())
+    }
+
+    pub fn policy_text(&self, hash: Digest) -> Result<String, AuditError> {
+        let txn = self.begin_read()?;
+        let table = txn.open_table(POLICIES).map_err(storage)?;
+        table
+            .get(hash.0)
+            .map_err(storage)?
+            .map(|v| v.value().to_owned())
+            .ok_or(AuditError::NoSuchPolicy(hash))
+    }
+
+    /// Whether a linking key is stored for `subject` (for tests and tools).
+    pub fn has_subject_key(&self, subject: &str) -> Result<bool, AuditError> {
+        let txn = self.begin_read()?;
+        let table = txn.open_table(SUBJECTS).map_err(storage)?;
+        Ok(table.get(subject).map_err(storage)?.is_some())
+    }
+
+    /// The subject's linking key, if any (for tests: the erasure test looks
+    /// for these bytes in the file).
+    pub fn subject_key_for_tests(&self, subject: &str) -> Result<Option<[u8; 32]>, AuditError> {
+        let txn = self.begin_read()?;
+        let table = txn.open_table(SUBJECTS).map_err(storage)?;
+        Ok(table.get(subject).map_err(storage)?.map(|v| v.value()))
+    }
+}
+
+fn read_keys(txn: &ReadTransaction) -> Result<Vec<(u64, PublicKey)>, AuditError> {
+    let table = txn.open_table(KEYS).map_err(storage)?;
+    let mut out = Vec::new();
+    for entry in table.iter().map_err(storage)? {
+        let (k, v) = entry.map_err(storage)?;
+        let key = PublicKey::parse_vkey(v.value())
+            .map_err(|e| storage(format!("stored key {} is malformed: {e}", k.value())))?;
+        out.push((k.value(), key));
+    }
+    Ok(out)
+}
+
+fn open_db(path: &Path) -> Result<Database, OpenError> {
+    let p = path.to_owned();
+    // redb may panic on a file it did not write; report that as damage.
+    let result = std::panic::catch_unwind(move || Database::builder().create(&p));
+    match result {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => Err(OpenError::AlreadyOpen {
+            path: path.to_owned(),
+        }),
+        Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))))
+            if !matches!(
+                e.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            Err(OpenError::Storage {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })
+        }
+        Ok(Err(e)) => Err(OpenError::Corrupt {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        }),
+        Err(panic) => Err(OpenError::Corrupt {
+            path: path.to_owned(),
+            reason: panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "the storage engine panicked while reading it".into()),
+        }),
+    }
+}
+
+/// Loads the signing key of a non-empty log, finishing a rotation that
+/// committed but did not get to replace the key file.
+fn recover_key(
+    data_dir: &Path,
+    db: &Path,
+    records: u64,
+    current: &PublicKey,
+) -> Result<SecretKey, OpenError> {
+    let secret_path = data_dir.join(keys::SECRET_FILE);
+    let next_path = data_dir.join(keys::NEXT_SECRET_FILE);
+    if next_path.exists() {
+        let next = SecretKey::load(&next_path)?;
+        if next.public() == current {
+            std::fs::rename(&next_path, &secret_path).map_err(|e| OpenError::Storage {
+                path: secret_path.clone(),
+                reason: e.to_string(),
+            })?;
+            keys::sync_parent(&secret_path)?;
+            keys::write_public(&data_dir.join(keys::PUBLIC_FILE), current)?;
+            tracing::info!(key = %current.id_hex(), "finished an interrupted key rotation");
+            return Ok(next);
+        }
+        // A rotation that never committed: its key was never used.
+        let _ = std::fs::remove_file(&next_path);
+    }
+    if !secret_path.exists() {
+        return Err(OpenError::MissingKey {
+            key_path: secret_path,
+            db: db.to_owned(),
+            records,
+            expected: current.id_hex(),
+        });
+    }
+    let key = SecretKey::load(&secret_path)?;
+    if key.public() != current {
+        return Err(OpenError::WrongKey {
+            key_path: secret_path,
+            db: db.to_owned(),
+            found: key.public().id_hex(),
+            expected: current.id_hex(),
+        });
+    }
+    Ok(key)
+}
+
+/// An intent call waiting for the checkpoint that covers its records.
+struct Waiter {
+    reply: oneshot::Sender<Result<Vec<Receipt>, AuditError>>,
+    receipts: Vec<Receipt>,
+}
+
+/// What the signer thread works from; guarded by `Signer::state`.
+#[derive(Default)]
+struct SignerState {
+    /// The latest committed tree not yet signed, the key to sign it with,
+    /// and when the oldest unsigned commit happened.
+    target: Option<(u64, Hash, Arc<SecretKey>, Instant)>,
+    /// Intent calls whose records are in `target`.
+    waiters: Vec<Waiter>,
+    /// A tree being committed right now, to sign while the commit runs.
+    tentative: Option<(u64, Hash, Arc<SecretKey>)>,
+    /// The signature of the last tentative tree: used if that very tree
+    /// (same size and root, hence same body) is committed.
+    presigned: Option<(u64, Hash, String)>,
+    /// Sign now even without waiters (flush, rotation, shutdown).
+    urgent: bool,
+    /// True while a signature is being computed.
+    busy: bool,
+    stop: bool,
+}
+
+/// The signer thread. It signs the latest committed tree whenever an intent
+/// waits for it (or, with only outcomes and events committed, after
+/// [`IDLE_SIGN`]); one signature covers every batch committed before it
+/// started. The writer never waits for it, so commits and signatures overlap.
+struct Signer {
+    state: Arc<(Mutex<SignerState>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How long committed records may stay without a signed checkpoint when no
+/// intent waits for one.
+pub const IDLE_SIGN: Duration = Duration::from_millis(20);
+
+impl Signer {
+    fn start(shared: Arc<Shared>, origin: String) -> std::io::Result<Signer> {
+        let state: Arc<(Mutex<SignerState>, std::sync::Condvar)> = Arc::default();
+        let st = state.clone();
+        let thread = std::thread::Builder::new()
+            .name("audit-signer".into())
+            .spawn(move || signer_loop(&st, &shared, &origin))?;
+        Ok(Signer {
+            state,
+            thread: Some(thread),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SignerState> {
+        self.state.0.lock().expect("signer lock")
+    }
+
+    /// A batch with intents is about to be committed: start signing its tree
+    /// now, so that signature and commit overlap. Only a tree that is then
+    /// committed gets published (see `signer_loop`).
+    fn presign(&self, size: u64, root: Hash, key: Arc<SecretKey>) {
+        let mut st = self.lock();
+        if !st.busy {
+            st.tentative = Some((size, root, key));
+            drop(st);
+            self.state.1.notify_all();
+        }
+    }
+
+    /// A batch of `size` records with `root` is committed.
+    fn committed(&self, size: u64, root: Hash, key: Arc<SecretKey>, waiters: Vec<Waiter>) {
+        let mut st = self.lock();
+        let since = st.target.as_ref().map_or_else(Instant::now, |t| t.3);
+        st.target = Some((size, root, key, since));
+        st.waiters.extend(waiters);
+        drop(st);
+        self.state.1.notify_all();
+    }
+
+    /// Signs whatever is committed and unsigned, and waits until done.
+    fn drain(&self) {
+        let mut st = self.lock();
+        st.urgent = true;
+        self.state.1.notify_all();
+        while st.target.is_some() || st.busy {
+            st = self.state.1.wait(st).expect("signer lock");
+        }
+        st.urgent = false;
+    }
+
+    /// Signs what is pending, then ends the thread (which lets go of the database).
+    fn stop(&mut self) {
+        self.drain();
+        self.lock().stop = true;
+        self.state.1.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn signer_loop(state: &(Mutex<SignerState>, std::sync::Condvar), shared: &Shared, origin: &str) {
+    let (lock, cv) = state;
+    let mut st = lock.lock().expect("signer lock");
+    loop {
+        if st.stop {
+            return;
+        }
+        let due = match &st.target {
+            None => None,
+            Some(_) if st.urgent || !st.waiters.is_empty() => Some(Duration::ZERO),
+            Some(t) => Some(IDLE_SIGN.saturating_sub(t.3.elapsed())),
+        };
+        if due != Some(Duration::ZERO)
+            && let Some((size, root, key)) = st.tentative.take()
+        {
+            st.busy = true;
+            drop(st);
+            let body = Checkpoint {
+                origin: origin.to_owned(),
+                size,
+                root,
+            };
+            let note = body.sign(&[key.as_ref()]);
+            st = lock.lock().expect("signer lock");
+            st.presigned = Some((size, root, note));
+            st.busy = false;
+            cv.notify_all();
+            continue;
+        }
+        match due {
+            None => {
+                st = cv.wait(st).expect("signer lock");
+                continue;
+            }
+            Some(wait) if !wait.is_zero() => {
+                st = cv.wait_timeout(st, wait).expect("signer lock").0;
+                continue;
+            }
+            Some(_) => {}
+        }
+        let (size, root, key, _) = st.target.take().expect("target checked above");
+        let waiters = std::mem::take(&mut st.waiters);
+        let presigned = st.presigned.take().filter(|p| p.0 == size && p.1 == root);
+        if st.tentative.as_ref().is_some_and(|t| t.0 <= size) {
+            st.tentative = None;
+        }
+        st.busy = true;
+        drop(st);
+        let note = match presigned {
+            // The same body, already signed while the batch was committing.
+            Some((_, _, note)) => note,
+            None => Checkpoint {
+                origin: origin.to_owned(),
+                size,
+                root,
+            }
+            .sign(&[key.as_ref()]),
+        };
+        shared.stats.signatures.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut latest = shared.latest.lock().expect("latest lock");
+            if size > latest.size {
+                *latest = signed(size, root, note.clone());
+            }
+        }
+        shared
+            .unstored
+            .lock()
+            .expect("unstored lock")
+            .push((size, note));
+        for mut w in waiters {
+            for r in &mut w.receipts {
+                r.checkpoint_size = Some(size);
+            }
+            let _ = w.reply.send(Ok(w.receipts));
+        }
+        st = lock.lock().expect("signer lock");
+        st.busy = false;
+        cv.notify_all();
+    }
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    tree: TreeState,
+    origin: String,
+    key: Arc<SecretKey>,
+    data_dir: PathBuf,
+    /// Linking keys seen so far (a cache of the `subjects` table).
+    subjects: HashMap<String, [u8; 32]>,
+    /// An erasure's scrub failed and must be redone.
+    scrub_pending: bool,
+    signer: Signer,
+}
+
+/// One queued `record` call: its drafts and where to answer.
+type Call = (Vec<RecordDraft>, Reply);
+type Reply = oneshot::Sender<Result<Vec<Receipt>, AuditError>>;
+
+/// One `record` call, validated and turned into records.
+struct Prepared {
+    reply: oneshot::Sender<Result<Vec<Receipt>, AuditError>>,
+    receipts: Vec<Receipt>,
+    has_intent: bool,
+}
+
+impl Writer {
+    fn db(&self) -> std::sync::RwLockReadGuard<'_, Database> {
+        self.shared.db.read().expect("database lock")
+    }
+
+    fn begin_write(&self) -> Result<WriteTransaction, AuditError> {
+        let mut txn = self.db().begin_write().map_err(storage)?;
+        txn.set_durability(Durability::Immediate).map_err(storage)?;
+        Ok(txn)
+    }
+
+    fn commit(&self, txn: WriteTransaction) -> Result<(), AuditError> {
+        txn.commit().map_err(storage)?;
+        self.shared.stats.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn sign_now(&self, size: u64, root: Hash, keys: &[Arc<SecretKey>]) -> String {
+        self.shared.stats.signatures.fetch_add(1, Ordering::Relaxed);
+        let cp = Checkpoint {
+            origin: self.origin.clone(),
+            size,
+            root,
+        };
+        let refs: Vec<&SecretKey> = keys.iter().map(|k| k.as_ref()).collect();
+        cp.sign(&refs)
+    }
+
+    /// The keys whose signatures a checkpoint of `size` needs (OAR.md §6.3).
+    fn required_keys_for(&self, size: u64, history: &[(u64, PublicKey)]) -> Vec<PublicKey> {
+        let mut in_force = &history[0].1;
+        for (i, (seq, key)) in history.iter().enumerate().skip(1) {
+            if seq + 1 < size {
+                in_force = key;
+            } else if seq + 1 == size {
+                return vec![history[i - 1].1.clone(), key.clone()];
+            }
+        }
+        vec![in_force.clone()]
+    }
+
+    fn persist_checkpoint(&self, size: u64, note: &str) -> Result<(), AuditError> {
+        let txn = self.begin_write()?;
+        txn.open_table(CHECKPOINTS)
+            .map_err(storage)?
+            .insert(size, note)
+            .map_err(storage)?;
+        self.commit(txn)
+    }
+
+    /// Writes record 0 (`log.init`, naming the key) and its checkpoint.
+    fn genesis(&mut self) -> Result<(), AuditError> {
+        let record = Record {
+            seq: 0,
+            time_ms: now_ms(),
+            kind: Kind::Event,
+            actor: "sios-audit".into(),
+            action: record::ACTION_LOG_INIT.into(),
+            resource: self.origin.clone(),
+            prev: [0; 32],
+            decision: None,
+            subject: None,
+            inputs: vec![],
+            outputs: vec![],
+            brain: None,
+            policy: None,
+            public_key: Some(self.key.public().bytes().to_vec()),
+            detail: format!("log created; signing key {}", self.key.public().id_hex()),
+        };
+        let txn = self.begin_write()?;
+        let bytes = record.encode();
+        {
+            let mut records = txn.open_table(RECORDS).map_err(storage)?;
+            records.insert(0, bytes.as_slice()).map_err(storage)?;
+            let mut keys_t = txn.open_table(KEYS).map_err(storage)?;
+            keys_t
+                .insert(0, self.key.public().to_vkey().as_str())
+                .map_err(storage)?;
+            let mut meta = txn.open_table(META).map_err(storage)?;
+            meta.insert("origin", self.origin.as_str())
+                .map_err(storage)?;
+        }
+        let leaf = Record::hash_of(&bytes);
+        self.tree.frontier.push(leaf, |_, _, _| {});
+        self.tree.last_hash = leaf;
+        self.tree.last_time = record.time_ms;
+        let root = self.tree.frontier.root();
+        let note = self.sign_now(1, root, std::slice::from_ref(&self.key));
+        txn.open_table(CHECKPOINTS)
+            .map_err(storage)?
+            .insert(1, note.as_str())
+            .map_err(storage)?;
+        self.commit(txn)?;
+        *self.shared.latest.lock().expect("latest lock") = signed(1, root, note);
+        tracing::info!(origin = %self.origin, key = %self.key.public().id_hex(), "new audit log created");
+        Ok(())
+    }
+
+    fn run(mut self, jobs: mpsc::Receiver<Job>) {
+        let mut carry: Option<Job> = None;
+        loop {
+            let first = match carry.take() {
+                Some(job) => job,
+                None => match jobs.recv_timeout(IDLE_FLUSH) {
+                    Ok(job) => job,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.store_unstored();
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                },
+            };
+            let mut batch = Vec::new();
+            let mut records = 0usize;
+            let mut control = None;
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Record { drafts, reply } => {
+                        records += drafts.len();
+                        batch.push((drafts, reply));
+                    }
+                    other => {
+                        control = Some(other);
+                        break;
+                    }
+                }
+                if records >= MAX_BATCH_RECORDS {
+                    break;
+                }
+                next = jobs.try_recv().ok();
+            }
+            if !batch.is_empty() {
+                self.write_batch(batch);
+            }
+            match control {
+                Some(Job::Shutdown(done)) => {
+                    self.signer.stop();
+                    self.store_unstored();
+                    let _ = done.send(());
+                    return;
+                }
+                Some(Job::Rotate {
+                    requested_by,
+                    reply,
+                }) => {
+                    let result = self.rotate(&requested_by);
+                    if result.is_err() {
+                        self.reload();
+                    }
+                    let _ = reply.send(result);
+                }
+                Some(Job::Erase { subject, reply }) => {
+                    let _ = reply.send(self.erase(&subject));
+                }
+                Some(Job::Flush(reply)) => {
+                    self.signer.drain();
+                    let _ = reply.send(());
+                }
+                Some(job @ Job::Record { .. }) => carry = Some(job),
+                None => {}
+            }
+        }
+        self.signer.stop();
+        self.store_unstored();
+    }
+
+    /// Stores the checkpoints signed since the last commit, in a commit of
+    /// their own (used when no batch comes to carry them).
+    fn store_unstored(&mut self) {
+        let notes = std::mem::take(&mut *self.shared.unstored.lock().expect("unstored lock"));
+        if notes.is_empty() {
+            return;
+        }
+        let result = self.begin_write().and_then(|txn| {
+            {
+                let mut t = txn.open_table(CHECKPOINTS).map_err(storage)?;
+                for (size, note) in &notes {
+                    t.insert(*size, note.as_str()).map_err(storage)?;
+                }
+            }
+            self.commit(txn)
+        });
+        if let Err(err) = result {
+            // Not lost: the next open re-signs the latest identically.
+            tracing::warn!(error = %err, "could not store the latest checkpoints yet");
+            let mut unstored = self.shared.unstored.lock().expect("unstored lock");
+            let newer = std::mem::take(&mut *unstored);
+            *unstored = notes;
+            unstored.extend(newer);
+        }
+    }
+
+    /// Re-reads the tree state after a failed commit.
+    fn reload(&mut self) {
+        self.subjects.clear();
+        let loaded = self
+            .db()
+            .begin_read()
+            .map_err(storage)
+            .and_then(|t| load_tree(&t));
+        match loaded {
+            Ok(tree) => self.tree = tree,
+            Err(err) => {
+                tracing::error!(error = %err, "could not reload the tree after a failed write")
+            }
+        }
+    }
+
+    fn linking_key(
+        &mut self,
+        subjects: &mut redb::Table<'_, &'static str, [u8; 32]>,
+        subject: &str,
+    ) -> Result<[u8; 32], AuditError> {
+        if let Some(k) = self.subjects.get(subject) {
+            return Ok(*k);
+        }
+        let stored = subjects.get(subject).map_err(storage)?.map(|v| v.value());
+        let key = match stored {
+            Some(v) => v,
+            None => {
+                let k = linking::fresh_key().map_err(|e| storage(format!("random: {e}")))?;
+                subjects.insert(subject, k).map_err(storage)?;
+                k
+            }
+        };
+        self.subjects.insert(subject.to_owned(), key);
+        Ok(key)
+    }
+
+    fn write_batch(&mut self, batch: Vec<Call>) {
+        let mut txn = match self.begin_write() {
+            Ok(t) => t,
+            Err(err) => {
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(err.clone()));
+                }
+                return;
+            }
+        };
+        let start_size = self.tree.frontier.size();
+        let prepared = match self.fill(&mut txn, batch) {
+            Ok(p) => p,
+            Err((err, replies)) => {
+                drop(txn);
+                for reply in replies {
+                    let _ = reply.send(Err(err.clone()));
+                }
+                self.reload();
+                return;
+            }
+        };
+        let size = self.tree.frontier.size();
+        if size == start_size {
+            // Every call in the batch was refused: nothing to commit.
+            drop(txn);
+            for p in prepared {
+                let _ = p.reply.send(Ok(p.receipts));
+            }
+            return;
+        }
+        // Checkpoints signed since the last commit ride along.
+        let notes = std::mem::take(&mut *self.shared.unstored.lock().expect("unstored lock"));
+        if !notes.is_empty() {
+            let stored = txn
+                .open_table(CHECKPOINTS)
+                .map_err(storage)
+                .and_then(|mut t| {
+                    for (size, note) in &notes {
+                        t.insert(*size, note.as_str()).map_err(storage)?;
+                    }
+                    Ok(())
+                });
+            if let Err(err) = stored {
+                tracing::warn!(error = %err, "could not queue the signed checkpoints");
+            }
+        }
+        if prepared.iter().any(|p| p.has_intent) {
+            self.signer
+                .presign(size, self.tree.frontier.root(), self.key.clone());
+        }
+        if let Err(err) = self.commit(txn) {
+            for p in prepared {
+                let _ = p.reply.send(Err(err.clone()));
+            }
+            self.shared
+                .unstored
+                .lock()
+                .expect("unstored lock")
+                .extend(notes);
+            self.reload();
+            return;
+        }
+        let root = self.tree.frontier.root();
+        let stats = &self.shared.stats;
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.record_commits.fetch_add(1, Ordering::Relaxed);
+        stats
+            .records
+            .fetch_add(size - start_size, Ordering::Relaxed);
+        // Durable: answer the calls that wait only for durability; hand the
+        // intents to the signer.
+        let mut waiters = Vec::new();
+        for p in prepared {
+            if p.has_intent {
+                waiters.push(Waiter {
+                    reply: p.reply,
+                    receipts: p.receipts,
+                });
+            } else {
+                let _ = p.reply.send(Ok(p.receipts));
+            }
+        }
+        self.signer.committed(size, root, self.key.clone(), waiters);
+    }
+
+    /// Validates each call and writes its records into `txn`. A call with an
+    /// invalid draft is answered with the error and writes nothing. A storage
+    /// error fails the whole batch (returned with every reply not yet sent).
+    fn fill(
+        &mut self,
+        txn: &mut WriteTransaction,
+        batch: Vec<Call>,
+    ) -> Result<Vec<Prepared>, (AuditError, Vec<Reply>)> {
+        let mut records = txn.open_table(RECORDS).map_err(|e| (storage(e), vec![]))?;
+        let mut nodes = txn.open_table(NODES).map_err(|e| (storage(e), vec![]))?;
+        let mut subjects = txn.open_table(SUBJECTS).map_err(|e| (storage(e), vec![]))?;
+        let mut policies = txn.open_table(POLICIES).map_err(|e| (storage(e), vec![]))?;
+        let mut open = txn
+            .open_table(OPEN_INTENTS)
+            .map_err(|e| (storage(e), vec![]))?;
+        let mut out: Vec<Prepared> = Vec::with_capacity(batch.len());
+        let mut iter = batch.into_iter();
+        while let Some((drafts, reply)) = iter.next() {
+            let base = self.tree.frontier.size();
+            match check_call(&drafts, base, &open) {
+                Ok(()) => {}
+                Err(AuditError::Storage(e)) => {
+                    let mut replies: Vec<_> = out.into_iter().map(|p| p.reply).collect();
+                    replies.push(reply);
+                    replies.extend(iter.map(|(_, r)| r));
+                    return Err((AuditError::Storage(e), replies));
+                }
+                Err(refusal) => {
+                    let _ = reply.send(Err(refusal));
+                    continue;
+                }
+            }
+            let mut receipts = Vec::with_capacity(drafts.len());
+            let mut has_intent = false;
+            let applied: Result<(), AuditError> = (|| {
+                for draft in drafts {
+                    has_intent |= draft.kind == DraftKind::Intent;
+                    let r = self.build(draft, &mut subjects, &mut policies)?;
+                    let bytes = r.encode();
+                    let leaf = Record::hash_of(&bytes);
+                    match &r.kind {
+                        Kind::Intent => {
+                            open.insert(r.seq, intent_tag(&r.actor, &r.action, &r.resource))
+                                .map_err(storage)?;
+                        }
+                        Kind::Outcome { intent_seq, .. } => {
+                            open.remove(*intent_seq).map_err(storage)?;
+                        }
+                        Kind::Event => {}
+                    }
+                    records.insert(r.seq, bytes.as_slice()).map_err(storage)?;
+                    let mut node_err = None;
+                    self.tree.frontier.push(leaf, |level, index, hash| {
+                        if let Err(e) = nodes.insert(node_key(level, index), *hash) {
+                            node_err = Some(storage(e));
+                        }
+                    });
+                    if let Some(e) = node_err {
+                        return Err(e);
+                    }
+                    self.tree.last_hash = leaf;
+                    self.tree.last_time = r.time_ms;
+                    receipts.push(Receipt {
+                        seq: r.seq,
+                        record_hash: Digest(leaf),
+                        checkpoint_size: None,
+                    });
+                }
+                Ok(())
+            })();
+            if let Err(err) = applied {
+                let mut replies: Vec<_> = out.into_iter().map(|p| p.reply).collect();
+                replies.push(reply);
+                replies.extend(iter.map(|(_, r)| r));
+                return Err((err, replies));
+            }
+            out.push(Prepared {
+                reply,
+                receipts,
+                has_intent,
+            });
+        }
+        Ok(out)
+    }
+
+    fn build(
+        &mut self,
+        draft: RecordDraft,
+        subjects: &mut redb::Table<'_, &'static str, [u8; 32]>,
+        policies: &mut redb::Table<'_, [u8; 32], &'static str>,
+    ) -> Result<Record, AuditError> {
+        let seq = self.tree.frontier.size();
+        let (subject, inputs, outputs) = match &draft.subject {
+            Some(s) => {
+                let k = self.linking_key(subjects, s)?;
+                (
+                    Some(linking::subject_ref(&k)),
+                    draft
+                        .input_digests
+                        .iter()
+                        .map(|d| linking::keyed(&k, &d.0))
+                        .collect(),
+                    draft
+                        .output_digests
+                        .iter()
+                        .map(|d| linking::keyed(&k, &d.0))
+                        .collect(),
+                )
+            }
+            None => (None, vec![], vec![]),
+        };
+        let policy = match &draft.policy_text {
+            Some(text) => {
+                let h: Hash = Sha256::digest(text.as_bytes()).into();
+                if policies.get(h).map_err(storage)?.is_none() {
+                    policies.insert(h, text.as_str()).map_err(storage)?;
+                }
+                Some(h)
+            }
+            None => None,
+        };
+        let kind = match draft.kind {
+            DraftKind::Event => Kind::Event,
+            DraftKind::Intent => Kind::Intent,
+            DraftKind::Outcome { intent_seq, result } => Kind::Outcome { intent_seq, result },
+        };
+        let time_ms = now_ms().max(self.tree.last_time);
+        Ok(Record {
+            seq,
+            time_ms,
+            kind,
+            actor: draft.actor,
+            action: draft.action,
+            resource: draft.resource,
+            prev: self.tree.last_hash,
+            decision: draft.decision.map(|d| {
+                let mut ids = d.policy_ids;
+                ids.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+                ids.dedup();
+                RecordDecision {
+                    effect: d.effect,
+                    policy_hash: d.policy_hash.0,
+                    policy_ids: ids,
+                }
+            }),
+            subject,
+            inputs,
+            outputs,
+            brain: draft.brain.map(|b| (b.id, b.model_sha256.0)),
+            policy,
+            public_key: None,
+            detail: draft.detail,
+        })
+    }
+
+    /// OAR.md §6.3: a `key.rotate` record in a batch of its own, whose
+    /// checkpoint both keys sign, in one durable commit; then the key files.
+    fn rotate(&mut self, requested_by: &str) -> Result<RotationReport, AuditError> {
+        // Everything before the rotation is signed by the old key first.
+        self.signer.drain();
+        self.store_unstored();
+        if requested_by.is_empty() || requested_by.len() > record::MAX_NAME {
+            return Err(AuditError::InvalidDraft {
+                index: 0,
+                reason: "requested_by must be 1..512 bytes".into(),
+            });
+        }
+        let key_err = |e: KeyError| AuditError::Key(e.to_string());
+        let next_path = self.data_dir.join(keys::NEXT_SECRET_FILE);
+        let _ = std::fs::remove_file(&next_path);
+        let next = Arc::new(SecretKey::generate(&self.origin).map_err(key_err)?);
+        next.store(&next_path).map_err(key_err)?;
+        let old = self.key.clone();
+        let seq = self.tree.frontier.size();
+        let record = Record {
+            seq,
+            time_ms: now_ms().max(self.tree.last_time),
+            kind: Kind::Event,
+            actor: requested_by.to_owned(),
+            action: record::ACTION_KEY_ROTATE.into(),
+            resource: format!("key:{}", next.public().id_hex()),
+            prev: self.tree.last_hash,
+            decision: None,
+            subject: None,
+            inputs: vec![],
+            outputs: vec![],
+            brain: None,
+            policy: None,
+            public_key: Some(next.public().bytes().to_vec()),
+            detail: format!("replaces key {}", old.public().id_hex()),
+        };
+        let bytes = record.encode();
+        let leaf = Record::hash_of(&bytes);
+        let mut frontier = self.tree.frontier.clone();
+        let mut new_nodes = Vec::new();
+        frontier.push(leaf, |l, i, h| new_nodes.push((node_key(l, i), *h)));
+        let size = frontier.size();
+        let root = frontier.root();
+        let note = self.sign_now(size, root, &[old.clone(), next.clone()]);
+        let txn = self.begin_write()?;
+        {
+            let mut records = txn.open_table(RECORDS).map_err(storage)?;
+            records.insert(seq, bytes.as_slice()).map_err(storage)?;
+            let mut nodes = txn.open_table(NODES).map_err(storage)?;
+            for (k, h) in new_nodes {
+                nodes.insert(k, h).map_err(storage)?;
+            }
+            let mut keys_t = txn.open_table(KEYS).map_err(storage)?;
+            keys_t
+                .insert(seq, next.public().to_vkey().as_str())
+                .map_err(storage)?;
+            let mut cps = txn.open_table(CHECKPOINTS).map_err(storage)?;
+            cps.insert(size, note.as_str()).map_err(storage)?;
+        }
+        self.commit(txn)?;
+        self.tree.frontier = frontier;
+        self.tree.last_hash = leaf;
+        self.tree.last_time = record.time_ms;
+        self.shared.stats.records.fetch_add(1, Ordering::Relaxed);
+        // Committed: the log now names the new key. Replace the key files.
+        let secret_path = self.data_dir.join(keys::SECRET_FILE);
+        std::fs::rename(&next_path, &secret_path)
+            .map_err(|e| AuditError::Key(format!("{}: {e}", secret_path.display())))?;
+        keys::sync_parent(&secret_path).map_err(key_err)?;
+        keys::write_public(&self.data_dir.join(keys::PUBLIC_FILE), next.public())
+            .map_err(key_err)?;
+        self.key = next;
+        let checkpoint = signed(size, root, note);
+        *self.shared.latest.lock().expect("latest lock") = checkpoint.clone();
+        tracing::info!(old = %old.public().id_hex(), new = %self.key.public().id_hex(), seq, "signing key rotated");
+        Ok(RotationReport {
+            seq,
+            old_key_id: old.public().id_hex(),
+            new_key_id: self.key.public().id_hex(),
+            checkpoint,
+        })
+    }
+
+    /// Deletes the linking key, then compacts the file and overwrites its
+    /// free pages so that the key's bytes do not survive in it.
+    fn erase(&mut self, subject: &str) -> Result<bool, AuditError> {
+        self.subjects.remove(subject);
+        let txn = self.begin_write()?;
+        let existed = {
+            let mut table = txn.open_table(SUBJECTS).map_err(storage)?;
+            table.remove(subject).map_err(storage)?.is_some()
+        };
+        self.commit(txn)?;
+        if existed || self.scrub_pending {
+            // Erased for good already; the scrub removes the stale bytes.
+            // If it fails, the next erase call (of any subject) retries it.
+            self.scrub_pending = true;
+            self.scrub().map_err(|e| {
+                storage(format!(
+                    "the key is deleted, but its bytes may remain in the file until a scrub \
+                     succeeds; call erase again to retry ({e})"
+                ))
+            })?;
+            self.scrub_pending = false;
+            tracing::info!("a subject linking key was erased");
+        }
+        Ok(existed)
+    }
+
+    /// Makes freed pages unreadable: redb does not zero a page it frees, so
+    /// fill every free page with fresh bytes (a scratch table), drop it, and
+    /// compact, which also truncates the file.
+    fn scrub(&mut self) -> Result<(), AuditError> {
+        const SCRATCH: TableDefinition<u64, &[u8]> = TableDefinition::new("scrub-scratch");
+        // Two empty commits let redb release the pages freed by the deletion.
+        for _ in 0..2 {
+            let txn = self.begin_write()?;
+            self.commit(txn)?;
+        }
+        let free_bytes = {
+            let txn = self.begin_write()?;
+            let stats = txn.stats().map_err(storage)?;
+            drop(txn);
+            stats.fragmented_bytes()
+        };
+        let chunk = vec![0u8; 2048];
+        let txn = self.begin_write()?;
+        {
+            let mut t = txn.open_table(SCRATCH).map_err(storage)?;
+            let n = free_bytes / 2048 + 64;
+            for i in 0..n {
+                t.insert(i, chunk.as_slice()).map_err(storage)?;
+            }
+        }
+        self.commit(txn)?;
+        let txn = self.begin_write()?;
+        txn.delete_table(SCRATCH).map_err(storage)?;
+        self.commit(txn)?;
+        for _ in 0..2 {
+            let txn = self.begin_write()?;
+            self.commit(txn)?;
+        }
+        // Compaction needs the database to itself: wait for readers to finish.
+        for attempt in 0.. {
+            let mut db = self.shared.db.write().expect("database lock");
+            match db.compact() {
+                Ok(_) => return Ok(()),
+                Err(redb::CompactionError::TransactionInProgress) if attempt < 200 => {
+                    drop(db);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(storage(format!("compaction after erasure failed: {e}"))),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks one call's drafts against the rules of OAR.md §3.3 and §4 that a
+/// record must meet to keep the log verifiable. `base` is the first seq the
+/// call would get.
+fn check_call(
+    drafts: &[RecordDraft],
+    base: u64,
+    open: &redb::Table<'_, u64, [u8; 32]>,
+) -> Result<(), AuditError> {
+    let mut opened: HashMap<u64, Hash> = HashMap::new();
+    let mut closed: HashSet<u64> = HashSet::new();
+    for (index, d) in drafts.iter().enumerate() {
+        let refuse = |reason: String| AuditError::InvalidDraft { index, reason };
+        for (name, v) in [
+            ("actor", &d.actor),
+            ("action", &d.action),
+            ("resource", &d.resource),
+        ] {
+            if v.is_empty() || v.len() > record::MAX_NAME {
+                return Err(refuse(format!(
+                    "{name} must be 1..{} bytes",
+                    record::MAX_NAME
+                )));
+            }
+        }
+        if d.action == record::ACTION_LOG_INIT || d.action == record::ACTION_KEY_ROTATE {
+            return Err(refuse(format!(
+                "action `{}` is reserved for the audit service",
+                d.action
+            )));
+        }
+        if d.detail.len() > record::MAX_DETAIL {
+            return Err(refuse(format!(
+                "detail is longer than {} bytes",
+                record::MAX_DETAIL
+            )));
+        }
+        if d.input_digests.len() > record::MAX_LIST || d.output_digests.len() > record::MAX_LIST {
+            return Err(refuse(format!("more than {} digests", record::MAX_LIST)));
+        }
+        if (!d.input_digests.is_empty() || !d.output_digests.is_empty()) && d.subject.is_none() {
+            return Err(refuse(
+                "input/output digests need a subject to key them".into(),
+            ));
+        }
+        if let Some(s) = &d.subject
+            && (s.is_empty() || s.len() > record::MAX_NAME)
+        {
+            return Err(refuse("subject must be 1..512 bytes".into()));
+        }
+        if let Some(dec) = &d.decision
+            && (dec.policy_ids.len() > record::MAX_LIST
+                || dec
+                    .policy_ids
+                    .iter()
+                    .any(|id| id.is_empty() || id.len() > record::MAX_NAME))
+        {
+            return Err(refuse(
+                "policy ids must be 1..512 bytes, at most 1024 of them".into(),
+            ));
+        }
+        if let Some(b) = &d.brain
+            && (b.id.is_empty() || b.id.len() > record::MAX_NAME)
+        {
+            return Err(refuse("brain id must be 1..512 bytes".into()));
+        }
+        if let Some(t) = &d.policy_text
+            && t.len() > MAX_POLICY_TEXT
+        {
+            return Err(refuse(format!(
+                "policy text is longer than {MAX_POLICY_TEXT} bytes"
+            )));
+        }
+        let seq = base + index as u64;
+        match &d.kind {
+            DraftKind::Intent => {
+                opened.insert(seq, intent_tag(&d.actor, &d.action, &d.resource));
+            }
+            DraftKind::Outcome { intent_seq, result } => {
+                if let sios_ipc::ActionResult::Error(m) = result
+                    && (m.is_empty() || m.len() > record::MAX_DETAIL)
+                {
+                    return Err(refuse("an error message must be 1..4096 bytes".into()));
+                }
+                let tag = if closed.contains(intent_seq) {
+                    None
+                } else if let Some(t) = opened.get(intent_seq) {
+                    Some(*t)
+                } else {
+                    open.get(*intent_seq).map_err(storage)?.map(|v| v.value())
+                };
+                let Some(tag) = tag else {
+                    return Err(refuse(format!(
+                        "intent {intent_seq} is not open: no such intent, or it already has its outcome"
+                    )));
+                };
+                if tag != intent_tag(&d.actor, &d.action, &d.resource) {
+                    return Err(refuse(format!(
+                        "an outcome must repeat its intent's actor, action and resource (intent {intent_seq} differs)"
+                    )));
+                }
+                closed.insert(*intent_seq);
+            }
+            DraftKind::Event => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,230 @@
+//! The CLI's `sios audit` / `sios keys` module (cli/src/audit_cmd.rs),
+//! compiled here against this crate and driven over an in-process log, so
+//! that it is tested where the library it wraps is.
+
+#[path = "../../../cli/src/audit_cmd.rs"]
+#[allow(dead_code)]
+mod audit_cmd;
+
+use audit_cmd::{AuditCliError, AuditCommand, AuditSource, KeysCommand, run_audit, run_keys};
+use sios_audit::AuditLog;
+use sios_audit::keys;
+use sios_ipc::{
+    ActionResult, AuditError, CheckpointPage, ConsistencyProof, Digest, DraftKind, InclusionProof,
+    PublicKeyInfo, RecordDraft, RecordPage, RotationReport, SignedCheckpoint,
+};
+
+/// What the CLI will implement over the kernel client, here over the log.
+struct Local(AuditLog);
+
+impl AuditSource for Local {
+    async fn tail(&self, n: u64) -> Result<RecordPage, AuditError> {
+        self.0.tail(n, 1 << 20)
+    }
+    async fn read(&self, from_seq: u64, max: u64) -> Result<RecordPage, AuditError> {
+        self.0.read(from_seq, max, 1 << 20)
+    }
+    async fn checkpoint(&self) -> Result<SignedCheckpoint, AuditError> {
+        Ok(self.0.checkpoint())
+    }
+    async fn checkpoints(&self, after: u64, max: u64) -> Result<CheckpointPage, AuditError> {
+        self.0.checkpoints(after, max, 1 << 20)
+    }
+    async fn prove_inclusion(
+        &self,
+        seq: u64,
+        size: Option<u64>,
+    ) -> Result<InclusionProof, AuditError> {
+        self.0.prove_inclusion(seq, size)
+    }
+    async fn prove_consistency(&self, old: u64, new: u64) -> Result<ConsistencyProof, AuditError> {
+        self.0.prove_consistency(old, new)
+    }
+    async fn public_keys(&self) -> Result<Vec<PublicKeyInfo>, AuditError> {
+        self.0.public_keys()
+    }
+    async fn policy_text(&self, hash: Digest) -> Result<String, AuditError> {
+        self.0.policy_text(hash)
+    }
+    async fn rotate_key(&self) -> Result<RotationReport, AuditError> {
+        self.0.rotate_key("operator:uid:0".into()).await
+    }
+}
+
+async fn populated(dir: &std::path::Path) -> Local {
+    let log = AuditLog::open(&dir.join("audit")).unwrap();
+    for i in 0..5u64 {
+        let r = log
+            .record(vec![RecordDraft::new(
+                "uid:1000",
+                "invoke",
+                format!("brain:b{i}"),
+                DraftKind::Intent,
+            )])
+            .await
+            .unwrap();
+        log.record(vec![RecordDraft::new(
+            "uid:1000",
+            "invoke",
+            format!("brain:b{i}"),
+            DraftKind::Outcome {
+                intent_seq: r[0].seq,
+                result: ActionResult::Ok,
+            },
+        )])
+        .await
+        .unwrap();
+        log.flush().await.unwrap();
+    }
+    Local(log)
+}
+
+#[tokio::test]
+async fn export_verify_prove_and_keys_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = populated(dir.path()).await;
+    let pubkey = dir.path().join("operator.pub");
+    run_keys(
+        KeysCommand::ExportPublic {
+            file: pubkey.clone(),
+        },
+        &dir.path().join("audit"),
+        Some(&src),
+    )
+    .await
+    .unwrap();
+    run_audit(AuditCommand::Tail { n: 3, json: true }, Some(&src))
+        .await
+        .unwrap();
+    let bundle = dir.path().join("log.bundle");
+    run_audit(
+        AuditCommand::Export {
+            file: bundle.clone(),
+        },
+        Some(&src),
+    )
+    .await
+    .unwrap();
+    // Offline: no source at all.
+    run_audit::<Local>(
+        AuditCommand::Verify {
+            bundle: Some(bundle.clone()),
+            pubkey: pubkey.clone(),
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    // The live log, verified through the source.
+    run_audit(
+        AuditCommand::Verify {
+            bundle: None,
+            pubkey: pubkey.clone(),
+        },
+        Some(&src),
+    )
+    .await
+    .unwrap();
+    // A damaged bundle: exit 1, the first bad record named.
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let at = bytes.windows(8).rposition(|w| w == b"brain:b2").unwrap();
+    bytes[at + 7] = b'9';
+    let bad = dir.path().join("bad.bundle");
+    std::fs::write(&bad, bytes).unwrap();
+    let err = run_audit::<Local>(
+        AuditCommand::Verify {
+            bundle: Some(bad),
+            pubkey: pubkey.clone(),
+        },
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.exit_code(), 1, "{err}");
+    assert!(err.to_string().contains("record"), "{err}");
+    // Unreadable inputs are usage errors.
+    let err = run_audit::<Local>(
+        AuditCommand::Verify {
+            bundle: Some(dir.path().join("missing")),
+            pubkey: pubkey.clone(),
+        },
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.exit_code(), 2, "{err}");
+    // Commands that need the appliance say so.
+    let err = run_audit::<Local>(AuditCommand::Tail { n: 1, json: false }, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuditCliError::NotRunning));
+    // prove -> verify-proof, and a consistency proof.
+    let proof = dir.path().join("proof.json");
+    run_audit(
+        AuditCommand::Prove {
+            seq: 3,
+            tree_size: None,
+            output: Some(proof.clone()),
+        },
+        Some(&src),
+    )
+    .await
+    .unwrap();
+    run_audit::<Local>(
+        AuditCommand::VerifyProof {
+            proof: proof.clone(),
+            pubkey: pubkey.clone(),
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let text = std::fs::read_to_string(&proof)
+        .unwrap()
+        .replacen("\"seq\": 3", "\"seq\": 4", 1);
+    std::fs::write(&proof, text).unwrap();
+    let err = run_audit::<Local>(
+        AuditCommand::VerifyProof {
+            proof,
+            pubkey: pubkey.clone(),
+        },
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.exit_code(), 1, "{err}");
+    let cons = dir.path().join("consistency.json");
+    let size = src.0.checkpoint().size;
+    run_audit(
+        AuditCommand::Consistency {
+            old: 3,
+            new: size,
+            output: Some(cons.clone()),
+        },
+        Some(&src),
+    )
+    .await
+    .unwrap();
+    run_audit::<Local>(
+        AuditCommand::VerifyProof {
+            proof: cons,
+            pubkey: pubkey.clone(),
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    // keys: rotate through the source; init refuses an existing key.
+    run_keys(KeysCommand::Rotate, &dir.path().join("audit"), Some(&src))
+        .await
+        .unwrap();
+    let err = run_keys(KeysCommand::Init, &dir.path().join("audit"), Some(&src))
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 1);
+    let fresh = dir.path().join("fresh");
+    run_keys::<Local>(KeysCommand::Init, &fresh, None)
+        .await
+        .unwrap();
+    assert!(fresh.join(keys::SECRET_FILE).exists());
+}

@@ -1,0 +1,668 @@
+//! The log end to end, in process: group commit, the write rules, recovery
+//! on reopen, export and offline verification, tamper detection, key
+//! rotation, subject-key erasure, proofs.
+//!
+//! Modules, one concern each:
+//! - `group_commit`: 64 concurrent appenders, gapless, one commit and one signature per batch.
+//! - `rules`: what the service refuses so that the log always verifies.
+//! - `recovery`: reopen continues the chain and the tree.
+//! - `tamper`: each kind of damage is caught and the first bad record named.
+//! - `rotation`: the verifier follows key rotations.
+//! - `erasure`: erasing a subject key leaves the log verifying and the key gone from the file.
+//! - `proofs`: inclusion and consistency proofs from the store, checked offline.
+
+use sios_audit::AuditLog;
+use sios_audit::keys::{self, PublicKey};
+use sios_audit::record::Record;
+use sios_audit::verify::{VerifyFailure, verify_bundle};
+use sios_ipc::{ActionResult, Decision, Digest, DraftKind, Effect, RecordDraft};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+fn intent(actor: &str, resource: &str) -> RecordDraft {
+    let mut d = RecordDraft::new(actor, "invoke", resource, DraftKind::Intent);
+    d.decision = Some(Decision {
+        effect: Effect::Allow,
+        policy_hash: Digest([7; 32]),
+        policy_ids: vec!["p2".into(), "p1".into()],
+    });
+    d.subject = Some(actor.to_owned());
+    d.input_digests = vec![Digest([1; 32])];
+    d
+}
+
+fn outcome(actor: &str, resource: &str, intent_seq: u64, result: ActionResult) -> RecordDraft {
+    let mut d = RecordDraft::new(
+        actor,
+        "invoke",
+        resource,
+        DraftKind::Outcome { intent_seq, result },
+    );
+    d.subject = Some(actor.to_owned());
+    d.output_digests = vec![Digest([2; 32])];
+    d
+}
+
+fn event(i: u64) -> RecordDraft {
+    let mut d = RecordDraft::new(
+        "kernel",
+        "process.exited",
+        format!("process:b{i}"),
+        DraftKind::Event,
+    );
+    d.detail = format!("exit {i}");
+    d
+}
+
+/// Exports the log to a bundle and exports the current public key.
+async fn export(log: &AuditLog, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let bundle = dir.join(format!("{name}.bundle"));
+    let _ = std::fs::remove_file(&bundle);
+    log.flush().await.unwrap();
+    sios_audit::export::write_bundle(log, &bundle)
+        .await
+        .unwrap();
+    (bundle, dir.join("data").join(keys::PUBLIC_FILE))
+}
+
+fn first_key(data: &Path) -> PublicKey {
+    keys::read_public(&data.join(keys::PUBLIC_FILE)).unwrap()
+}
+
+/// Writes `n` invoke actions (intent + outcome each) sequentially.
+async fn actions(log: &AuditLog, n: u64) {
+    for i in 0..n {
+        let r = log
+            .record(vec![intent("uid:1000", &format!("brain:b{}", i % 3))])
+            .await
+            .unwrap();
+        log.record(vec![outcome(
+            "uid:1000",
+            &format!("brain:b{}", i % 3),
+            r[0].seq,
+            if i % 4 == 3 {
+                ActionResult::Error("boom".into())
+            } else {
+                ActionResult::Ok
+            },
+        )])
+        .await
+        .unwrap();
+    }
+}
+
+mod group_commit {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sixty_four_appenders_get_gapless_seqs_one_commit_per_batch_and_at_most_one_signature()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let log = AuditLog::open(&data).unwrap();
+        let commits_before = log.stats().commits.load(Ordering::Relaxed);
+        let signatures_before = log.stats().signatures.load(Ordering::Relaxed);
+        let tasks: Vec<_> = (0..64u64)
+            .map(|t| {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut seqs = Vec::new();
+                    for round in 0..20u64 {
+                        let drafts: Vec<_> = (0..3)
+                            .map(|k| intent(&format!("uid:{t}"), &format!("brain:{round}-{k}")))
+                            .collect();
+                        let receipts = log.record(drafts).await.unwrap();
+                        // One call's records are consecutive, and an intent's
+                        // reply comes with the signed checkpoint covering it.
+                        assert!(receipts.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+                        assert!(receipts.iter().all(|r| r.checkpoint_size.unwrap() > r.seq));
+                        seqs.extend(receipts.iter().map(|r| r.seq));
+                    }
+                    seqs
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all.sort_unstable();
+        // Record 0 is log.init; the 64 × 20 × 3 appended follow without gaps.
+        assert_eq!(all, (1..=64 * 20 * 3).collect::<Vec<u64>>());
+        let stats = log.stats();
+        let batches = stats.batches.load(Ordering::Relaxed);
+        assert_eq!(
+            stats.record_commits.load(Ordering::Relaxed),
+            batches,
+            "one commit per batch"
+        );
+        // A signature covers every batch committed before it started:
+        // never more signatures than batches.
+        let signatures = stats.signatures.load(Ordering::Relaxed) - signatures_before;
+        assert!(
+            (1..=batches).contains(&signatures),
+            "{signatures} signatures for {batches} batches"
+        );
+        assert!(
+            batches <= 64 * 20,
+            "calls were grouped: {batches} batches for 1280 calls"
+        );
+        let commits = stats.commits.load(Ordering::Relaxed) - commits_before;
+        assert!(commits >= batches);
+        // A batch of one is correct too.
+        let one = log.record(vec![event(99)]).await.unwrap();
+        assert_eq!(one[0].seq, 64 * 20 * 3 + 1);
+        // An event is answered once durable; its checkpoint follows.
+        log.flush().await.unwrap();
+        assert!(log.checkpoint().size > one[0].seq);
+        let (bundle, key) = export(&log, dir.path(), "all").await;
+        let report = verify_bundle(&bundle, &key).unwrap();
+        assert_eq!(report.records, 64 * 20 * 3 + 2);
+        println!("{batches} batches, {signatures} signatures; {report}");
+    }
+}
+
+mod rules {
+    use super::*;
+
+    #[tokio::test]
+    async fn outcomes_must_close_an_open_intent_of_the_same_action() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&dir.path().join("data")).unwrap();
+        let r = log.record(vec![intent("uid:1", "brain:a")]).await.unwrap();
+        let seq = r[0].seq;
+        // Unknown intent, an event's seq, another actor: refused, nothing written.
+        for bad in [
+            outcome("uid:1", "brain:a", 99, ActionResult::Ok),
+            outcome("uid:1", "brain:a", 0, ActionResult::Ok),
+            outcome("uid:2", "brain:a", seq, ActionResult::Ok),
+            outcome("uid:1", "brain:b", seq, ActionResult::Ok),
+        ] {
+            assert!(log.record(vec![bad]).await.is_err());
+        }
+        // An invalid draft anywhere in a call refuses the whole call.
+        let before = log.size().unwrap();
+        assert!(
+            log.record(vec![
+                event(1),
+                RecordDraft::new("", "x", "y", DraftKind::Event)
+            ])
+            .await
+            .is_err()
+        );
+        assert_eq!(log.size().unwrap(), before);
+        // Digests without a subject, reserved actions.
+        let mut no_subject = event(2);
+        no_subject.input_digests = vec![Digest([0; 32])];
+        assert!(log.record(vec![no_subject]).await.is_err());
+        assert!(
+            log.record(vec![RecordDraft::new(
+                "x",
+                "key.rotate",
+                "y",
+                DraftKind::Event
+            )])
+            .await
+            .is_err()
+        );
+        // The right outcome, once.
+        log.record(vec![outcome("uid:1", "brain:a", seq, ActionResult::Denied)])
+            .await
+            .unwrap();
+        assert!(
+            log.record(vec![outcome("uid:1", "brain:a", seq, ActionResult::Ok)])
+                .await
+                .is_err()
+        );
+        // Intent and outcome in one call.
+        let base = log.size().unwrap();
+        log.record(vec![
+            intent("uid:3", "brain:c"),
+            outcome("uid:3", "brain:c", base, ActionResult::ProcessDied),
+        ])
+        .await
+        .unwrap();
+        let (bundle, key) = export(&log, dir.path(), "rules").await;
+        let report = verify_bundle(&bundle, &key).unwrap();
+        assert_eq!(
+            (report.intents, report.outcomes, report.open_intents),
+            (2, 2, 0)
+        );
+    }
+
+    #[tokio::test]
+    async fn records_hold_keyed_hashes_never_bare_digests() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&dir.path().join("data")).unwrap();
+        let digest = Digest([0xd1; 32]);
+        let mut d = intent("uid:5", "brain:a");
+        d.input_digests = vec![digest];
+        let r = log.record(vec![d]).await.unwrap();
+        let page = log.read(r[0].seq, 1, 1 << 20).unwrap();
+        let bytes = &page.records[0];
+        assert!(
+            !bytes.windows(32).any(|w| w == digest.0),
+            "the bare digest is not stored"
+        );
+        let record = Record::decode(bytes).unwrap();
+        let key = log.subject_key_for_tests("uid:5").unwrap().unwrap();
+        assert_eq!(
+            record.inputs,
+            vec![sios_audit::linking::keyed(&key, &digest.0)]
+        );
+        assert_eq!(record.subject, Some(sios_audit::linking::subject_ref(&key)));
+        assert_eq!(
+            record.decision.unwrap().policy_ids,
+            vec!["p1", "p2"],
+            "sorted"
+        );
+    }
+
+    #[tokio::test]
+    async fn policy_texts_are_stored_content_addressed_and_exported() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&dir.path().join("data")).unwrap();
+        let text = "permit(principal, action, resource);";
+        let mut d = RecordDraft::new(
+            "operator:uid:0",
+            "policy.activate",
+            "policy:default",
+            DraftKind::Event,
+        );
+        d.policy_text = Some(text.into());
+        log.record(vec![d]).await.unwrap();
+        use sha2::Digest as _;
+        let hash = Digest(sha2::Sha256::digest(text.as_bytes()).into());
+        assert_eq!(log.policy_text(hash).unwrap(), text);
+        let (bundle, key) = export(&log, dir.path(), "policy").await;
+        assert_eq!(verify_bundle(&bundle, &key).unwrap().policies, 1);
+    }
+}
+
+mod recovery {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reopen_continues_the_same_chain_and_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let log = AuditLog::open(&data).unwrap();
+        actions(&log, 10).await;
+        log.flush().await.unwrap();
+        let before = log.checkpoint();
+        log.close();
+        let log = AuditLog::open(&data).unwrap();
+        assert!(
+            log.checkpoint() == before,
+            "the same signed checkpoint after reopen"
+        );
+        actions(&log, 5).await;
+        log.flush().await.unwrap();
+        let after = log.checkpoint();
+        let proof = log.prove_consistency(before.size, after.size).unwrap();
+        let path: Vec<_> = proof.path.iter().map(|d| d.0).collect();
+        sios_audit::proof::verify_consistency(
+            before.size,
+            after.size,
+            &path,
+            &before.root.0,
+            &after.root.0,
+        )
+        .unwrap();
+        let (bundle, key) = export(&log, dir.path(), "reopened").await;
+        assert_eq!(verify_bundle(&bundle, &key).unwrap().records, 1 + 30);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_file_gives_a_clear_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("audit.redb"), vec![0x5a; 64 * 1024]).unwrap();
+        let err = AuditLog::open(&data).unwrap_err().to_string();
+        assert!(err.contains("audit.redb"), "{err}");
+        assert!(err.contains("damaged") || err.contains("restore"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_foreign_key_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let log = AuditLog::open(&data).unwrap();
+        log.close();
+        let secret = data.join(keys::SECRET_FILE);
+        let saved = std::fs::read(&secret).unwrap();
+        std::fs::remove_file(&secret).unwrap();
+        let err = AuditLog::open(&data).unwrap_err().to_string();
+        assert!(
+            err.contains("signing.key") && err.contains("Restore"),
+            "{err}"
+        );
+        keys::SecretKey::generate("sios/audit/other")
+            .unwrap()
+            .store(&secret)
+            .unwrap();
+        let err = AuditLog::open(&data).unwrap_err().to_string();
+        assert!(err.contains("is signed by key"), "{err}");
+        std::fs::remove_file(&secret).unwrap();
+        std::fs::write(&secret, saved).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        AuditLog::open(&data).unwrap();
+    }
+}
+
+mod tamper {
+    use super::*;
+    use sios_audit::bundle::{BundleReader, BundleWriter, Item};
+
+    /// A log of 12 actions, each call its own batch and (flushed) checkpoint,
+    /// so checkpoint k has size k + 1.
+    async fn fixture() -> (tempfile::TempDir, Vec<Item>, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&dir.path().join("data")).unwrap();
+        for i in 0..12u64 {
+            let resource = format!("brain:b{}", i % 3);
+            let r = log
+                .record(vec![intent("uid:1000", &resource)])
+                .await
+                .unwrap();
+            log.flush().await.unwrap();
+            log.record(vec![outcome(
+                "uid:1000",
+                &resource,
+                r[0].seq,
+                ActionResult::Ok,
+            )])
+            .await
+            .unwrap();
+            log.flush().await.unwrap();
+        }
+        let (bundle, key) = export(&log, dir.path(), "good").await;
+        verify_bundle(&bundle, &key).unwrap();
+        let mut r = BundleReader::new(std::fs::File::open(&bundle).unwrap()).unwrap();
+        let mut items = Vec::new();
+        while let Some(i) = r.next_item().unwrap() {
+            items.push(i);
+        }
+        (dir, items, key)
+    }
+
+    fn write(items: &[Item], path: &Path) {
+        let mut w = BundleWriter::new(std::fs::File::create(path).unwrap()).unwrap();
+        for i in items {
+            match i {
+                Item::Key(k) => w.key(k).unwrap(),
+                Item::Record(r) => w.record(r).unwrap(),
+                Item::Policy(p) => w.policy(p).unwrap(),
+                Item::Checkpoint(c) => w.checkpoint(c).unwrap(),
+                Item::End { .. } => {}
+            }
+        }
+        w.finish().unwrap();
+    }
+
+    fn record_index(items: &[Item], seq: u64) -> usize {
+        items
+            .iter()
+            .position(|i| matches!(i, Item::Record(b) if Record::decode(b).unwrap().seq == seq))
+            .unwrap()
+    }
+
+    fn checkpoint_index(items: &[Item], nth: usize) -> usize {
+        items
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| matches!(i, Item::Checkpoint(_)))
+            .nth(nth)
+            .unwrap()
+            .0
+    }
+
+    fn failure(items: &[Item], dir: &Path, key: &Path) -> (Option<u64>, String) {
+        let path = dir.join("tampered.bundle");
+        write(items, &path);
+        match verify_bundle(&path, key) {
+            Ok(r) => panic!("tampered bundle verified: {r}"),
+            Err(f) => (f.seq(), f.to_string()),
+        }
+    }
+
+    #[tokio::test]
+    async fn flipping_a_byte_in_a_record_names_it() {
+        let (dir, items, key) = fixture().await;
+        for seq in [1u64, 5, 10, 24] {
+            let mut t = items.clone();
+            let i = record_index(&t, seq);
+            if let Item::Record(b) = &mut t[i] {
+                // A byte inside the actor text: still canonical CBOR, different content.
+                let at = b.windows(8).position(|w| w == b"uid:1000").unwrap() + 5;
+                b[at] ^= 0x01;
+            }
+            let (got, why) = failure(&t, dir.path(), &key);
+            assert_eq!(got, Some(seq), "{why}");
+            // Record 10 is an outcome: its changed actor no longer matches its intent's.
+            assert!(
+                why.contains("altered") || why.contains("does not repeat"),
+                "{why}"
+            );
+        }
+        // A byte that breaks the encoding itself.
+        let mut t = items.clone();
+        let i = record_index(&t, 3);
+        if let Item::Record(b) = &mut t[i] {
+            b[0] = 0xbf; // an indefinite-length map
+        }
+        let (got, why) = failure(&t, dir.path(), &key);
+        assert_eq!(got, Some(3), "{why}");
+        assert!(why.contains("canonical"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn flipping_a_byte_in_a_checkpoint_or_its_signature_is_caught() {
+        let (dir, items, key) = fixture().await;
+        // Checkpoint k covers records up to k (batches of one).
+        let nth = 6;
+        let i = checkpoint_index(&items, nth);
+        let Item::Checkpoint(note) = &items[i] else {
+            unreachable!()
+        };
+        let body_end = note.find("\n\n").unwrap();
+        // In the root line of the body.
+        let mut t = items.clone();
+        let mut bytes = note.clone().into_bytes();
+        bytes[body_end - 3] = if bytes[body_end - 3] == b'A' {
+            b'B'
+        } else {
+            b'A'
+        };
+        t[i] = Item::Checkpoint(String::from_utf8(bytes).unwrap());
+        let (got, why) = failure(&t, dir.path(), &key);
+        assert_eq!(got, Some(nth as u64), "{why}");
+        // In the signature.
+        let mut t = items.clone();
+        let mut bytes = note.clone().into_bytes();
+        let at = bytes.len() - 100;
+        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+        t[i] = Item::Checkpoint(String::from_utf8(bytes).unwrap());
+        let (got, why) = failure(&t, dir.path(), &key);
+        assert_eq!(got, Some(nth as u64), "{why}");
+        assert!(why.contains("signature") || why.contains("signed"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn dropping_reordering_truncating_and_the_wrong_key_are_caught() {
+        let (dir, items, key) = fixture().await;
+        // Drop record 7.
+        let mut t = items.clone();
+        t.remove(record_index(&t, 7));
+        let (got, why) = failure(&t, dir.path(), &key);
+        assert_eq!(got, Some(7), "{why}");
+        // Swap records 9 and 10.
+        let mut t = items.clone();
+        let (a, b) = (record_index(&t, 9), record_index(&t, 10));
+        t.swap(a, b);
+        let (got, why) = failure(&t, dir.path(), &key);
+        assert_eq!(got, Some(9), "{why}");
+        // Truncate the file's tail.
+        let path = dir.path().join("cut.bundle");
+        write(&items, &path);
+        let len = std::fs::metadata(&path).unwrap().len();
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(len - 2000).unwrap();
+        let err = verify_bundle(&path, &key).unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
+        assert!(err.seq().is_some());
+        // Drop the last records and checkpoints but keep a consistent end.
+        let mut t = items.clone();
+        let last_cp = checkpoint_index(&t, 20);
+        t.truncate(last_cp);
+        let (got, why) = failure(&t, dir.path(), &key);
+        assert!(why.contains("not covered"), "{why}");
+        assert!(got.is_some());
+        // The wrong public key.
+        let other = dir.path().join("other.pub");
+        keys::write_public(
+            &other,
+            keys::SecretKey::generate("sios/audit/x").unwrap().public(),
+        )
+        .unwrap();
+        let err = verify_bundle(&dir.path().join("good.bundle"), &other).unwrap_err();
+        assert_eq!(err.seq(), Some(0));
+        assert!(err.to_string().contains("not a key of this log"), "{err}");
+        assert!(matches!(err, VerifyFailure::Invalid { .. }));
+    }
+}
+
+mod rotation {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_verifier_follows_rotations_and_old_checkpoints_stay_verifiable() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let log = AuditLog::open(&data).unwrap();
+        let k0 = first_key(&data);
+        let k0_path = dir.path().join("k0.pub");
+        keys::write_public(&k0_path, &k0).unwrap();
+        actions(&log, 3).await;
+        let old_checkpoint = log.checkpoint();
+        let report = log.rotate_key("operator:uid:0".into()).await.unwrap();
+        assert_eq!(report.old_key_id, k0.id_hex());
+        let k1 = first_key(&data);
+        assert_ne!(k1, k0);
+        assert_eq!(report.new_key_id, k1.id_hex());
+        // The hand-over checkpoint carries both signatures.
+        sios_audit::checkpoint::verify_checkpoint(&report.checkpoint.note, &[&k0, &k1]).unwrap();
+        actions(&log, 3).await;
+        // Survives a reopen with the new key.
+        log.close();
+        let log = AuditLog::open(&data).unwrap();
+        log.rotate_key("operator:uid:0".into()).await.unwrap();
+        actions(&log, 2).await;
+        let keys_listed = log.public_keys().unwrap();
+        assert_eq!(keys_listed.len(), 3);
+        let (bundle, k2_path) = export(&log, dir.path(), "rotated").await;
+        // Trusting the first, or the latest key: both verify.
+        let r = verify_bundle(&bundle, &k0_path).unwrap();
+        assert_eq!(r.keys.len(), 3);
+        verify_bundle(&bundle, &k2_path).unwrap();
+        // Old checkpoints stay verifiable under the old key.
+        sios_audit::checkpoint::verify_checkpoint(&old_checkpoint.note, &[&k0]).unwrap();
+        // The old key's signature on a later checkpoint is not accepted.
+        assert!(sios_audit::checkpoint::verify_checkpoint(&log.checkpoint().note, &[&k0]).is_err());
+    }
+}
+
+mod erasure {
+    use super::*;
+
+    #[tokio::test]
+    async fn erasing_a_subject_key_keeps_the_log_verifying_and_removes_the_key_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let log = AuditLog::open(&data).unwrap();
+        actions(&log, 20).await;
+        let r = log
+            .record(vec![intent("uid:2000", "brain:z")])
+            .await
+            .unwrap();
+        log.record(vec![outcome(
+            "uid:2000",
+            "brain:z",
+            r[0].seq,
+            ActionResult::Ok,
+        )])
+        .await
+        .unwrap();
+        let key = log.subject_key_for_tests("uid:2000").unwrap().unwrap();
+        let other = log.subject_key_for_tests("uid:1000").unwrap().unwrap();
+        log.close();
+        let file = data.join("audit.redb");
+        let contains = |needle: &[u8; 32]| {
+            let bytes = std::fs::read(&file).unwrap();
+            bytes.windows(32).any(|w| w == needle)
+        };
+        assert!(contains(&key), "the key is in the file before erasure");
+        let log = AuditLog::open(&data).unwrap();
+        assert!(log.erase_subject_key("uid:2000".into()).await.unwrap());
+        assert!(
+            !log.erase_subject_key("uid:2000".into()).await.unwrap(),
+            "already gone"
+        );
+        assert!(!log.has_subject_key("uid:2000").unwrap());
+        assert!(log.has_subject_key("uid:1000").unwrap());
+        let (bundle, pubkey) = export(&log, dir.path(), "erased").await;
+        verify_bundle(&bundle, &pubkey).unwrap();
+        // New records for the subject get a new, unrelated key.
+        log.record(vec![intent("uid:2000", "brain:z")])
+            .await
+            .unwrap();
+        let new_key = log.subject_key_for_tests("uid:2000").unwrap().unwrap();
+        assert_ne!(new_key, key);
+        log.close();
+        assert!(
+            !contains(&key),
+            "the erased key's bytes are gone from audit.redb"
+        );
+        assert!(contains(&other), "other subjects' keys are kept");
+    }
+}
+
+mod proofs {
+    use super::*;
+    use sios_audit::proof::{ConsistencyProofFile, InclusionProofFile};
+
+    #[tokio::test]
+    async fn inclusion_and_consistency_proofs_from_the_store_verify_offline() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let log = AuditLog::open(&data).unwrap();
+        let key = first_key(&data);
+        actions(&log, 9).await;
+        log.flush().await.unwrap();
+        let early = log.checkpoint();
+        actions(&log, 13).await;
+        log.flush().await.unwrap();
+        let cp = log.checkpoint();
+        for seq in 0..cp.size {
+            let proof = log.prove_inclusion(seq, Some(cp.size)).unwrap();
+            let record = log.read(seq, 1, 1 << 20).unwrap().records.remove(0);
+            let file = InclusionProofFile::new(&record, &proof, &cp.note);
+            let json = serde_json::to_string(&file).unwrap();
+            let back: InclusionProofFile = serde_json::from_str(&json).unwrap();
+            back.check(&[&key]).unwrap();
+            let mut bad = back.clone();
+            bad.seq = (seq + 1) % cp.size;
+            assert!(bad.check(&[&key]).is_err());
+        }
+        let proof = log.prove_consistency(early.size, cp.size).unwrap();
+        let file = ConsistencyProofFile::new(&proof, &early.note, &cp.note);
+        file.check(&[&key]).unwrap();
+        let mut bad = file.clone();
+        bad.path[0] = "00".repeat(32);
+        assert!(bad.check(&[&key]).is_err());
+        assert!(log.prove_inclusion(cp.size, None).is_err());
+        assert!(log.prove_consistency(0, cp.size).is_err());
+    }
+}
