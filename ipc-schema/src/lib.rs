@@ -3,9 +3,10 @@
 //! # Layout
 //! - [`tensor`]: typed, shaped tensors and their validation against declared specs.
 //! - [`kserve`]: Open Inference Protocol (KServe v2) JSON for tensors.
-//! - [`services`]: the tarpc service traits (kernel, brain, memory) and messages.
+//! - [`services`]: the tarpc service traits (kernel, brain) and messages.
 //! - [`audit`]: the audit service's trait and messages.
 //! - [`ask`]: the answer of `sios ask`'s multi-brain pipeline.
+//! - [`memory`]: the memory service's trait and messages, and the export line format.
 //! - [`transport`]: length-delimited bincode frames over Unix sockets, with a hard size limit.
 //! - [`process`]: logging and shutdown signals, the same in every process.
 //! - [`activation`]: how a child receives the listening socket the kernel bound for it.
@@ -14,6 +15,7 @@ pub mod activation;
 pub mod ask;
 pub mod audit;
 pub mod kserve;
+pub mod memory;
 pub mod process;
 pub mod services;
 pub mod tensor;
@@ -21,5 +23,6 @@ pub mod transport;
 
 pub use ask::{AskAnswer, Finding};
 pub use audit::*;
+pub use memory::*;
 pub use services::*;
 pub use tensor::{DataType, Tensor, TensorData, TensorError, TensorLimits, TensorSpec};

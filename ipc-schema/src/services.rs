@@ -250,6 +250,19 @@ pub enum ControlError {
     Failed(String),
 }
 
+/// The policy in force, as `sios policy show` prints it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct PolicyInfo {
+    /// `sha256:…` of the canonical policy (stable under whitespace,
+    /// comments and order; changed by any change of meaning).
+    pub content_hash: String,
+    /// SHA-256 of the stored text that decision records name, as hex.
+    pub record_hash: String,
+    pub policy_ids: Vec<String>,
+    /// The canonical policy text.
+    pub text: String,
+}
+
 /// One row of `sios brain list`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct BrainStatus {
@@ -299,6 +312,69 @@ pub trait Kernel {
     /// Re-reads the brain's manifest and restarts it on the model it pins
     /// (whose hash the brain re-checks before loading).
     async fn brain_reload(name: String) -> Result<BrainStatus, ControlError>;
+
+    // ---- The audit log (decided as `audit_read`; each read is recorded) ----
+    async fn audit_tail(n: u64) -> Result<crate::audit::RecordPage, ControlError>;
+    async fn audit_read(from_seq: u64, max: u64) -> Result<crate::audit::RecordPage, ControlError>;
+    async fn audit_checkpoint() -> Result<crate::audit::SignedCheckpoint, ControlError>;
+    async fn audit_checkpoints(
+        after_size: u64,
+        max: u64,
+    ) -> Result<crate::audit::CheckpointPage, ControlError>;
+    async fn audit_prove_inclusion(
+        seq: u64,
+        tree_size: Option<u64>,
+    ) -> Result<crate::audit::InclusionProof, ControlError>;
+    async fn audit_prove_consistency(
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<crate::audit::ConsistencyProof, ControlError>;
+    async fn audit_public_keys() -> Result<Vec<crate::audit::PublicKeyInfo>, ControlError>;
+    async fn audit_policy_text(hash: crate::audit::Digest) -> Result<String, ControlError>;
+    /// Rotates the operator's signing key (decided as `key_rotate`, recorded).
+    async fn key_rotate() -> Result<crate::audit::RotationReport, ControlError>;
+
+    // ---- Policy ----
+    /// The policy in force.
+    async fn policy_show() -> PolicyInfo;
+    /// Validates and activates a policy: `(file name, text)` pairs, `*.cedar`
+    /// and optionally `sios.cedarschema`. Recorded with its text; a policy
+    /// that does not validate is refused and the active one stays.
+    async fn policy_load(files: Vec<(String, String)>) -> Result<PolicyInfo, ControlError>;
+
+    // ---- Sandbox ----
+    /// What is actually enforced on a running brain, read back from /proc,
+    /// as `sios_launch::inspect::SandboxReport` JSON.
+    async fn sandbox_report(name: String) -> Result<String, ControlError>;
+
+    // ---- Memory (each decided by the policy and recorded) ----
+    async fn memory_put(
+        request: crate::memory::PutRequest,
+    ) -> Result<crate::memory::PutResponse, crate::memory::MemoryError>;
+    async fn memory_get(
+        namespace: String,
+        key: String,
+    ) -> Result<crate::memory::Item, crate::memory::MemoryError>;
+    async fn memory_list(
+        request: crate::memory::ListRequest,
+    ) -> Result<crate::memory::ListPage, crate::memory::MemoryError>;
+    async fn memory_delete(
+        namespace: String,
+        key: String,
+    ) -> Result<(), crate::memory::MemoryError>;
+    async fn memory_search(
+        request: crate::memory::SearchRequest,
+    ) -> Result<crate::memory::SearchResponse, crate::memory::MemoryError>;
+    async fn memory_erase_subject(
+        subject: String,
+    ) -> Result<crate::memory::EraseReport, crate::memory::MemoryError>;
+    async fn memory_export(
+        request: crate::memory::ExportRequest,
+    ) -> Result<crate::memory::ExportPage, crate::memory::MemoryError>;
+    async fn memory_import(
+        request: crate::memory::ImportRequest,
+    ) -> Result<crate::memory::ImportReport, crate::memory::MemoryError>;
+    async fn memory_compact() -> Result<crate::memory::CompactReport, crate::memory::MemoryError>;
 }
 
 /// What a service says when it is ready.
@@ -310,20 +386,4 @@ pub struct ServiceInfo {
     pub database: String,
 }
 
-#[derive(thiserror::Error, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[non_exhaustive]
-pub enum MemoryError {
-    #[error("memory storage failed: {0}")]
-    Storage(String),
-    #[error("invalid memory request: {0}")]
-    Invalid(String),
-}
-
-/// The memory service; the kernel is its only client.
-#[tarpc::service]
-pub trait Memory {
-    async fn ready() -> ServiceInfo;
-    /// Stores a value; returns only once it is durable.
-    async fn put(namespace: String, key: String, value: Vec<u8>) -> Result<(), MemoryError>;
-    async fn get(namespace: String, key: String) -> Result<Option<Vec<u8>>, MemoryError>;
-}
+// The memory service's trait `Memory` and `MemoryError` live in `crate::memory`.

@@ -5,10 +5,21 @@
 //! says. That identity travels with every request on the connection.
 
 use crate::appliance::{Appliance, Requester};
+use sios_ipc::PolicyInfo;
+use sios_ipc::audit::{
+    CheckpointPage, ConsistencyProof, Digest, InclusionProof, PublicKeyInfo, RecordPage,
+    RotationReport, SignedCheckpoint,
+};
+use sios_ipc::memory::{
+    self, CompactReport, EraseReport, ExportPage, ExportRequest, ExportScope, ImportReport,
+    ImportRequest, Item, ListPage, ListRequest, MemoryError, PutRequest, PutResponse,
+    SearchRequest, SearchResponse,
+};
 use sios_ipc::{
     BrainStatus, Caller, ControlError, InferRequest, InferResponse, InvokeError, Kernel,
     RestartReport, StatusReport,
 };
+use sios_policy::Action;
 use std::sync::Arc;
 use tarpc::context::Context;
 use tokio::net::UnixStream;
@@ -43,6 +54,12 @@ impl KernelServer {
                 None
             }
         }
+    }
+}
+
+impl KernelServer {
+    fn requester(&self) -> Requester {
+        Requester::Client(self.caller.clone())
     }
 }
 
@@ -102,6 +119,271 @@ impl Kernel for KernelServer {
     async fn brain_reload(self, _: Context, name: String) -> Result<BrainStatus, ControlError> {
         tracing::info!(uid = self.caller.uid, pid = ?self.caller.pid, brain = %name, "reload requested");
         self.appliance.reload_brain(&name).await
+    }
+
+    async fn audit_tail(self, _: Context, n: u64) -> Result<RecordPage, ControlError> {
+        self.appliance
+            .audit_query(&self.requester(), "tail", |c, ctx| async move {
+                c.tail(ctx, n).await
+            })
+            .await
+    }
+
+    async fn audit_read(
+        self,
+        _: Context,
+        from_seq: u64,
+        max: u64,
+    ) -> Result<RecordPage, ControlError> {
+        self.appliance
+            .audit_query(&self.requester(), "read", |c, ctx| async move {
+                c.read(ctx, from_seq, max).await
+            })
+            .await
+    }
+
+    async fn audit_checkpoint(self, _: Context) -> Result<SignedCheckpoint, ControlError> {
+        self.appliance
+            .audit_query(&self.requester(), "checkpoint", |c, ctx| async move {
+                c.checkpoint(ctx).await
+            })
+            .await
+    }
+
+    async fn audit_checkpoints(
+        self,
+        _: Context,
+        after_size: u64,
+        max: u64,
+    ) -> Result<CheckpointPage, ControlError> {
+        self.appliance
+            .audit_query(&self.requester(), "checkpoints", |c, ctx| async move {
+                c.checkpoints(ctx, after_size, max).await
+            })
+            .await
+    }
+
+    async fn audit_prove_inclusion(
+        self,
+        _: Context,
+        seq: u64,
+        tree_size: Option<u64>,
+    ) -> Result<InclusionProof, ControlError> {
+        self.appliance
+            .audit_query(&self.requester(), "prove", |c, ctx| async move {
+                c.prove_inclusion(ctx, seq, tree_size).await
+            })
+            .await
+    }
+
+    async fn audit_prove_consistency(
+        self,
+        _: Context,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<ConsistencyProof, ControlError> {
+        self.appliance
+            .audit_query(&self.requester(), "consistency", |c, ctx| async move {
+                c.prove_consistency(ctx, old_size, new_size).await
+            })
+            .await
+    }
+
+    async fn audit_public_keys(self, _: Context) -> Result<Vec<PublicKeyInfo>, ControlError> {
+        self.appliance
+            .audit_query(&self.requester(), "public-keys", |c, ctx| async move {
+                c.public_keys(ctx).await
+            })
+            .await
+    }
+
+    async fn audit_policy_text(self, _: Context, hash: Digest) -> Result<String, ControlError> {
+        self.appliance
+            .audit_query(&self.requester(), "policy-text", |c, ctx| async move {
+                c.policy_text(ctx, hash).await
+            })
+            .await
+    }
+
+    async fn key_rotate(self, _: Context) -> Result<RotationReport, ControlError> {
+        self.appliance.key_rotate(&self.requester()).await
+    }
+
+    async fn policy_show(self, _: Context) -> PolicyInfo {
+        self.appliance.policy_info()
+    }
+
+    async fn policy_load(
+        self,
+        _: Context,
+        files: Vec<(String, String)>,
+    ) -> Result<PolicyInfo, ControlError> {
+        self.appliance.policy_load(&self.requester(), files).await
+    }
+
+    async fn sandbox_report(self, _: Context, name: String) -> Result<String, ControlError> {
+        self.appliance
+            .sandbox_report(&self.requester(), &name)
+            .await
+    }
+
+    async fn memory_put(self, _: Context, request: PutRequest) -> Result<PutResponse, MemoryError> {
+        let namespace = request.namespace.clone();
+        self.appliance
+            .memory_op(
+                &self.requester(),
+                Action::MemoryWrite,
+                &namespace,
+                |c, ctx| async move { c.put(ctx, request).await },
+            )
+            .await
+    }
+
+    async fn memory_get(
+        self,
+        _: Context,
+        namespace: String,
+        key: String,
+    ) -> Result<Item, MemoryError> {
+        let ns = namespace.clone();
+        self.appliance
+            .memory_op(
+                &self.requester(),
+                Action::MemoryRead,
+                &ns,
+                |c, ctx| async move { c.get(ctx, namespace, key).await },
+            )
+            .await
+    }
+
+    async fn memory_list(self, _: Context, request: ListRequest) -> Result<ListPage, MemoryError> {
+        let ns = request.namespace.clone();
+        self.appliance
+            .memory_op(
+                &self.requester(),
+                Action::MemoryRead,
+                &ns,
+                |c, ctx| async move { c.list(ctx, request).await },
+            )
+            .await
+    }
+
+    async fn memory_delete(
+        self,
+        _: Context,
+        namespace: String,
+        key: String,
+    ) -> Result<(), MemoryError> {
+        let ns = namespace.clone();
+        self.appliance
+            .memory_op(
+                &self.requester(),
+                Action::MemoryWrite,
+                &ns,
+                |c, ctx| async move { c.delete(ctx, namespace, key).await },
+            )
+            .await
+    }
+
+    async fn memory_search(
+        self,
+        _: Context,
+        request: SearchRequest,
+    ) -> Result<SearchResponse, MemoryError> {
+        let requester = self.requester();
+        // Every namespace searched must be readable; searching them all is
+        // an operator's business (decided on the `*` namespace, owned by nobody).
+        let scope = request
+            .namespaces
+            .clone()
+            .unwrap_or_else(|| vec!["*".into()]);
+        let checked: Vec<String> = scope.iter().filter(|n| *n != "*").cloned().collect();
+        self.appliance
+            .memory_allowed_everywhere(&requester, Action::MemoryRead, &checked)?;
+        let first = scope.first().cloned().unwrap_or_else(|| "*".into());
+        self.appliance
+            .memory_scoped(
+                &requester,
+                Action::MemoryRead,
+                &first,
+                format!("memory:search:{}", scope.join(",")),
+                |c, ctx| async move { c.search(ctx, request).await },
+            )
+            .await
+    }
+
+    async fn memory_erase_subject(
+        self,
+        _: Context,
+        subject: String,
+    ) -> Result<EraseReport, MemoryError> {
+        memory::validate_subject(&subject)?;
+        let scope = format!("subject/{subject}");
+        self.appliance
+            .memory_scoped(
+                &self.requester(),
+                Action::MemoryErase,
+                &scope,
+                format!("memory:{scope}"),
+                |c, ctx| async move { c.erase_subject(ctx, subject).await },
+            )
+            .await
+    }
+
+    async fn memory_export(
+        self,
+        _: Context,
+        request: ExportRequest,
+    ) -> Result<ExportPage, MemoryError> {
+        let scope = match &request.scope {
+            ExportScope::Namespace(ns) => ns.clone(),
+            ExportScope::Subject(subject) => format!("subject/{subject}"),
+        };
+        self.appliance
+            .memory_scoped(
+                &self.requester(),
+                Action::MemoryExport,
+                &scope,
+                format!("memory:{scope}"),
+                |c, ctx| async move { c.export(ctx, request).await },
+            )
+            .await
+    }
+
+    async fn memory_import(
+        self,
+        _: Context,
+        request: ImportRequest,
+    ) -> Result<ImportReport, MemoryError> {
+        let requester = self.requester();
+        let mut namespaces: Vec<String> =
+            request.items.iter().map(|i| i.namespace.clone()).collect();
+        namespaces.sort();
+        namespaces.dedup();
+        self.appliance
+            .memory_allowed_everywhere(&requester, Action::MemoryWrite, &namespaces)?;
+        let first = namespaces.first().cloned().unwrap_or_else(|| "*".into());
+        self.appliance
+            .memory_scoped(
+                &requester,
+                Action::MemoryWrite,
+                &first,
+                format!("memory:import:{}", namespaces.join(",")),
+                |c, ctx| async move { c.import(ctx, request).await },
+            )
+            .await
+    }
+
+    async fn memory_compact(self, _: Context) -> Result<CompactReport, MemoryError> {
+        self.appliance
+            .memory_scoped(
+                &self.requester(),
+                Action::MemoryErase,
+                "*",
+                "memory:*".into(),
+                |c, ctx| async move { c.compact(ctx).await },
+            )
+            .await
     }
 }
 

@@ -110,7 +110,11 @@ impl Requester {
 }
 
 /// The outcome record that closes `intent`.
-fn outcome_of(intent: &RecordDraft, intent_seq: u64, result: ActionResult) -> RecordDraft {
+pub(crate) fn outcome_of(
+    intent: &RecordDraft,
+    intent_seq: u64,
+    result: ActionResult,
+) -> RecordDraft {
     let mut outcome = RecordDraft::new(
         intent.actor.clone(),
         intent.action.clone(),
@@ -624,6 +628,19 @@ impl Appliance {
         })
     }
 
+    /// The slot of a supervised process.
+    pub(crate) fn slot(&self, name: &str) -> Option<&Arc<Slot>> {
+        self.by_name.get(name)
+    }
+
+    pub(crate) fn layout(&self) -> &StateLayout {
+        &self.layout
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// True if the brain is part of this appliance (whatever its state).
     pub fn has_brain(&self, name: &str) -> bool {
         self.by_name
@@ -846,7 +863,7 @@ fn brain_status(slot: &Slot) -> Option<BrainStatus> {
 
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new
 /// file, never a torn one: write a temporary file, fsync it, rename it over.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::File::create(&tmp)?;

@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - [`appliance`]: the set of processes, start/stop order, the request path.
+//! - [`operations`]: audit, policy, sandbox and memory requests, each governed.
 //! - [`governance`]: the policy in force; deciding every request.
 //! - [`supervisor`]: one task per child: spawn, readiness, restart policy.
 //! - [`spawn`]: the single launch path (through `sios-launch`) for every child.
@@ -14,5 +15,6 @@ pub mod api;
 pub mod appliance;
 pub mod ask;
 pub mod governance;
+pub mod operations;
 pub mod spawn;
 pub mod supervisor;

@@ -44,6 +44,29 @@ pub struct Config {
     /// Who is who (uids and gids → names, clearances, groups, operators),
     /// and where the policy lives. Documented in deploy/policy/README.md.
     pub policy: sios_policy::PolicyConfig,
+    pub memory: MemoryConfig,
+}
+
+/// The `[memory]` section: who may use namespaces they do not own.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfig {
+    /// `[[memory.namespaces]]`: grants on one namespace.
+    pub namespaces: Vec<NamespaceGrant>,
+}
+
+/// Grants on one memory namespace (its owner is the principal its name
+/// starts with, e.g. `client:alice/notes`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct NamespaceGrant {
+    pub name: String,
+    /// Principal ids granted read, e.g. `client:bob`, `brain:legal`.
+    pub readers: Vec<String>,
+    pub writers: Vec<String>,
+    /// Client groups granted read or write.
+    pub reader_groups: Vec<String>,
+    pub writer_groups: Vec<String>,
 }
 
 /// Whether brains run in the per-brain sandbox (namespaces, read-only root,

@@ -1,9 +1,14 @@
-//! `sios-memory --data-dir <dir>`: serves customer memory. Started by
-//! sios-kernel with its listening socket inherited (see `sios_ipc::activation`).
+//! `sios-memory --data-dir <dir> --max-frame-bytes N`: serves customer
+//! memory. Started by sios-kernel with its listening socket inherited (see
+//! `sios_ipc::activation`); the kernel is its only client.
 
 use anyhow::Context as _;
 use clap::Parser;
-use sios_ipc::{Memory, MemoryError, ServiceInfo, transport};
+use sios_ipc::{
+    CompactReport, EraseReport, ExportPage, ExportRequest, ImportReport, ImportRequest, Item,
+    ListPage, ListRequest, Memory, MemoryError, PutRequest, PutResponse, SearchRequest,
+    SearchResponse, ServiceInfo, transport,
+};
 use sios_memory::MemoryStore;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,7 +18,7 @@ use tarpc::context::Context;
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
-    /// Directory this service owns; memory.redb lives here.
+    /// Directory this service owns (made 0700): memory.redb and subject-keys live here.
     #[arg(long)]
     data_dir: PathBuf,
     /// Largest frame accepted on the socket, in bytes.
@@ -28,7 +33,8 @@ struct MemoryServer {
 }
 
 impl MemoryServer {
-    /// redb calls block on disk I/O; keep them off the async thread.
+    /// redb calls block on disk I/O and search on the CPU; keep them off the
+    /// async thread.
     async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&MemoryStore) -> Result<T, MemoryError> + Send + 'static,
@@ -49,25 +55,60 @@ impl Memory for MemoryServer {
         }
     }
 
-    async fn put(
-        self,
-        _: Context,
-        namespace: String,
-        key: String,
-        value: Vec<u8>,
-    ) -> Result<(), MemoryError> {
-        self.blocking(move |store| store.put(&namespace, &key, &value))
+    async fn put(self, _: Context, request: PutRequest) -> Result<PutResponse, MemoryError> {
+        self.blocking(move |store| store.put(&request)).await
+    }
+
+    async fn get(self, _: Context, namespace: String, key: String) -> Result<Item, MemoryError> {
+        self.blocking(move |store| store.get(&namespace, &key))
             .await
     }
 
-    async fn get(
+    async fn list(self, _: Context, request: ListRequest) -> Result<ListPage, MemoryError> {
+        self.blocking(move |store| store.list(&request)).await
+    }
+
+    async fn delete(self, _: Context, namespace: String, key: String) -> Result<(), MemoryError> {
+        self.blocking(move |store| store.delete(&namespace, &key))
+            .await
+    }
+
+    async fn search(
         self,
         _: Context,
-        namespace: String,
-        key: String,
-    ) -> Result<Option<Vec<u8>>, MemoryError> {
-        self.blocking(move |store| store.get(&namespace, &key))
-            .await
+        request: SearchRequest,
+    ) -> Result<SearchResponse, MemoryError> {
+        self.blocking(move |store| store.search(&request)).await
+    }
+
+    async fn erase_subject(self, _: Context, subject: String) -> Result<EraseReport, MemoryError> {
+        let report = self
+            .blocking(move |store| store.erase_subject(&subject))
+            .await?;
+        tracing::info!(
+            items = report.items_erased,
+            key_destroyed = report.key_destroyed,
+            "subject erased"
+        );
+        Ok(report)
+    }
+
+    async fn export(self, _: Context, request: ExportRequest) -> Result<ExportPage, MemoryError> {
+        self.blocking(move |store| store.export(&request)).await
+    }
+
+    async fn import(self, _: Context, request: ImportRequest) -> Result<ImportReport, MemoryError> {
+        self.blocking(move |store| store.import(&request)).await
+    }
+
+    async fn compact(self, _: Context) -> Result<CompactReport, MemoryError> {
+        let report = self.blocking(|store| store.compact()).await?;
+        tracing::info!(
+            before = report.database_bytes_before,
+            after = report.database_bytes_after,
+            "compacted"
+        );
+        Ok(report)
     }
 }
 
@@ -75,13 +116,15 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let listener = sios_ipc::activation::inherited_listener()?;
     sios_ipc::process::init_tracing("memory");
-    let path = args.data_dir.join("memory.redb");
-    let store = MemoryStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    // Recovery (finishing an interrupted erasure) happens inside `open`,
+    // before the first request can be served.
+    let store = MemoryStore::open(&args.data_dir)
+        .with_context(|| format!("opening the memory store in {}", args.data_dir.display()))?;
     let server = MemoryServer {
+        database: store.database_path().display().to_string(),
         store: Arc::new(store),
-        database: path.display().to_string(),
     };
-    tracing::info!(database = %server.database, "opened");
+    tracing::info!(database = %server.database, indexed = server.store.indexed(), "opened");
     let max = args.max_frame_bytes;
     sios_ipc::process::serve_until_signal("memory service", listener, |stream| {
         tokio::spawn(transport::serve_connection(

@@ -1,0 +1,1147 @@
+//! `sios memory …`: customer-owned memory, through the kernel.
+//!
+//! Every command goes through a [`MemoryTarget`] (implemented by the CLI over
+//! the kernel's client socket): the kernel decides each request with the
+//! policy, records it in the audit log, and only then asks the memory
+//! service. The CLI never talks to the memory service itself.
+//!
+//! Exit status: 0 ok; 1 a negative answer (no such item, namespace or
+//! subject; a search with no hits; nothing to erase) or the appliance said
+//! no (denied, storage failure, unavailable); 2 usage (bad arguments, an
+//! invalid name or value, unreadable files). A closed standard output
+//! (`| head`) ends quietly.
+//!
+//! # JSON shapes (`--json`; scripts rely on them, keep them stable)
+//! An *item* is the export item line without `"type"` (services/memory/EXPORT.md):
+//! `{"namespace", "key", "subject", "value": {"text": …} | {"base64": …},
+//! "metadata": {…}, "created_ms", "updated_ms", "embedding": [numbers] | null}`.
+//! - `put`: `{"namespace", "key", "subject", "created": bool, "created_ms", "updated_ms"}`
+//! - `get`: an item
+//! - `ls`: one JSON object per line: `{"namespace", "key", "subject",
+//!   "value_kind": "text" | "bytes", "value_bytes", "metadata", "created_ms",
+//!   "updated_ms", "embedding_dims": number | null}`
+//! - `search`: `{"hits": [{"namespace", "key", "subject", "score", "metadata",
+//!   "created_ms", "updated_ms", "value": {…} | null}], "scanned", "values_omitted"}`
+//! - `rm`: `{"namespace", "key", "deleted": true}`
+//! - `erase-subject`: `{"subject", "items_erased", "namespaces": [..], "key_destroyed": bool}`
+//! - `export --output FILE`: `{"scope": {"namespace": …} | {"subject": …}, "items", "output"}`
+//! - `import`: `{"created", "replaced", "items"}`
+//! - `compact`: `{"database_bytes_before", "database_bytes_after",
+//!   "key_file_bytes_before", "key_file_bytes_after"}`
+//!
+//! On a negative answer nothing is printed on standard output (the reason
+//! goes to standard error), except `search` and `erase-subject`, whose JSON
+//! is printed anyway.
+
+use clap::{ArgGroup, Subcommand};
+use sios_ipc::memory::{ExportHeader, ExportLine, base64, import_chunks};
+use sios_ipc::{
+    CompactReport, Embedding, EraseReport, ExportCursor, ExportPage, ExportRequest, ExportScope,
+    ImportReport, ImportRequest, Item, ListPage, ListRequest, MAX_PAGE_ITEMS, MemoryError,
+    Metadata, PutRequest, PutResponse, SearchRequest, SearchResponse, Value,
+};
+use std::io::{Read as _, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// `sios memory …`
+#[derive(Subcommand, Debug)]
+pub enum MemoryCommand {
+    /// Store an item (replacing any at the same key); returns once durable.
+    ///
+    /// The value is the VALUE argument as text, or --file's bytes (text if
+    /// they are UTF-8, unless --binary), or VALUE decoded from --base64.
+    ///
+    /// Example: sios memory put --namespace tenant/acme --subject alice@example.com prefs "mornings" --meta source=crm
+    Put {
+        /// The namespace, e.g. tenant/acme, subject/alice, brain/assistant.
+        #[arg(long, short)]
+        namespace: String,
+        /// The data subject the item is about (erase-subject removes it).
+        #[arg(long, short)]
+        subject: String,
+        key: String,
+        /// The value, as text (or base64 with --base64).
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        value: Option<String>,
+        /// Read the value from FILE (- for standard input).
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Store --file's bytes as binary even if they are UTF-8.
+        #[arg(long, requires = "file")]
+        binary: bool,
+        /// VALUE is base64 (RFC 4648) of binary bytes.
+        #[arg(long, conflicts_with = "file")]
+        base64: bool,
+        /// Metadata pair KEY=VALUE (repeatable).
+        #[arg(long = "meta", value_name = "KEY=VALUE")]
+        meta: Vec<String>,
+        /// The embedding: a JSON array or comma-separated numbers.
+        #[arg(long, value_name = "NUMBERS")]
+        embedding: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print an item's value (text as text, binary bytes raw); exit 1 if absent.
+    Get {
+        #[arg(long, short)]
+        namespace: String,
+        key: String,
+        /// Print the whole item as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a namespace's items in key order: key, subject, size, updated time.
+    Ls {
+        #[arg(long, short)]
+        namespace: String,
+        /// Start after this key.
+        #[arg(long, value_name = "KEY")]
+        after: Option<String>,
+        /// Stop after this many items [default: all].
+        #[arg(long)]
+        limit: Option<u64>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Nearest stored items to an embedding by cosine similarity (exact).
+    ///
+    /// Exit 1 if nothing matched.
+    Search {
+        /// The query embedding: a JSON array or comma-separated numbers.
+        #[arg(long, value_name = "NUMBERS")]
+        embedding: String,
+        /// How many hits (1–100).
+        #[arg(short, default_value_t = 10)]
+        k: u32,
+        /// Only this namespace (repeatable) [default: all the policy grants].
+        #[arg(long, short)]
+        namespace: Vec<String>,
+        /// Only items with this metadata pair (repeatable).
+        #[arg(long = "meta", value_name = "KEY=VALUE")]
+        meta: Vec<String>,
+        /// Include each hit's value.
+        #[arg(long)]
+        values: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete one item; returns once durable. Exit 1 if it was not there.
+    Rm {
+        #[arg(long, short)]
+        namespace: String,
+        key: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Erase everything about one data subject, in every namespace, for good:
+    /// the subject's key is destroyed and its items deleted.
+    ///
+    /// Exit 1 if nothing was held about the subject.
+    EraseSubject {
+        /// The data subject's id.
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a namespace or a subject as JSON Lines (services/memory/EXPORT.md).
+    ///
+    /// The file is plaintext: it is the customer's data, leaving the
+    /// appliance's encryption. Keep it accordingly.
+    #[command(group(ArgGroup::new("scope").required(true).args(["namespace", "subject"])))]
+    Export {
+        #[arg(long, short)]
+        namespace: Option<String>,
+        #[arg(long, short)]
+        subject: Option<String>,
+        /// Write to FILE (created, must not exist) instead of standard output.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// With --output, print a JSON summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore an export exactly (items replace any at the same key).
+    ///
+    /// The whole file is checked before anything is stored; then it is sent
+    /// in chunks, each stored durably as a whole. Re-running is harmless.
+    Import {
+        /// The export file, or - for standard input.
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reclaim free space in the memory service's files.
+    Compact {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The running appliance's memory, as the kernel offers it to this caller.
+/// Each method is the `sios_ipc::Memory` method of the same name; the kernel
+/// decides and audits every call. Map a refusal by the policy to
+/// [`MemoryError::Denied`] and a transport failure to
+/// [`MemoryError::Unavailable`].
+#[allow(async_fn_in_trait)]
+pub trait MemoryTarget {
+    async fn put(&self, request: PutRequest) -> Result<PutResponse, MemoryError>;
+    async fn get(&self, namespace: String, key: String) -> Result<Item, MemoryError>;
+    async fn list(&self, request: ListRequest) -> Result<ListPage, MemoryError>;
+    async fn delete(&self, namespace: String, key: String) -> Result<(), MemoryError>;
+    async fn search(&self, request: SearchRequest) -> Result<SearchResponse, MemoryError>;
+    async fn erase_subject(&self, subject: String) -> Result<EraseReport, MemoryError>;
+    async fn export(&self, request: ExportRequest) -> Result<ExportPage, MemoryError>;
+    async fn import(&self, request: ImportRequest) -> Result<ImportReport, MemoryError>;
+    async fn compact(&self) -> Result<CompactReport, MemoryError>;
+}
+
+/// A failed memory command, with its exit status.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryCliError {
+    /// The appliance refused or failed: exit 1 (2 if the request itself was
+    /// bad: an invalid name, a value too large).
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// Bad arguments or unreadable files: exit 2.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl MemoryCliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            MemoryCliError::Memory(err) if err.is_bad_request() => 2,
+            MemoryCliError::Memory(_) => 1,
+            MemoryCliError::Usage(_) => 2,
+        }
+    }
+}
+
+fn usage(err: impl std::fmt::Display) -> MemoryCliError {
+    MemoryCliError::Usage(err.to_string())
+}
+
+/// Where a command writes; stops quietly once the reader has gone.
+struct Out<'a> {
+    out: &'a mut dyn Write,
+    err: &'a mut dyn Write,
+    closed: bool,
+}
+
+impl Out<'_> {
+    fn bytes(&mut self, bytes: &[u8]) -> Result<(), MemoryCliError> {
+        if self.closed {
+            return Ok(());
+        }
+        match self.out.write_all(bytes) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            Err(e) => Err(usage(format!("writing to standard output: {e}"))),
+        }
+    }
+
+    fn line(&mut self, text: &str) -> Result<(), MemoryCliError> {
+        self.bytes(format!("{text}\n").as_bytes())
+    }
+
+    fn json(&mut self, value: &serde_json::Value) -> Result<(), MemoryCliError> {
+        self.line(&value.to_string())
+    }
+
+    /// A negative answer: the reason on standard error, exit 1.
+    fn negative(&mut self, reason: &MemoryError) -> Result<ExitCode, MemoryCliError> {
+        let _ = writeln!(self.err, "sios: {reason}");
+        Ok(ExitCode::from(1))
+    }
+
+    fn flush(&mut self) -> Result<(), MemoryCliError> {
+        match self.out.flush() {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                Err(usage(format!("writing to standard output: {e}")))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Any `sios_ipc` message as JSON. (A macro, not a function: this crate
+/// does not name `serde::Serialize`.) Serialising these types cannot fail:
+/// string keys, finite numbers.
+macro_rules! to_json {
+    ($value:expr) => {
+        serde_json::to_value($value).unwrap_or(serde_json::Value::Null)
+    };
+}
+
+/// `KEY=VALUE` pairs into metadata.
+fn parse_meta(pairs: &[String]) -> Result<Metadata, MemoryCliError> {
+    pairs
+        .iter()
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| usage(format!("--meta {pair:?}: expected KEY=VALUE")))
+        })
+        .collect()
+}
+
+/// A JSON array (`[0.1, 0.2]`) or comma-separated numbers (`0.1,0.2`).
+fn parse_embedding(text: &str) -> Result<Embedding, MemoryCliError> {
+    let text = text.trim();
+    let numbers: Result<Vec<f32>, String> = if text.starts_with('[') {
+        serde_json::from_str(text).map_err(|e| e.to_string())
+    } else {
+        text.split(',')
+            .map(|n| n.trim().parse::<f32>().map_err(|e| format!("{n:?}: {e}")))
+            .collect()
+    };
+    numbers
+        .map(Embedding)
+        .map_err(|e| usage(format!("--embedding: not a list of numbers ({e})")))
+}
+
+fn read_input(path: &Path) -> Result<Vec<u8>, MemoryCliError> {
+    if path == Path::new("-") {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .map_err(|e| usage(format!("reading standard input: {e}")))?;
+        Ok(bytes)
+    } else {
+        std::fs::read(path).map_err(|e| usage(format!("{}: {e}", path.display())))
+    }
+}
+
+fn ls_json(item: &Item) -> serde_json::Value {
+    serde_json::json!({
+        "namespace": item.namespace,
+        "key": item.key,
+        "subject": item.subject,
+        "value_kind": match item.value { Value::Text(_) => "text", Value::Bytes(_) => "bytes" },
+        "value_bytes": item.value.len(),
+        "metadata": item.metadata,
+        "created_ms": item.created_ms,
+        "updated_ms": item.updated_ms,
+        "embedding_dims": item.embedding.as_ref().map(|e| e.0.len()),
+    })
+}
+
+/// Runs `sios memory CMD` against `target`, printing to standard output.
+pub async fn run(
+    cmd: MemoryCommand,
+    target: &impl MemoryTarget,
+) -> Result<ExitCode, MemoryCliError> {
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr();
+    run_to(cmd, target, &mut stdout, &mut stderr).await
+}
+
+/// [`run`], writing to `out` and `err` (for tests).
+pub async fn run_to(
+    cmd: MemoryCommand,
+    target: &impl MemoryTarget,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<ExitCode, MemoryCliError> {
+    let mut out = Out {
+        out,
+        err,
+        closed: false,
+    };
+    let code = run_inner(cmd, target, &mut out).await?;
+    out.flush()?;
+    Ok(code)
+}
+
+async fn run_inner(
+    cmd: MemoryCommand,
+    target: &impl MemoryTarget,
+    out: &mut Out<'_>,
+) -> Result<ExitCode, MemoryCliError> {
+    match cmd {
+        MemoryCommand::Put {
+            namespace,
+            subject,
+            key,
+            value,
+            file,
+            binary,
+            base64: is_base64,
+            meta,
+            embedding,
+            json,
+        } => {
+            let value = match (value, file) {
+                (Some(v), _) if is_base64 => Value::Bytes(
+                    base64::decode(v.trim()).map_err(|e| usage(format!("VALUE: {e}")))?,
+                ),
+                (Some(v), _) => Value::Text(v),
+                (None, Some(path)) => {
+                    let bytes = read_input(&path)?;
+                    match String::from_utf8(bytes) {
+                        Ok(text) if !binary => Value::Text(text),
+                        Ok(text) => Value::Bytes(text.into_bytes()),
+                        Err(e) => Value::Bytes(e.into_bytes()),
+                    }
+                }
+                (None, None) => return Err(usage("give a VALUE or --file")),
+            };
+            let request = PutRequest {
+                namespace,
+                key,
+                subject,
+                value,
+                metadata: parse_meta(&meta)?,
+                embedding: embedding.as_deref().map(parse_embedding).transpose()?,
+            };
+            request.validate()?;
+            let (namespace, key, subject) = (
+                request.namespace.clone(),
+                request.key.clone(),
+                request.subject.clone(),
+            );
+            let stored = target.put(request).await?;
+            if json {
+                out.json(&serde_json::json!({
+                    "namespace": namespace,
+                    "key": key,
+                    "subject": subject,
+                    "created": stored.created,
+                    "created_ms": stored.created_ms,
+                    "updated_ms": stored.updated_ms,
+                }))?;
+            } else {
+                let verb = if stored.created { "stored" } else { "replaced" };
+                out.line(&format!("{verb} {namespace}/{key} (subject {subject})"))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        MemoryCommand::Get {
+            namespace,
+            key,
+            json,
+        } => match target.get(namespace, key).await {
+            Ok(item) if json => {
+                out.json(&to_json!(&item))?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Ok(item) => {
+                match &item.value {
+                    Value::Text(text) if text.ends_with('\n') => out.bytes(text.as_bytes())?,
+                    Value::Text(text) => out.line(text)?,
+                    Value::Bytes(bytes) => out.bytes(bytes)?,
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) if e.is_not_found() => out.negative(&e),
+            Err(e) => Err(e.into()),
+        },
+        MemoryCommand::Ls {
+            namespace,
+            after,
+            limit,
+            json,
+        } => {
+            let mut after = after;
+            let mut left = limit.unwrap_or(u64::MAX);
+            while left > 0 {
+                let page = match target
+                    .list(ListRequest {
+                        namespace: namespace.clone(),
+                        after: after.take(),
+                        limit: left.min(u64::from(MAX_PAGE_ITEMS)) as u32,
+                    })
+                    .await
+                {
+                    Ok(page) => page,
+                    Err(e) if e.is_not_found() => return out.negative(&e),
+                    Err(e) => return Err(e.into()),
+                };
+                for item in page.items.iter().take(left as usize) {
+                    if json {
+                        out.json(&ls_json(item))?;
+                    } else {
+                        out.line(&format!(
+                            "{}\t{}\t{}\t{}",
+                            item.key,
+                            item.subject,
+                            item.value.len(),
+                            item.updated_ms
+                        ))?;
+                    }
+                    left -= 1;
+                }
+                match page.next {
+                    Some(next) if !out.closed => after = Some(next),
+                    _ => break,
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        MemoryCommand::Search {
+            embedding,
+            k,
+            namespace,
+            meta,
+            values,
+            json,
+        } => {
+            let request = SearchRequest {
+                query: parse_embedding(&embedding)?,
+                k,
+                namespaces: (!namespace.is_empty()).then_some(namespace),
+                metadata: parse_meta(&meta)?,
+                include_values: values,
+            };
+            let response = target.search(request).await?;
+            if json {
+                out.json(&to_json!(&response))?;
+            } else {
+                for hit in &response.hits {
+                    let mut line = format!(
+                        "{:.6}\t{}\t{}\t{}",
+                        hit.score, hit.namespace, hit.key, hit.subject
+                    );
+                    if let Some(value) = &hit.value {
+                        line.push('\t');
+                        line.push_str(&match value {
+                            Value::Text(text) => text.replace(['\n', '\t'], " "),
+                            Value::Bytes(bytes) => format!("base64:{}", base64::encode(bytes)),
+                        });
+                    }
+                    out.line(&line)?;
+                }
+            }
+            Ok(if response.hits.is_empty() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        MemoryCommand::Rm {
+            namespace,
+            key,
+            json,
+        } => {
+            match target.delete(namespace.clone(), key.clone()).await {
+                Ok(()) => {
+                    if json {
+                        out.json(&serde_json::json!({"namespace": namespace, "key": key, "deleted": true}))?;
+                    } else {
+                        out.line(&format!("deleted {namespace}/{key}"))?;
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) if e.is_not_found() => out.negative(&e),
+                Err(e) => Err(e.into()),
+            }
+        }
+        MemoryCommand::EraseSubject { id, json } => {
+            let report = target.erase_subject(id).await?;
+            if json {
+                out.json(&to_json!(&report))?;
+            } else if report.key_destroyed {
+                out.line(&format!(
+                    "erased subject {}: {} items in {} namespaces ({}); key destroyed",
+                    report.subject,
+                    report.items_erased,
+                    report.namespaces.len(),
+                    report.namespaces.join(", ")
+                ))?;
+            }
+            if report.key_destroyed {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                out.negative(&MemoryError::UnknownSubject {
+                    subject: report.subject,
+                })
+            }
+        }
+        MemoryCommand::Export {
+            namespace,
+            subject,
+            output,
+            json,
+        } => {
+            let scope = match (namespace, subject) {
+                (Some(ns), None) => ExportScope::Namespace(ns),
+                (None, Some(s)) => ExportScope::Subject(s),
+                _ => return Err(usage("give exactly one of --namespace or --subject")),
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let mut file = match &output {
+                Some(path) => Some(
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(path)
+                        .map_err(|e| usage(format!("{}: {e}", path.display())))?,
+                ),
+                None => None,
+            };
+            let mut write_line = |out: &mut Out<'_>, line: String| -> Result<(), MemoryCliError> {
+                match &mut file {
+                    Some(f) => {
+                        writeln!(f, "{line}").map_err(|e| usage(format!("writing the export: {e}")))
+                    }
+                    None => out.line(&line),
+                }
+            };
+            let mut after: Option<ExportCursor> = None;
+            let mut count = 0u64;
+            let mut header = Some(ExportLine::Header(ExportHeader::new(scope.clone(), now)));
+            loop {
+                let page = match target
+                    .export(ExportRequest {
+                        scope: scope.clone(),
+                        after: after.take(),
+                        limit: MAX_PAGE_ITEMS,
+                    })
+                    .await
+                {
+                    Ok(page) => page,
+                    Err(e) if e.is_not_found() && count == 0 => {
+                        if let Some(path) = &output {
+                            let _ = std::fs::remove_file(path);
+                        }
+                        return out.negative(&e);
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                // The header goes out with the first page, so a refused export
+                // leaves nothing behind.
+                if let Some(h) = header.take() {
+                    write_line(out, h.to_json())?;
+                }
+                for item in page.items {
+                    write_line(out, ExportLine::Item(item).to_json())?;
+                    count += 1;
+                }
+                match page.next {
+                    Some(next) if !out.closed => after = Some(next),
+                    _ => break,
+                }
+            }
+            if let Some(f) = &mut file {
+                f.sync_all()
+                    .map_err(|e| usage(format!("writing the export: {e}")))?;
+            }
+            if let Some(path) = &output {
+                if json {
+                    out.json(&serde_json::json!({
+                        "scope": to_json!(&scope),
+                        "items": count,
+                        "output": path.display().to_string(),
+                    }))?;
+                } else {
+                    out.line(&format!("exported {count} items to {}", path.display()))?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        MemoryCommand::Import { file, json } => {
+            let bytes = read_input(&file)?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| usage(format!("{}: not UTF-8", file.display())))?;
+            let (_, items) = sios_ipc::memory::parse_export(&text)
+                .map_err(|e| usage(format!("{}: {e}", file.display())))?;
+            let total = items.len() as u64;
+            let mut report = ImportReport::default();
+            for chunk in import_chunks(items) {
+                let done = target.import(chunk).await?;
+                report.created += done.created;
+                report.replaced += done.replaced;
+            }
+            if json {
+                out.json(&serde_json::json!({
+                    "created": report.created,
+                    "replaced": report.replaced,
+                    "items": total,
+                }))?;
+            } else {
+                out.line(&format!(
+                    "imported {total} items ({} new, {} replaced)",
+                    report.created, report.replaced
+                ))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        MemoryCommand::Compact { json } => {
+            let report = target.compact().await?;
+            if json {
+                out.json(&to_json!(&report))?;
+            } else {
+                out.line(&format!(
+                    "memory.redb {} → {} bytes; subject keys {} → {} bytes",
+                    report.database_bytes_before,
+                    report.database_bytes_after,
+                    report.key_file_bytes_before,
+                    report.key_file_bytes_after
+                ))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+
+    /// A memory with the service's semantics for what the CLI relies on.
+    #[derive(Default)]
+    struct Fake {
+        items: RefCell<BTreeMap<(String, String), Item>>,
+    }
+
+    impl MemoryTarget for Fake {
+        async fn put(&self, r: PutRequest) -> Result<PutResponse, MemoryError> {
+            r.validate()?;
+            let created = !self
+                .items
+                .borrow()
+                .contains_key(&(r.namespace.clone(), r.key.clone()));
+            let item = Item {
+                namespace: r.namespace.clone(),
+                key: r.key.clone(),
+                subject: r.subject,
+                value: r.value,
+                metadata: r.metadata,
+                created_ms: 1,
+                updated_ms: 2,
+                embedding: r.embedding,
+            };
+            self.items.borrow_mut().insert((r.namespace, r.key), item);
+            Ok(PutResponse {
+                created,
+                created_ms: 1,
+                updated_ms: 2,
+            })
+        }
+        async fn get(&self, namespace: String, key: String) -> Result<Item, MemoryError> {
+            let items = self.items.borrow();
+            if !items.keys().any(|(ns, _)| *ns == namespace) {
+                return Err(MemoryError::UnknownNamespace { namespace });
+            }
+            items
+                .get(&(namespace.clone(), key.clone()))
+                .cloned()
+                .ok_or(MemoryError::NotFound { namespace, key })
+        }
+        async fn list(&self, r: ListRequest) -> Result<ListPage, MemoryError> {
+            let items = self.items.borrow();
+            let all: Vec<Item> = items
+                .values()
+                .filter(|i| {
+                    i.namespace == r.namespace && r.after.as_ref().is_none_or(|a| i.key > *a)
+                })
+                .cloned()
+                .collect();
+            if !items.keys().any(|(ns, _)| *ns == r.namespace) {
+                return Err(MemoryError::UnknownNamespace {
+                    namespace: r.namespace,
+                });
+            }
+            let limit = r.limit.clamp(1, 2) as usize; // tiny pages: exercise paging
+            let next = (all.len() > limit).then(|| all[limit - 1].key.clone());
+            Ok(ListPage {
+                items: all.into_iter().take(limit).collect(),
+                next,
+            })
+        }
+        async fn delete(&self, namespace: String, key: String) -> Result<(), MemoryError> {
+            self.items
+                .borrow_mut()
+                .remove(&(namespace.clone(), key.clone()))
+                .map(|_| ())
+                .ok_or(MemoryError::NotFound { namespace, key })
+        }
+        async fn search(&self, r: SearchRequest) -> Result<SearchResponse, MemoryError> {
+            let hits = self
+                .items
+                .borrow()
+                .values()
+                .filter(|i| {
+                    i.embedding
+                        .as_ref()
+                        .is_some_and(|e| e.0.len() == r.query.0.len())
+                })
+                .map(|i| sios_ipc::SearchHit {
+                    namespace: i.namespace.clone(),
+                    key: i.key.clone(),
+                    subject: i.subject.clone(),
+                    score: 1.0,
+                    metadata: i.metadata.clone(),
+                    created_ms: i.created_ms,
+                    updated_ms: i.updated_ms,
+                    value: r.include_values.then(|| i.value.clone()),
+                })
+                .collect::<Vec<_>>();
+            Ok(SearchResponse {
+                scanned: hits.len() as u64,
+                hits,
+                values_omitted: 0,
+            })
+        }
+        async fn erase_subject(&self, subject: String) -> Result<EraseReport, MemoryError> {
+            let mut items = self.items.borrow_mut();
+            let before = items.len();
+            let namespaces: std::collections::BTreeSet<String> = items
+                .values()
+                .filter(|i| i.subject == subject)
+                .map(|i| i.namespace.clone())
+                .collect();
+            items.retain(|_, i| i.subject != subject);
+            let erased = (before - items.len()) as u64;
+            Ok(EraseReport {
+                subject,
+                items_erased: erased,
+                namespaces: namespaces.into_iter().collect(),
+                key_destroyed: erased > 0,
+            })
+        }
+        async fn export(&self, r: ExportRequest) -> Result<ExportPage, MemoryError> {
+            let items: Vec<Item> = self
+                .items
+                .borrow()
+                .values()
+                .filter(|i| match &r.scope {
+                    ExportScope::Namespace(ns) => i.namespace == *ns,
+                    ExportScope::Subject(s) => i.subject == *s,
+                })
+                .filter(|i| {
+                    r.after
+                        .as_ref()
+                        .is_none_or(|a| (&i.namespace, &i.key) > (&a.namespace, &a.key))
+                })
+                .cloned()
+                .collect();
+            if items.is_empty() && r.after.is_none() {
+                return Err(match r.scope {
+                    ExportScope::Namespace(namespace) => {
+                        MemoryError::UnknownNamespace { namespace }
+                    }
+                    ExportScope::Subject(subject) => MemoryError::UnknownSubject { subject },
+                });
+            }
+            let next = (items.len() > 1).then(|| ExportCursor {
+                namespace: items[0].namespace.clone(),
+                key: items[0].key.clone(),
+            });
+            Ok(ExportPage {
+                items: items.into_iter().take(1).collect(),
+                next,
+            })
+        }
+        async fn import(&self, r: ImportRequest) -> Result<ImportReport, MemoryError> {
+            let mut report = ImportReport::default();
+            for item in r.items {
+                match self
+                    .items
+                    .borrow_mut()
+                    .insert((item.namespace.clone(), item.key.clone()), item)
+                {
+                    Some(_) => report.replaced += 1,
+                    None => report.created += 1,
+                }
+            }
+            Ok(report)
+        }
+        async fn compact(&self) -> Result<CompactReport, MemoryError> {
+            Ok(CompactReport {
+                database_bytes_before: 2,
+                database_bytes_after: 1,
+                key_file_bytes_before: 2,
+                key_file_bytes_after: 1,
+            })
+        }
+    }
+
+    #[derive(clap::Parser, Debug)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: MemoryCommand,
+    }
+
+    /// Runs `sios memory ARGS…`; returns (exit code, stdout bytes, stderr).
+    fn sios_raw(fake: &Fake, args: &[&str]) -> (u8, Vec<u8>, String) {
+        let cmd = match Cli::try_parse_from(std::iter::once("memory").chain(args.iter().copied())) {
+            Ok(cli) => cli.cmd,
+            Err(e) => return (2, Vec::new(), e.to_string()),
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let code = match rt.block_on(run_to(cmd, fake, &mut out, &mut err)) {
+            Ok(code) if code == ExitCode::SUCCESS => 0,
+            Ok(_) => 1,
+            Err(e) => {
+                err.extend_from_slice(e.to_string().as_bytes());
+                e.exit_code()
+            }
+        };
+        (code, out, String::from_utf8_lossy(&err).into_owned())
+    }
+
+    /// [`sios_raw`] with standard output as text.
+    fn sios(fake: &Fake, args: &[&str]) -> (u8, String, String) {
+        let (code, out, err) = sios_raw(fake, args);
+        (code, String::from_utf8_lossy(&out).into_owned(), err)
+    }
+
+    #[test]
+    fn put_get_ls_rm_with_stable_json_and_exit_codes() {
+        let fake = Fake::default();
+        let (code, out, _) = sios(
+            &fake,
+            &[
+                "put",
+                "-n",
+                "tenant/acme",
+                "-s",
+                "alice",
+                "greeting",
+                "hello",
+                "--meta",
+                "lang=en",
+                "--embedding",
+                "[1, 0.5]",
+                "--json",
+            ],
+        );
+        assert_eq!(code, 0);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+            serde_json::json!({"namespace": "tenant/acme", "key": "greeting", "subject": "alice", "created": true, "created_ms": 1, "updated_ms": 2})
+        );
+        assert_eq!(
+            sios(
+                &fake,
+                &[
+                    "put",
+                    "-n",
+                    "tenant/acme",
+                    "-s",
+                    "bob",
+                    "blob",
+                    "AP8=",
+                    "--base64"
+                ]
+            )
+            .0,
+            0
+        );
+        assert_eq!(
+            sios(&fake, &["get", "-n", "tenant/acme", "greeting"]),
+            (0, "hello\n".into(), String::new())
+        );
+        assert_eq!(
+            sios_raw(&fake, &["get", "-n", "tenant/acme", "blob"]).1,
+            [0, 255]
+        );
+        let (_, out, _) = sios(&fake, &["get", "-n", "tenant/acme", "greeting", "--json"]);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+            serde_json::json!({"namespace": "tenant/acme", "key": "greeting", "subject": "alice", "value": {"text": "hello"}, "metadata": {"lang": "en"}, "created_ms": 1, "updated_ms": 2, "embedding": [1.0, 0.5]})
+        );
+        let (code, out, err) = sios(&fake, &["get", "-n", "tenant/acme", "nope"]);
+        assert_eq!((code, out.as_str()), (1, ""));
+        assert!(err.contains("no item `nope`"), "{err}");
+        assert_eq!(sios(&fake, &["get", "-n", "tenant/zzz", "greeting"]).0, 1);
+        assert_eq!(
+            sios(&fake, &["get", "-n", "bad//ns", "x"]).0,
+            1,
+            "the fake does not validate gets"
+        );
+        assert_eq!(
+            sios(&fake, &["put", "-n", "bad//ns", "-s", "a", "k", "v"]).0,
+            2,
+            "validated before sending"
+        );
+        assert_eq!(
+            sios(
+                &fake,
+                &["put", "-n", "ns", "-s", "a", "k", "v", "--meta", "novalue"]
+            )
+            .0,
+            2
+        );
+        assert_eq!(
+            sios(
+                &fake,
+                &["put", "-n", "ns", "-s", "a", "k", "v", "--embedding", "1,x"]
+            )
+            .0,
+            2
+        );
+        assert_eq!(
+            sios(&fake, &["put", "-n", "ns", "k", "v"]).0,
+            2,
+            "--subject is required"
+        );
+
+        for i in 0..5 {
+            sios(
+                &fake,
+                &[
+                    "put",
+                    "-n",
+                    "tenant/acme",
+                    "-s",
+                    "carol",
+                    &format!("k{i}"),
+                    "v",
+                ],
+            );
+        }
+        let (code, out, _) = sios(&fake, &["ls", "-n", "tenant/acme"]);
+        assert_eq!(code, 0);
+        let keys: Vec<&str> = out.lines().map(|l| l.split('\t').next().unwrap()).collect();
+        assert_eq!(keys, ["blob", "greeting", "k0", "k1", "k2", "k3", "k4"]);
+        let (_, out, _) = sios(
+            &fake,
+            &[
+                "ls",
+                "-n",
+                "tenant/acme",
+                "--after",
+                "greeting",
+                "--limit",
+                "3",
+                "--json",
+            ],
+        );
+        let lines: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(
+            lines[0],
+            serde_json::json!({"namespace": "tenant/acme", "key": "k0", "subject": "carol", "value_kind": "text", "value_bytes": 1, "metadata": {}, "created_ms": 1, "updated_ms": 2, "embedding_dims": null})
+        );
+        assert_eq!(sios(&fake, &["ls", "-n", "tenant/none"]).0, 1);
+
+        let (code, out, _) = sios(&fake, &["rm", "-n", "tenant/acme", "k0", "--json"]);
+        assert_eq!(code, 0);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+            serde_json::json!({"namespace": "tenant/acme", "key": "k0", "deleted": true})
+        );
+        assert_eq!(sios(&fake, &["rm", "-n", "tenant/acme", "k0"]).0, 1);
+    }
+
+    #[test]
+    fn search_erase_export_import_compact() {
+        let fake = Fake::default();
+        sios(
+            &fake,
+            &[
+                "put",
+                "-n",
+                "a",
+                "-s",
+                "alice",
+                "x",
+                "hello",
+                "--embedding",
+                "0.1,0.2",
+            ],
+        );
+        sios(
+            &fake,
+            &["put", "-n", "b", "-s", "alice", "y", "AAEC", "--base64"],
+        );
+        sios(&fake, &["put", "-n", "b", "-s", "bob", "z", "bob's"]);
+        let (code, out, _) = sios(
+            &fake,
+            &["search", "--embedding", "[0.1,0.2]", "--values", "--json"],
+        );
+        assert_eq!(code, 0);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["hits"][0]["key"], "x");
+        assert_eq!(v["hits"][0]["value"], serde_json::json!({"text": "hello"}));
+        assert_eq!(v["scanned"], 1);
+        assert_eq!(
+            sios(&fake, &["search", "--embedding", "1,2,3"]).0,
+            1,
+            "no hits"
+        );
+
+        let dir = std::env::temp_dir().join(format!("sios-memory-cli-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("alice.jsonl");
+        let (code, out, _) = sios(
+            &fake,
+            &[
+                "export",
+                "--subject",
+                "alice",
+                "-o",
+                file.to_str().unwrap(),
+                "--json",
+            ],
+        );
+        assert_eq!(code, 0);
+        let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(summary["items"], 2);
+        assert_eq!(summary["scope"], serde_json::json!({"subject": "alice"}));
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            text.starts_with(
+                "{\"type\":\"header\",\"format\":\"sios-memory-export\",\"version\":1,"
+            )
+        );
+        assert_eq!(text.lines().count(), 3);
+        assert_eq!(
+            sios(
+                &fake,
+                &["export", "--subject", "alice", "-o", file.to_str().unwrap()]
+            )
+            .0,
+            2,
+            "never overwrites"
+        );
+        let (_, stdout_export, _) = sios(&fake, &["export", "-n", "b"]);
+        assert_eq!(stdout_export.lines().count(), 3);
+        assert_eq!(sios(&fake, &["export", "-s", "nobody"]).0, 1);
+        assert_eq!(sios(&fake, &["export"]).0, 2, "a scope is required");
+
+        let (code, out, _) = sios(&fake, &["erase-subject", "alice", "--json"]);
+        assert_eq!(code, 0);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+            serde_json::json!({"subject": "alice", "items_erased": 2, "namespaces": ["a", "b"], "key_destroyed": true})
+        );
+        assert_eq!(
+            sios(&fake, &["erase-subject", "alice"]).0,
+            1,
+            "nothing left to erase"
+        );
+        assert_eq!(sios(&fake, &["get", "-n", "a", "x"]).0, 1);
+
+        let (code, out, _) = sios(&fake, &["import", file.to_str().unwrap(), "--json"]);
+        assert_eq!(code, 0);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+            serde_json::json!({"created": 2, "replaced": 0, "items": 2})
+        );
+        assert_eq!(sios_raw(&fake, &["get", "-n", "b", "y"]).1, [0, 1, 2]);
+        std::fs::write(&file, "{\"type\":\"item\"}\n").unwrap();
+        assert_eq!(sios(&fake, &["import", file.to_str().unwrap()]).0, 2);
+        assert_eq!(sios(&fake, &["compact", "--json"]).0, 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,439 @@
+//! Everything a client may ask the kernel besides inference: the audit log,
+//! the policy, the sandbox report, customer memory. Each request is decided
+//! by the policy and, when it acts on anything, recorded before it runs and
+//! after it ends, through one path: [`Appliance::governed`].
+
+use crate::appliance::{Appliance, Requester, outcome_of};
+use crate::governance::ActivePolicy;
+use crate::supervisor::Connection;
+use sios_ipc::audit::{ActionResult, DraftKind, RecordDraft};
+use sios_ipc::memory::{self, MemoryError};
+use sios_ipc::{AuditClient, ControlError, MemoryClient, PolicyInfo, Role, transport};
+use sios_policy::{Action, LoadedPolicy, MemoryNamespace, PolicySource, Resource};
+use std::future::Future;
+use std::time::Duration;
+
+/// Why a governed request did not run, or failed.
+#[derive(Debug)]
+pub enum Refusal<E> {
+    /// The policy said no (already recorded).
+    Denied {
+        action: String,
+        resource: String,
+        reason: String,
+        principal: String,
+    },
+    /// It could not be recorded, so it did not run.
+    Unrecorded(String),
+    /// It ran and failed (recorded).
+    Failed(E),
+}
+
+impl<E: std::fmt::Display> From<Refusal<E>> for ControlError {
+    fn from(refusal: Refusal<E>) -> ControlError {
+        match refusal {
+            Refusal::Denied {
+                action,
+                resource,
+                reason,
+                principal,
+            } => ControlError::Denied {
+                principal,
+                action,
+                resource,
+                reason,
+            },
+            Refusal::Unrecorded(reason) => ControlError::Unrecorded { reason },
+            Refusal::Failed(err) => ControlError::Failed(err.to_string()),
+        }
+    }
+}
+
+impl From<Refusal<MemoryError>> for MemoryError {
+    fn from(refusal: Refusal<MemoryError>) -> MemoryError {
+        match refusal {
+            Refusal::Denied { reason, .. } => MemoryError::Denied { reason },
+            Refusal::Unrecorded(reason) => MemoryError::Unavailable(format!(
+                "the action could not be recorded in the audit log: {reason}"
+            )),
+            Refusal::Failed(err) => err,
+        }
+    }
+}
+
+const SERVICE_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl Appliance {
+    /// Decides, records the intent, runs `run`, records the outcome.
+    pub async fn governed<T, E, Fut>(
+        &self,
+        requester: &Requester,
+        action: Action,
+        resource: Resource,
+        resource_label: String,
+        run: impl FnOnce() -> Fut,
+    ) -> Result<T, Refusal<E>>
+    where
+        E: std::fmt::Display,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let action_name = action.as_str();
+        let ruling = self
+            .governor
+            .decide(self.principal(requester), action, resource);
+        let mut intent = RecordDraft::new(
+            requester.actor(),
+            action_name,
+            resource_label.clone(),
+            DraftKind::Intent,
+        );
+        intent.decision = Some(ruling.recorded.clone());
+        intent.detail = ruling.detail();
+        if !ruling.allowed() {
+            let receipts = self
+                .record(vec![intent.clone()])
+                .await
+                .map_err(Refusal::Unrecorded)?;
+            let outcome = outcome_of(&intent, receipts[0].seq, ActionResult::Denied);
+            self.record(vec![outcome])
+                .await
+                .map_err(Refusal::Unrecorded)?;
+            return Err(Refusal::Denied {
+                action: action_name.to_owned(),
+                resource: resource_label,
+                reason: ruling.reason(),
+                principal: requester.to_string(),
+            });
+        }
+        let seq = self
+            .record(vec![intent.clone()])
+            .await
+            .map_err(Refusal::Unrecorded)?[0]
+            .seq;
+        let result = run().await;
+        let ended = match &result {
+            Ok(_) => ActionResult::Ok,
+            Err(err) => ActionResult::Error(err.to_string()),
+        };
+        self.record(vec![outcome_of(&intent, seq, ended)])
+            .await
+            .map_err(Refusal::Unrecorded)?;
+        result.map_err(Refusal::Failed)
+    }
+
+    /// Decides a read of the appliance's own state, recording only a denial.
+    pub async fn allowed_to_read(
+        &self,
+        requester: &Requester,
+        action: Action,
+        resource: Resource,
+        label: &str,
+    ) -> Result<(), ControlError> {
+        let ruling = self
+            .governor
+            .decide(self.principal(requester), action, resource.clone());
+        if ruling.allowed() {
+            return Ok(());
+        }
+        let refused: Result<(), Refusal<String>> = self
+            .governed(requester, action, resource, label.to_owned(), || async {
+                Ok::<(), String>(())
+            })
+            .await;
+        refused.map_err(ControlError::from)
+    }
+
+    fn service(&self, name: &str) -> Option<Connection> {
+        self.slot(name)
+            .filter(|s| matches!(s.role, Role::Audit | Role::Memory))
+            .and_then(|s| s.connection().ok())
+    }
+
+    pub(crate) fn audit_client(&self) -> Result<AuditClient, String> {
+        match self.service("audit") {
+            Some(Connection::Audit(client)) => Ok(client),
+            _ => Err("the audit service is not ready".into()),
+        }
+    }
+
+    fn memory_client(&self) -> Result<MemoryClient, MemoryError> {
+        match self.service("memory") {
+            Some(Connection::Memory(client)) => Ok(client),
+            _ => Err(MemoryError::Unavailable(
+                "the memory service is not ready; `sios status` says why".into(),
+            )),
+        }
+    }
+
+    // ---- The audit log ---------------------------------------------------
+
+    /// Reads from the audit log on behalf of `requester` (decided as
+    /// `audit_read` and recorded like any other access).
+    pub async fn audit_query<T, Fut>(
+        &self,
+        requester: &Requester,
+        what: &str,
+        query: impl FnOnce(AuditClient, tarpc::context::Context) -> Fut,
+    ) -> Result<T, ControlError>
+    where
+        Fut: Future<Output = Result<Result<T, sios_ipc::AuditError>, tarpc::client::RpcError>>,
+    {
+        let client = self
+            .audit_client()
+            .map_err(|reason| ControlError::Unrecorded { reason })?;
+        self.governed(
+            requester,
+            Action::AuditRead,
+            Resource::AuditLog,
+            format!("audit:{what}"),
+            || async move {
+                match query(client, transport::context_with_timeout(SERVICE_TIMEOUT)).await {
+                    Ok(result) => result.map_err(|e| e.to_string()),
+                    Err(rpc) => Err(format!("the audit service did not answer: {rpc}")),
+                }
+            },
+        )
+        .await
+        .map_err(ControlError::from)
+    }
+
+    /// Rotates the signing key (decided as `key_rotate`).
+    pub async fn key_rotate(
+        &self,
+        requester: &Requester,
+    ) -> Result<sios_ipc::audit::RotationReport, ControlError> {
+        let client = self
+            .audit_client()
+            .map_err(|reason| ControlError::Unrecorded { reason })?;
+        let by = requester.actor();
+        self.governed(
+            requester,
+            Action::KeyRotate,
+            Resource::Appliance,
+            "appliance:signing-key".into(),
+            || async move {
+                match client
+                    .rotate_key(transport::context_with_timeout(SERVICE_TIMEOUT), by)
+                    .await
+                {
+                    Ok(result) => result.map_err(|e| e.to_string()),
+                    Err(rpc) => Err(format!("the audit service did not answer: {rpc}")),
+                }
+            },
+        )
+        .await
+        .map_err(ControlError::from)
+    }
+
+    // ---- Policy -------------------------------------------------------------
+
+    pub fn policy_info(&self) -> PolicyInfo {
+        let active = self.governor.active();
+        PolicyInfo {
+            content_hash: active.loaded.content_hash().to_owned(),
+            record_hash: active.digest.to_hex(),
+            policy_ids: active
+                .loaded
+                .policy_ids()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            text: active.loaded.text().to_owned(),
+        }
+    }
+
+    /// Validates and activates a policy (decided as `policy_load`): recorded
+    /// with its text before it takes effect, saved so that it survives a
+    /// restart. A policy that does not validate changes nothing.
+    pub async fn policy_load(
+        &self,
+        requester: &Requester,
+        files: Vec<(String, String)>,
+    ) -> Result<PolicyInfo, ControlError> {
+        let (schemas, policies): (Vec<_>, Vec<_>) = files
+            .into_iter()
+            .map(|(name, text)| PolicySource::new(name, text))
+            .partition(|source| source.name.ends_with(".cedarschema"));
+        let schema = schemas
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| PolicySource::new(sios_policy::SCHEMA_FILE, sios_policy::SCHEMA));
+        self.governed(
+            requester,
+            Action::PolicyLoad,
+            Resource::Appliance,
+            "appliance:policy".into(),
+            || async {
+                let loaded =
+                    LoadedPolicy::from_sources(&policies, &schema).map_err(|e| e.to_string())?;
+                let candidate = ActivePolicy::new(loaded);
+                let mut event = RecordDraft::new(
+                    requester.actor(),
+                    "policy.activate",
+                    "appliance",
+                    DraftKind::Event,
+                );
+                event.policy_text = Some(candidate.text.clone());
+                event.detail = format!(
+                    "activated by {requester}: {}",
+                    candidate.loaded.content_hash()
+                );
+                self.record(vec![event]).await?;
+                crate::appliance::write_atomically(
+                    &self.layout().active_policy(),
+                    candidate.text.as_bytes(),
+                )
+                .map_err(|e| format!("cannot save the active policy: {e}"))?;
+                self.governor.activate(candidate);
+                Ok::<(), String>(())
+            },
+        )
+        .await
+        .map_err(ControlError::from)?;
+        Ok(self.policy_info())
+    }
+
+    // ---- Sandbox -----------------------------------------------------------
+
+    /// The enforced sandbox of a running brain, read back from /proc.
+    pub async fn sandbox_report(
+        &self,
+        requester: &Requester,
+        name: &str,
+    ) -> Result<String, ControlError> {
+        self.allowed_to_read(
+            requester,
+            Action::Status,
+            Resource::Appliance,
+            "appliance:sandbox",
+        )
+        .await?;
+        let slot = self
+            .slot(name)
+            .ok_or_else(|| ControlError::UnknownProcess { name: name.into() })?;
+        let pid = slot.pid().ok_or_else(|| {
+            ControlError::Failed(format!(
+                "`{name}` is not running ({})",
+                slot.state().as_str()
+            ))
+        })?;
+        let report = tokio::task::spawn_blocking(move || sios_launch::inspect::report(pid))
+            .await
+            .map_err(|e| ControlError::Failed(e.to_string()))?
+            .map_err(|e| ControlError::Failed(e.to_string()))?;
+        serde_json::to_string(&report).map_err(|e| ControlError::Failed(e.to_string()))
+    }
+
+    // ---- Memory --------------------------------------------------------------
+
+    /// The policy's view of a namespace. Its owner is the principal its name
+    /// starts with (`client:alice/notes` is client alice's, `brain:legal/cache`
+    /// brain legal's); grants come from the `[[memory.namespaces]]` config.
+    pub fn namespace(&self, name: &str) -> MemoryNamespace {
+        let owner = name
+            .split('/')
+            .next()
+            .filter(|first| first.starts_with("client:") || first.starts_with("brain:"))
+            .unwrap_or_default();
+        let mut namespace = MemoryNamespace::private(name, owner);
+        if let Some(grant) = self
+            .config()
+            .memory
+            .namespaces
+            .iter()
+            .find(|g| g.name == name)
+        {
+            namespace.readers = grant.readers.iter().cloned().collect();
+            namespace.writers = grant.writers.iter().cloned().collect();
+            namespace.reader_groups = grant.reader_groups.iter().cloned().collect();
+            namespace.writer_groups = grant.writer_groups.iter().cloned().collect();
+        }
+        namespace
+    }
+
+    /// One memory operation on one namespace: decided, recorded, forwarded.
+    pub async fn memory_op<T, Fut>(
+        &self,
+        requester: &Requester,
+        action: Action,
+        namespace: &str,
+        call: impl FnOnce(MemoryClient, tarpc::context::Context) -> Fut,
+    ) -> Result<T, MemoryError>
+    where
+        Fut: Future<Output = Result<Result<T, MemoryError>, tarpc::client::RpcError>>,
+    {
+        memory::validate_namespace(namespace)?;
+        let client = self.memory_client()?;
+        let resource = Resource::MemoryNamespace(self.namespace(namespace));
+        Ok(self
+            .governed(
+                requester,
+                action,
+                resource,
+                format!("memory:{namespace}"),
+                || async move {
+                    match call(client, transport::context_with_timeout(SERVICE_TIMEOUT)).await {
+                        Ok(result) => result,
+                        Err(rpc) => Err(MemoryError::Unavailable(format!(
+                            "the memory service did not answer: {rpc}"
+                        ))),
+                    }
+                },
+            )
+            .await?)
+    }
+
+    /// A memory operation over a scope that is not one plain namespace
+    /// (`subject/<id>`, `*`): decided on that scope, recorded, forwarded.
+    pub async fn memory_scoped<T, Fut>(
+        &self,
+        requester: &Requester,
+        action: Action,
+        scope: &str,
+        label: String,
+        call: impl FnOnce(MemoryClient, tarpc::context::Context) -> Fut,
+    ) -> Result<T, MemoryError>
+    where
+        Fut: Future<Output = Result<Result<T, MemoryError>, tarpc::client::RpcError>>,
+    {
+        let client = self.memory_client()?;
+        let resource = Resource::MemoryNamespace(self.namespace(scope));
+        Ok(self
+            .governed(requester, action, resource, label, || async move {
+                match call(client, transport::context_with_timeout(SERVICE_TIMEOUT)).await {
+                    Ok(result) => result,
+                    Err(rpc) => Err(MemoryError::Unavailable(format!(
+                        "the memory service did not answer: {rpc}"
+                    ))),
+                }
+            })
+            .await?)
+    }
+
+    /// Decides every namespace an operation spans before any of it runs.
+    pub fn memory_allowed_everywhere(
+        &self,
+        requester: &Requester,
+        action: Action,
+        namespaces: &[String],
+    ) -> Result<(), MemoryError> {
+        for name in namespaces {
+            memory::validate_namespace(name)?;
+            let ruling = self.governor.decide(
+                self.principal(requester),
+                action,
+                Resource::MemoryNamespace(self.namespace(name)),
+            );
+            if !ruling.allowed() {
+                return Err(MemoryError::Denied {
+                    reason: format!(
+                        "{requester} may not {} memory:{name}: {}",
+                        action.as_str(),
+                        ruling.reason()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1157 @@
+//! The store: memory.redb (rows, indexes, erasure tombstones) plus the
+//! subject-key file, and the in-memory vector index.
+//!
+//! # Tables of memory.redb
+//! | table | key | value |
+//! |---|---|---|
+//! | `items.v1` | (namespace, key) | a [`Row`]: clear header + sealed attrs + sealed value |
+//! | `subject_items.v1` | (subject handle, namespace, key) | () — finds a subject's items |
+//! | `namespaces.v1` | namespace | number of items in it (a namespace exists while > 0) |
+//! | `erasing.v1` | subject handle | slot it had in the key file — an erasure in progress |
+//! | `meta.v1` | name | u64 (`compaction_due`) |
+//!
+//! # Writes
+//! One [`Mutex`] serialises writers (the key file and redb's single writer);
+//! readers never wait for it. Every write transaction commits with
+//! `Durability::Immediate`, and a new subject key is written and
+//! `fdatasync`ed before the first transaction that uses it, so an
+//! acknowledged write is on disk with the key that opens it.
+//!
+//! # Erasure, and why nothing comes back
+//! 1. Commit a tombstone `erasing[handle]` (durable). From here the erasure
+//!    always completes: on restart, [`MemoryStore::open`] finishes every
+//!    tombstoned erasure before the store is served.
+//! 2. Remove the subject's entries from the vector index, then destroy the
+//!    key: in memory (so no read can open a row any more) and on disk (slot
+//!    zeroed in place, `fdatasync`).
+//! 3. One transaction deletes every row of the subject and the tombstone.
+//!
+//! A crash before 1 leaves everything readable (and the erasure was never
+//! acknowledged); after 1, nothing of the subject is readable again: reads
+//! find no key (in memory from step 2 on, and after a restart because
+//! recovery destroys it before serving). Every read path (get, list, search
+//! with values, export) opens rows with the key, so a row whose key is gone
+//! is skipped as if absent; search reads the index, which step 2 cleaned.
+
+use crate::index::{Filter, VectorIndex};
+use crate::keys::{KeyFile, SubjectKey};
+use crate::seal::{Place, Row, SealError};
+use redb::{
+    Database, Durability, ReadTransaction, ReadableDatabase as _, ReadableTable as _,
+    ReadableTableMetadata as _, TableDefinition, TableHandle as _, WriteTransaction,
+};
+use sios_ipc::memory::{
+    DEFAULT_PAGE_ITEMS, MAX_IMPORT_ITEMS, MAX_PAGE_BYTES, MAX_PAGE_ITEMS, MAX_SEARCH_FILTERS,
+    MAX_SEARCH_K, MAX_SEARCH_NAMESPACES, validate_embedding, validate_key, validate_metadata,
+    validate_namespace, validate_subject,
+};
+use sios_ipc::{
+    CompactReport, Embedding, EraseReport, ExportCursor, ExportPage, ExportRequest, ExportScope,
+    ImportReport, ImportRequest, Item, ListPage, ListRequest, MemoryError, PutRequest, PutResponse,
+    SearchHit, SearchRequest, SearchResponse,
+};
+use std::collections::{BTreeSet, HashMap};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// The database file's name inside the data directory.
+pub const DATABASE_FILE: &str = "memory.redb";
+
+const ITEMS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("items.v1");
+const SUBJECT_ITEMS: TableDefinition<(u64, &str, &str), ()> =
+    TableDefinition::new("subject_items.v1");
+const NAMESPACES: TableDefinition<&str, u64> = TableDefinition::new("namespaces.v1");
+const ERASING: TableDefinition<u64, u64> = TableDefinition::new("erasing.v1");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta.v1");
+const COMPACTION_DUE: &str = "compaction_due";
+/// The foundation build's plaintext table: refused, never read.
+const LEGACY_ITEMS: &str = "items";
+
+fn storage(err: impl std::fmt::Display) -> MemoryError {
+    MemoryError::Storage(err.to_string())
+}
+
+fn unreadable(namespace: &str, key: &str, err: SealError) -> MemoryError {
+    MemoryError::Storage(format!(
+        "item `{key}` in namespace `{namespace}` cannot be read: {err}"
+    ))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn page_limit(limit: u32) -> usize {
+    match limit {
+        0 => DEFAULT_PAGE_ITEMS as usize,
+        n => n.min(MAX_PAGE_ITEMS) as usize,
+    }
+}
+
+// Locks are never poisoned in a way that matters: every critical section
+// either completes its durable step or leaves memory as it was.
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+fn lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
+    lock.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write_txn(db: &Database) -> Result<WriteTransaction, MemoryError> {
+    let mut txn = db.begin_write().map_err(storage)?;
+    txn.set_durability(Durability::Immediate).map_err(storage)?;
+    Ok(txn)
+}
+
+/// Where an interrupted erasure stops (crash tests only).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EraseStop {
+    /// After the tombstone commit, before the key is destroyed.
+    AfterTombstone,
+    /// After the key is destroyed on disk, before the rows are deleted.
+    AfterKeyDestroyed,
+}
+
+/// The memory store. Share it behind an `Arc`; every method is blocking
+/// (disk I/O): call it from a blocking thread.
+#[derive(Debug)]
+pub struct MemoryStore {
+    dir: PathBuf,
+    db_path: PathBuf,
+    /// Write-locked only by compaction (which needs no live transaction).
+    db: RwLock<Database>,
+    keys: RwLock<KeyFile>,
+    index: RwLock<VectorIndex>,
+    writer: Mutex<()>,
+}
+
+impl MemoryStore {
+    /// Opens (or creates) the store in `dir`: makes the directory 0700 and
+    /// the files 0600, finishes any erasure a crash interrupted, compacts if
+    /// an erasure happened since the last compaction, and builds the search
+    /// index. Only then may the store be served.
+    pub fn open(dir: &Path) -> Result<MemoryStore, MemoryError> {
+        std::fs::create_dir_all(dir).map_err(|e| storage(format!("{}: {e}", dir.display())))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| storage(format!("{}: {e}", dir.display())))?;
+        let keys = KeyFile::open(dir).map_err(storage)?;
+        let db_path = dir.join(DATABASE_FILE);
+        let db = Database::create(&db_path)
+            .map_err(|e| storage(format!("{}: {e}", db_path.display())))?;
+        std::fs::set_permissions(&db_path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| storage(format!("{}: {e}", db_path.display())))?;
+        {
+            let txn = write_txn(&db)?;
+            if txn
+                .list_tables()
+                .map_err(storage)?
+                .any(|t| t.name() == LEGACY_ITEMS)
+            {
+                return Err(MemoryError::Storage(format!(
+                    "{} holds a table written by the unencrypted foundation build; move it aside (its items have no data subject and cannot be imported)",
+                    db_path.display()
+                )));
+            }
+            txn.open_table(ITEMS).map_err(storage)?;
+            txn.open_table(SUBJECT_ITEMS).map_err(storage)?;
+            txn.open_table(NAMESPACES).map_err(storage)?;
+            txn.open_table(ERASING).map_err(storage)?;
+            txn.open_table(META).map_err(storage)?;
+            let items = txn
+                .open_table(ITEMS)
+                .map_err(storage)?
+                .len()
+                .map_err(storage)?;
+            if items > 0 && keys.was_created() {
+                // Without the key file every item is unreadable for good:
+                // refuse to start rather than serve a store of ciphertext,
+                // and leave no empty key file behind to be taken for the
+                // real one at the next start.
+                let _ = std::fs::remove_file(keys.path());
+                return Err(MemoryError::Storage(format!(
+                    "{} holds {items} items but {} was missing: restore the key file that belongs with this database (from the same backup), or move the database aside to start afresh",
+                    db_path.display(),
+                    keys.path().display()
+                )));
+            }
+            txn.commit().map_err(storage)?;
+        }
+        let store = MemoryStore {
+            dir: dir.to_owned(),
+            db_path,
+            db: RwLock::new(db),
+            keys: RwLock::new(keys),
+            index: RwLock::new(VectorIndex::default()),
+            writer: Mutex::new(()),
+        };
+        store.recover()?;
+        let due = {
+            let db = read(&store.db);
+            let txn = db.begin_read().map_err(storage)?;
+            let meta = txn.open_table(META).map_err(storage)?;
+            meta.get(COMPACTION_DUE)
+                .map_err(storage)?
+                .map(|v| v.value())
+                == Some(1)
+        };
+        if due || read(&store.keys).compaction_worthwhile() {
+            store.compact()?;
+        }
+        store.build_index()?;
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn database_path(&self) -> &Path {
+        &self.db_path
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Items held with an embedding (the search index's size).
+    pub fn indexed(&self) -> usize {
+        read(&self.index).len()
+    }
+
+    /// Finishes tombstoned erasures; reports rows whose key is missing.
+    fn recover(&self) -> Result<(), MemoryError> {
+        let _writer = lock(&self.writer);
+        let db = read(&self.db);
+        let (tombstones, orphans, max_handle) = {
+            let txn = db.begin_read().map_err(storage)?;
+            let erasing = txn.open_table(ERASING).map_err(storage)?;
+            let tombstones: Vec<u64> = erasing
+                .iter()
+                .map_err(storage)?
+                .map(|r| r.map(|(k, _)| k.value()).map_err(storage))
+                .collect::<Result<_, _>>()?;
+            let keys = read(&self.keys);
+            let mut handles = BTreeSet::new();
+            let subject_items = txn.open_table(SUBJECT_ITEMS).map_err(storage)?;
+            // Walk handle by handle: jump past each handle's rows.
+            let mut next: Option<u64> = Some(0);
+            while let Some(from) = next {
+                let first = subject_items
+                    .range((from, "", "")..)
+                    .map_err(storage)?
+                    .next()
+                    .transpose()
+                    .map_err(storage)?;
+                next = match first {
+                    Some((k, _)) => {
+                        let handle = k.value().0;
+                        handles.insert(handle);
+                        handle.checked_add(1)
+                    }
+                    None => None,
+                };
+            }
+            let orphans: Vec<u64> = handles
+                .iter()
+                .copied()
+                .filter(|h| keys.by_handle(*h).is_none() && !tombstones.contains(h))
+                .collect();
+            let max = handles
+                .iter()
+                .chain(tombstones.iter())
+                .max()
+                .copied()
+                .unwrap_or(0);
+            (tombstones, orphans, max)
+        };
+        write(&self.keys).raise_next_handle(max_handle + 1);
+        for handle in tombstones {
+            tracing::warn!(handle, "finishing an erasure interrupted by a crash");
+            write(&self.keys).destroy(handle).map_err(storage)?;
+            self.delete_subject_rows(&db, handle)?;
+        }
+        for handle in orphans {
+            // Cannot happen in operation (a key goes only after its erasure's
+            // tombstone, and the tombstone only with the rows); a key file
+            // restored from another backup can cause it. The rows are left
+            // as they are, unreadable, and every read path skips them.
+            tracing::error!(
+                handle,
+                "items whose subject key is not in the key file cannot be decrypted; they are skipped (was the key file restored from a different backup?)"
+            );
+        }
+        Ok(())
+    }
+
+    fn build_index(&self) -> Result<(), MemoryError> {
+        let db = read(&self.db);
+        let txn = db.begin_read().map_err(storage)?;
+        let items = txn.open_table(ITEMS).map_err(storage)?;
+        let keys = read(&self.keys);
+        let mut index = VectorIndex::default();
+        let mut cache: HashMap<u64, Option<Arc<SubjectKey>>> = HashMap::new();
+        for entry in items.iter().map_err(storage)? {
+            let (k, v) = entry.map_err(storage)?;
+            let (namespace, key) = k.value();
+            let row = Row::from_bytes(v.value()).map_err(|e| unreadable(namespace, key, e))?;
+            if !row.has_embedding {
+                continue;
+            }
+            let Some(subject_key) = cache
+                .entry(row.handle)
+                .or_insert_with(|| keys.by_handle(row.handle))
+                .clone()
+            else {
+                continue;
+            };
+            let place = Place { namespace, key };
+            let (metadata, embedding) = row
+                .open_attrs(&subject_key, place)
+                .map_err(|e| unreadable(namespace, key, e))?;
+            if let Some(embedding) = embedding {
+                index.insert(
+                    namespace,
+                    key,
+                    row.handle,
+                    &subject_key.subject,
+                    metadata,
+                    &embedding,
+                    row.created_ms,
+                    row.updated_ms,
+                );
+            }
+        }
+        *write(&self.index) = index;
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- reads
+
+    fn require_namespace(&self, txn: &ReadTransaction, namespace: &str) -> Result<(), MemoryError> {
+        let namespaces = txn.open_table(NAMESPACES).map_err(storage)?;
+        if namespaces.get(namespace).map_err(storage)?.is_none() {
+            return Err(MemoryError::UnknownNamespace {
+                namespace: namespace.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Opens a stored row; `None` if its subject's key is gone (erased).
+    fn open_item(
+        &self,
+        namespace: &str,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<Option<Item>, MemoryError> {
+        let row = Row::from_bytes(bytes).map_err(|e| unreadable(namespace, key, e))?;
+        let Some(subject_key) = read(&self.keys).by_handle(row.handle) else {
+            return Ok(None);
+        };
+        let place = Place { namespace, key };
+        let value = row
+            .open_value(&subject_key, place)
+            .map_err(|e| unreadable(namespace, key, e))?;
+        let (metadata, embedding) = row
+            .open_attrs(&subject_key, place)
+            .map_err(|e| unreadable(namespace, key, e))?;
+        Ok(Some(Item {
+            namespace: namespace.to_owned(),
+            key: key.to_owned(),
+            subject: subject_key.subject.clone(),
+            value,
+            metadata,
+            created_ms: row.created_ms,
+            updated_ms: row.updated_ms,
+            embedding: embedding.map(Embedding),
+        }))
+    }
+
+    /// One item.
+    pub fn get(&self, namespace: &str, key: &str) -> Result<Item, MemoryError> {
+        validate_namespace(namespace)?;
+        validate_key(key)?;
+        let db = read(&self.db);
+        let txn = db.begin_read().map_err(storage)?;
+        self.require_namespace(&txn, namespace)?;
+        let items = txn.open_table(ITEMS).map_err(storage)?;
+        let not_found = || MemoryError::NotFound {
+            namespace: namespace.to_owned(),
+            key: key.to_owned(),
+        };
+        let row = items
+            .get((namespace, key))
+            .map_err(storage)?
+            .ok_or_else(not_found)?;
+        self.open_item(namespace, key, row.value())?
+            .ok_or_else(not_found)
+    }
+
+    /// One page of a namespace, in key order.
+    pub fn list(&self, request: &ListRequest) -> Result<ListPage, MemoryError> {
+        validate_namespace(&request.namespace)?;
+        if let Some(after) = &request.after {
+            validate_key(after)?;
+        }
+        let (items, next) = self.namespace_page(
+            &request.namespace,
+            request.after.as_deref(),
+            page_limit(request.limit),
+        )?;
+        Ok(ListPage {
+            items,
+            next: next.map(|c| c.key),
+        })
+    }
+
+    fn namespace_page(
+        &self,
+        namespace: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Item>, Option<ExportCursor>), MemoryError> {
+        let db = read(&self.db);
+        let txn = db.begin_read().map_err(storage)?;
+        self.require_namespace(&txn, namespace)?;
+        let table = txn.open_table(ITEMS).map_err(storage)?;
+        let mut page = Page::new(limit);
+        for entry in table
+            .range((namespace, after.unwrap_or(""))..)
+            .map_err(storage)?
+        {
+            let (k, v) = entry.map_err(storage)?;
+            let (ns, key) = k.value();
+            if ns != namespace {
+                break;
+            }
+            if after == Some(key) {
+                continue;
+            }
+            if page.full() {
+                page.more = true;
+                break;
+            }
+            if let Some(item) = self.open_item(ns, key, v.value())?
+                && !page.push(item)
+            {
+                break;
+            }
+        }
+        Ok(page.finish())
+    }
+
+    fn subject_page(
+        &self,
+        subject: &str,
+        after: Option<&ExportCursor>,
+        limit: usize,
+    ) -> Result<(Vec<Item>, Option<ExportCursor>), MemoryError> {
+        let Some(subject_key) = read(&self.keys).by_subject(subject) else {
+            return Err(MemoryError::UnknownSubject {
+                subject: subject.to_owned(),
+            });
+        };
+        let handle = subject_key.handle;
+        let db = read(&self.db);
+        let txn = db.begin_read().map_err(storage)?;
+        let index = txn.open_table(SUBJECT_ITEMS).map_err(storage)?;
+        let items = txn.open_table(ITEMS).map_err(storage)?;
+        let start = after.map_or(("", ""), |c| (c.namespace.as_str(), c.key.as_str()));
+        let mut page = Page::new(limit);
+        for entry in index.range((handle, start.0, start.1)..).map_err(storage)? {
+            let (k, _) = entry.map_err(storage)?;
+            let (h, namespace, key) = k.value();
+            if h != handle {
+                break;
+            }
+            if after.is_some() && (namespace, key) == start {
+                continue;
+            }
+            if page.full() {
+                page.more = true;
+                break;
+            }
+            let Some(row) = items.get((namespace, key)).map_err(storage)? else {
+                continue;
+            };
+            if let Some(item) = self.open_item(namespace, key, row.value())?
+                && !page.push(item)
+            {
+                break;
+            }
+        }
+        Ok(page.finish())
+    }
+
+    /// Exact cosine k-NN.
+    pub fn search(&self, request: &SearchRequest) -> Result<SearchResponse, MemoryError> {
+        validate_embedding(&request.query)?;
+        if request.k == 0 || request.k > MAX_SEARCH_K {
+            return Err(MemoryError::Invalid(format!(
+                "k must be 1 to {MAX_SEARCH_K}, not {}",
+                request.k
+            )));
+        }
+        if let Some(namespaces) = &request.namespaces {
+            if namespaces.len() > MAX_SEARCH_NAMESPACES {
+                return Err(MemoryError::TooLarge {
+                    what: "namespace filter (entries)".into(),
+                    size: namespaces.len() as u64,
+                    limit: MAX_SEARCH_NAMESPACES as u64,
+                });
+            }
+            for namespace in namespaces {
+                validate_namespace(namespace)?;
+            }
+        }
+        if request.metadata.len() > MAX_SEARCH_FILTERS {
+            return Err(MemoryError::TooLarge {
+                what: "metadata filter (entries)".into(),
+                size: request.metadata.len() as u64,
+                limit: MAX_SEARCH_FILTERS as u64,
+            });
+        }
+        validate_metadata(&request.metadata)?;
+        let filter = Filter {
+            namespaces: request.namespaces.as_deref(),
+            metadata: &request.metadata,
+        };
+        let (hits, scanned) =
+            read(&self.index).search(&request.query.0, request.k as usize, &filter);
+        let mut response = SearchResponse {
+            hits: Vec::with_capacity(hits.len()),
+            scanned,
+            values_omitted: 0,
+        };
+        let mut budget = MAX_PAGE_BYTES;
+        let db = read(&self.db);
+        let txn = if request.include_values {
+            Some(db.begin_read().map_err(storage)?)
+        } else {
+            None
+        };
+        for hit in hits {
+            let entry = hit.entry;
+            let mut value = None;
+            if let Some(txn) = &txn {
+                let items = txn.open_table(ITEMS).map_err(storage)?;
+                let row = items
+                    .get((&*entry.namespace, &*entry.key))
+                    .map_err(storage)?;
+                // Gone since the index was read (deleted or erased): drop the hit.
+                let Some(item) = row
+                    .map(|row| self.open_item(&entry.namespace, &entry.key, row.value()))
+                    .transpose()?
+                    .flatten()
+                else {
+                    continue;
+                };
+                if item.value.len() <= budget {
+                    budget -= item.value.len();
+                    value = Some(item.value);
+                } else {
+                    response.values_omitted += 1;
+                }
+            }
+            response.hits.push(SearchHit {
+                namespace: entry.namespace.to_string(),
+                key: entry.key.to_string(),
+                subject: entry.subject.to_string(),
+                score: hit.score,
+                metadata: entry.metadata,
+                created_ms: entry.created_ms,
+                updated_ms: entry.updated_ms,
+                value,
+            });
+        }
+        Ok(response)
+    }
+
+    /// One page of an export.
+    pub fn export(&self, request: &ExportRequest) -> Result<ExportPage, MemoryError> {
+        let limit = page_limit(request.limit);
+        let (items, next) = match &request.scope {
+            ExportScope::Namespace(namespace) => {
+                validate_namespace(namespace)?;
+                let after = match &request.after {
+                    Some(c) if c.namespace != *namespace => {
+                        return Err(MemoryError::Invalid(format!(
+                            "the cursor is in namespace `{}`, not `{namespace}`",
+                            c.namespace
+                        )));
+                    }
+                    Some(c) => {
+                        validate_key(&c.key)?;
+                        Some(c.key.as_str())
+                    }
+                    None => None,
+                };
+                self.namespace_page(namespace, after, limit)?
+            }
+            ExportScope::Subject(subject) => {
+                validate_subject(subject)?;
+                if let Some(c) = &request.after {
+                    validate_namespace(&c.namespace)?;
+                    validate_key(&c.key)?;
+                }
+                self.subject_page(subject, request.after.as_ref(), limit)?
+            }
+        };
+        Ok(ExportPage { items, next })
+    }
+
+    // --------------------------------------------------------------- writes
+
+    /// The key of `subject`, created (durably) if it has none.
+    fn key_for_subject(&self, subject: &str) -> Result<Arc<SubjectKey>, MemoryError> {
+        if let Some(key) = read(&self.keys).by_subject(subject) {
+            return Ok(key);
+        }
+        write(&self.keys).create(subject).map_err(storage)
+    }
+
+    /// Stores one item; durable when `Ok`.
+    pub fn put(&self, request: &PutRequest) -> Result<PutResponse, MemoryError> {
+        request.validate()?;
+        let _writer = lock(&self.writer);
+        let subject_key = self.key_for_subject(&request.subject)?;
+        let db = read(&self.db);
+        let txn = write_txn(&db)?;
+        let now = now_ms();
+        let (created, created_ms) = {
+            let mut items = txn.open_table(ITEMS).map_err(storage)?;
+            let previous = items
+                .get((request.namespace.as_str(), request.key.as_str()))
+                .map_err(storage)?
+                .map(|v| Row::peek(v.value()))
+                .transpose()
+                .map_err(|e| unreadable(&request.namespace, &request.key, e))?;
+            let created_ms = previous.map_or(now, |(_, created, _)| created);
+            let row = Row::seal(
+                &subject_key,
+                Place {
+                    namespace: &request.namespace,
+                    key: &request.key,
+                },
+                created_ms,
+                now,
+                &request.value,
+                &request.metadata,
+                request.embedding.as_ref().map(|e| e.0.as_slice()),
+            )
+            .map_err(storage)?;
+            items
+                .insert(
+                    (request.namespace.as_str(), request.key.as_str()),
+                    row.to_bytes().as_slice(),
+                )
+                .map_err(storage)?;
+            link(
+                &txn,
+                &request.namespace,
+                &request.key,
+                previous.map(|p| p.0),
+                subject_key.handle,
+            )?;
+            (previous.is_none(), created_ms)
+        };
+        txn.commit().map_err(storage)?;
+        let mut index = write(&self.index);
+        match &request.embedding {
+            Some(embedding) => index.insert(
+                &request.namespace,
+                &request.key,
+                subject_key.handle,
+                &subject_key.subject,
+                request.metadata.clone(),
+                &embedding.0,
+                created_ms,
+                now,
+            ),
+            None => {
+                index.remove(&request.namespace, &request.key);
+            }
+        }
+        Ok(PutResponse {
+            created,
+            created_ms,
+            updated_ms: now,
+        })
+    }
+
+    /// Deletes one item; durable when `Ok`.
+    pub fn delete(&self, namespace: &str, key: &str) -> Result<(), MemoryError> {
+        validate_namespace(namespace)?;
+        validate_key(key)?;
+        let _writer = lock(&self.writer);
+        let db = read(&self.db);
+        let txn = write_txn(&db)?;
+        {
+            let namespaces = txn.open_table(NAMESPACES).map_err(storage)?;
+            if namespaces.get(namespace).map_err(storage)?.is_none() {
+                return Err(MemoryError::UnknownNamespace {
+                    namespace: namespace.to_owned(),
+                });
+            }
+            let mut items = txn.open_table(ITEMS).map_err(storage)?;
+            let removed = items.remove((namespace, key)).map_err(storage)?;
+            let Some(removed) = removed else {
+                return Err(MemoryError::NotFound {
+                    namespace: namespace.to_owned(),
+                    key: key.to_owned(),
+                });
+            };
+            let (handle, _, _) =
+                Row::peek(removed.value()).map_err(|e| unreadable(namespace, key, e))?;
+            drop(removed);
+            let mut subject_items = txn.open_table(SUBJECT_ITEMS).map_err(storage)?;
+            subject_items
+                .remove((handle, namespace, key))
+                .map_err(storage)?;
+        }
+        count_namespace(&txn, namespace, -1)?;
+        txn.commit().map_err(storage)?;
+        write(&self.index).remove(namespace, key);
+        Ok(())
+    }
+
+    /// Erases everything about `subject`; see the module doc for the order
+    /// of steps. Durable when `Ok`.
+    pub fn erase_subject(&self, subject: &str) -> Result<EraseReport, MemoryError> {
+        self.erase_subject_until(subject, None)
+    }
+
+    /// Runs an erasure only up to `stop`, as a crash there would leave it.
+    /// The store must be dropped (and reopened) afterwards.
+    #[doc(hidden)]
+    pub fn erase_subject_interrupted(
+        &self,
+        subject: &str,
+        stop: EraseStop,
+    ) -> Result<(), MemoryError> {
+        self.erase_subject_until(subject, Some(stop)).map(|_| ())
+    }
+
+    fn erase_subject_until(
+        &self,
+        subject: &str,
+        stop: Option<EraseStop>,
+    ) -> Result<EraseReport, MemoryError> {
+        validate_subject(subject)?;
+        let _writer = lock(&self.writer);
+        let (handle, slot) = {
+            let keys = read(&self.keys);
+            match keys.by_subject(subject) {
+                Some(key) => (key.handle, keys.slot_of(key.handle).unwrap_or(0) as u64),
+                None => {
+                    return Ok(EraseReport {
+                        subject: subject.to_owned(),
+                        items_erased: 0,
+                        namespaces: Vec::new(),
+                        key_destroyed: false,
+                    });
+                }
+            }
+        };
+        let db = read(&self.db);
+        // 1. The tombstone: from its commit on, the erasure always completes.
+        let txn = write_txn(&db)?;
+        txn.open_table(ERASING)
+            .map_err(storage)?
+            .insert(handle, slot)
+            .map_err(storage)?;
+        txn.open_table(META)
+            .map_err(storage)?
+            .insert(COMPACTION_DUE, 1)
+            .map_err(storage)?;
+        txn.commit().map_err(storage)?;
+        if stop == Some(EraseStop::AfterTombstone) {
+            return Err(MemoryError::Storage("erasure interrupted (test)".into()));
+        }
+        // 2. Nothing of the subject is readable from here on.
+        write(&self.index).remove_handle(handle);
+        write(&self.keys).destroy(handle).map_err(storage)?;
+        if stop == Some(EraseStop::AfterKeyDestroyed) {
+            return Err(MemoryError::Storage("erasure interrupted (test)".into()));
+        }
+        // 3. The rows and the tombstone, in one transaction.
+        let (items_erased, namespaces) = self.delete_subject_rows(&db, handle)?;
+        Ok(EraseReport {
+            subject: subject.to_owned(),
+            items_erased,
+            namespaces,
+            key_destroyed: true,
+        })
+    }
+
+    /// Deletes every row of `handle` and its tombstone in one durable
+    /// transaction.
+    fn delete_subject_rows(
+        &self,
+        db: &Database,
+        handle: u64,
+    ) -> Result<(u64, Vec<String>), MemoryError> {
+        let txn = write_txn(db)?;
+        let mut per_namespace: std::collections::BTreeMap<String, i64> = Default::default();
+        {
+            let mut subject_items = txn.open_table(SUBJECT_ITEMS).map_err(storage)?;
+            let mut items = txn.open_table(ITEMS).map_err(storage)?;
+            let doomed: Vec<(String, String)> = subject_items
+                .range((handle, "", "")..)
+                .map_err(storage)?
+                .map(|r| {
+                    r.map_err(storage).map(|(k, _)| {
+                        let (h, ns, key) = k.value();
+                        (h, ns.to_owned(), key.to_owned())
+                    })
+                })
+                .take_while(|r| r.as_ref().map_or(true, |(h, _, _)| *h == handle))
+                .map(|r| r.map(|(_, ns, key)| (ns, key)))
+                .collect::<Result<_, _>>()?;
+            for (namespace, key) in &doomed {
+                items
+                    .remove((namespace.as_str(), key.as_str()))
+                    .map_err(storage)?;
+                subject_items
+                    .remove((handle, namespace.as_str(), key.as_str()))
+                    .map_err(storage)?;
+                *per_namespace.entry(namespace.clone()).or_default() -= 1;
+            }
+            txn.open_table(ERASING)
+                .map_err(storage)?
+                .remove(handle)
+                .map_err(storage)?;
+        }
+        let mut erased = 0;
+        for (namespace, delta) in &per_namespace {
+            count_namespace(&txn, namespace, *delta)?;
+            erased += delta.unsigned_abs();
+        }
+        txn.commit().map_err(storage)?;
+        Ok((erased, per_namespace.into_keys().collect()))
+    }
+
+    /// Restores items exactly (timestamps included); durable when `Ok`.
+    pub fn import(&self, request: &ImportRequest) -> Result<ImportReport, MemoryError> {
+        if request.items.len() > MAX_IMPORT_ITEMS {
+            return Err(MemoryError::TooLarge {
+                what: "import chunk (items)".into(),
+                size: request.items.len() as u64,
+                limit: MAX_IMPORT_ITEMS as u64,
+            });
+        }
+        for item in &request.items {
+            item.validate()?;
+        }
+        let _writer = lock(&self.writer);
+        let mut subject_keys: HashMap<&str, Arc<SubjectKey>> = HashMap::new();
+        for item in &request.items {
+            if !subject_keys.contains_key(item.subject.as_str()) {
+                subject_keys.insert(&item.subject, self.key_for_subject(&item.subject)?);
+            }
+        }
+        let db = read(&self.db);
+        let txn = write_txn(&db)?;
+        let mut report = ImportReport::default();
+        for item in &request.items {
+            let subject_key = &subject_keys[item.subject.as_str()];
+            let mut items = txn.open_table(ITEMS).map_err(storage)?;
+            let previous = items
+                .get((item.namespace.as_str(), item.key.as_str()))
+                .map_err(storage)?
+                .map(|v| Row::peek(v.value()))
+                .transpose()
+                .map_err(|e| unreadable(&item.namespace, &item.key, e))?;
+            let row = Row::seal(
+                subject_key,
+                Place {
+                    namespace: &item.namespace,
+                    key: &item.key,
+                },
+                item.created_ms,
+                item.updated_ms,
+                &item.value,
+                &item.metadata,
+                item.embedding.as_ref().map(|e| e.0.as_slice()),
+            )
+            .map_err(storage)?;
+            items
+                .insert(
+                    (item.namespace.as_str(), item.key.as_str()),
+                    row.to_bytes().as_slice(),
+                )
+                .map_err(storage)?;
+            drop(items);
+            link(
+                &txn,
+                &item.namespace,
+                &item.key,
+                previous.map(|p| p.0),
+                subject_key.handle,
+            )?;
+            if previous.is_some() {
+                report.replaced += 1;
+            } else {
+                report.created += 1;
+            }
+        }
+        txn.commit().map_err(storage)?;
+        let mut index = write(&self.index);
+        for item in &request.items {
+            let subject_key = &subject_keys[item.subject.as_str()];
+            match &item.embedding {
+                Some(embedding) => index.insert(
+                    &item.namespace,
+                    &item.key,
+                    subject_key.handle,
+                    &subject_key.subject,
+                    item.metadata.clone(),
+                    &embedding.0,
+                    item.created_ms,
+                    item.updated_ms,
+                ),
+                None => {
+                    index.remove(&item.namespace, &item.key);
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Compacts memory.redb (redb's `Database::compact`) and rewrites the key
+    /// file without its free slots. Blocks every other request meanwhile.
+    pub fn compact(&self) -> Result<CompactReport, MemoryError> {
+        let _writer = lock(&self.writer);
+        let size = |p: &Path| allocated_bytes(p);
+        let database_bytes_before = size(&self.db_path);
+        let key_file_bytes_before = read(&self.keys).file_bytes();
+        {
+            let mut db = write(&self.db);
+            // redb frees a transaction's old pages only at a later commit;
+            // two commits first let `compact` reclaim a large erasure's pages
+            // in one go (measured: without them a 2 000-item erasure in a
+            // 40 MiB file needed a second compaction to shrink). The file's
+            // length may grow back at the next commit, as a hole: what
+            // compaction released stays released (see `allocated_bytes`).
+            // The flag stays set until the compaction is done, so a crash
+            // during it means another compaction at the next start.
+            for _ in 0..2 {
+                let txn = write_txn(&db)?;
+                txn.open_table(META)
+                    .map_err(storage)?
+                    .insert(COMPACTION_DUE, 1)
+                    .map_err(storage)?;
+                txn.commit().map_err(storage)?;
+            }
+            db.compact()
+                .map_err(|e| storage(format!("compaction failed: {e}")))?;
+            let txn = write_txn(&db)?;
+            txn.open_table(META)
+                .map_err(storage)?
+                .remove(COMPACTION_DUE)
+                .map_err(storage)?;
+            txn.commit().map_err(storage)?;
+        }
+        {
+            let mut keys = write(&self.keys);
+            if keys.file_bytes() > 0 {
+                keys.compact().map_err(storage)?;
+            }
+        }
+        Ok(CompactReport {
+            database_bytes_before,
+            database_bytes_after: size(&self.db_path),
+            key_file_bytes_before,
+            key_file_bytes_after: read(&self.keys).file_bytes(),
+        })
+    }
+
+    /// The raw key of `subject`, if it has one (tests prove these bytes are
+    /// gone from every file after erasure).
+    #[doc(hidden)]
+    pub fn subject_key_bytes(&self, subject: &str) -> Option<[u8; 32]> {
+        read(&self.keys).by_subject(subject).map(|k| *k.key)
+    }
+
+    /// Items in memory.redb (for tests and benchmarks).
+    pub fn item_count(&self) -> Result<u64, MemoryError> {
+        let db = read(&self.db);
+        let txn = db.begin_read().map_err(storage)?;
+        txn.open_table(ITEMS)
+            .map_err(storage)?
+            .len()
+            .map_err(storage)
+    }
+
+    /// The namespaces that hold items, with their counts, in name order.
+    pub fn namespaces(&self) -> Result<Vec<(String, u64)>, MemoryError> {
+        let db = read(&self.db);
+        let txn = db.begin_read().map_err(storage)?;
+        let table = txn.open_table(NAMESPACES).map_err(storage)?;
+        table
+            .iter()
+            .map_err(storage)?
+            .map(|r| {
+                r.map(|(k, v)| (k.value().to_owned(), v.value()))
+                    .map_err(storage)
+            })
+            .collect()
+    }
+}
+
+/// Bytes a file occupies on disk (`st_blocks` × 512): redb's file can be
+/// sparse after a compaction, so its length overstates it.
+fn allocated_bytes(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).map_or(0, |m| m.blocks() * 512)
+}
+
+/// Points the subject index at the item's (possibly new) subject and counts
+/// a new item in its namespace.
+fn link(
+    txn: &WriteTransaction,
+    namespace: &str,
+    key: &str,
+    previous: Option<u64>,
+    handle: u64,
+) -> Result<(), MemoryError> {
+    let mut subject_items = txn.open_table(SUBJECT_ITEMS).map_err(storage)?;
+    if let Some(old) = previous
+        && old != handle
+    {
+        subject_items
+            .remove((old, namespace, key))
+            .map_err(storage)?;
+    }
+    subject_items
+        .insert((handle, namespace, key), ())
+        .map_err(storage)?;
+    drop(subject_items);
+    if previous.is_none() {
+        count_namespace(txn, namespace, 1)?;
+    }
+    Ok(())
+}
+
+/// Adds `delta` to a namespace's item count; a namespace at zero is removed.
+fn count_namespace(txn: &WriteTransaction, namespace: &str, delta: i64) -> Result<(), MemoryError> {
+    let mut table = txn.open_table(NAMESPACES).map_err(storage)?;
+    let current = table
+        .get(namespace)
+        .map_err(storage)?
+        .map_or(0, |v| v.value());
+    let updated = (current as i64 + delta).max(0) as u64;
+    if updated == 0 {
+        table.remove(namespace).map_err(storage)?;
+    } else {
+        table.insert(namespace, updated).map_err(storage)?;
+    }
+    Ok(())
+}
+
+/// A page being filled, bounded by item count and bytes.
+struct Page {
+    items: Vec<Item>,
+    limit: usize,
+    bytes: usize,
+    more: bool,
+}
+
+impl Page {
+    fn new(limit: usize) -> Page {
+        Page {
+            items: Vec::new(),
+            limit,
+            bytes: 0,
+            more: false,
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.items.len() >= self.limit
+    }
+
+    /// Adds `item` unless the byte budget is spent (a page always takes its
+    /// first item); returns false, and marks that more remain, if it did not.
+    fn push(&mut self, item: Item) -> bool {
+        let size = item.approx_bytes();
+        if !self.items.is_empty() && self.bytes + size > MAX_PAGE_BYTES {
+            self.more = true;
+            return false;
+        }
+        self.bytes += size;
+        self.items.push(item);
+        true
+    }
+
+    fn finish(self) -> (Vec<Item>, Option<ExportCursor>) {
+        let next = if self.more {
+            self.items.last().map(|i| ExportCursor {
+                namespace: i.namespace.clone(),
+                key: i.key.clone(),
+            })
+        } else {
+            None
+        };
+        (self.items, next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sios_ipc::{Metadata, Value};
+
+    fn item(key: &str, value_bytes: usize) -> Item {
+        Item {
+            namespace: "ns".into(),
+            key: key.into(),
+            subject: "s".into(),
+            value: Value::Bytes(vec![0; value_bytes]),
+            metadata: Metadata::new(),
+            created_ms: 0,
+            updated_ms: 0,
+            embedding: None,
+        }
+    }
+
+    #[test]
+    fn pages_stop_at_the_byte_budget_but_never_empty() {
+        let mut page = Page::new(1000);
+        assert!(
+            page.push(item("0", MAX_PAGE_BYTES + 10)),
+            "a page takes its first item"
+        );
+        assert!(!page.push(item("1", 1)));
+        let (items, next) = page.finish();
+        assert_eq!(items.len(), 1);
+        assert_eq!(next.unwrap().key, "0");
+
+        let mut page = Page::new(1000);
+        let mut pushed = 0;
+        while page.push(item(&pushed.to_string(), 1 << 20)) {
+            pushed += 1;
+        }
+        assert_eq!(
+            pushed, 3,
+            "4 MiB holds three 1 MiB items and their overhead"
+        );
+        assert_eq!(page.finish().1.unwrap().key, "2");
+
+        let mut page = Page::new(2);
+        assert!(page.push(item("a", 1)) && page.push(item("b", 1)));
+        assert!(page.full());
+        assert!(
+            page.finish().1.is_none(),
+            "the caller marks `more` when it sees another row"
+        );
+    }
+}
