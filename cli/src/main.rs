@@ -1,9 +1,17 @@
 //! `sios`: the operator's command line. Every command but `up` talks to a
 //! running kernel over its client socket, `<state-dir>/run/kernel.sock`.
 
+mod audit_cmd;
+mod memory_cmd;
+mod policy_cmd;
+
+use audit_cmd::{AuditCommand, AuditSource, KeysCommand};
 use clap::{Parser, Subcommand};
+use memory_cmd::{MemoryCommand, MemoryTarget};
+use policy_cmd::PolicyCommand;
 use sios_config::StateLayout;
 use sios_ipc::{KernelClient, ProcessState, StatusReport, kserve, transport};
+use std::cell::RefCell;
 use std::io::Read as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -122,6 +130,21 @@ enum Command {
     /// Manage brains one by one: list, disable, enable, reload.
     #[command(subcommand)]
     Brain(BrainCommand),
+    /// The audit log: tail, export, verify offline, proofs, replay.
+    #[command(subcommand)]
+    Audit(AuditCli),
+    /// The operator's signing key: init, export-public, rotate.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Customer memory through the kernel: put, get, ls, search, rm, erase-subject, export, import.
+    #[command(subcommand)]
+    Memory(MemoryCommand),
+    /// The governance policy: check, load, show, explain.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// What the sandbox actually enforces on running brains.
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
     /// Stop the appliance gracefully: brains first, then memory, then audit.
     Down {
         /// Seconds to wait for the kernel to finish stopping.
@@ -152,6 +175,41 @@ enum BrainCommand {
     Reload { name: String },
 }
 
+/// `sios audit …`
+#[derive(Subcommand, Debug)]
+enum AuditCli {
+    /// Re-decide every recorded decision of a bundle offline and report any divergence.
+    ///
+    /// For every intent record that carries a decision, loads the policy text
+    /// the record names (stored in the bundle when it was activated),
+    /// re-decides the request recorded in its detail, and compares the
+    /// verdict and the deciding policy ids. Needs no appliance. Exits 1
+    /// naming the first divergent record. Verify the bundle first
+    /// (`sios audit verify`): replay trusts its records.
+    Replay {
+        /// The bundle (`sios audit export`).
+        bundle: PathBuf,
+        /// Print {"records", "decisions", "replayed", "policies", "divergent": [{"seq", "action", "reason"}]}.
+        #[arg(long)]
+        json: bool,
+    },
+    #[command(flatten)]
+    Log(AuditCommand),
+}
+
+/// `sios sandbox …`
+#[derive(Subcommand, Debug)]
+enum SandboxCommand {
+    /// Read back from /proc what is enforced on a running brain: namespaces,
+    /// uid/gid, capabilities, Seccomp, NoNewPrivs, Landlock, limits.
+    Show {
+        brain: String,
+        /// Print the sios_launch::inspect::SandboxReport as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// A failure with the exit status it deserves.
 #[derive(Debug, thiserror::Error)]
 enum CliError {
@@ -159,6 +217,8 @@ enum CliError {
     Refused(String),
     #[error("{0}")]
     Usage(String),
+    #[error("{message}")]
+    Code { code: u8, message: String },
     #[error(
         "sios is not running on {state_dir} (no kernel answers at {socket}); start it with `sios up`"
     )]
@@ -170,6 +230,7 @@ impl CliError {
         match self {
             CliError::Refused(_) => 1,
             CliError::Usage(_) => 2,
+            CliError::Code { code, .. } => *code,
             CliError::NotRunning { .. } => 3,
         }
     }
@@ -192,17 +253,41 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let state_dir = sios_config::resolve_state_dir(cli.state_dir.as_deref()).map_err(usage)?;
-    if let Command::Up = cli.command {
-        return Err(up(&state_dir, cli.config.as_deref()));
-    }
+    let config_path = cli.config.clone();
+    let command = match cli.command {
+        Command::Up => return Err(up(&state_dir, cli.config.as_deref())),
+        Command::Policy(PolicyCommand::Check { dir, json }) => {
+            policy_cmd::check(&dir, json).map_err(code)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Audit(AuditCli::Replay { bundle, json }) => return replay(&bundle, json),
+        other => other,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(usage)?;
     runtime.block_on(async {
         let layout = StateLayout::new(&state_dir);
-        match cli.command {
-            Command::Up => unreachable!("handled above"),
+        match command {
+            Command::Up
+            | Command::Policy(PolicyCommand::Check { .. })
+            | Command::Audit(AuditCli::Replay { .. }) => unreachable!("handled above"),
+            Command::Audit(AuditCli::Log(cmd)) => audit(&layout, cmd).await,
+            Command::Keys(cmd) => keys(&layout, cmd).await,
+            Command::Memory(cmd) => {
+                let kernel = Kernel::new(connect(&layout).await?);
+                memory_cmd::run(cmd, &kernel)
+                    .await
+                    .map_err(|e| CliError::Code {
+                        code: e.exit_code(),
+                        message: e.to_string(),
+                    })
+            }
+            Command::Policy(cmd) => policy(&layout, &state_dir, config_path.as_deref(), cmd).await,
+            Command::Sandbox(SandboxCommand::Show { brain, json }) => {
+                sandbox_show(&layout, brain, json).await
+            }
             Command::Status { json } => {
                 let status = connect(&layout).await?.status(ctx()).await.map_err(rpc)?;
                 print_status(&status, json);
@@ -562,5 +647,355 @@ async fn down(layout: &StateLayout, timeout: Duration) -> Result<ExitCode, CliEr
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     println!("sios stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn code(failure: policy_cmd::Failure) -> CliError {
+    CliError::Code {
+        code: failure.code,
+        message: failure.message,
+    }
+}
+
+/// The running kernel as the audit and memory commands see it. The kernel's
+/// refusals are strings inside a [`sios_ipc::ControlError`]; the last one is
+/// kept so the CLI can print it as the kernel said it.
+struct Kernel {
+    client: KernelClient,
+    refusal: RefCell<Option<sios_ipc::ControlError>>,
+}
+
+impl Kernel {
+    fn new(client: KernelClient) -> Kernel {
+        Kernel {
+            client,
+            refusal: RefCell::new(None),
+        }
+    }
+
+    fn audit<T>(
+        &self,
+        result: Result<Result<T, sios_ipc::ControlError>, tarpc::client::RpcError>,
+    ) -> Result<T, sios_ipc::AuditError> {
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => {
+                let text = err.to_string();
+                *self.refusal.borrow_mut() = Some(err);
+                Err(sios_ipc::AuditError::Unavailable(text))
+            }
+            Err(err) => Err(sios_ipc::AuditError::Unavailable(format!(
+                "the kernel did not answer: {err}"
+            ))),
+        }
+    }
+
+    fn memory<T>(
+        result: Result<Result<T, sios_ipc::MemoryError>, tarpc::client::RpcError>,
+    ) -> Result<T, sios_ipc::MemoryError> {
+        result.map_err(|err| {
+            sios_ipc::MemoryError::Unavailable(format!("the kernel did not answer: {err}"))
+        })?
+    }
+
+    /// The error to report for a failed audit command.
+    fn audit_failure(&self, err: audit_cmd::AuditCliError) -> CliError {
+        match self.refusal.borrow_mut().take() {
+            Some(refusal) => CliError::Refused(refusal.to_string()),
+            None => CliError::Code {
+                code: err.exit_code(),
+                message: err.to_string(),
+            },
+        }
+    }
+}
+
+impl AuditSource for Kernel {
+    async fn tail(&self, n: u64) -> Result<sios_ipc::RecordPage, sios_ipc::AuditError> {
+        self.audit(self.client.audit_tail(ctx(), n).await)
+    }
+    async fn read(
+        &self,
+        from_seq: u64,
+        max: u64,
+    ) -> Result<sios_ipc::RecordPage, sios_ipc::AuditError> {
+        self.audit(self.client.audit_read(ctx(), from_seq, max).await)
+    }
+    async fn checkpoint(&self) -> Result<sios_ipc::SignedCheckpoint, sios_ipc::AuditError> {
+        self.audit(self.client.audit_checkpoint(ctx()).await)
+    }
+    async fn checkpoints(
+        &self,
+        after_size: u64,
+        max: u64,
+    ) -> Result<sios_ipc::CheckpointPage, sios_ipc::AuditError> {
+        self.audit(self.client.audit_checkpoints(ctx(), after_size, max).await)
+    }
+    async fn prove_inclusion(
+        &self,
+        seq: u64,
+        tree_size: Option<u64>,
+    ) -> Result<sios_ipc::InclusionProof, sios_ipc::AuditError> {
+        self.audit(
+            self.client
+                .audit_prove_inclusion(ctx(), seq, tree_size)
+                .await,
+        )
+    }
+    async fn prove_consistency(
+        &self,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<sios_ipc::ConsistencyProof, sios_ipc::AuditError> {
+        self.audit(
+            self.client
+                .audit_prove_consistency(ctx(), old_size, new_size)
+                .await,
+        )
+    }
+    async fn public_keys(&self) -> Result<Vec<sios_ipc::PublicKeyInfo>, sios_ipc::AuditError> {
+        self.audit(self.client.audit_public_keys(ctx()).await)
+    }
+    async fn policy_text(&self, hash: sios_ipc::Digest) -> Result<String, sios_ipc::AuditError> {
+        self.audit(self.client.audit_policy_text(ctx(), hash).await)
+    }
+    async fn rotate_key(&self) -> Result<sios_ipc::RotationReport, sios_ipc::AuditError> {
+        self.audit(self.client.key_rotate(ctx()).await)
+    }
+}
+
+impl MemoryTarget for Kernel {
+    async fn put(
+        &self,
+        request: sios_ipc::PutRequest,
+    ) -> Result<sios_ipc::PutResponse, sios_ipc::MemoryError> {
+        Self::memory(self.client.memory_put(ctx(), request).await)
+    }
+    async fn get(
+        &self,
+        namespace: String,
+        key: String,
+    ) -> Result<sios_ipc::Item, sios_ipc::MemoryError> {
+        Self::memory(self.client.memory_get(ctx(), namespace, key).await)
+    }
+    async fn list(
+        &self,
+        request: sios_ipc::ListRequest,
+    ) -> Result<sios_ipc::ListPage, sios_ipc::MemoryError> {
+        Self::memory(self.client.memory_list(ctx(), request).await)
+    }
+    async fn delete(&self, namespace: String, key: String) -> Result<(), sios_ipc::MemoryError> {
+        Self::memory(self.client.memory_delete(ctx(), namespace, key).await)
+    }
+    async fn search(
+        &self,
+        request: sios_ipc::SearchRequest,
+    ) -> Result<sios_ipc::SearchResponse, sios_ipc::MemoryError> {
+        Self::memory(self.client.memory_search(ctx(), request).await)
+    }
+    async fn erase_subject(
+        &self,
+        subject: String,
+    ) -> Result<sios_ipc::EraseReport, sios_ipc::MemoryError> {
+        Self::memory(self.client.memory_erase_subject(ctx(), subject).await)
+    }
+    async fn export(
+        &self,
+        request: sios_ipc::ExportRequest,
+    ) -> Result<sios_ipc::ExportPage, sios_ipc::MemoryError> {
+        Self::memory(self.client.memory_export(ctx(), request).await)
+    }
+    async fn import(
+        &self,
+        request: sios_ipc::ImportRequest,
+    ) -> Result<sios_ipc::ImportReport, sios_ipc::MemoryError> {
+        Self::memory(self.client.memory_import(ctx(), request).await)
+    }
+    async fn compact(&self) -> Result<sios_ipc::CompactReport, sios_ipc::MemoryError> {
+        Self::memory(self.client.memory_compact(ctx()).await)
+    }
+}
+
+async fn audit(layout: &StateLayout, cmd: AuditCommand) -> Result<ExitCode, CliError> {
+    let kernel = if cmd.needs_appliance() {
+        Some(Kernel::new(connect(layout).await?))
+    } else {
+        None
+    };
+    match audit_cmd::run_audit(cmd, kernel.as_ref()).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(err) => Err(match &kernel {
+            Some(kernel) => kernel.audit_failure(err),
+            None => CliError::Code {
+                code: err.exit_code(),
+                message: err.to_string(),
+            },
+        }),
+    }
+}
+
+async fn keys(layout: &StateLayout, cmd: KeysCommand) -> Result<ExitCode, CliError> {
+    let kernel = if cmd.needs_appliance() {
+        Some(Kernel::new(connect(layout).await?))
+    } else {
+        None
+    };
+    let data_dir = layout.service_dir("audit");
+    match audit_cmd::run_keys(cmd, &data_dir, kernel.as_ref()).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(err) => Err(match &kernel {
+            Some(kernel) => kernel.audit_failure(err),
+            None => CliError::Code {
+                code: err.exit_code(),
+                message: err.to_string(),
+            },
+        }),
+    }
+}
+
+fn replay(bundle: &Path, json: bool) -> Result<ExitCode, CliError> {
+    let report = policy_cmd::replay(bundle).map_err(code)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        println!(
+            "{} records, {} decisions, {} re-decided against {} stored policies, {} divergent",
+            report.records,
+            report.decisions,
+            report.replayed,
+            report.policies,
+            report.divergent.len()
+        );
+    }
+    match report.divergent.first() {
+        None => Ok(ExitCode::SUCCESS),
+        Some(first) => Err(CliError::Refused(format!(
+            "record {} ({}) diverges: {}",
+            first.seq, first.action, first.reason
+        ))),
+    }
+}
+
+async fn policy(
+    layout: &StateLayout,
+    state_dir: &Path,
+    config: Option<&Path>,
+    cmd: PolicyCommand,
+) -> Result<ExitCode, CliError> {
+    match cmd {
+        PolicyCommand::Check { .. } => unreachable!("handled offline"),
+        PolicyCommand::Load { dir } => {
+            let files = policy_cmd::policy_files(&dir).map_err(code)?;
+            let info = connect(layout)
+                .await?
+                .policy_load(ctx(), files)
+                .await
+                .map_err(rpc)?
+                .map_err(refused)?;
+            println!("active: {}", info.content_hash);
+            println!("stored text: sha256 {}", info.record_hash);
+            for id in &info.policy_ids {
+                println!("  {id}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Show { json } => {
+            let info = connect(layout)
+                .await?
+                .policy_show(ctx())
+                .await
+                .map_err(rpc)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&info).unwrap_or_default()
+                );
+            } else {
+                println!("active policy {}", info.content_hash);
+                println!("stored text sha256 {}", info.record_hash);
+                println!("policies: {}", info.policy_ids.join(", "));
+                println!();
+                print!("{}", info.text);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Explain {
+            principal,
+            action,
+            resource,
+            dir,
+            json,
+        } => {
+            let config = sios_config::Config::load(config, state_dir).map_err(usage)?;
+            let principal = policy_cmd::parse_principal(&principal, &config).map_err(code)?;
+            let resource = policy_cmd::parse_resource(&resource, &config).map_err(code)?;
+            let policy = match dir {
+                Some(dir) => {
+                    sios_policy::LoadedPolicy::load_dir(&dir).map_err(|e| CliError::Code {
+                        code: 1,
+                        message: e.to_string(),
+                    })?
+                }
+                None => active_policy(layout).await?,
+            };
+            let allowed =
+                policy_cmd::explain(&policy, principal, &action, resource, json).map_err(code)?;
+            Ok(if allowed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}
+
+/// The running appliance's active policy, with the schema it was loaded
+/// against (from the stored text in the audit log when readable).
+async fn active_policy(layout: &StateLayout) -> Result<sios_policy::LoadedPolicy, CliError> {
+    let client = connect(layout).await?;
+    let info = client.policy_show(ctx()).await.map_err(rpc)?;
+    let digest = parse_digest(&info.record_hash);
+    if let Some(digest) = digest
+        && let Ok(Ok(text)) = client.audit_policy_text(ctx(), digest).await
+    {
+        let policy = policy_cmd::policy_from_stored(&text).map_err(refused)?;
+        return Ok(policy);
+    }
+    policy_cmd::policy_from_canonical(&info.text).map_err(refused)
+}
+
+fn parse_digest(hex: &str) -> Option<sios_ipc::Digest> {
+    let hex = hex.strip_prefix("sha256:").unwrap_or(hex);
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(sios_ipc::Digest(out))
+}
+
+async fn sandbox_show(
+    layout: &StateLayout,
+    brain: String,
+    json: bool,
+) -> Result<ExitCode, CliError> {
+    let text = connect(layout)
+        .await?
+        .sandbox_report(ctx(), brain)
+        .await
+        .map_err(rpc)?
+        .map_err(refused)?;
+    if json {
+        println!("{text}");
+    } else {
+        let report: sios_launch::inspect::SandboxReport = serde_json::from_str(&text)
+            .map_err(|e| refused(format!("the kernel sent an unreadable sandbox report: {e}")))?;
+        print!("{}", sios_launch::inspect::render(&report));
+    }
     Ok(ExitCode::SUCCESS)
 }
