@@ -1,0 +1,313 @@
+//! Issue 3 through the `sios` CLI: every action leaves intent and outcome
+//! records; an export verifies offline with the exported public key after
+//! the appliance stopped; a flipped byte is caught and named; proofs; key
+//! rotation; `kill -9` of the audit service loses nothing acknowledged.
+
+use serde_json::Value;
+use sios_e2e::{Options, TestAppliance, fixture, json_text, require_setup, source_tree};
+use std::path::Path;
+use std::process::Output;
+
+fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?}): {}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every record, as `sios audit tail --json` prints it.
+fn tail(app: &TestAppliance) -> Vec<Value> {
+    let text = ok(
+        &app.sios(&["audit", "tail", "100000", "--json"]),
+        "audit tail",
+    );
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON record per line"))
+        .collect()
+}
+
+/// The last intent for `action` on a resource containing `resource`, and its outcome.
+fn intent_and_outcome<'a>(
+    records: &'a [Value],
+    action: &str,
+    resource: &str,
+) -> (&'a Value, &'a Value) {
+    let intent = records
+        .iter()
+        .rev()
+        .find(|r| {
+            r["kind"] == "intent"
+                && r["action"] == action
+                && r["resource"].as_str().unwrap_or("").contains(resource)
+        })
+        .unwrap_or_else(|| panic!("no intent record for {action} on {resource}: {records:#?}"));
+    assert!(
+        intent["decision"].is_object(),
+        "intent without decision: {intent}"
+    );
+    let outcome = records
+        .iter()
+        .find(|r| r["kind"] == "outcome" && r["intent_seq"] == intent["seq"])
+        .unwrap_or_else(|| panic!("no outcome for intent {intent}"));
+    assert!(
+        outcome["seq"].as_u64() > intent["seq"].as_u64(),
+        "outcome before its intent"
+    );
+    (intent, outcome)
+}
+
+fn write_request(dir: &Path, brain: &str) -> String {
+    let path = dir.join(format!("{brain}.json"));
+    std::fs::write(&path, json_text(&fixture(brain).request)).expect("request file");
+    path.display().to_string()
+}
+
+#[test]
+fn every_action_is_recorded_and_the_export_verifies_offline() {
+    if !require_setup() {
+        return;
+    }
+    let mut app = TestAppliance::start(Options::brains(&["voice-activity", "file-type"]));
+    let work = app.dir.path().to_owned();
+    let request = write_request(&work, "voice-activity");
+
+    // One of each action type.
+    ok(
+        &app.sios(&["invoke", "voice-activity", "--input", &request]),
+        "invoke",
+    );
+    ok(&app.sios(&["restart", "file-type"]), "restart");
+    ok(&app.sios(&["brain", "disable", "file-type"]), "disable");
+    ok(&app.sios(&["brain", "enable", "file-type"]), "enable");
+    let ns = "client:ops/notes";
+    ok(
+        &app.sios(&[
+            "memory",
+            "put",
+            "--namespace",
+            ns,
+            "--subject",
+            "alice",
+            "k1",
+            "v1",
+        ]),
+        "memory put",
+    );
+    ok(
+        &app.sios(&["memory", "get", "--namespace", ns, "k1"]),
+        "memory get",
+    );
+    ok(&app.sios(&["memory", "erase-subject", "alice"]), "erase");
+    ok(&app.sios(&["keys", "rotate"]), "key rotate");
+
+    // A policy that forbids restarts, loaded through the CLI (audited).
+    let policy_dir = work.join("policy");
+    std::fs::create_dir_all(&policy_dir).expect("policy dir");
+    std::fs::copy(
+        source_tree().join("deploy/policy/default.cedar"),
+        policy_dir.join("default.cedar"),
+    )
+    .expect("copy default policy");
+    std::fs::write(
+        policy_dir.join("no-invoke.cedar"),
+        "@id(\"test.no-invoke\")\nforbid(principal, action == Sios::Action::\"invoke\", resource);\n",
+    )
+    .expect("forbid file");
+    ok(
+        &app.sios(&["policy", "load", &policy_dir.display().to_string()]),
+        "policy load",
+    );
+    let served = |app: &TestAppliance| -> u64 {
+        let text = ok(&app.sios(&["brain", "list", "--json"]), "brain list");
+        let doc: Value = serde_json::from_str(&text).expect("brain list JSON");
+        doc["brains"]
+            .as_array()
+            .expect("brains")
+            .iter()
+            .find(|b| b["name"] == "voice-activity")
+            .expect("voice-activity listed")["requests"]
+            .as_u64()
+            .expect("requests")
+    };
+    let before = served(&app);
+    let denied = app.sios(&["invoke", "voice-activity", "--input", &request]);
+    assert_eq!(denied.status.code(), Some(1), "a denied invoke exits 1");
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("test.no-invoke"),
+        "the refusal names the forbid: {}",
+        String::from_utf8_lossy(&denied.stderr)
+    );
+    assert_eq!(served(&app), before, "a denied invoke reached the brain");
+
+    let records = tail(&app);
+    // The first invoke was allowed; the last one denied by the forbid.
+    let invokes: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "intent" && r["action"] == "invoke")
+        .collect();
+    assert!(invokes.len() >= 2, "{invokes:#?}");
+    assert_eq!(invokes[0]["decision"]["effect"], "allow");
+    for (action, resource) in [
+        ("memory_write", ns),
+        ("memory_read", ns),
+        ("memory_erase", "alice"),
+        ("key_rotate", ""),
+        ("policy_load", ""),
+    ] {
+        let (intent, outcome) = intent_and_outcome(&records, action, resource);
+        assert_eq!(intent["decision"]["effect"], "allow", "{intent}");
+        assert_ne!(outcome["result"], "denied", "{outcome}");
+    }
+    let (intent, outcome) = intent_and_outcome(&records, "invoke", "voice-activity");
+    assert_eq!(intent["decision"]["effect"], "deny", "{intent}");
+    assert_eq!(
+        intent["decision"]["policy_ids"],
+        serde_json::json!(["test.no-invoke"])
+    );
+    assert_eq!(outcome["result"], "denied", "{outcome}");
+
+    // Proofs, checked offline.
+    let pubkey = work.join("operator.pub");
+    ok(
+        &app.sios(&["keys", "export-public", &pubkey.display().to_string()]),
+        "export-public",
+    );
+    let proof = work.join("proof.json");
+    let seq = intent["seq"].as_u64().expect("seq").to_string();
+    ok(
+        &app.sios(&["audit", "prove", &seq, "-o", &proof.display().to_string()]),
+        "prove",
+    );
+    let bundle = work.join("log.oar");
+    ok(
+        &app.sios(&["audit", "export", &bundle.display().to_string()]),
+        "export",
+    );
+    let stopped = app.stop();
+    assert!(stopped.success(), "appliance stopped cleanly");
+
+    // Offline: no appliance runs any more.
+    let pk = pubkey.display().to_string();
+    ok(
+        &app.sios(&[
+            "audit",
+            "verify-proof",
+            &proof.display().to_string(),
+            "--pubkey",
+            &pk,
+        ]),
+        "verify-proof",
+    );
+    let verified = ok(
+        &app.sios(&[
+            "audit",
+            "verify",
+            &bundle.display().to_string(),
+            "--pubkey",
+            &pk,
+        ]),
+        "verify",
+    );
+    assert!(!verified.is_empty());
+    let replayed = ok(
+        &app.sios(&["audit", "replay", &bundle.display().to_string()]),
+        "replay",
+    );
+    assert!(replayed.contains(" 0 divergent"), "{replayed}");
+
+    // One flipped byte in the middle of a record is caught and named.
+    let mut bytes = std::fs::read(&bundle).expect("bundle");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    let tampered = work.join("tampered.oar");
+    std::fs::write(&tampered, &bytes).expect("tampered bundle");
+    let out = app.sios(&[
+        "audit",
+        "verify",
+        &tampered.display().to_string(),
+        "--pubkey",
+        &pk,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "tampered bundle verified");
+    let why = String::from_utf8_lossy(&out.stderr).to_lowercase()
+        + &String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(
+        why.contains("record") || why.contains("checkpoint"),
+        "the failure names what is bad: {why}"
+    );
+}
+
+#[test]
+fn killing_the_audit_service_loses_no_acknowledged_record() {
+    if !require_setup() {
+        return;
+    }
+    let mut app = TestAppliance::start(Options::brains(&["voice-activity"]));
+    let work = app.dir.path().to_owned();
+    let request = write_request(&work, "voice-activity");
+    let mut acknowledged = 0;
+    for round in 0..3 {
+        for _ in 0..5 {
+            if app
+                .sios(&["invoke", "voice-activity", "--input", &request, "--compact"])
+                .status
+                .success()
+            {
+                acknowledged += 1;
+            }
+        }
+        let pid = app.pid("audit");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill -9 audit");
+        app.wait_for("audit", &format!("back after kill {round}"), |p| {
+            p.pid.is_some_and(|p| p != pid) && p.state == sios_ipc::ProcessState::Ready
+        });
+    }
+    assert!(acknowledged >= 10, "most invokes answered: {acknowledged}");
+    let pubkey = work.join("operator.pub");
+    ok(
+        &app.sios(&["keys", "export-public", &pubkey.display().to_string()]),
+        "export-public",
+    );
+    let bundle = work.join("log.oar");
+    ok(
+        &app.sios(&["audit", "export", &bundle.display().to_string()]),
+        "export",
+    );
+    app.stop();
+    let records = sios_e2e::audit_records(&app.state_dir);
+    let succeeded = records
+        .iter()
+        .filter(|r| {
+            r.action == "invoke"
+                && matches!(
+                    r.kind,
+                    sios_audit::record::Kind::Outcome {
+                        result: sios_ipc::ActionResult::Ok,
+                        ..
+                    }
+                )
+        })
+        .count();
+    assert!(
+        succeeded >= acknowledged,
+        "{acknowledged} invokes acknowledged, {succeeded} ok outcomes recorded"
+    );
+    ok(
+        &app.sios(&[
+            "audit",
+            "verify",
+            &bundle.display().to_string(),
+            "--pubkey",
+            &pubkey.display().to_string(),
+        ]),
+        "verify after kills",
+    );
+}
