@@ -19,7 +19,7 @@ use sios_ipc::{
     BrainStatus, Caller, ControlError, InferRequest, InferResponse, InvokeError, Kernel,
     RestartReport, StatusReport,
 };
-use sios_policy::Action;
+use sios_policy::{Action, Resource};
 use std::sync::Arc;
 use tarpc::context::Context;
 use tokio::net::UnixStream;
@@ -54,6 +54,17 @@ impl KernelServer {
                 None
             }
         }
+    }
+}
+
+/// A governed operator action's result: its own error if it ran and failed,
+/// the refusal otherwise.
+fn control<T>(
+    result: Result<T, crate::operations::Refusal<ControlError>>,
+) -> Result<T, ControlError> {
+    match result {
+        Err(crate::operations::Refusal::Failed(err)) => Err(err),
+        other => other.map_err(ControlError::from),
     }
 }
 
@@ -93,13 +104,36 @@ impl Kernel for KernelServer {
 
     async fn restart(self, _: Context, name: String) -> Result<RestartReport, ControlError> {
         tracing::info!(uid = self.caller.uid, pid = ?self.caller.pid, process = %name, "restart requested");
-        self.appliance.restart(&name).await
+        let app = &self.appliance;
+        let resource = app.process_resource(&name);
+        control(
+            app.governed(
+                &self.requester(),
+                Action::Restart,
+                resource,
+                format!("process:{name}"),
+                || app.restart(&name),
+            )
+            .await,
+        )
     }
 
     async fn shutdown(self, _: Context) -> Result<(), ControlError> {
         tracing::info!(uid = self.caller.uid, pid = ?self.caller.pid, "shutdown requested");
-        self.appliance.request_shutdown();
-        Ok(())
+        let app = &self.appliance;
+        control(
+            app.governed(
+                &self.requester(),
+                Action::Shutdown,
+                Resource::Appliance,
+                "appliance".into(),
+                || async {
+                    app.request_shutdown();
+                    Ok::<(), ControlError>(())
+                },
+            )
+            .await,
+        )
     }
 
     async fn brains(self, _: Context) -> Vec<BrainStatus> {
@@ -108,17 +142,56 @@ impl Kernel for KernelServer {
 
     async fn brain_disable(self, _: Context, name: String) -> Result<BrainStatus, ControlError> {
         tracing::info!(uid = self.caller.uid, pid = ?self.caller.pid, brain = %name, "disable requested");
-        self.appliance.disable_brain(&name).await
+        let app = &self.appliance;
+        // Not a brain: an input error, told as such before anything is decided.
+        app.brain_slot(&name)?;
+        let resource = app.process_resource(&name);
+        control(
+            app.governed(
+                &self.requester(),
+                Action::BrainDisable,
+                resource,
+                format!("brain:{name}"),
+                || app.disable_brain(&name),
+            )
+            .await,
+        )
     }
 
     async fn brain_enable(self, _: Context, name: String) -> Result<BrainStatus, ControlError> {
         tracing::info!(uid = self.caller.uid, pid = ?self.caller.pid, brain = %name, "enable requested");
-        self.appliance.enable_brain(&name).await
+        let app = &self.appliance;
+        // Not a brain: an input error, told as such before anything is decided.
+        app.brain_slot(&name)?;
+        let resource = app.process_resource(&name);
+        control(
+            app.governed(
+                &self.requester(),
+                Action::BrainEnable,
+                resource,
+                format!("brain:{name}"),
+                || app.enable_brain(&name),
+            )
+            .await,
+        )
     }
 
     async fn brain_reload(self, _: Context, name: String) -> Result<BrainStatus, ControlError> {
         tracing::info!(uid = self.caller.uid, pid = ?self.caller.pid, brain = %name, "reload requested");
-        self.appliance.reload_brain(&name).await
+        let app = &self.appliance;
+        // Not a brain: an input error, told as such before anything is decided.
+        app.brain_slot(&name)?;
+        let resource = app.process_resource(&name);
+        control(
+            app.governed(
+                &self.requester(),
+                Action::Restart,
+                resource,
+                format!("brain:{name}"),
+                || app.reload_brain(&name),
+            )
+            .await,
+        )
     }
 
     async fn audit_tail(self, _: Context, n: u64) -> Result<RecordPage, ControlError> {

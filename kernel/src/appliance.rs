@@ -403,6 +403,19 @@ impl Appliance {
         brain: &str,
         request: InferRequest,
     ) -> Result<InferResponse, InvokeError> {
+        self.invoke_recorded(requester, brain, request)
+            .await
+            .map(|(response, _)| response)
+    }
+
+    /// [`Appliance::invoke`], also returning the sequence numbers of the
+    /// intent and outcome records it left.
+    pub async fn invoke_recorded(
+        &self,
+        requester: &Requester,
+        brain: &str,
+        request: InferRequest,
+    ) -> Result<(InferResponse, [u64; 2]), InvokeError> {
         // 1. Resolve: the brain must exist in this appliance.
         let slot = self
             .by_name
@@ -514,13 +527,15 @@ impl Appliance {
                 &response.outputs,
             ))];
         }
-        self.record(vec![outcome])
+        let outcome_seq = self
+            .record(vec![outcome])
             .await
-            .map_err(|reason| InvokeError::Unrecorded { reason })?;
+            .map_err(|reason| InvokeError::Unrecorded { reason })?[0]
+            .seq;
         if result.is_ok() {
             slot.requests.fetch_add(1, Ordering::Relaxed);
         }
-        result
+        result.map(|response| (response, [intent_seq, outcome_seq]))
     }
 
     /// The policy's view of a requester.
@@ -628,6 +643,17 @@ impl Appliance {
         })
     }
 
+    /// The policy's view of a supervised process: a brain with its manifest
+    /// attributes, else a plain process.
+    pub fn process_resource(&self, name: &str) -> Resource {
+        match self.by_name.get(name).and_then(|s| s.brain_facts()) {
+            Some(facts) => Resource::Brain(self.policy_brain(name, &facts)),
+            None => Resource::Process(sios_policy::Process {
+                name: name.to_owned(),
+            }),
+        }
+    }
+
     /// The slot of a supervised process.
     pub(crate) fn slot(&self, name: &str) -> Option<&Arc<Slot>> {
         self.by_name.get(name)
@@ -666,7 +692,7 @@ impl Appliance {
             .collect()
     }
 
-    fn brain_slot(&self, name: &str) -> Result<&Arc<Slot>, ControlError> {
+    pub(crate) fn brain_slot(&self, name: &str) -> Result<&Arc<Slot>, ControlError> {
         match self.by_name.get(name) {
             Some(slot) if slot.role == Role::Brain => Ok(slot),
             Some(_) => Err(ControlError::NotABrain { name: name.into() }),

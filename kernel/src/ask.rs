@@ -16,7 +16,8 @@
 //! skipped with a note and the next one in the ranking is tried. Ties in the
 //! ranking break by brain name, so the same input always takes the same path.
 
-use crate::appliance::{Appliance, Requester};
+use crate::appliance::{Appliance, Requester, outcome_of};
+use sios_ipc::audit::{ActionResult, DraftKind, RecordDraft};
 use sios_ipc::{AskAnswer, Finding, InferRequest, InvokeError, Tensor};
 
 /// Screening brains, run in this order when installed.
@@ -44,15 +45,68 @@ impl Appliance {
             notes: Vec::new(),
             audit_seqs: Vec::new(),
         };
+        // The plan, recorded before anything runs: the screens installed, the
+        // router, then the specialists it picks (recorded once picked).
+        let screens: Vec<&str> = SCREENS.into_iter().filter(|s| self.has_brain(s)).collect();
+        let mut intent = RecordDraft::new(
+            requester.actor(),
+            "ask",
+            "appliance:pipeline",
+            DraftKind::Intent,
+        );
+        intent.detail = format!(
+            "plan: {} -> {ROUTER} -> up to {MAX_SPECIALISTS} specialists in the router's order",
+            if screens.is_empty() {
+                "no screens".to_owned()
+            } else {
+                screens.join(" -> ")
+            }
+        );
+        let intent_seq = self.record_one(intent.clone()).await?;
+        answer.audit_seqs.push(intent_seq);
+        let result = self
+            .run_pipeline(requester, text, &screens, &mut answer)
+            .await;
+        let ended = match &result {
+            Ok(()) if answer.refused.is_some() => {
+                ActionResult::Error("refused by screening".into())
+            }
+            Ok(()) => ActionResult::Ok,
+            Err(err) => ActionResult::Error(err.to_string()),
+        };
+        let outcome_seq = self
+            .record_one(outcome_of(&intent, intent_seq, ended))
+            .await?;
+        answer.audit_seqs.push(outcome_seq);
+        result.map(|()| answer)
+    }
+
+    async fn record_one(&self, draft: RecordDraft) -> Result<u64, InvokeError> {
+        let receipts = self
+            .record(vec![draft])
+            .await
+            .map_err(|reason| InvokeError::Unrecorded { reason })?;
+        Ok(receipts.first().map_or(0, |r| r.seq))
+    }
+
+    async fn run_pipeline(
+        &self,
+        requester: &Requester,
+        text: &str,
+        screens: &[&str],
+        answer: &mut AskAnswer,
+    ) -> Result<(), InvokeError> {
         for screen in SCREENS {
-            if !self.has_brain(screen) {
+            if !screens.contains(&screen) {
                 answer.notes.push(format!(
                     "screening brain `{screen}` is not installed; skipped"
                 ));
                 continue;
             }
             answer.plan.push(screen.to_owned());
-            let finding = self.read(requester, screen, text).await?;
+            let finding = self
+                .read(requester, screen, text, &mut answer.audit_seqs)
+                .await?;
             let blocks = screen == "safety-screen"
                 && finding.label != "safe"
                 && finding.confidence >= BLOCK_AT;
@@ -64,19 +118,32 @@ impl Appliance {
             }
             answer.screening.push(finding);
             if answer.refused.is_some() {
-                return Ok(answer);
+                return Ok(());
             }
         }
 
         answer.plan.push(ROUTER.to_owned());
-        let ranking = self.read_all(requester, ROUTER, text).await?;
+        let ranking = self
+            .read_all(requester, ROUTER, text, &mut answer.audit_seqs)
+            .await?;
         answer.route = ranking.iter().take(5).cloned().collect();
         let (wanted, order) = pick(&ranking);
+        let mut route = RecordDraft::new(
+            requester.actor(),
+            "ask.route",
+            "appliance:pipeline",
+            DraftKind::Event,
+        );
+        route.detail = format!("asking {wanted} of, in order: {}", order.join(", "));
+        answer.audit_seqs.push(self.record_one(route).await?);
         for specialist in order {
             if answer.answers.len() == wanted {
                 break;
             }
-            match self.read(requester, &specialist, text).await {
+            match self
+                .read(requester, &specialist, text, &mut answer.audit_seqs)
+                .await
+            {
                 Ok(finding) => {
                     answer.plan.push(specialist);
                     answer.answers.push(finding);
@@ -91,7 +158,7 @@ impl Appliance {
                 .notes
                 .push("no specialist could answer; `sios brain list` shows their states".into());
         }
-        Ok(answer)
+        Ok(())
     }
 
     /// The brain's top reading of `text`.
@@ -100,8 +167,9 @@ impl Appliance {
         requester: &Requester,
         brain: &str,
         text: &str,
+        seqs: &mut Vec<u64>,
     ) -> Result<Finding, InvokeError> {
-        let ranked = self.read_all(requester, brain, text).await?;
+        let ranked = self.read_all(requester, brain, text, seqs).await?;
         let (label, confidence) = ranked.first().cloned().unwrap_or_default();
         Ok(Finding {
             brain: brain.to_owned(),
@@ -117,12 +185,14 @@ impl Appliance {
         requester: &Requester,
         brain: &str,
         text: &str,
+        seqs: &mut Vec<u64>,
     ) -> Result<Vec<(String, f32)>, InvokeError> {
         let request = InferRequest {
             id: None,
             inputs: vec![Tensor::from_strings("text", vec![1], &[text])],
         };
-        let response = self.invoke(requester, brain, request).await?;
+        let (response, recorded) = self.invoke_recorded(requester, brain, request).await?;
+        seqs.extend(recorded);
         let labels = self.labels_of(brain);
         let bad = |reason: String| InvokeError::Brain {
             name: brain.to_owned(),

@@ -279,6 +279,8 @@ impl Appliance {
                     candidate.loaded.content_hash()
                 );
                 self.record(vec![event]).await?;
+                crate::appliance::create_private_dir(&self.layout().kernel_dir())
+                    .map_err(|e| e.to_string())?;
                 crate::appliance::write_atomically(
                     &self.layout().active_policy(),
                     candidate.text.as_bytes(),
