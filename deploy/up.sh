@@ -20,7 +20,13 @@ fi
 "$SIOS" status
 
 echo
-echo "== a real answer: sentence similarity from the text-embedding brain (all-MiniLM-L6-v2)"
+echo "== a real answer: sios ask (screening, the router, the right specialist)"
+"$SIOS" ask "Either party may terminate this agreement with thirty days written notice." || true
+echo
+"$SIOS" ask "My father has chest pain and his left arm went numb an hour ago." || true
+
+echo
+echo "== and one brain directly: sentence similarity from text-embedding (all-MiniLM-L6-v2)"
 REQUEST='{"inputs":[{"name":"text","datatype":"BYTES","shape":[3],"data":[
   "The patient was discharged after the fever went down.",
   "Her temperature returned to normal and she went home.",
