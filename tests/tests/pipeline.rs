@@ -1,0 +1,125 @@
+//! `sios ask` and brain-to-brain calls through the kernel, with the real
+//! router and domain specialists (embed_via brains that ask the embedding
+//! brain through the kernel).
+
+use serde_json::Value;
+use sios_e2e::{Options, TestAppliance, require_setup};
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+const BRAINS: [&str; 5] = [
+    "text-embedding",
+    "router",
+    "legal",
+    "clinical",
+    "it-helpdesk",
+];
+
+#[test]
+fn ask_routes_deterministically_and_names_the_brains_and_records_that_contributed() {
+    if !require_setup() {
+        return;
+    }
+    let mut app = TestAppliance::start(Options::brains(&BRAINS));
+    let question = "Either party may terminate this agreement with thirty days written notice.";
+    let ask = |app: &TestAppliance| -> Value {
+        let out = app.sios(&["ask", "--json", question]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let first = ask(&app);
+    assert_eq!(first["route"][0][0], "legal", "{first:#}");
+    assert_eq!(first["answers"][0]["brain"], "legal");
+    assert_eq!(first["answers"][0]["label"], "termination", "{first:#}");
+    let plan: Vec<&str> = first["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_str().unwrap())
+        .collect();
+    assert_eq!(plan[0], "router");
+    assert!(plan.contains(&"legal"));
+    // The same input takes the same path to the same answer.
+    let second = ask(&app);
+    assert_eq!(first["plan"], second["plan"]);
+    assert_eq!(first["route"], second["route"]);
+    assert_eq!(first["answers"], second["answers"]);
+    // The answer names its audit records, and they are in the log: the plan
+    // first, then each brain's intent and outcome, including the specialists'
+    // own calls to the embedding brain, made through the kernel.
+    let seqs: Vec<u64> = first["audit_seqs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_u64().unwrap())
+        .collect();
+    assert!(seqs.len() >= 7, "{seqs:?}");
+    assert!(app.stop().success());
+    let records = sios_e2e::audit_records(&app.state_dir);
+    let by_seq = |seq: u64| records.iter().find(|r| r.seq == seq).unwrap();
+    assert_eq!(by_seq(seqs[0]).action, "ask");
+    assert!(
+        by_seq(seqs[0]).detail.starts_with("plan:"),
+        "{}",
+        by_seq(seqs[0]).detail
+    );
+    let invoked: Vec<&str> = seqs.iter().map(|&s| by_seq(s).resource.as_str()).collect();
+    assert!(
+        invoked.contains(&"brain:router") && invoked.contains(&"brain:legal"),
+        "{invoked:?}"
+    );
+    let brain_calls: Vec<_> = records
+        .iter()
+        .filter(|r| {
+            r.actor == "brain:legal"
+                && r.action == "brain.call"
+                && r.resource == "brain:text-embedding"
+        })
+        .collect();
+    assert!(
+        !brain_calls.is_empty(),
+        "legal asked the embedding brain through the kernel"
+    );
+}
+
+#[test]
+fn a_brain_call_the_policy_forbids_is_refused_and_recorded() {
+    if !require_setup() {
+        return;
+    }
+    let mut app = TestAppliance::start(Options::brains(&["text-embedding", "legal"]));
+    let policy = tempfile::tempdir().unwrap();
+    let default =
+        std::fs::read_to_string(sios_e2e::source_tree().join("deploy/policy/default.cedar"))
+            .unwrap();
+    std::fs::write(
+        policy.path().join("default.cedar"),
+        format!(
+            "{default}\n@id(\"test.legal-calls-nothing\")\nforbid (principal == Sios::Brain::\"legal\", action == Sios::Action::\"call_brain\", resource);\n"
+        ),
+    )
+    .unwrap();
+    let load = app.sios(&["policy", "load", policy.path().to_str().unwrap()]);
+    assert!(load.status.success(), "{}", stderr(&load));
+    let request = r#"{"inputs":[{"name":"text","datatype":"BYTES","shape":[1],"data":["The tenant shall pay rent monthly."]}]}"#;
+    let out = app.sios_with_stdin(&["invoke", "legal", "--input", "-"], Some(request));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("denied") && stderr(&out).contains("test.legal-calls-nothing"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(app.stop().success());
+    let records = sios_e2e::audit_records(&app.state_dir);
+    let denial = records
+        .iter()
+        .find(|r| r.actor == "brain:legal" && r.action == "brain.call")
+        .expect("the refused call is on record");
+    let decision = denial.decision.as_ref().expect("with its decision");
+    assert!(
+        format!("{decision:?}").contains("test.legal-calls-nothing"),
+        "{decision:?}"
+    );
+}
