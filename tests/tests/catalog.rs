@@ -67,3 +67,245 @@ fn the_full_catalog_starts_by_default_and_every_brain_is_listed_ready() {
     assert_eq!(answer["plan"][1], "pii-screen", "{answer:#}");
     assert_eq!(answer["route"][0][0], "logistics", "{answer:#}");
 }
+
+/// A request shaped to a brain's declared inputs: its reference fixture's
+/// when that fits, else text for BYTES and zeros for numbers, batch of one.
+fn request_for(manifest: &sios_manifest::Manifest) -> sios_ipc::InferRequest {
+    let fixture = source_tree().join(format!("build/fixtures/{}.json", manifest.name));
+    if let Ok(text) = std::fs::read_to_string(&fixture) {
+        let doc: Value = serde_json::from_str(&text).unwrap();
+        if let Ok(request) = sios_ipc::kserve::parse_request(&doc["request"].to_string())
+            && sios_ipc::tensor::validate(
+                &request.inputs,
+                &manifest.input_specs(),
+                Default::default(),
+            )
+            .is_ok()
+        {
+            return request;
+        }
+    }
+    let inputs = manifest
+        .input_specs()
+        .into_iter()
+        .map(|spec| {
+            let shape: Vec<u64> = spec
+                .shape
+                .iter()
+                .map(|&d| if d < 0 { 1 } else { d as u64 })
+                .collect();
+            let count = shape.iter().product::<u64>() as usize;
+            match spec.datatype {
+                sios_ipc::DataType::Bytes => sios_ipc::Tensor::from_strings(
+                    spec.name,
+                    shape,
+                    &vec!["The shipment arrived two days late."; count],
+                ),
+                sios_ipc::DataType::Fp32 => {
+                    sios_ipc::Tensor::from_elements(spec.name, shape, &vec![0.5f32; count])
+                }
+                sios_ipc::DataType::Int64 => {
+                    sios_ipc::Tensor::from_elements(spec.name, shape, &vec![1i64; count])
+                }
+                sios_ipc::DataType::Int32 => {
+                    sios_ipc::Tensor::from_elements(spec.name, shape, &vec![65i32; count])
+                }
+                other => panic!("{}: no generic request for {other}", manifest.name),
+            }
+        })
+        .collect();
+    sios_ipc::InferRequest { id: None, inputs }
+}
+
+#[test]
+fn every_brain_answers_a_request_shaped_to_its_declared_inputs() {
+    if !require_setup() {
+        return;
+    }
+    let manifests = catalog();
+    let names: Vec<&str> = manifests.iter().map(|m| m.name.as_str()).collect();
+    let app = TestAppliance::start(Options::brains(&names));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = app.client().await;
+        for manifest in &manifests {
+            let response = client
+                .invoke(
+                    sios_e2e::ctx(),
+                    manifest.name.clone(),
+                    request_for(manifest),
+                )
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{}: {e}", manifest.name));
+            let declared: Vec<String> = manifest
+                .output_specs()
+                .into_iter()
+                .map(|s| s.name)
+                .collect();
+            let got: Vec<String> = response.outputs.iter().map(|t| t.name.clone()).collect();
+            assert_eq!(
+                got, declared,
+                "{} returns its declared outputs",
+                manifest.name
+            );
+        }
+    });
+}
+
+/// The held-out set of a head: texts and their labels.
+fn heldout(brain: &str) -> Vec<(String, String)> {
+    let path = source_tree().join(format!("brains/models/data/heldout/{brain}.jsonl"));
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["text"].as_str().unwrap().to_owned(),
+                v["label"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The brain's top label for each text, through the appliance, in batches
+/// small enough for a brain's memory limit.
+async fn classify(
+    client: &sios_ipc::KernelClient,
+    manifest: &sios_manifest::Manifest,
+    texts: &[String],
+) -> Vec<String> {
+    let mut labels = Vec::new();
+    for batch in texts.chunks(64) {
+        labels.extend(classify_batch(client, manifest, batch).await);
+    }
+    labels
+}
+
+async fn classify_batch(
+    client: &sios_ipc::KernelClient,
+    manifest: &sios_manifest::Manifest,
+    texts: &[String],
+) -> Vec<String> {
+    let request = sios_ipc::InferRequest {
+        id: None,
+        inputs: vec![sios_ipc::Tensor::from_strings(
+            "text",
+            vec![texts.len() as u64],
+            texts,
+        )],
+    };
+    let response = client
+        .invoke(sios_e2e::ctx(), manifest.name.clone(), request)
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{}: {e}", manifest.name));
+    let labels = &manifest.labels["probabilities"];
+    let probabilities = response.outputs[0].to_elements::<f32>().unwrap();
+    probabilities
+        .chunks(labels.len())
+        .map(|row| {
+            let best = (0..row.len()).fold(0, |b, i| if row[i] > row[b] { i } else { b });
+            labels[best].clone()
+        })
+        .collect()
+}
+
+fn card(brain: &str) -> Value {
+    let metrics: Value = serde_json::from_str(
+        &std::fs::read_to_string(source_tree().join("brains/models/cards/heads.json")).unwrap(),
+    )
+    .unwrap();
+    metrics["heads"][brain].clone()
+}
+
+#[test]
+fn domain_heads_and_the_router_reach_their_stated_held_out_accuracy_and_route_deterministically() {
+    if !require_setup() {
+        return;
+    }
+    let manifests = catalog();
+    let heads: Vec<&sios_manifest::Manifest> = manifests
+        .iter()
+        .filter(|m| m.kind == sios_manifest::BrainKind::Domain || m.name == "router")
+        .collect();
+    let mut names: Vec<&str> = heads.iter().map(|m| m.name.as_str()).collect();
+    names.push("text-embedding");
+    let app = TestAppliance::start(Options::brains(&names));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let routed_first = runtime.block_on(async {
+        let client = app.client().await;
+        let mut routing_examples = Vec::new();
+        for manifest in heads.iter().filter(|m| m.name != "router") {
+            let examples = heldout(&manifest.name);
+            let texts: Vec<String> = examples.iter().map(|(t, _)| t.clone()).collect();
+            let got = classify(&client, manifest, &texts).await;
+            let correct = got.iter().zip(&examples).filter(|(g, (_, want))| *g == want).count();
+            let accuracy = correct as f64 / examples.len() as f64;
+            let stated = card(&manifest.name);
+            eprintln!(
+                "{}: held-out accuracy {accuracy:.3} ({correct}/{}); card states {} (guaranteed {})",
+                manifest.name,
+                examples.len(),
+                stated["heldout_accuracy"],
+                stated["accuracy_floor"]
+            );
+            assert!(
+                accuracy + 1e-9 >= stated["accuracy_floor"].as_f64().unwrap(),
+                "{} below the accuracy its card guarantees",
+                manifest.name
+            );
+            routing_examples.extend(examples.into_iter().map(|(text, _)| (text, manifest.name.clone())));
+        }
+        // The router, on the same held-out texts labelled by domain.
+        let router = heads.iter().find(|m| m.name == "router").unwrap();
+        let texts: Vec<String> = routing_examples.iter().map(|(t, _)| t.clone()).collect();
+        let routed = classify(&client, router, &texts).await;
+        let correct = routed.iter().zip(&routing_examples).filter(|(g, (_, want))| *g == want).count();
+        let rate = correct as f64 / texts.len() as f64;
+        let stated = card("router");
+        eprintln!("router: routes {rate:.3} of {} held-out texts right; card states {}", texts.len(), stated["heldout_accuracy"]);
+        assert!(rate + 1e-9 >= stated["accuracy_floor"].as_f64().unwrap());
+        (texts, routed)
+    });
+
+    // Routing depends only on the input: the same texts route identically
+    // after a restart, and with the catalog's files written in another order.
+    let (texts, routed) = routed_first;
+    let sample: Vec<String> = texts.iter().step_by(37).cloned().collect();
+    let expected: Vec<String> = routed.iter().step_by(37).cloned().collect();
+    let shuffled = tempfile::tempdir().unwrap();
+    for name in names.iter().rev() {
+        let from = source_tree().join(format!("brains/catalog/{name}.toml"));
+        std::fs::copy(from, shuffled.path().join(format!("{name}.toml"))).unwrap();
+    }
+    let mut app = app;
+    for round in 0..3 {
+        let mut again = if round < 2 {
+            assert!(app.stop().success());
+            TestAppliance::restart_in(app)
+        } else {
+            drop(app);
+            let mut options = Options::brains(&names);
+            options.catalog_dir = Some(shuffled.path().to_owned());
+            TestAppliance::start(options)
+        };
+        let router = heads.iter().find(|m| m.name == "router").unwrap();
+        let now =
+            runtime.block_on(async { classify(&again.client().await, router, &sample).await });
+        assert_eq!(now, expected, "routing changed on round {round}");
+        if round == 2 {
+            assert!(again.stop().success());
+            return;
+        }
+        app = again;
+    }
+}

@@ -123,3 +123,66 @@ fn a_brain_call_the_policy_forbids_is_refused_and_recorded() {
         "{decision:?}"
     );
 }
+
+#[test]
+fn a_disabled_specialist_is_never_called_and_both_switches_are_on_record() {
+    if !require_setup() {
+        return;
+    }
+    let mut app = TestAppliance::start(Options::brains(&BRAINS));
+    let question = "Either party may terminate this agreement with thirty days written notice.";
+    assert!(app.sios(&["brain", "disable", "legal"]).status.success());
+    let out = app.sios(&["ask", "--json", question]);
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let plan: Vec<&str> = answer["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_str().unwrap())
+        .collect();
+    assert!(
+        !plan.contains(&"legal"),
+        "a disabled brain is not asked: {answer:#}"
+    );
+    let notes = answer["notes"].to_string();
+    assert!(
+        notes.contains("legal") && notes.contains("disabled"),
+        "{notes}"
+    );
+    let list: Value =
+        serde_json::from_slice(&app.sios(&["brain", "list", "--json"]).stdout).unwrap();
+    let legal = list["brains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "legal")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (legal["state"].as_str(), legal["requests"].as_u64()),
+        (Some("disabled"), Some(0))
+    );
+
+    assert!(app.sios(&["brain", "enable", "legal"]).status.success());
+    let answer: Value =
+        serde_json::from_slice(&app.sios(&["ask", "--json", question]).stdout).unwrap();
+    assert_eq!(answer["answers"][0]["brain"], "legal", "{answer:#}");
+
+    assert!(app.stop().success());
+    let records = sios_e2e::audit_records(&app.state_dir);
+    for action in ["brain_disable", "brain_enable"] {
+        let intents = records
+            .iter()
+            .filter(|r| {
+                r.action == action && r.resource == "brain:legal" && r.kind.name() == "intent"
+            })
+            .count();
+        let outcomes = records
+            .iter()
+            .filter(|r| {
+                r.action == action && r.resource == "brain:legal" && r.kind.name() == "outcome"
+            })
+            .count();
+        assert_eq!((intents, outcomes), (1, 1), "{action} is on record");
+    }
+}
