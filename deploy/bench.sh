@@ -6,3 +6,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build --release --workspace --bins --quiet
 cargo bench -p sios-e2e --bench invoke --quiet
+cargo bench -p sios-e2e --bench catalog --quiet
+cargo bench -p sios-audit --bench audit --quiet
+cargo bench -p sios-policy --quiet
+cargo bench -p sios-memory --quiet
