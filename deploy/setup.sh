@@ -253,4 +253,4 @@ else
     log "skipping cargo build (--no-cargo)"
 fi
 
-log "done in $(awk -v a="$START" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s; brains need ORT_DYLIB_PATH=$PWD/build/lib/libonnxruntime.so ORT_DISABLE_TELEMETRY=1"
+log "done in $(awk -v a="$START" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s; start the appliance with: target/release/sios up (or bash deploy/up.sh)"
