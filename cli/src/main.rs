@@ -115,6 +115,13 @@ enum Command {
         /// Read the text from this UTF-8 file, or - for standard input.
         #[arg(long, value_name = "FILE|-")]
         file: Option<PathBuf>,
+        /// Also recall the nearest items from this memory namespace
+        /// (repeatable; items stored with `sios memory put --embed`).
+        #[arg(long, value_name = "NAMESPACE")]
+        recall: Vec<String>,
+        /// How many memory items to recall (1–20).
+        #[arg(long, default_value_t = 3, requires = "recall")]
+        recall_k: u32,
         /// Print the whole answer as JSON.
         #[arg(long)]
         json: bool,
@@ -299,7 +306,25 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 input,
                 compact,
             } => invoke(&layout, &brain, &input, compact).await,
-            Command::Ask { text, file, json } => ask(&layout, text, file, json).await,
+            Command::Ask {
+                text,
+                file,
+                recall,
+                recall_k,
+                json,
+            } => {
+                let text = match (text, file) {
+                    (Some(text), _) => text,
+                    (None, Some(path)) => read_text(&path)?,
+                    (None, None) => return Err(usage("give a text, or --file")),
+                };
+                let request = sios_ipc::AskRequest {
+                    text,
+                    recall,
+                    recall_k,
+                };
+                ask(&layout, request, json).await
+            }
             Command::Restart { name } => {
                 let client = connect(&layout).await?;
                 let report = client
@@ -561,18 +586,12 @@ fn read_text(path: &Path) -> Result<String, CliError> {
 
 async fn ask(
     layout: &StateLayout,
-    text: Option<String>,
-    file: Option<PathBuf>,
+    request: sios_ipc::AskRequest,
     json: bool,
 ) -> Result<ExitCode, CliError> {
-    let text = match (text, file) {
-        (Some(text), _) => text,
-        (None, Some(path)) => read_text(&path)?,
-        (None, None) => return Err(usage("give a text, or --file")),
-    };
     let client = connect(layout).await?;
     let answer = client
-        .ask(ctx(), text)
+        .ask(ctx(), request)
         .await
         .map_err(rpc)?
         .map_err(refused)?;
@@ -610,6 +629,17 @@ async fn ask(
                 "answer:     {}   (then: {})",
                 reading(finding),
                 others.join(", ")
+            );
+        }
+        for hit in &answer.recalled {
+            let value = match &hit.value {
+                Some(sios_ipc::memory::Value::Text(text)) => format!(": {text}"),
+                Some(sios_ipc::memory::Value::Bytes(bytes)) => format!(": ({} bytes)", bytes.len()),
+                None => String::new(),
+            };
+            println!(
+                "recalled:   {}/{} ({:.2}){value}",
+                hit.namespace, hit.key, hit.score
             );
         }
         for note in &answer.notes {
@@ -813,6 +843,26 @@ impl MemoryTarget for Kernel {
     }
     async fn compact(&self) -> Result<sios_ipc::CompactReport, sios_ipc::MemoryError> {
         Self::memory(self.client.memory_compact(ctx()).await)
+    }
+    async fn embed(&self, text: String) -> Result<sios_ipc::Embedding, sios_ipc::MemoryError> {
+        use sios_ipc::ask::{EMBEDDER, embedding_of, embedding_request};
+        let failed = |reason: String| {
+            sios_ipc::MemoryError::Unavailable(format!(
+                "the text could not be embedded by the `{EMBEDDER}` brain: {reason}"
+            ))
+        };
+        let response = self
+            .client
+            .invoke(ctx(), EMBEDDER.into(), embedding_request(&text))
+            .await
+            .map_err(|err| failed(format!("the kernel did not answer: {err}")))?
+            .map_err(|err| match err {
+                sios_ipc::InvokeError::Denied { .. } => sios_ipc::MemoryError::Denied {
+                    reason: err.to_string(),
+                },
+                other => failed(other.to_string()),
+            })?;
+        embedding_of(&response).map_err(failed)
     }
 }
 

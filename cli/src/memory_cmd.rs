@@ -79,6 +79,10 @@ pub enum MemoryCommand {
         /// The embedding: a JSON array or comma-separated numbers.
         #[arg(long, value_name = "NUMBERS")]
         embedding: Option<String>,
+        /// Store the text value's embedding by the text-embedding brain (so
+        /// `search --text` and `sios ask --recall` find it by meaning).
+        #[arg(long, conflicts_with = "embedding")]
+        embed: bool,
         #[arg(long)]
         json: bool,
     },
@@ -107,11 +111,23 @@ pub enum MemoryCommand {
     },
     /// Nearest stored items to an embedding by cosine similarity (exact).
     ///
+    /// The query is an embedding, or a text that the text-embedding brain
+    /// embeds (items stored with `put --embed` are found by meaning).
     /// Exit 1 if nothing matched.
+    ///
+    /// Example: sios memory search --namespace client:alice/notes --text "late rent payments" --values
     Search {
         /// The query embedding: a JSON array or comma-separated numbers.
-        #[arg(long, value_name = "NUMBERS")]
-        embedding: String,
+        #[arg(
+            long,
+            value_name = "NUMBERS",
+            required_unless_present = "text",
+            conflicts_with = "text"
+        )]
+        embedding: Option<String>,
+        /// The query as text, embedded by the text-embedding brain.
+        #[arg(long, value_name = "QUERY")]
+        text: Option<String>,
         /// How many hits (1–100).
         #[arg(short, default_value_t = 10)]
         k: u32,
@@ -195,6 +211,8 @@ pub trait MemoryTarget {
     async fn export(&self, request: ExportRequest) -> Result<ExportPage, MemoryError>;
     async fn import(&self, request: ImportRequest) -> Result<ImportReport, MemoryError>;
     async fn compact(&self) -> Result<CompactReport, MemoryError>;
+    /// The embedding of a text by the appliance's text-embedding brain.
+    async fn embed(&self, text: String) -> Result<Embedding, MemoryError>;
 }
 
 /// A failed memory command, with its exit status.
@@ -374,6 +392,7 @@ async fn run_inner(
             base64: is_base64,
             meta,
             embedding,
+            embed,
             json,
         } => {
             let value = match (value, file) {
@@ -400,6 +419,20 @@ async fn run_inner(
                 embedding: embedding.as_deref().map(parse_embedding).transpose()?,
             };
             request.validate()?;
+            let request = if embed {
+                let Value::Text(text) = &request.value else {
+                    return Err(usage(
+                        "--embed needs a text value (not --binary or --base64)",
+                    ));
+                };
+                let embedding = Some(target.embed(text.clone()).await?);
+                PutRequest {
+                    embedding,
+                    ..request
+                }
+            } else {
+                request
+            };
             let (namespace, key, subject) = (
                 request.namespace.clone(),
                 request.key.clone(),
@@ -485,6 +518,7 @@ async fn run_inner(
         }
         MemoryCommand::Search {
             embedding,
+            text,
             k,
             namespace,
             meta,
@@ -492,7 +526,11 @@ async fn run_inner(
             json,
         } => {
             let request = SearchRequest {
-                query: parse_embedding(&embedding)?,
+                query: match (embedding, text) {
+                    (Some(numbers), _) => parse_embedding(&numbers)?,
+                    (None, Some(text)) => target.embed(text).await?,
+                    (None, None) => return Err(usage("give --embedding or --text")),
+                },
                 k,
                 namespaces: (!namespace.is_empty()).then_some(namespace),
                 metadata: parse_meta(&meta)?,
@@ -864,6 +902,15 @@ mod tests {
                 key_file_bytes_before: 2,
                 key_file_bytes_after: 1,
             })
+        }
+        /// Letter counts: enough for the CLI's plumbing, which is all these
+        /// tests check (the real embedder is tested end to end).
+        async fn embed(&self, text: String) -> Result<Embedding, MemoryError> {
+            let mut counts = vec![0.0f32; 26];
+            for b in text.bytes().filter(u8::is_ascii_alphabetic) {
+                counts[usize::from(b.to_ascii_lowercase() - b'a')] += 1.0;
+            }
+            Ok(Embedding(counts))
         }
     }
 

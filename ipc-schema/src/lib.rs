@@ -21,7 +21,7 @@ pub mod services;
 pub mod tensor;
 pub mod transport;
 
-pub use ask::{AskAnswer, Finding};
+pub use ask::{AskAnswer, AskRequest, Finding};
 pub use audit::*;
 pub use memory::*;
 pub use services::*;

@@ -9,6 +9,10 @@
 //! only ever reach the kernel. Every error type here is serialisable so that a
 //! failure keeps its meaning across the socket.
 
+use crate::memory::{
+    Item, ListPage, ListRequest, MemoryError, PutRequest, PutResponse, SearchRequest,
+    SearchResponse,
+};
 use crate::tensor::{Tensor, TensorError, TensorSpec};
 use serde::{Deserialize, Serialize};
 
@@ -77,6 +81,23 @@ pub trait BrainSupport {
         callee: String,
         request: InferRequest,
     ) -> Result<InferResponse, InvokeError>;
+
+    // Customer memory, as the brain itself: it owns `brain:<name>/…` and may
+    // use the namespaces its manifest's `capabilities.memory_namespaces`
+    // declares, as the policy allows. Erasure, export, import and compaction
+    // are the customer's and the operator's, never a brain's: they are not
+    // offered here at all.
+
+    /// Stores (or replaces) one item; durable when it returns.
+    async fn memory_put(request: PutRequest) -> Result<PutResponse, MemoryError>;
+    /// Reads one item.
+    async fn memory_get(namespace: String, key: String) -> Result<Item, MemoryError>;
+    /// One page of a namespace, in key order.
+    async fn memory_list(request: ListRequest) -> Result<ListPage, MemoryError>;
+    /// Deletes one item.
+    async fn memory_delete(namespace: String, key: String) -> Result<(), MemoryError>;
+    /// Nearest stored items to an embedding; name the namespaces to search.
+    async fn memory_search(request: SearchRequest) -> Result<SearchResponse, MemoryError>;
 }
 
 /// Which part of the appliance a process plays.
@@ -217,6 +238,10 @@ pub enum InvokeError {
         "refused: the action could not be recorded in the audit log ({reason}); sios does not act unrecorded"
     )]
     Unrecorded { reason: String },
+    /// The request itself is malformed (not a brain's input: those are
+    /// [`InvokeError::BadInput`]).
+    #[error("bad request: {reason}")]
+    BadRequest { reason: String },
 }
 
 /// Why an operator action failed.
@@ -295,9 +320,10 @@ pub trait Kernel {
     async fn whoami() -> Caller;
     /// Runs one inference on one brain.
     async fn invoke(brain: String, request: InferRequest) -> Result<InferResponse, InvokeError>;
-    /// Runs the deterministic pipeline on a text: screening brains, the
-    /// router, then the domain specialists it picks.
-    async fn ask(text: String) -> Result<crate::ask::AskAnswer, InvokeError>;
+    /// Runs the deterministic pipeline on a text: screening brains, then
+    /// (when asked) recall from the asker's memory, the router, then the
+    /// domain specialists it picks.
+    async fn ask(request: crate::ask::AskRequest) -> Result<crate::ask::AskAnswer, InvokeError>;
     /// Restarts one process; every other process keeps its pid.
     async fn restart(name: String) -> Result<RestartReport, ControlError>;
     /// Stops the appliance gracefully (reverse start order).

@@ -11,9 +11,8 @@ use sios_ipc::audit::{
     RotationReport, SignedCheckpoint,
 };
 use sios_ipc::memory::{
-    self, CompactReport, EraseReport, ExportPage, ExportRequest, ExportScope, ImportReport,
-    ImportRequest, Item, ListPage, ListRequest, MemoryError, PutRequest, PutResponse,
-    SearchRequest, SearchResponse,
+    CompactReport, EraseReport, ExportPage, ExportRequest, ImportReport, ImportRequest, Item,
+    ListPage, ListRequest, MemoryError, PutRequest, PutResponse, SearchRequest, SearchResponse,
 };
 use sios_ipc::{
     BrainStatus, Caller, ControlError, InferRequest, InferResponse, InvokeError, Kernel,
@@ -23,6 +22,61 @@ use sios_policy::{Action, Resource};
 use std::sync::Arc;
 use tarpc::context::Context;
 use tokio::net::UnixStream;
+
+/// The item-level memory methods clients and brains share: each forwards to
+/// the one implementation in [`crate::memory_access`] with the requester
+/// the connection (client socket or brain channel) established.
+macro_rules! item_memory_forwards {
+    () => {
+        async fn memory_put(
+            self,
+            _: Context,
+            request: PutRequest,
+        ) -> Result<PutResponse, MemoryError> {
+            self.appliance.memory_put(&self.requester(), request).await
+        }
+
+        async fn memory_get(
+            self,
+            _: Context,
+            namespace: String,
+            key: String,
+        ) -> Result<Item, MemoryError> {
+            self.appliance
+                .memory_get(&self.requester(), namespace, key)
+                .await
+        }
+
+        async fn memory_list(
+            self,
+            _: Context,
+            request: ListRequest,
+        ) -> Result<ListPage, MemoryError> {
+            self.appliance.memory_list(&self.requester(), request).await
+        }
+
+        async fn memory_delete(
+            self,
+            _: Context,
+            namespace: String,
+            key: String,
+        ) -> Result<(), MemoryError> {
+            self.appliance
+                .memory_delete(&self.requester(), namespace, key)
+                .await
+        }
+
+        async fn memory_search(
+            self,
+            _: Context,
+            request: SearchRequest,
+        ) -> Result<SearchResponse, MemoryError> {
+            self.appliance
+                .memory_search(&self.requester(), request)
+                .await
+        }
+    };
+}
 
 /// One client connection's view of the kernel.
 #[derive(Clone, Debug)]
@@ -97,9 +151,12 @@ impl Kernel for KernelServer {
         result
     }
 
-    async fn ask(self, _: Context, text: String) -> Result<sios_ipc::AskAnswer, InvokeError> {
-        let requester = Requester::Client(self.caller.clone());
-        self.appliance.ask(&requester, &text).await
+    async fn ask(
+        self,
+        _: Context,
+        request: sios_ipc::AskRequest,
+    ) -> Result<sios_ipc::AskAnswer, InvokeError> {
+        self.appliance.ask(&self.requester(), &request).await
     }
 
     async fn restart(self, _: Context, name: String) -> Result<RestartReport, ControlError> {
@@ -300,106 +357,15 @@ impl Kernel for KernelServer {
             .await
     }
 
-    async fn memory_put(self, _: Context, request: PutRequest) -> Result<PutResponse, MemoryError> {
-        let namespace = request.namespace.clone();
-        self.appliance
-            .memory_op(
-                &self.requester(),
-                Action::MemoryWrite,
-                &namespace,
-                |c, ctx| async move { c.put(ctx, request).await },
-            )
-            .await
-    }
-
-    async fn memory_get(
-        self,
-        _: Context,
-        namespace: String,
-        key: String,
-    ) -> Result<Item, MemoryError> {
-        let ns = namespace.clone();
-        self.appliance
-            .memory_op(
-                &self.requester(),
-                Action::MemoryRead,
-                &ns,
-                |c, ctx| async move { c.get(ctx, namespace, key).await },
-            )
-            .await
-    }
-
-    async fn memory_list(self, _: Context, request: ListRequest) -> Result<ListPage, MemoryError> {
-        let ns = request.namespace.clone();
-        self.appliance
-            .memory_op(
-                &self.requester(),
-                Action::MemoryRead,
-                &ns,
-                |c, ctx| async move { c.list(ctx, request).await },
-            )
-            .await
-    }
-
-    async fn memory_delete(
-        self,
-        _: Context,
-        namespace: String,
-        key: String,
-    ) -> Result<(), MemoryError> {
-        let ns = namespace.clone();
-        self.appliance
-            .memory_op(
-                &self.requester(),
-                Action::MemoryWrite,
-                &ns,
-                |c, ctx| async move { c.delete(ctx, namespace, key).await },
-            )
-            .await
-    }
-
-    async fn memory_search(
-        self,
-        _: Context,
-        request: SearchRequest,
-    ) -> Result<SearchResponse, MemoryError> {
-        let requester = self.requester();
-        // Every namespace searched must be readable; searching them all is
-        // an operator's business (decided on the `*` namespace, owned by nobody).
-        let scope = request
-            .namespaces
-            .clone()
-            .unwrap_or_else(|| vec!["*".into()]);
-        let checked: Vec<String> = scope.iter().filter(|n| *n != "*").cloned().collect();
-        self.appliance
-            .memory_allowed_everywhere(&requester, Action::MemoryRead, &checked)?;
-        let first = scope.first().cloned().unwrap_or_else(|| "*".into());
-        self.appliance
-            .memory_scoped(
-                &requester,
-                Action::MemoryRead,
-                &first,
-                format!("memory:search:{}", scope.join(",")),
-                |c, ctx| async move { c.search(ctx, request).await },
-            )
-            .await
-    }
+    item_memory_forwards!();
 
     async fn memory_erase_subject(
         self,
         _: Context,
         subject: String,
     ) -> Result<EraseReport, MemoryError> {
-        memory::validate_subject(&subject)?;
-        let scope = format!("subject/{subject}");
         self.appliance
-            .memory_scoped(
-                &self.requester(),
-                Action::MemoryErase,
-                &scope,
-                format!("memory:{scope}"),
-                |c, ctx| async move { c.erase_subject(ctx, subject).await },
-            )
+            .memory_erase_subject(&self.requester(), subject)
             .await
     }
 
@@ -408,18 +374,8 @@ impl Kernel for KernelServer {
         _: Context,
         request: ExportRequest,
     ) -> Result<ExportPage, MemoryError> {
-        let scope = match &request.scope {
-            ExportScope::Namespace(ns) => ns.clone(),
-            ExportScope::Subject(subject) => format!("subject/{subject}"),
-        };
         self.appliance
-            .memory_scoped(
-                &self.requester(),
-                Action::MemoryExport,
-                &scope,
-                format!("memory:{scope}"),
-                |c, ctx| async move { c.export(ctx, request).await },
-            )
+            .memory_export(&self.requester(), request)
             .await
     }
 
@@ -428,35 +384,13 @@ impl Kernel for KernelServer {
         _: Context,
         request: ImportRequest,
     ) -> Result<ImportReport, MemoryError> {
-        let requester = self.requester();
-        let mut namespaces: Vec<String> =
-            request.items.iter().map(|i| i.namespace.clone()).collect();
-        namespaces.sort();
-        namespaces.dedup();
         self.appliance
-            .memory_allowed_everywhere(&requester, Action::MemoryWrite, &namespaces)?;
-        let first = namespaces.first().cloned().unwrap_or_else(|| "*".into());
-        self.appliance
-            .memory_scoped(
-                &requester,
-                Action::MemoryWrite,
-                &first,
-                format!("memory:import:{}", namespaces.join(",")),
-                |c, ctx| async move { c.import(ctx, request).await },
-            )
+            .memory_import(&self.requester(), request)
             .await
     }
 
     async fn memory_compact(self, _: Context) -> Result<CompactReport, MemoryError> {
-        self.appliance
-            .memory_scoped(
-                &self.requester(),
-                Action::MemoryErase,
-                "*",
-                "memory:*".into(),
-                |c, ctx| async move { c.compact(ctx).await },
-            )
-            .await
+        self.appliance.memory_compact(&self.requester()).await
     }
 }
 
@@ -472,6 +406,10 @@ impl BrainSupportServer {
     pub fn new(appliance: Arc<Appliance>, brain: String) -> BrainSupportServer {
         BrainSupportServer { appliance, brain }
     }
+
+    fn requester(&self) -> Requester {
+        Requester::Brain(self.brain.clone())
+    }
 }
 
 impl sios_ipc::BrainSupport for BrainSupportServer {
@@ -481,11 +419,15 @@ impl sios_ipc::BrainSupport for BrainSupportServer {
         callee: String,
         request: InferRequest,
     ) -> Result<InferResponse, InvokeError> {
-        let requester = Requester::Brain(self.brain.clone());
-        let result = self.appliance.invoke(&requester, &callee, request).await;
+        let result = self
+            .appliance
+            .invoke(&self.requester(), &callee, request)
+            .await;
         if let Err(err) = &result {
             tracing::info!(brain = %self.brain, callee = %callee, error = %err, "brain-to-brain call refused or failed");
         }
         result
     }
+
+    item_memory_forwards!();
 }

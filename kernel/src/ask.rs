@@ -5,8 +5,13 @@
 //! 1. **Screen**: every installed screening brain ([`SCREENS`]) reads the
 //!    text. If `safety-screen`'s top label is not `safe` with probability at
 //!    least [`BLOCK_AT`], the pipeline stops there and says why.
-//! 2. **Route**: the `router` brain ranks the domain specialists.
-//! 3. **Answer**: the specialists picked by [`pick`] — the best, plus any
+//! 2. **Recall** (only when the asker names memory namespaces): the
+//!    `text-embedding` brain embeds the text and the memory service returns
+//!    the nearest items of those namespaces, each read decided by the policy
+//!    as the asker's own (a namespace the asker may not read is refused and
+//!    noted; the pipeline goes on without it).
+//! 3. **Route**: the `router` brain ranks the domain specialists.
+//! 4. **Answer**: the specialists picked by [`pick`] — the best, plus any
 //!    other scoring at least [`ALSO_AT`] and at least half the best, at most
 //!    [`MAX_SPECIALISTS`] — each give their reading, in routing order.
 //!
@@ -17,8 +22,10 @@
 //! ranking break by brain name, so the same input always takes the same path.
 
 use crate::appliance::{Appliance, Requester, outcome_of};
+use sios_ipc::ask::{EMBEDDER, MAX_RECALL, embedding_of, embedding_request};
 use sios_ipc::audit::{ActionResult, DraftKind, RecordDraft};
-use sios_ipc::{AskAnswer, Finding, InferRequest, InvokeError, Tensor};
+use sios_ipc::memory::{Metadata, SearchRequest};
+use sios_ipc::{AskAnswer, AskRequest, Finding, InferRequest, InvokeError, Tensor};
 
 /// Screening brains, run in this order when installed.
 pub const SCREENS: [&str; 2] = ["safety-screen", "pii-screen"];
@@ -35,7 +42,19 @@ pub const ROUTER: &str = "router";
 
 impl Appliance {
     /// Runs the pipeline on `text` on behalf of `requester`.
-    pub async fn ask(&self, requester: &Requester, text: &str) -> Result<AskAnswer, InvokeError> {
+    pub async fn ask(
+        &self,
+        requester: &Requester,
+        request: &AskRequest,
+    ) -> Result<AskAnswer, InvokeError> {
+        if !request.recall.is_empty() && !(1..=MAX_RECALL).contains(&request.recall_k) {
+            return Err(InvokeError::BadRequest {
+                reason: format!(
+                    "recall asks for {} memory items; ask for 1 to {MAX_RECALL}",
+                    request.recall_k
+                ),
+            });
+        }
         let mut answer = AskAnswer {
             plan: Vec::new(),
             screening: Vec::new(),
@@ -44,6 +63,7 @@ impl Appliance {
             refused: None,
             notes: Vec::new(),
             audit_seqs: Vec::new(),
+            recalled: Vec::new(),
         };
         // The plan, recorded before anything runs: the screens installed, the
         // router, then the specialists it picks (recorded once picked).
@@ -54,8 +74,17 @@ impl Appliance {
             "appliance:pipeline",
             DraftKind::Intent,
         );
+        let recall = if request.recall.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " -> {EMBEDDER} -> memory recall ({} nearest in {})",
+                request.recall_k,
+                request.recall.join(", ")
+            )
+        };
         intent.detail = format!(
-            "plan: {} -> {ROUTER} -> up to {MAX_SPECIALISTS} specialists in the router's order",
+            "plan: {}{recall} -> {ROUTER} -> up to {MAX_SPECIALISTS} specialists in the router's order",
             if screens.is_empty() {
                 "no screens".to_owned()
             } else {
@@ -65,7 +94,7 @@ impl Appliance {
         let intent_seq = self.record_one(intent.clone()).await?;
         answer.audit_seqs.push(intent_seq);
         let result = self
-            .run_pipeline(requester, text, &screens, &mut answer)
+            .run_pipeline(requester, request, &screens, &mut answer)
             .await;
         let ended = match &result {
             Ok(()) if answer.refused.is_some() => {
@@ -92,10 +121,11 @@ impl Appliance {
     async fn run_pipeline(
         &self,
         requester: &Requester,
-        text: &str,
+        request: &AskRequest,
         screens: &[&str],
         answer: &mut AskAnswer,
     ) -> Result<(), InvokeError> {
+        let text = request.text.as_str();
         for screen in SCREENS {
             if !screens.contains(&screen) {
                 answer.notes.push(format!(
@@ -120,6 +150,10 @@ impl Appliance {
             if answer.refused.is_some() {
                 return Ok(());
             }
+        }
+
+        if !request.recall.is_empty() {
+            self.recall(requester, request, answer).await;
         }
 
         answer.plan.push(ROUTER.to_owned());
@@ -159,6 +193,44 @@ impl Appliance {
                 .push("no specialist could answer; `sios brain list` shows their states".into());
         }
         Ok(())
+    }
+
+    /// The recall step: embeds the text, then searches the named namespaces
+    /// as the asker. A failure here (embedder not ready, a namespace the
+    /// policy refuses) becomes a note: memory enriches the answer, it is not
+    /// needed for one.
+    async fn recall(&self, requester: &Requester, request: &AskRequest, answer: &mut AskAnswer) {
+        let embedded = match self
+            .invoke_recorded(requester, EMBEDDER, embedding_request(&request.text))
+            .await
+        {
+            Ok((response, recorded)) => {
+                answer.audit_seqs.extend(recorded);
+                answer.plan.push(EMBEDDER.to_owned());
+                embedding_of(&response)
+            }
+            Err(err) => Err(err.to_string()),
+        };
+        let query = match embedded {
+            Ok(query) => query,
+            Err(reason) => {
+                answer.notes.push(format!(
+                    "memory not consulted: no embedding of the text ({reason})"
+                ));
+                return;
+            }
+        };
+        let search = SearchRequest {
+            query,
+            k: request.recall_k,
+            namespaces: Some(request.recall.clone()),
+            metadata: Metadata::default(),
+            include_values: true,
+        };
+        match self.memory_search(requester, search).await {
+            Ok(found) => answer.recalled = found.hits,
+            Err(err) => answer.notes.push(format!("memory not consulted: {err}")),
+        }
     }
 
     /// The brain's top reading of `text`.

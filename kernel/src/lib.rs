@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`appliance`]: the set of processes, start/stop order, the request path.
 //! - [`operations`]: audit, policy, sandbox and memory requests, each governed.
+//! - [`memory_access`]: every memory request, for clients and brains alike.
 //! - [`governance`]: the policy in force; deciding every request.
 //! - [`supervisor`]: one task per child: spawn, readiness, restart policy.
 //! - [`spawn`]: the single launch path (through `sios-launch`) for every child.
@@ -15,6 +16,7 @@ pub mod api;
 pub mod appliance;
 pub mod ask;
 pub mod governance;
+pub mod memory_access;
 pub mod operations;
 pub mod spawn;
 pub mod supervisor;

@@ -186,3 +186,116 @@ fn a_disabled_specialist_is_never_called_and_both_switches_are_on_record() {
         assert_eq!((intents, outcomes), (1, 1), "{action} is on record");
     }
 }
+
+/// Issue 6 point 6: memory stored with the embedding brain's vectors is
+/// found by meaning, and `sios ask --recall` consults it on the asker's
+/// behalf (embedding and search both decided and recorded as the asker's).
+#[test]
+fn ask_recalls_the_askers_memory_by_meaning() {
+    if !require_setup() {
+        return;
+    }
+    let mut app = TestAppliance::start(Options::brains(&BRAINS));
+    let ns = "client:ops/leases";
+    let notes = [
+        (
+            "late-rent",
+            "The tenant at unit 4 paid the rent late for three months in a row.",
+        ),
+        (
+            "printer",
+            "The office printer on floor two jams when printing double-sided.",
+        ),
+        (
+            "notice",
+            "The landlord must give sixty days notice before ending the lease.",
+        ),
+    ];
+    for (key, text) in notes {
+        let out = app.sios(&[
+            "memory",
+            "put",
+            "--namespace",
+            ns,
+            "--subject",
+            "tenant-4",
+            key,
+            text,
+            "--embed",
+        ]);
+        assert!(out.status.success(), "put {key}: {}", stderr(&out));
+    }
+    // Search by text: the embedding brain embeds the query; the nearest note
+    // is the one about late rent, not the printer.
+    let out = app.sios(&[
+        "memory",
+        "search",
+        "--namespace",
+        ns,
+        "--text",
+        "overdue rent payments",
+        "-k",
+        "3",
+        "--json",
+    ]);
+    assert!(out.status.success(), "search: {}", stderr(&out));
+    let found: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys: Vec<&str> = found["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys.len(), 3, "{found:#}");
+    assert_eq!(keys[0], "late-rent", "{found:#}");
+    assert_eq!(keys[2], "printer", "{found:#}");
+
+    let question = "Can we end the lease of a tenant who keeps paying the rent late?";
+    let out = app.sios(&["ask", "--json", "--recall", ns, "--recall-k", "2", question]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let recalled: Vec<&str> = answer["recalled"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(recalled.len(), 2, "{answer:#}");
+    assert!(!recalled.contains(&"printer"), "{answer:#}");
+    assert_eq!(
+        answer["recalled"][0]["value"]["text"]
+            .as_str()
+            .map(|t| t.contains("sixty days") || t.contains("late")),
+        Some(true),
+        "{answer:#}"
+    );
+    let plan: Vec<&str> = answer["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_str().unwrap())
+        .collect();
+    assert!(plan.contains(&"text-embedding"), "{plan:?}");
+    assert!(answer["answers"].as_array().is_some_and(|a| !a.is_empty()));
+
+    // A recall count out of range is the caller's mistake, said as such.
+    let out = app.sios(&["ask", "--recall", ns, "--recall-k", "0", question]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("ask for 1 to 20"), "{}", stderr(&out));
+
+    assert!(app.stop().success());
+    // The plan recorded before anything ran names the recall step, and the
+    // search is on record as the asker's memory read.
+    let records = sios_e2e::audit_records(&app.state_dir);
+    assert!(
+        records.iter().any(|r| r.action == "ask"
+            && r.detail
+                .contains("memory recall (2 nearest in client:ops/leases)")),
+        "the plan names the recall step"
+    );
+    assert!(
+        records.iter().any(|r| r.actor.starts_with("uid:")
+            && r.resource.contains("memory:search:client:ops/leases")),
+        "the recall's search is recorded"
+    );
+}
