@@ -133,17 +133,15 @@ fn a_brain_uses_its_own_memory_and_no_one_elses() {
             .await
             .expect("and reads it back");
         assert_eq!(item.value, Value::Text("clause 4 was disputed".into()));
+        let search = |namespaces: Option<Vec<String>>| SearchRequest {
+            query: Embedding(vec![0.6, 0.8]),
+            k: 1,
+            namespaces,
+            metadata: Default::default(),
+            include_values: false,
+        };
         let found = appliance
-            .memory_search(
-                &legal,
-                SearchRequest {
-                    query: Embedding(vec![0.6, 0.8]),
-                    k: 1,
-                    namespaces: Some(vec!["brain:legal/cases".into()]),
-                    metadata: Default::default(),
-                    include_values: false,
-                },
-            )
+            .memory_search(&legal, search(Some(vec!["brain:legal/cases".into()])))
             .await
             .expect("and searches it");
         assert_eq!(found.hits[0].key, "c7");
@@ -167,18 +165,7 @@ fn a_brain_uses_its_own_memory_and_no_one_elses() {
             }
         }
         // Searching everything is nobody's own namespace.
-        let everywhere = appliance
-            .memory_search(
-                &legal,
-                SearchRequest {
-                    query: Embedding(vec![0.6, 0.8]),
-                    k: 1,
-                    namespaces: None,
-                    metadata: Default::default(),
-                    include_values: false,
-                },
-            )
-            .await;
+        let everywhere = appliance.memory_search(&legal, search(None)).await;
         assert!(
             matches!(everywhere, Err(MemoryError::Denied { .. })),
             "{everywhere:?}"

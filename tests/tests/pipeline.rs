@@ -187,6 +187,15 @@ fn a_disabled_specialist_is_never_called_and_both_switches_are_on_record() {
     }
 }
 
+/// The `key` of each memory hit in a JSON array of hits.
+fn keys_of(hits: &Value) -> Vec<&str> {
+    hits.as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["key"].as_str().unwrap())
+        .collect()
+}
+
 /// Issue 6 point 6: memory stored with the embedding brain's vectors is
 /// found by meaning, and `sios ask --recall` consults it on the asker's
 /// behalf (embedding and search both decided and recorded as the asker's).
@@ -240,12 +249,7 @@ fn ask_recalls_the_askers_memory_by_meaning() {
     ]);
     assert!(out.status.success(), "search: {}", stderr(&out));
     let found: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let keys: Vec<&str> = found["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["key"].as_str().unwrap())
-        .collect();
+    let keys = keys_of(&found["hits"]);
     assert_eq!(keys.len(), 3, "{found:#}");
     assert_eq!(keys[0], "late-rent", "{found:#}");
     assert_eq!(keys[2], "printer", "{found:#}");
@@ -254,12 +258,7 @@ fn ask_recalls_the_askers_memory_by_meaning() {
     let out = app.sios(&["ask", "--json", "--recall", ns, "--recall-k", "2", question]);
     assert!(out.status.success(), "{}", stderr(&out));
     let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let recalled: Vec<&str> = answer["recalled"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["key"].as_str().unwrap())
-        .collect();
+    let recalled = keys_of(&answer["recalled"]);
     assert_eq!(recalled.len(), 2, "{answer:#}");
     assert!(!recalled.contains(&"printer"), "{answer:#}");
     assert_eq!(
