@@ -48,6 +48,16 @@ pub enum SetupError {
          its own uid, namespaces and cgroup; run it as root or set mode = \"auto\""
     )]
     SandboxUnavailable,
+    #[error(
+        "cannot give {path} to the sandboxed service's uid {uid}: {source}; the kernel must run as root \
+         to sandbox the services (or set [sandbox] mode = \"off\" for development)"
+    )]
+    HandOver {
+        path: PathBuf,
+        uid: u32,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Catalog(#[from] sios_manifest::ManifestError),
     #[error(transparent)]
@@ -200,9 +210,19 @@ impl Appliance {
         };
         let frame = config.limits.max_frame_bytes.to_string();
         let mut pending = Vec::new();
+        let sandboxed = sandbox_children(&config.sandbox)?;
         for service in ["audit", "memory"] {
             let data_dir = layout.service_dir(service);
             create_private_dir(&data_dir)?;
+            let sandbox = if sandboxed {
+                let spec = service_sandbox(&config, &layout, service);
+                // Files left by an unsandboxed run, an earlier version or
+                // `sios keys init` (run as root) become the service's own.
+                hand_over(&data_dir, spec.uid, spec.gid)?;
+                Some(spec)
+            } else {
+                None
+            };
             let program = Program {
                 path: bin.join(format!("sios-{service}")),
                 args: vec![
@@ -215,7 +235,7 @@ impl Appliance {
                 limits: ProcessLimits {
                     max_open_files: 256,
                 },
-                sandbox: None,
+                sandbox,
             };
             let role = if service == "audit" {
                 Role::Audit
@@ -235,7 +255,6 @@ impl Appliance {
             ));
         }
         create_private_dir(&layout.brain_socket_dir())?;
-        let sandboxed = sandbox_brains(&config.sandbox)?;
         for (index, manifest) in brains.into_iter().enumerate() {
             let manifest_path = config
                 .paths
@@ -814,27 +833,78 @@ impl Appliance {
     }
 }
 
-/// Whether brains are sandboxed, by `[sandbox] mode` and who we are.
-fn sandbox_brains(config: &sios_config::SandboxConfig) -> Result<bool, SetupError> {
+/// Whether brains and services are sandboxed, by `[sandbox] mode` and who we are.
+fn sandbox_children(config: &sios_config::SandboxConfig) -> Result<bool, SetupError> {
     use sios_config::SandboxMode;
     let root = nix::unistd::geteuid().is_root();
     match (config.mode, root) {
         (SandboxMode::Off, _) => {
             tracing::warn!(
-                "[sandbox] mode = \"off\": brains run WITHOUT their sandbox (development only)"
+                "[sandbox] mode = \"off\": brains and services run WITHOUT their sandbox (development only)"
             );
             Ok(false)
         }
         (_, true) => Ok(true),
         (SandboxMode::Auto, false) => {
             tracing::warn!(
-                "sios-kernel is not running as root, so brains run WITHOUT their sandbox (namespaces, own uids, \
-                 seccomp, cgroups); run the appliance as root, or set [sandbox] mode = \"required\" to refuse this"
+                "sios-kernel is not running as root, so brains and services run WITHOUT their sandbox (namespaces, \
+                 own uids, seccomp, cgroups); run the appliance as root, or set [sandbox] mode = \"required\" to refuse this"
             );
             Ok(false)
         }
         (SandboxMode::Required, false) => Err(SetupError::SandboxUnavailable),
     }
+}
+
+/// The sandbox of a service (`audit` or `memory`): its own uid and gid, its
+/// own state directory writable and nothing else of the host's files, the
+/// limits of `[sandbox.services]`. Public so that tests can run a hostile
+/// program under exactly this profile.
+pub fn service_sandbox(
+    config: &Config,
+    layout: &StateLayout,
+    service: &str,
+) -> sios_launch::SandboxSpec {
+    let id = if service == "audit" {
+        sios_launch::AUDIT_UID
+    } else {
+        sios_launch::MEMORY_UID
+    };
+    sios_launch::SandboxSpec::service(&sios_launch::ServiceSandbox {
+        name: service.to_owned(),
+        uid: id,
+        gid: id,
+        state_dir: layout.service_dir(service),
+        memory_mib: config.sandbox.services.memory_mib,
+        max_processes: config.sandbox.services.max_processes,
+        cgroup_path: sios_launch::cgroup_path(&layout.root, service),
+    })
+}
+
+/// Makes `dir` and everything under it owned by `uid`:`gid`, leaving modes
+/// alone (the audit secret key stays 0600: readable by the audit service's
+/// uid and root only). Symbolic links are changed themselves, never
+/// followed, so a link planted in the directory cannot hand over a file
+/// elsewhere.
+pub fn hand_over(dir: &Path, uid: u32, gid: u32) -> Result<(), SetupError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| SetupError::HandOver { path, uid, source }
+    };
+    let mut pending = vec![dir.to_owned()];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path).map_err(err(&path))?;
+        if meta.uid() != uid || meta.gid() != gid {
+            std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).map_err(err(&path))?;
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).map_err(err(&path))? {
+                pending.push(entry.map_err(err(&path))?.path());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The sandbox of brain number `index` of the catalog: its own uid and gid,

@@ -320,6 +320,25 @@ impl TestAppliance {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Sends the kernel SIGKILL (no clean-up of any kind) from a shared
+    /// reference, for tests whose clients are still running; reap it with
+    /// [`TestAppliance::kill_kernel`] once they have stopped.
+    pub fn kill_kernel_now(&self) {
+        let kernel = self.kernel.as_ref().expect("kernel running");
+        let pid = nix::unistd::Pid::from_raw(kernel.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("SIGKILL the kernel");
+    }
+
+    /// Kills the kernel with SIGKILL (if it is not dead already) and reaps
+    /// it. Its children die with it (each is spawned with a parent-death
+    /// signal); [`TestAppliance::restart_in`] starts a new kernel on the same
+    /// state directory.
+    pub fn kill_kernel(&mut self) {
+        let mut kernel = self.kernel.take().expect("kernel running");
+        kernel.kill().expect("SIGKILL the kernel");
+        kernel.wait().expect("reap the kernel");
+    }
+
     /// Stops the appliance with SIGTERM and returns the kernel's exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut kernel = self.kernel.take().expect("kernel running");

@@ -122,3 +122,72 @@ fn memory_round_trip_through_the_kernel() {
     );
     assert_eq!(got["value"]["text"], "gamma");
 }
+
+/// Issue 6 point 5: a write acknowledged to the caller survives `kill -9` of
+/// the kernel (the memory service dies with it), under concurrent writers,
+/// twice over, and the database opens cleanly after each.
+#[test]
+fn acknowledged_writes_survive_kill_9_of_the_kernel() {
+    use std::sync::Mutex;
+    if !require_setup() {
+        return;
+    }
+    let ns = "client:ops/journal";
+    let mut app = TestAppliance::start(Options::brains(&[]));
+    let acknowledged = Mutex::new(Vec::new());
+    for round in 0..2 {
+        std::thread::scope(|scope| {
+            for writer in 0..4 {
+                let (app, acknowledged) = (&app, &acknowledged);
+                scope.spawn(move || {
+                    for n in 0.. {
+                        let key = format!("r{round}-w{writer}-{n}");
+                        let value = format!("entry {key}");
+                        let out = app.sios(&[
+                            "memory",
+                            "put",
+                            "--namespace",
+                            ns,
+                            "--subject",
+                            "journal",
+                            &key,
+                            &value,
+                        ]);
+                        if !out.status.success() {
+                            // The kernel is gone; this write was never acknowledged.
+                            break;
+                        }
+                        acknowledged.lock().unwrap().push((key, value));
+                    }
+                });
+            }
+            // Let the writers get going, then kill the kernel mid-stream.
+            let target = 25 * (round + 1);
+            while acknowledged.lock().unwrap().len() < target {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            app.kill_kernel_now();
+        });
+        app.kill_kernel();
+        app = TestAppliance::restart_in(app);
+        assert!(
+            app.status()
+                .processes
+                .iter()
+                .all(|p| p.state == sios_ipc::ProcessState::Ready),
+            "round {round}: the appliance (memory included) came back: {}",
+            app.log_text()
+        );
+    }
+    let acknowledged = acknowledged.into_inner().unwrap();
+    assert!(acknowledged.len() >= 50);
+    for (key, value) in &acknowledged {
+        let out = app.sios(&["memory", "get", "--namespace", ns, key]);
+        assert!(
+            out.status.success(),
+            "acknowledged write {key} lost after kill -9 of the kernel: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), value);
+    }
+}
