@@ -14,9 +14,21 @@
 //! Signatures use FIPS 204's deterministic variant (`rnd` = 32 zero bytes),
 //! so a checkpoint is a pure function of key and content: if the service
 //! dies between signing and storing one, it re-creates the same bytes.
+//!
+//! Two implementations, one algorithm: key generation and signing use
+//! `libcrux-ml-dsa` (Cryspen, formally verified, AVX2 when the CPU has it),
+//! because a signature is on the path of every intent and libcrux signs
+//! several times faster than the `ml-dsa` crate; verification uses `ml-dsa`.
+//! Both are FIPS 204: the same seed gives the same key pair and the same
+//! deterministic signature in each (and in the independent `fips204` crate),
+//! which the tests below check. libcrux gives up after FIPS 204's suggested
+//! bound of 814 signing attempts (Appendix C); for the astronomically rare
+//! message that needs more, `ml-dsa`, which has no bound, signs instead and
+//! produces the signature FIPS 204 defines.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use libcrux_ml_dsa::ml_dsa_65 as libcrux65;
 use ml_dsa::{EncodedSignature, EncodedVerifyingKey, MlDsa65, Signature, SigningKey, VerifyingKey};
 use sha2::{Digest as _, Sha256};
 use std::fs;
@@ -192,7 +204,9 @@ impl PublicKey {
 /// A signing key and its name.
 pub struct SecretKey {
     seed: [u8; 32],
-    signing: SigningKey<MlDsa65>,
+    /// FIPS 204 `skEncode` of the expanded key (4032 bytes), boxed so that
+    /// moving the key does not leave copies on the stack.
+    signing: Box<libcrux65::MLDSA65SigningKey>,
     public: PublicKey,
 }
 
@@ -204,10 +218,12 @@ impl std::fmt::Debug for SecretKey {
 
 impl Drop for SecretKey {
     fn drop(&mut self) {
-        // The ml-dsa key zeroises itself (feature `zeroize`); so does our copy
-        // of the seed (black_box keeps the store from being optimised away).
+        // libcrux's key type does not zeroise itself: clear it and the seed
+        // (black_box keeps the stores from being optimised away).
         self.seed = [0; 32];
+        self.signing.as_ref_mut().fill(0);
         std::hint::black_box(&self.seed);
+        std::hint::black_box(&self.signing);
     }
 }
 
@@ -215,10 +231,13 @@ impl SecretKey {
     /// FIPS 204 `KeyGen_internal(ξ)` under `name`.
     pub fn from_seed(name: &str, seed: [u8; 32]) -> Result<SecretKey, KeyError> {
         check_name(name)?;
-        let signing = SigningKey::<MlDsa65>::from_seed(&seed.into());
-        let vk = ml_dsa::Keypair::verifying_key(&signing);
-        let public = PublicKey::from_bytes(name, vk.encode().as_slice())
+        // libcrux's `generate_key_pair(randomness)` is `KeyGen_internal(ξ)`.
+        let mut pair = libcrux65::generate_key_pair(seed);
+        let public = PublicKey::from_bytes(name, pair.verification_key.as_slice())
             .expect("a derived public key is well formed");
+        let signing = Box::new(pair.signing_key.clone());
+        pair.signing_key.as_ref_mut().fill(0);
+        std::hint::black_box(&pair.signing_key);
         Ok(SecretKey {
             seed,
             signing,
@@ -239,9 +258,21 @@ impl SecretKey {
 
     /// ML-DSA-65 `Sign(sk, message, ctx = "")`, deterministic variant.
     pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        match libcrux65::sign(&self.signing, message, &[], [0u8; 32]) {
+            Ok(sig) => sig.as_slice().to_vec(),
+            // Only `RejectionSamplingError` can happen with an empty context:
+            // see the module doc.
+            Err(_) => self.sign_unbounded(message),
+        }
+    }
+
+    /// The same signature from the `ml-dsa` crate, which retries without
+    /// bound; used when libcrux gives up.
+    fn sign_unbounded(&self, message: &[u8]) -> Vec<u8> {
         use ml_dsa::signature::Signer as _;
         // The `Signer` impl is FIPS 204 ML-DSA.Sign, deterministic, empty context.
-        let sig: Signature<MlDsa65> = self.signing.sign(message);
+        let key = SigningKey::<MlDsa65>::from_seed(&self.seed.into());
+        let sig: Signature<MlDsa65> = key.sign(message);
         sig.encode().to_vec()
     }
 
@@ -441,6 +472,35 @@ mod tests {
             SecretKey::load(&secret),
             Err(KeyError::Permissions(_))
         ));
+    }
+
+    /// The signer (libcrux) and the verifier's implementation (`ml-dsa`)
+    /// agree: the same seed gives the same public key as `ml-dsa`'s
+    /// `KeyGen_internal` (so key files made before the switch keep working),
+    /// and byte-identical deterministic signatures, including the fallback
+    /// path, over messages of many lengths.
+    #[test]
+    fn the_signer_and_the_verifier_implementation_agree() {
+        use ml_dsa::signature::Signer as _;
+        for seed in [
+            [0u8; 32],
+            [7u8; 32],
+            [0xffu8; 32],
+            *b"sios-oar ml-dsa-65 seed 32 bytes",
+        ] {
+            let ours = SecretKey::from_seed("sios/audit/x", seed).unwrap();
+            let theirs = SigningKey::<MlDsa65>::from_seed(&seed.into());
+            let vk = ml_dsa::Keypair::verifying_key(&theirs);
+            assert_eq!(vk.encode().as_slice(), ours.public().bytes());
+            for len in [0usize, 1, 59, 64, 135, 136, 137, 1000] {
+                let msg: Vec<u8> = (0..len).map(|i| (i * 31 + len) as u8).collect();
+                let sig = ours.sign(&msg);
+                let want: Signature<MlDsa65> = theirs.sign(&msg);
+                assert_eq!(sig.as_slice(), want.encode().as_slice(), "length {len}");
+                assert_eq!(ours.sign_unbounded(&msg), sig, "fallback, length {len}");
+                assert!(ours.public().verify(&msg, &sig));
+            }
+        }
     }
 
     /// Cross-implementation check: the `fips204` crate (an independent
