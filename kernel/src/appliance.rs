@@ -261,7 +261,7 @@ impl Appliance {
                 .catalog_dir
                 .join(format!("{}.toml", manifest.name));
             let program = Program {
-                path: bin.join("sios-brain"),
+                path: manifest.program_path(&bin)?,
                 args: vec![
                     "--manifest".into(),
                     manifest_path.display().to_string(),

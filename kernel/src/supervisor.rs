@@ -199,7 +199,10 @@ impl Slot {
             uptime_s: live.ready_since.map(|t| t.elapsed().as_secs_f64()),
             socket: Some(self.socket.display().to_string()),
             requests: self.requests.load(Ordering::Relaxed),
-            last_error: live.last_error.clone(),
+            last_error: match (&live.last_error, live.state) {
+                (Some(why), ProcessState::Ready) => Some(format!("restarted after: {why}")),
+                (why, _) => why.clone(),
+            },
         }
     }
 
@@ -317,7 +320,11 @@ pub async fn run_slot(
             match commands.recv().await {
                 Some(SlotCommand::Restart(done)) => {
                     crashes.forgive();
-                    slot.live().restarts += 1;
+                    {
+                        let mut live = slot.live();
+                        live.restarts += 1;
+                        live.last_error = None;
+                    }
                     emit(
                         "process.restart",
                         format!("restarted by operator while {}", state.as_str()),
@@ -373,7 +380,11 @@ pub async fn run_slot(
                 // An operator restart is deliberate: it does not count against
                 // the restart intensity, and it clears a failed state.
                 crashes.forgive();
-                slot.live().restarts += 1;
+                {
+                    let mut live = slot.live();
+                    live.restarts += 1;
+                    live.last_error = None;
+                }
                 emit("process.restart", "restarted by operator".into());
                 waiters.push(done);
             }
@@ -551,7 +562,9 @@ async fn run_incarnation(
         let mut live = slot.live();
         live.state = ProcessState::Ready;
         live.ready_since = Some(Instant::now());
-        live.last_error = None;
+        // `last_error` stays: after an automatic restart, `sios status` still
+        // says why the previous incarnation died (seccomp, the OOM killer…)
+        // until an operator restarts or enables it.
         live.connection = Some(connection);
     }
     let took = spawned_at.elapsed();
@@ -612,8 +625,14 @@ fn exited(slot: &Slot, status: Option<ExitStatus>, when: &str) -> Ended {
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     let how = describe_exit(status);
+    // The launcher's own explanation ("sios-launch: <name>: killed by
+    // seccomp …") reads better without its prefix.
+    let prefix = format!("sios-launch: {}: ", slot.name);
     let reason = match stderr {
-        Some(line) => format!("{how} {when}: {line}"),
+        Some(line) => format!(
+            "{how} {when}: {}",
+            line.strip_prefix(&prefix).unwrap_or(&line)
+        ),
         None => format!("{how} {when}"),
     };
     let permanent = status.and_then(|s| s.code()) == Some(EXIT_CONFIG);

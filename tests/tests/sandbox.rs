@@ -22,6 +22,9 @@
 //! - lock_down_exec_forbids_exec_even_without_a_sandbox
 //! - a_bad_spec_fails_before_exec_with_exit_78_naming_the_step
 //! - the_real_voice_activity_brain_serves_from_its_sandbox
+//! - the_services_run_sandboxed_each_seeing_only_its_own_state (audit and
+//!   memory as the kernel runs them, and a hostile program under each
+//!   service's own profile trying the other's files)
 
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -892,4 +895,245 @@ fn the_real_voice_activity_brain_serves_from_its_sandbox() {
     assert_eq!(signalled(status), Some(nix::libc::SIGTERM), "{stderr}");
     // ONNX Runtime found the CPU description it needs (no guessing).
     assert!(!stderr.contains("cpuinfo"), "{stderr}");
+}
+
+/// The pid of the sandboxed program under the launcher `launcher` (its only child).
+fn program_under(launcher: u32) -> u32 {
+    let children = std::fs::read_to_string(format!("/proc/{launcher}/task/{launcher}/children"))
+        .expect("the launcher's children");
+    let pids: Vec<u32> = children
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    assert_eq!(
+        pids.len(),
+        1,
+        "the launcher {launcher} has one child: {pids:?}"
+    );
+    pids[0]
+}
+
+/// `Name:\tvalue` from /proc/<pid>/status.
+fn status_field(pid: u32, name: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(':')))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_else(|| panic!("{name} missing from /proc/{pid}/status"))
+}
+
+#[test]
+fn the_services_run_sandboxed_each_seeing_only_its_own_state() {
+    if !require_root() || !sios_e2e::require_setup() {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt as _;
+    let app = sios_e2e::TestAppliance::start(sios_e2e::Options::brains(&["voice-activity"]));
+    let state = app.state_dir.clone();
+    let layout = sios_config::StateLayout::new(&state);
+    let ids = [sios_launch_uid("audit"), sios_launch_uid("memory")];
+    assert!(ids[0] != ids[1] && !ids.contains(&0), "{ids:?}");
+    for (service, uid, other) in [("audit", ids[0], "memory"), ("memory", ids[1], "audit")] {
+        let launcher = app.pid(service);
+        let program = program_under(launcher);
+        // From outside, in /proc: its own namespaces, its own uid, nothing to
+        // escalate with.
+        for ns in ["user", "net", "mnt", "pid", "ipc", "uts"] {
+            let theirs = std::fs::read_link(format!("/proc/{program}/ns/{ns}")).expect("ns");
+            let ours = std::fs::read_link(format!("/proc/self/ns/{ns}")).expect("ns");
+            assert_ne!(theirs, ours, "{service} shares the kernel's {ns} namespace");
+        }
+        assert_eq!(
+            status_field(program, "Uid"),
+            format!("{uid}\t{uid}\t{uid}\t{uid}")
+        );
+        assert_eq!(
+            status_field(program, "Gid"),
+            format!("{uid}\t{uid}\t{uid}\t{uid}")
+        );
+        assert_eq!(status_field(program, "CapEff"), "0000000000000000");
+        assert_eq!(status_field(program, "CapBnd"), "0000000000000000");
+        assert_eq!(status_field(program, "NoNewPrivs"), "1");
+        assert_eq!(status_field(program, "Seccomp"), "2");
+        // Its state directory is its own, the audit key stays 0600.
+        let own = layout.service_dir(service);
+        for entry in std::iter::once(own.clone()).chain(
+            std::fs::read_dir(&own)
+                .expect("state dir")
+                .map(|e| e.expect("entry").path()),
+        ) {
+            let meta = std::fs::metadata(&entry).expect("metadata");
+            assert_eq!((meta.uid(), meta.gid()), (uid, uid), "{}", entry.display());
+        }
+        if service == "audit" {
+            let key = std::fs::metadata(own.join("signing.key")).expect("signing key");
+            assert_eq!(
+                key.mode() & 0o777,
+                0o600,
+                "the signing key is its owner's only"
+            );
+        }
+        // What its mount namespace holds, seen through /proc/<pid>/root: its
+        // own directory, not the other service's, not the kernel's sockets,
+        // not the models.
+        let inside = |path: &Path| {
+            Path::new(&format!("/proc/{program}/root"))
+                .join(path.strip_prefix("/").expect("absolute"))
+        };
+        assert!(inside(&own).is_dir(), "{service} must see its own state");
+        for hidden in [
+            layout.service_dir(other),
+            layout.run_dir(),
+            layout.kernel_dir(),
+            sios_e2e::source_tree().join("build/models"),
+        ] {
+            assert!(
+                !inside(&hidden).exists(),
+                "{service} can see {}",
+                hidden.display()
+            );
+        }
+        // `sios sandbox show` works for a service and every check holds.
+        let out = app.sios(&["sandbox", "show", service, "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: Value = serde_json::from_slice(&out.stdout).expect("report");
+        let failed: Vec<&Value> = r["checks"]
+            .as_array()
+            .expect("checks")
+            .iter()
+            .filter(|c| c["ok"] != json!(true))
+            .collect();
+        assert!(failed.is_empty(), "{service}: not enforced: {failed:#?}");
+    }
+
+    // A real attempt, as a compromised service would make it: the hostile
+    // program under each service's own profile (the spec the kernel builds,
+    // with a cgroup of its own so the running service is left alone) reads
+    // and writes the other service's files. First as they are (not mounted:
+    // ENOENT), then as if a mount were wrong (the other's directory bound
+    // read-only: the file permissions still refuse it, EACCES).
+    let config = sios_config::Config::load(None, &state).expect("the appliance's config");
+    let kernel_socket = layout.kernel_socket();
+    for (service, other, secret) in [
+        ("audit", "memory", "memory.redb"),
+        ("memory", "audit", "signing.key"),
+    ] {
+        let own = layout.service_dir(service);
+        let theirs = layout.service_dir(other);
+        for wrong_mount in [false, true] {
+            let mut spec = serde_json::to_value(sios_kernel::appliance::service_sandbox(
+                &config, &layout, service,
+            ))
+            .expect("spec JSON");
+            spec["cgroup"]["path"] = json!(cgroup_path(service));
+            if wrong_mount {
+                spec["ro_paths"] = json!([theirs]);
+            }
+            let args = [
+                "probe".to_owned(),
+                format!("read={}", theirs.join(secret).display()),
+                format!("read={}", theirs.display()),
+                format!("write={}", theirs.join("planted").display()),
+                format!("write={}", own.join("probe-was-here").display()),
+                format!("unix={}", kernel_socket.display()),
+            ];
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let launched = launch(service, &bin("sios-hostile-brain"), &args, spec, &[]);
+            let (status, stdout, stderr) = finish(launched, Duration::from_secs(30));
+            assert!(status.success(), "{status:?}\n{stdout}\n{stderr}");
+            let got = results(&stdout);
+            let outcome = |name: String| {
+                got.get(&name)
+                    .unwrap_or_else(|| panic!("no result for {name}:\n{stdout}\n{stderr}"))
+                    .clone()
+            };
+            let refused = if wrong_mount {
+                "err EACCES"
+            } else {
+                "err ENOENT"
+            };
+            assert_eq!(
+                outcome(format!("read {}", theirs.join(secret).display())),
+                refused,
+                "{service} reading {other}'s {secret} (wrong mount: {wrong_mount})"
+            );
+            assert_eq!(
+                outcome(format!("read {}", theirs.display())),
+                refused,
+                "{service} listing {other}'s directory (wrong mount: {wrong_mount})"
+            );
+            let planted = outcome(format!("write {}", theirs.join("planted").display()));
+            assert!(
+                planted == refused || planted == "err EROFS",
+                "{service} writing into {other}'s directory: {planted}"
+            );
+            assert_eq!(
+                outcome(format!("write {}", own.join("probe-was-here").display())),
+                "ok written",
+                "its own directory stays writable"
+            );
+            assert_eq!(
+                outcome(format!("unix_connect {}", kernel_socket.display())),
+                "err ENOENT"
+            );
+            assert_eq!(outcome("socket_inet_tcp".into()), "err EAFNOSUPPORT");
+            assert!(!theirs.join("planted").exists());
+            let _ = std::fs::remove_file(own.join("probe-was-here"));
+        }
+    }
+    // Both services still serve from their sandboxes: a memory round trip
+    // (each step recorded by the audit service before it runs).
+    let out = app.sios(&[
+        "memory",
+        "put",
+        "--namespace",
+        "client:ops/notes",
+        "--subject",
+        "alice",
+        "k",
+        "kept",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = app.sios(&[
+        "memory",
+        "get",
+        "--namespace",
+        "client:ops/notes",
+        "k",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).expect("get JSON");
+    assert_eq!(got["value"]["text"], "kept");
+    let status = app.status();
+    for service in ["audit", "memory"] {
+        let p = status
+            .processes
+            .iter()
+            .find(|p| p.name == service)
+            .expect("service");
+        assert_eq!(p.state, sios_ipc::ProcessState::Ready, "{p:?}");
+        assert_eq!(p.restarts, 0, "{p:?}");
+    }
+}
+
+/// The uid the kernel gives a sandboxed service, read from the profile it
+/// builds (so the test follows the kernel, not a copy of its constants).
+fn sios_launch_uid(service: &str) -> u32 {
+    let config = sios_config::Config::default();
+    let layout = sios_config::StateLayout::new("/nonexistent");
+    sios_kernel::appliance::service_sandbox(&config, &layout, service).uid
 }

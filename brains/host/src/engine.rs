@@ -667,6 +667,7 @@ mod tests {
                 outputs: toml(outputs),
                 sandbox: Default::default(),
                 capabilities: Default::default(),
+                program: None,
             }
         }
 

@@ -34,6 +34,7 @@ fn the_runtime_is_loaded_once_from_an_explicit_path_with_clear_errors() {
         outputs: vec![spec()],
         sandbox: Default::default(),
         capabilities: Default::default(),
+        program: None,
     };
     assert!(matches!(
         Engine::load(&manifest, dir.path()),

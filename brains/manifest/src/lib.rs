@@ -79,7 +79,16 @@ pub struct Manifest {
     pub sandbox: SandboxLimits,
     #[serde(default)]
     pub capabilities: Capabilities,
+    /// The program that runs this brain: a plain file name in the kernel's
+    /// bin directory (never a path), `sios-brain` when absent. Whatever it
+    /// names is started through the same launcher and sandbox as every brain;
+    /// the field exists so that a test program can stand in for a brain.
+    #[serde(default)]
+    pub program: Option<String>,
 }
+
+/// The program that runs a brain whose manifest names none.
+pub const DEFAULT_PROGRAM: &str = "sios-brain";
 
 /// A file pinned by content.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -192,6 +201,15 @@ pub enum ManifestError {
         "no brain manifests (*.toml) in {0}; point catalog_dir at the brains/catalog directory"
     )]
     EmptyCatalog(PathBuf),
+    #[error(
+        "brain `{brain}` names program `{program}`, but {path} is not a file: install the program in the \
+         kernel's bin directory (next to sios-kernel) or remove `program` from the manifest to run sios-brain"
+    )]
+    MissingProgram {
+        brain: String,
+        program: String,
+        path: PathBuf,
+    },
 }
 
 impl Manifest {
@@ -262,6 +280,14 @@ impl Manifest {
                 )));
             }
         }
+        if let Some(program) = &self.program
+            && !is_plain_file_name(program)
+        {
+            return Err(invalid(format!(
+                "program `{program}` must be a plain file name (letters, digits, '.', '_', '-'; no '/', \
+                 not starting with '.'): it is looked up only in the kernel's bin directory"
+            )));
+        }
         if self.inputs.is_empty() || self.outputs.is_empty() {
             return Err(invalid(
                 "a brain declares at least one input and one output".into(),
@@ -297,6 +323,28 @@ impl Manifest {
             }
         }
         Ok(())
+    }
+
+    /// The name of the program that runs this brain.
+    pub fn program_name(&self) -> &str {
+        self.program.as_deref().unwrap_or(DEFAULT_PROGRAM)
+    }
+
+    /// The program that runs this brain, resolved in the kernel's bin
+    /// directory `bin_dir` and nowhere else; refused unless it is a file there.
+    pub fn program_path(&self, bin_dir: &Path) -> Result<PathBuf, ManifestError> {
+        let program = self.program_name();
+        // `check` refuses anything else for a loaded manifest; this guards a
+        // manifest built in code, which never went through it.
+        let path = bin_dir.join(program);
+        if !is_plain_file_name(program) || !path.is_file() {
+            return Err(ManifestError::MissingProgram {
+                brain: self.name.clone(),
+                program: program.to_owned(),
+                path,
+            });
+        }
+        Ok(path)
     }
 
     /// The brain whose output feeds this one, if any (`EmbedVia`).
@@ -345,6 +393,17 @@ pub fn is_valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// True for a file name that cannot leave the directory it is joined to:
+/// 1-64 characters of ASCII letters, digits, `.`, `_` and `-`, not starting
+/// with `.` (which also rules out `.` and `..`).
+fn is_plain_file_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// Loads every `*.toml` manifest in `dir`, sorted by brain name.
@@ -518,6 +577,60 @@ shape = [-1, 4]
             .unwrap_err()
             .to_string();
         assert!(err.contains("not a declared output"), "{err}");
+    }
+
+    #[test]
+    fn program_is_a_plain_name_resolved_only_in_the_bin_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        fs::create_dir(&bin).unwrap();
+        fs::write(bin.join("sios-brain"), b"").unwrap();
+        fs::write(bin.join("sios-hostile-brain"), b"").unwrap();
+
+        let default = Manifest::load(&write(dir.path(), "echo", EXAMPLE)).unwrap();
+        assert_eq!(default.program_name(), "sios-brain");
+        assert_eq!(default.program_path(&bin).unwrap(), bin.join("sios-brain"));
+
+        let named = EXAMPLE.replace(
+            "purpose = \"test\"",
+            "purpose = \"test\"\nprogram = \"sios-hostile-brain\"",
+        );
+        let manifest = Manifest::load(&write(dir.path(), "echo", &named)).unwrap();
+        assert_eq!(
+            manifest.program_path(&bin).unwrap(),
+            bin.join("sios-hostile-brain")
+        );
+
+        for bad in [
+            "/bin/sh",
+            "../sios-brain",
+            "..",
+            ".",
+            "sub/sios-brain",
+            ".hidden",
+            "",
+        ] {
+            let text = EXAMPLE.replace(
+                "purpose = \"test\"",
+                &format!("purpose = \"test\"\nprogram = {bad:?}"),
+            );
+            let err = Manifest::load(&write(dir.path(), "echo", &text))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("must be a plain file name"), "{bad}: {err}");
+        }
+
+        let absent = EXAMPLE.replace(
+            "purpose = \"test\"",
+            "purpose = \"test\"\nprogram = \"sios-nothing\"",
+        );
+        let manifest = Manifest::load(&write(dir.path(), "echo", &absent)).unwrap();
+        let err = manifest.program_path(&bin).unwrap_err();
+        assert!(matches!(err, ManifestError::MissingProgram { .. }), "{err}");
+        assert!(err.to_string().contains("sios-nothing"), "{err}");
+        // A directory of that name is not a program either.
+        fs::create_dir(bin.join("sios-nothing")).unwrap();
+        assert!(manifest.program_path(&bin).is_err());
     }
 
     #[test]

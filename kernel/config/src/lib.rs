@@ -91,6 +91,32 @@ pub struct SandboxConfig {
     pub mode: SandboxMode,
     /// Extra read-only paths per brain, e.g. `legal = ["/srv/contracts"]`.
     pub extra_ro_paths: std::collections::BTreeMap<String, Vec<PathBuf>>,
+    /// `[sandbox.services]`: limits of the audit and memory services, which
+    /// are sandboxed whenever brains are (each with its own uid, seeing only
+    /// its own state directory).
+    pub services: ServiceSandboxConfig,
+}
+
+/// The `[sandbox.services]` section: limits each service (audit, memory)
+/// gets. Their manifests-equivalent: services have no manifest.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceSandboxConfig {
+    /// cgroup memory limit of each service, in MiB. redb keeps up to 1 GiB
+    /// of cache on the heap, so leave room above that.
+    pub memory_mib: u64,
+    /// Threads and processes of each service (RLIMIT_NPROC and pids.max):
+    /// tokio's blocking pool may grow to 512 threads under load.
+    pub max_processes: u32,
+}
+
+impl Default for ServiceSandboxConfig {
+    fn default() -> Self {
+        ServiceSandboxConfig {
+            memory_mib: 4096,
+            max_processes: 1024,
+        }
+    }
 }
 
 /// Where the appliance finds its brains and ONNX Runtime.

@@ -263,6 +263,13 @@ pub struct CgroupSpec {
 /// normally uses this range; an operator who does can move it in the config.
 pub const BRAIN_UID_BASE: u32 = 600_000;
 
+/// uid (and gid) of the audit service when it is sandboxed: its own, so that
+/// no brain and not the memory service can read its log or its signing key,
+/// just below the brains' range.
+pub const AUDIT_UID: u32 = BRAIN_UID_BASE - 2;
+/// uid (and gid) of the memory service when it is sandboxed.
+pub const MEMORY_UID: u32 = BRAIN_UID_BASE - 1;
+
 /// The cgroup path of one process of the appliance whose state directory is
 /// `state_dir`: `sios/<first 16 hex digits of sha256(state dir)>/<name>`.
 pub fn cgroup_path(state_dir: &Path, name: &str) -> String {
@@ -295,6 +302,27 @@ pub struct BrainSandbox {
     pub cpu_weight: u32,
     pub max_pids: u32,
     /// [`cgroup_path`] of the appliance's state directory and this brain.
+    pub cgroup_path: String,
+}
+
+/// What the kernel knows about one service (audit, memory), to build its
+/// sandbox.
+#[derive(Clone, Debug)]
+pub struct ServiceSandbox {
+    /// `audit` or `memory` (becomes its hostname).
+    pub name: String,
+    /// [`AUDIT_UID`] or [`MEMORY_UID`]; its state directory must be owned by it.
+    pub uid: u32,
+    pub gid: u32,
+    /// Its own state directory: the only path it sees besides its program
+    /// and the libraries that program needs.
+    pub state_dir: PathBuf,
+    /// cgroup memory limit.
+    pub memory_mib: u64,
+    /// RLIMIT_NPROC and pids.max: its threads (tokio's blocking pool may
+    /// grow to 512) and nothing else, since the uid is its own.
+    pub max_processes: u32,
+    /// [`cgroup_path`] of the appliance's state directory and this service.
     pub cgroup_path: String,
 }
 
@@ -332,6 +360,41 @@ impl SandboxSpec {
             }),
             landlock: true,
             hostname: Some(brain.name.clone()),
+        }
+    }
+
+    /// The sandbox of one service: every namespace (so no network at all),
+    /// a root holding only its program, the libraries it links and its own
+    /// state directory (writable, noexec); no /proc, no /dev, no /tmp; its
+    /// own uid. No RLIMIT_DATA: redb keeps a cache on the heap, and an
+    /// allocation failure would abort the audit log mid-commit, where the
+    /// cgroup's limit is a clear, recorded kill followed by a restart.
+    pub fn service(service: &ServiceSandbox) -> SandboxSpec {
+        SandboxSpec {
+            namespaces: Namespaces::ALL,
+            uid: service.uid,
+            gid: service.gid,
+            ro_paths: Vec::new(),
+            libraries: Vec::new(),
+            rw_paths: vec![service.state_dir.clone()],
+            tmp_mib: None,
+            proc: ProcMount::None,
+            cpu_info: false,
+            devices: Vec::new(),
+            limits: SandboxLimits {
+                max_processes: u64::from(service.max_processes),
+                address_space_mib: None,
+                data_mib: None,
+            },
+            cgroup: Some(CgroupSpec {
+                path: service.cgroup_path.clone(),
+                memory_mib: Some(service.memory_mib),
+                cpu_weight: Some(100),
+                max_pids: Some(service.max_processes),
+                root: None,
+            }),
+            landlock: true,
+            hostname: Some(service.name.clone()),
         }
     }
 }
@@ -398,6 +461,25 @@ mod tests {
         );
         assert!(sandbox.rw_paths.is_empty());
         assert_eq!(sandbox.namespaces, Namespaces::ALL);
+    }
+
+    #[test]
+    fn a_service_sandbox_writes_only_its_own_state_dir() {
+        let spec = SandboxSpec::service(&ServiceSandbox {
+            name: "audit".into(),
+            uid: AUDIT_UID,
+            gid: AUDIT_UID,
+            state_dir: "/var/lib/sios/audit".into(),
+            memory_mib: 4096,
+            max_processes: 1024,
+            cgroup_path: cgroup_path(Path::new("/var/lib/sios"), "audit"),
+        });
+        assert_eq!(spec.namespaces, Namespaces::ALL);
+        assert_eq!(spec.rw_paths, vec![PathBuf::from("/var/lib/sios/audit")]);
+        assert!(spec.ro_paths.is_empty() && spec.libraries.is_empty());
+        assert_eq!(spec.proc, ProcMount::None);
+        assert!(spec.landlock && spec.uid != 0 && spec.uid != MEMORY_UID);
+        const { assert!(AUDIT_UID < BRAIN_UID_BASE && MEMORY_UID < BRAIN_UID_BASE) };
     }
 
     #[test]

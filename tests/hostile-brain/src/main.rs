@@ -4,6 +4,9 @@
 //! kernel starts a brain, and checks every attempt's real outcome.
 //!
 //! Modes:
+//! - `brain` (or started by the kernel, whose first argument is `--manifest`):
+//!   a brain for the kernel that attacks it over its fd-4 channel; see
+//!   [`brain`].
 //! - `serve`: accepts on fd 3 and answers each line `ping` with `pong`
 //!   forever (proves a normal program still works in the sandbox).
 //! - `probe key=value…`: attempts that fail without killing, one result line
@@ -22,6 +25,8 @@
 //! - `allocate MIB`: maps and touches memory 1 MiB at a time up to MIB;
 //!   prints `RESULT allocate err <ERRNO> after=N` if refused, or
 //!   `RESULT allocate ok after=N`; killed by the OOM killer otherwise.
+
+mod brain;
 
 use nix::errno::Errno;
 use std::ffi::CString;
@@ -43,6 +48,9 @@ fn io_errno(err: std::io::Error) -> Errno {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
+        Some("brain") => brain::run(&args[1..]),
+        // The kernel starts a brain's program with its own arguments only.
+        Some("--manifest") => brain::run(&args),
         Some("serve") => serve(),
         Some("probe") => probe(&args[1..]),
         Some("fatal") => fatal(args.get(1).map(String::as_str).unwrap_or("")),
@@ -50,7 +58,9 @@ fn main() {
         Some("lockdown-exec") => lockdown_exec(),
         Some("allocate") => allocate(args.get(1).and_then(|a| a.parse().ok()).unwrap_or(1024)),
         _ => {
-            eprintln!("usage: sios-hostile-brain serve|probe|fatal <what>|forkbomb|allocate <mib>");
+            eprintln!(
+                "usage: sios-hostile-brain brain --manifest <toml> [--allowed <brain>] [--forbidden <brain>]|serve|probe|fatal <what>|forkbomb|allocate <mib>"
+            );
             std::process::exit(2);
         }
     }
