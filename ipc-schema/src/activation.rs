@@ -86,3 +86,40 @@ pub fn inherited_kernel_channel() -> Result<Option<std::os::unix::net::UnixStrea
         .map_err(ActivationError::NotASocket)?;
     Ok(Some(stream))
 }
+
+/// The parent's side of [`inherited_listener`], for starting a sios service
+/// or brain binary directly (tests and tools; the kernel goes through its
+/// launcher): binds `socket` and arranges for the child `command` spawns to
+/// receive the listening descriptor at [`LISTEN_FD`], with [`LISTEN_FD_ENV`]
+/// naming it. Drop the returned listener once the child is spawned: the
+/// child holds its own copy, and the parent's would only keep it alive.
+pub fn hand_listener(
+    command: &mut std::process::Command,
+    socket: &std::path::Path,
+) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::process::CommandExt as _;
+    let listener = std::os::unix::net::UnixListener::bind(socket)?;
+    let fd = listener.as_raw_fd();
+    command.env(LISTEN_FD_ENV, LISTEN_FD.to_string());
+    #[allow(unsafe_code)]
+    // SAFETY: the hook runs in the forked child before exec, where only
+    // async-signal-safe calls are allowed; it makes one (fcntl or dup2) on
+    // plain integers and allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            let result = if fd == LISTEN_FD {
+                // dup2 onto itself would keep FD_CLOEXEC; clear it instead.
+                libc::fcntl(fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, LISTEN_FD)
+            };
+            if result < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        });
+    }
+    Ok(listener)
+}

@@ -8,17 +8,14 @@
 
 mod common;
 
+use sios_ipc::activation::hand_listener;
 use sios_ipc::transport::{DEFAULT_MAX_FRAME_BYTES, client_config, context_with_timeout, framed};
 use sios_ipc::{BrainClient, BrainError, InferRequest, Tensor, TensorError};
 use sios_manifest::Manifest;
-use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-const LISTEN_FD: RawFd = 3;
 
 /// A running brain process, killed when dropped.
 struct Brain {
@@ -47,7 +44,6 @@ fn command(manifest: &Path, library: &Path) -> Command {
         .arg("--onnxruntime")
         .arg(library)
         .env("ORT_DISABLE_TELEMETRY", "1")
-        .env("SIOS_LISTEN_FD", LISTEN_FD.to_string())
         .env_remove("RUST_LOG")
         .stdin(Stdio::null());
     command
@@ -58,26 +54,7 @@ fn command(manifest: &Path, library: &Path) -> Command {
 fn hand_socket(command: &mut Command) -> (tempfile::TempDir, PathBuf, UnixListener) {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("brain.sock");
-    let listener = UnixListener::bind(&socket).unwrap();
-    let fd = listener.as_raw_fd();
-    // SAFETY: the hook runs in the forked child before exec, where only
-    // async-signal-safe calls are allowed; it makes one (fcntl or dup2) on
-    // plain integers and allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            let result = if fd == LISTEN_FD {
-                // dup2 onto itself would keep FD_CLOEXEC; clear it instead.
-                libc::fcntl(fd, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, LISTEN_FD)
-            };
-            if result < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
-        });
-    }
+    let listener = hand_listener(command, &socket).unwrap();
     (dir, socket, listener)
 }
 

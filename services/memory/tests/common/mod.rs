@@ -4,11 +4,9 @@
 
 #![allow(dead_code, unsafe_code)] // each test binary uses a part; one pre_exec hook below
 
+use sios_ipc::activation::hand_listener;
 use sios_ipc::transport::{DEFAULT_MAX_FRAME_BYTES, client_config, context_with_timeout, framed};
 use sios_ipc::{Embedding, Item, MemoryClient, Metadata, PutRequest, Value};
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -133,8 +131,6 @@ pub fn scan(dir: &Path, needles: &[&[u8]]) -> Vec<Vec<PathBuf>> {
 
 // ------------------------------------------------------------ the binary
 
-pub const LISTEN_FD: RawFd = 3;
-
 /// A running `sios-memory`, killed (SIGKILL) when dropped.
 pub struct Service {
     pub child: Child,
@@ -155,34 +151,15 @@ impl Service {
     pub fn start(data_dir: &Path) -> Service {
         let socket_dir = tempfile::tempdir().unwrap();
         let socket = socket_dir.path().join("memory.sock");
-        let listener = UnixListener::bind(&socket).unwrap();
-        let fd = listener.as_raw_fd();
         let mut command = Command::new(env!("CARGO_BIN_EXE_sios-memory"));
         command
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--max-frame-bytes")
             .arg(DEFAULT_MAX_FRAME_BYTES.to_string())
-            .env("SIOS_LISTEN_FD", LISTEN_FD.to_string())
             .env("SIOS_LOG", "warn")
             .stdin(Stdio::null());
-        // SAFETY: the hook runs in the forked child before exec, where only
-        // async-signal-safe calls are allowed; it makes one (fcntl or dup2)
-        // on plain integers and allocates nothing.
-        unsafe {
-            command.pre_exec(move || {
-                let result = if fd == LISTEN_FD {
-                    libc::fcntl(fd, libc::F_SETFD, 0)
-                } else {
-                    libc::dup2(fd, LISTEN_FD)
-                };
-                if result < 0 {
-                    Err(std::io::Error::last_os_error())
-                } else {
-                    Ok(())
-                }
-            });
-        }
+        let listener = hand_listener(&mut command, &socket).unwrap();
         let child = command.spawn().unwrap();
         drop(listener);
         Service {
