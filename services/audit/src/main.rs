@@ -32,6 +32,16 @@ fn main() -> anyhow::Result<()> {
         size = log.checkpoint().size,
         "opened"
     );
+    // Before serving: close the intents a previous kernel left open.
+    match sios_audit::service::kernel_session(&listener) {
+        Some(session) => {
+            futures::executor::block_on(log.begin_session(&session))
+                .context("recording the intents the previous kernel left open")?;
+        }
+        None => tracing::warn!(
+            "cannot identify the kernel session (no /proc?): intents a dead kernel left open stay open"
+        ),
+    }
     let server = AuditServer::new(log.clone(), args.max_frame_bytes);
     let max = args.max_frame_bytes;
     let served = sios_ipc::process::serve_until_signal("audit service", listener, |stream| {

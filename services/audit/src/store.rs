@@ -10,7 +10,7 @@
 //! | `policies` | SHA-256 → text | policy texts, content-addressed |
 //! | `subjects` | subject id → 32 bytes | linking keys; a row is deleted by erasure |
 //! | `open_intents` | seq → SHA-256(actor‖0‖action‖0‖resource) | intents still waiting for their outcome |
-//! | `meta` | name → text | `format`, `origin` |
+//! | `meta` | name → text | `format`, `origin`, `session` |
 //!
 //! # Group commit
 //! Every write goes through one writer thread. It takes everything queued
@@ -35,6 +35,16 @@
 //! - any other call (outcomes, events): once its batch is committed durably;
 //!   a checkpoint covering it follows within [`IDLE_SIGN`] or with the next
 //!   intent. [`AuditLog::flush`] waits for it.
+//!
+//! # Sessions and abandoned intents
+//! An intent whose outcome never comes (the kernel died mid-action) must
+//! not stay open for ever without the log saying why. The service is told,
+//! once at start, which kernel *session* it serves ([`AuditLog::begin_session`]);
+//! if the log was last opened for another session, the kernel that made the
+//! open intents is gone, and each of them gets a `process-died` outcome
+//! (detail [`ABANDONED_DETAIL`]) before anything else is written. Within one
+//! session (the audit service restarted alone) open intents stay open: the
+//! kernel that made them is alive and may still record their outcomes.
 
 use crate::checkpoint::{Checkpoint, verify_checkpoint};
 use crate::keys::{self, KeyError, PublicKey, SecretKey};
@@ -47,9 +57,9 @@ use redb::{
 };
 use sha2::{Digest as _, Sha256};
 use sios_ipc::{
-    AppendReceipt, AuditError, AuditEvent, CheckpointPage, ConsistencyProof, Digest, DraftKind,
-    InclusionProof, PublicKeyInfo, Receipt, RecordDraft, RecordPage, RotationReport,
-    SignedCheckpoint,
+    ActionResult, AppendReceipt, AuditError, AuditEvent, BrainRef, CheckpointPage,
+    ConsistencyProof, Digest, DraftKind, InclusionProof, PublicKeyInfo, Receipt, RecordDraft,
+    RecordPage, RotationReport, SignedCheckpoint,
 };
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -70,6 +80,12 @@ pub const MAX_POLICY_TEXT: usize = 1 << 20;
 /// How long a signed checkpoint may wait for a next batch before it is
 /// committed on its own.
 pub const IDLE_FLUSH: Duration = Duration::from_millis(20);
+/// The detail of the `process-died` outcome written for an intent whose
+/// kernel session ended before its outcome was recorded.
+pub const ABANDONED_DETAIL: &str =
+    "abandoned: the kernel session that started this action ended before recording its outcome";
+/// Longest session name ([`AuditLog::begin_session`]).
+pub const MAX_SESSION: usize = 512;
 
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
 const NODES: TableDefinition<u64, [u8; 32]> = TableDefinition::new("nodes");
@@ -149,6 +165,10 @@ enum Job {
     Erase {
         subject: String,
         reply: oneshot::Sender<Result<bool, AuditError>>,
+    },
+    Session {
+        session: String,
+        reply: oneshot::Sender<Result<Vec<u64>, AuditError>>,
     },
     Shutdown(mpsc::Sender<()>),
     Flush(oneshot::Sender<()>),
@@ -489,6 +509,29 @@ impl AuditLog {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Job::Erase { subject, reply })
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Declares the kernel session this service serves; call once at start,
+    /// before serving anyone. If the log was last opened for a different
+    /// session (or none was recorded), every intent still open was left by a
+    /// kernel that is gone: each gets a `process-died` outcome with detail
+    /// [`ABANDONED_DETAIL`], durably, and the new session is stored. Returns
+    /// the seqs of the intents so closed (empty within one session).
+    pub async fn begin_session(&self, session: &str) -> Result<Vec<u64>, AuditError> {
+        if session.is_empty() || session.len() > MAX_SESSION {
+            return Err(AuditError::InvalidDraft {
+                index: 0,
+                reason: format!("a session name must be 1..{MAX_SESSION} bytes"),
+            });
+        }
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Job::Session {
+                session: session.to_owned(),
+                reply,
+            })
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
@@ -1196,6 +1239,9 @@ impl Writer {
                 Some(Job::Erase { subject, reply }) => {
                     let _ = reply.send(self.erase(&subject));
                 }
+                Some(Job::Session { session, reply }) => {
+                    let _ = reply.send(self.begin_session(&session));
+                }
                 Some(Job::Flush(reply)) => {
                     self.signer.drain();
                     let _ = reply.send(());
@@ -1593,6 +1639,80 @@ impl Writer {
             new_key_id: self.key.public().id_hex(),
             checkpoint,
         })
+    }
+
+    /// See [`AuditLog::begin_session`]. The outcomes go through the normal
+    /// write path (validated, one batch, durable); the session is stored
+    /// after them, so a crash in between only means the next start finds no
+    /// open intents left to close.
+    fn begin_session(&mut self, session: &str) -> Result<Vec<u64>, AuditError> {
+        let drafts = {
+            let txn = self.db().begin_read().map_err(storage)?;
+            let meta = txn.open_table(META).map_err(storage)?;
+            let previous = meta.get("session").map_err(storage)?;
+            if previous.as_ref().map(|v| v.value()) == Some(session) {
+                return Ok(Vec::new());
+            }
+            let open = txn.open_table(OPEN_INTENTS).map_err(storage)?;
+            let records = txn.open_table(RECORDS).map_err(storage)?;
+            let mut drafts = Vec::new();
+            for entry in open.iter().map_err(storage)? {
+                let seq = entry.map_err(storage)?.0.value();
+                let bytes = records
+                    .get(seq)
+                    .map_err(storage)?
+                    .ok_or_else(|| storage(format!("open intent {seq} is missing")))?;
+                let intent = Record::decode(bytes.value())
+                    .map_err(|e| storage(format!("open intent {seq} does not decode: {e}")))?;
+                // An outcome repeats its intent's actor, action and resource
+                // (OAR.md §8); the brain too, so the record reads on its own.
+                let mut d = RecordDraft::new(
+                    intent.actor,
+                    intent.action,
+                    intent.resource,
+                    DraftKind::Outcome {
+                        intent_seq: seq,
+                        result: ActionResult::ProcessDied,
+                    },
+                );
+                d.brain = intent.brain.map(|(id, hash)| BrainRef {
+                    id,
+                    model_sha256: Digest(hash),
+                });
+                d.detail = ABANDONED_DETAIL.to_owned();
+                drafts.push(d);
+            }
+            drafts
+        };
+        let closed: Vec<u64> = drafts
+            .iter()
+            .filter_map(|d| match d.kind {
+                DraftKind::Outcome { intent_seq, .. } => Some(intent_seq),
+                _ => None,
+            })
+            .collect();
+        for chunk in drafts.chunks(MAX_DRAFTS_PER_CALL) {
+            let (reply, mut answer) = oneshot::channel();
+            // Outcomes only: answered as soon as the batch is durable, before
+            // `write_batch` returns.
+            self.write_batch(vec![(chunk.to_vec(), reply)]);
+            answer
+                .try_recv()
+                .map_err(|_| storage("the abandoned intents were not answered"))??;
+        }
+        let txn = self.begin_write()?;
+        txn.open_table(META)
+            .map_err(storage)?
+            .insert("session", session)
+            .map_err(storage)?;
+        self.commit(txn)?;
+        if !closed.is_empty() {
+            tracing::warn!(
+                count = closed.len(),
+                "intents left open by the previous kernel session recorded as process-died"
+            );
+        }
+        Ok(closed)
     }
 
     /// Deletes the linking key, then compacts the file and overwrites its

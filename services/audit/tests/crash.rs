@@ -180,5 +180,13 @@ async fn kill_9_mid_append_loses_nothing_acknowledged() {
         .unwrap();
     let report = verify_bundle(&bundle, &data.join(keys::PUBLIC_FILE)).unwrap();
     assert!(report.records >= acked.len() as u64);
+    // Each start (a new listening socket: a new kernel session) closed the
+    // intents the killed round left open, so only the last round's remain:
+    // at most one per client.
+    assert!(
+        report.open_intents <= 16,
+        "{} intents left open: earlier rounds' were not closed",
+        report.open_intents
+    );
     println!("{} acknowledged; {report}", acked.len());
 }

@@ -313,6 +313,88 @@ mod recovery {
         assert_eq!(verify_bundle(&bundle, &key).unwrap().records, 1 + 30);
     }
 
+    /// OAR.md §10 "Abandoned intents": a new kernel session closes the
+    /// intents the previous one left open, with `process-died`; a restart
+    /// within one session leaves them open for the live kernel to finish.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_kernel_session_closes_the_intents_the_last_one_left_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let log = AuditLog::open(&data).unwrap();
+        assert!(log.begin_session("kernel-1").await.unwrap().is_empty());
+        let mut brainy = intent("uid:1000", "brain:b0");
+        brainy.brain = Some(sios_ipc::BrainRef {
+            id: "b0".into(),
+            model_sha256: Digest([9; 32]),
+        });
+        let a = log.record(vec![brainy]).await.unwrap()[0].seq;
+        let b = log
+            .record(vec![intent("uid:1001", "brain:b1")])
+            .await
+            .unwrap()[0]
+            .seq;
+        let done = log
+            .record(vec![intent("uid:1002", "brain:b2")])
+            .await
+            .unwrap()[0]
+            .seq;
+        log.record(vec![outcome(
+            "uid:1002",
+            "brain:b2",
+            done,
+            ActionResult::Ok,
+        )])
+        .await
+        .unwrap();
+        log.close();
+
+        // The audit service alone restarts: same session, nothing closed, and
+        // the live kernel can still record an outcome.
+        let log = AuditLog::open(&data).unwrap();
+        assert!(log.begin_session("kernel-1").await.unwrap().is_empty());
+        log.record(vec![outcome("uid:1001", "brain:b1", b, ActionResult::Ok)])
+            .await
+            .unwrap();
+        log.close();
+
+        // A new kernel: the intent still open is closed as process-died.
+        let log = AuditLog::open(&data).unwrap();
+        let size = log.size().unwrap();
+        assert_eq!(log.begin_session("kernel-2").await.unwrap(), vec![a]);
+        let page = log.read(size, 10, 1 << 20).unwrap();
+        assert_eq!(page.records.len(), 1, "one outcome, nothing else");
+        let closing = Record::decode(&page.records[0]).unwrap();
+        assert_eq!(
+            closing.kind,
+            sios_audit::record::Kind::Outcome {
+                intent_seq: a,
+                result: ActionResult::ProcessDied
+            }
+        );
+        assert_eq!(
+            (closing.actor.as_str(), closing.action.as_str()),
+            ("uid:1000", "invoke")
+        );
+        assert_eq!(closing.resource, "brain:b0");
+        assert_eq!(closing.brain, Some(("b0".to_owned(), [9; 32])));
+        assert_eq!(closing.detail, sios_audit::store::ABANDONED_DETAIL);
+        // Idempotent, and the closed intent can no longer get another outcome.
+        assert!(log.begin_session("kernel-2").await.unwrap().is_empty());
+        let late = log
+            .record(vec![outcome("uid:1000", "brain:b0", a, ActionResult::Ok)])
+            .await;
+        assert!(
+            matches!(late, Err(sios_ipc::AuditError::InvalidDraft { .. })),
+            "{late:?}"
+        );
+        let (bundle, key) = export(&log, dir.path(), "sessions").await;
+        let report = verify_bundle(&bundle, &key).unwrap();
+        assert_eq!(
+            (report.intents, report.outcomes, report.open_intents),
+            (3, 3, 0)
+        );
+    }
+
     #[tokio::test]
     async fn a_damaged_file_gives_a_clear_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
