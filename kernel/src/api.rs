@@ -23,6 +23,23 @@ use std::sync::Arc;
 use tarpc::context::Context;
 use tokio::net::UnixStream;
 
+/// Audit reads: each is decided (`audit_read` on the log) and, when
+/// allowed, forwarded to the audit service method of the same shape. One
+/// line per method: `name(args) -> reply => "label", service_method;`.
+macro_rules! audit_queries {
+    ($($method:ident($($arg:ident: $ty:ty),*) -> $out:ty => $label:literal, $call:ident;)*) => {
+        $(
+            async fn $method(self, _: Context, $($arg: $ty),*) -> Result<$out, ControlError> {
+                self.appliance
+                    .audit_query(&self.requester(), $label, |c, ctx| async move {
+                        c.$call(ctx, $($arg),*).await
+                    })
+                    .await
+            }
+        )*
+    };
+}
+
 /// The item-level memory methods clients and brains share: each forwards to
 /// the one implementation in [`crate::memory_access`] with the requester
 /// the connection (client socket or brain channel) established.
@@ -126,6 +143,34 @@ impl KernelServer {
     fn requester(&self) -> Requester {
         Requester::Client(self.caller.clone())
     }
+
+    /// An operator action on one brain (disable, enable, reload): the name
+    /// is checked first (an unknown brain is an input error, not a policy
+    /// question), then the action is decided, recorded and run.
+    async fn brain_control<'a, Fut>(
+        &'a self,
+        name: &'a str,
+        action: Action,
+        run: impl FnOnce(&'a Appliance, &'a str) -> Fut,
+    ) -> Result<BrainStatus, ControlError>
+    where
+        Fut: std::future::Future<Output = Result<BrainStatus, ControlError>>,
+    {
+        tracing::info!(uid = self.caller.uid, pid = ?self.caller.pid, brain = %name, action = action.as_str(), "brain control requested");
+        let app: &Appliance = &self.appliance;
+        app.brain_slot(name)?;
+        let resource = app.process_resource(name);
+        control(
+            app.governed(
+                &self.requester(),
+                action,
+                resource,
+                format!("brain:{name}"),
+                || run(app, name),
+            )
+            .await,
+        )
+    }
 }
 
 impl Kernel for KernelServer {
@@ -198,141 +243,29 @@ impl Kernel for KernelServer {
     }
 
     async fn brain_disable(self, _: Context, name: String) -> Result<BrainStatus, ControlError> {
-        tracing::info!(uid = self.caller.uid, pid = ?self.caller.pid, brain = %name, "disable requested");
-        let app = &self.appliance;
-        // Not a brain: an input error, told as such before anything is decided.
-        app.brain_slot(&name)?;
-        let resource = app.process_resource(&name);
-        control(
-            app.governed(
-                &self.requester(),
-                Action::BrainDisable,
-                resource,
-                format!("brain:{name}"),
-                || app.disable_brain(&name),
-            )
-            .await,
-        )
+        self.brain_control(&name, Action::BrainDisable, Appliance::disable_brain)
+            .await
     }
 
     async fn brain_enable(self, _: Context, name: String) -> Result<BrainStatus, ControlError> {
-        tracing::info!(uid = self.caller.uid, pid = ?self.caller.pid, brain = %name, "enable requested");
-        let app = &self.appliance;
-        // Not a brain: an input error, told as such before anything is decided.
-        app.brain_slot(&name)?;
-        let resource = app.process_resource(&name);
-        control(
-            app.governed(
-                &self.requester(),
-                Action::BrainEnable,
-                resource,
-                format!("brain:{name}"),
-                || app.enable_brain(&name),
-            )
-            .await,
-        )
+        self.brain_control(&name, Action::BrainEnable, Appliance::enable_brain)
+            .await
     }
 
     async fn brain_reload(self, _: Context, name: String) -> Result<BrainStatus, ControlError> {
-        tracing::info!(uid = self.caller.uid, pid = ?self.caller.pid, brain = %name, "reload requested");
-        let app = &self.appliance;
-        // Not a brain: an input error, told as such before anything is decided.
-        app.brain_slot(&name)?;
-        let resource = app.process_resource(&name);
-        control(
-            app.governed(
-                &self.requester(),
-                Action::Restart,
-                resource,
-                format!("brain:{name}"),
-                || app.reload_brain(&name),
-            )
-            .await,
-        )
-    }
-
-    async fn audit_tail(self, _: Context, n: u64) -> Result<RecordPage, ControlError> {
-        self.appliance
-            .audit_query(&self.requester(), "tail", |c, ctx| async move {
-                c.tail(ctx, n).await
-            })
+        self.brain_control(&name, Action::Restart, Appliance::reload_brain)
             .await
     }
 
-    async fn audit_read(
-        self,
-        _: Context,
-        from_seq: u64,
-        max: u64,
-    ) -> Result<RecordPage, ControlError> {
-        self.appliance
-            .audit_query(&self.requester(), "read", |c, ctx| async move {
-                c.read(ctx, from_seq, max).await
-            })
-            .await
-    }
-
-    async fn audit_checkpoint(self, _: Context) -> Result<SignedCheckpoint, ControlError> {
-        self.appliance
-            .audit_query(&self.requester(), "checkpoint", |c, ctx| async move {
-                c.checkpoint(ctx).await
-            })
-            .await
-    }
-
-    async fn audit_checkpoints(
-        self,
-        _: Context,
-        after_size: u64,
-        max: u64,
-    ) -> Result<CheckpointPage, ControlError> {
-        self.appliance
-            .audit_query(&self.requester(), "checkpoints", |c, ctx| async move {
-                c.checkpoints(ctx, after_size, max).await
-            })
-            .await
-    }
-
-    async fn audit_prove_inclusion(
-        self,
-        _: Context,
-        seq: u64,
-        tree_size: Option<u64>,
-    ) -> Result<InclusionProof, ControlError> {
-        self.appliance
-            .audit_query(&self.requester(), "prove", |c, ctx| async move {
-                c.prove_inclusion(ctx, seq, tree_size).await
-            })
-            .await
-    }
-
-    async fn audit_prove_consistency(
-        self,
-        _: Context,
-        old_size: u64,
-        new_size: u64,
-    ) -> Result<ConsistencyProof, ControlError> {
-        self.appliance
-            .audit_query(&self.requester(), "consistency", |c, ctx| async move {
-                c.prove_consistency(ctx, old_size, new_size).await
-            })
-            .await
-    }
-
-    async fn audit_public_keys(self, _: Context) -> Result<Vec<PublicKeyInfo>, ControlError> {
-        self.appliance
-            .audit_query(&self.requester(), "public-keys", |c, ctx| async move {
-                c.public_keys(ctx).await
-            })
-            .await
-    }
-
-    async fn audit_policy_text(self, _: Context, hash: Digest) -> Result<String, ControlError> {
-        self.appliance
-            .audit_query(&self.requester(), "policy-text", |c, ctx| async move {
-                c.policy_text(ctx, hash).await
-            })
-            .await
+    audit_queries! {
+        audit_tail(n: u64) -> RecordPage => "tail", tail;
+        audit_read(from_seq: u64, max: u64) -> RecordPage => "read", read;
+        audit_checkpoint() -> SignedCheckpoint => "checkpoint", checkpoint;
+        audit_checkpoints(after_size: u64, max: u64) -> CheckpointPage => "checkpoints", checkpoints;
+        audit_prove_inclusion(seq: u64, tree_size: Option<u64>) -> InclusionProof => "prove", prove_inclusion;
+        audit_prove_consistency(old_size: u64, new_size: u64) -> ConsistencyProof => "consistency", prove_consistency;
+        audit_public_keys() -> Vec<PublicKeyInfo> => "public-keys", public_keys;
+        audit_policy_text(hash: Digest) -> String => "policy-text", policy_text;
     }
 
     async fn key_rotate(self, _: Context) -> Result<RotationReport, ControlError> {
