@@ -35,6 +35,14 @@ fn main() -> anyhow::Result<()> {
     let layout = StateLayout::new(&state_dir);
     appliance::create_private_dir(&layout.root)?;
     appliance::create_private_dir(&layout.run_dir())?;
+    if let Some(gid) = config.policy.client_gid {
+        // Members of the client group may reach the socket: they can pass
+        // through (never list) the two directories above it; everything else
+        // in them stays the kernel's alone.
+        for dir in [&layout.root, &layout.run_dir()] {
+            share_with_group(dir, gid, 0o710)?;
+        }
+    }
 
     // One kernel per state directory.
     let lock_path = layout.kernel_lock();
@@ -71,13 +79,32 @@ fn main() -> anyhow::Result<()> {
     result
 }
 
+/// Gives group `gid` the `mode` permissions on `path` (the kernel stays its owner).
+fn share_with_group(path: &std::path::Path, gid: u32, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid))).with_context(|| {
+        format!(
+            "cannot give group {gid} ([policy] client_gid) access to {}; the kernel must run as root \
+             or be a member of that group",
+            path.display()
+        )
+    })?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set the mode of {}", path.display()))
+}
+
 async fn run(config: Config, layout: StateLayout) -> anyhow::Result<()> {
     let started = Instant::now();
     let max_frame = config.limits.max_frame_bytes;
+    let client_gid = config.policy.client_gid;
     let (appliance, pending) = Appliance::prepare(config, layout.clone())?;
 
     // Clients can ask for `status` while the rest is still starting.
     let client_listener = appliance::bind(&layout.kernel_socket())?;
+    if let Some(gid) = client_gid {
+        // Connecting to a Unix socket needs write permission on it.
+        share_with_group(&layout.kernel_socket(), gid, 0o660)?;
+    }
     let client_listener = tokio::net::UnixListener::from_std(client_listener)?;
     let for_clients = std::sync::Arc::clone(&appliance);
     let serving = tokio::spawn(transport::accept_loop(client_listener, move |stream| {

@@ -47,6 +47,12 @@ pub struct PolicyConfig {
     pub clients: Vec<ClientEntry>,
     /// Named groups.
     pub groups: Vec<GroupEntry>,
+    /// The gid whose members (primary or supplementary) may connect to the
+    /// kernel's client socket. `None` (the default): only the kernel's own
+    /// uid can, because the state and run directories stay 0700. Being able
+    /// to connect grants nothing by itself: every request is still decided
+    /// by the policy for the principal the caller maps to.
+    pub client_gid: Option<u32>,
 }
 
 impl Default for PolicyConfig {
@@ -61,6 +67,7 @@ impl Default for PolicyConfig {
             },
             clients: Vec::new(),
             groups: Vec::new(),
+            client_gid: None,
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod linking;
 pub mod merkle;
 pub mod proof;
 pub mod record;
+pub mod resign;
 pub mod service;
 pub mod store;
 pub mod verify;
