@@ -721,6 +721,7 @@ impl Kernel {
     }
 
     fn memory<T>(
+        &self,
         result: Result<Result<T, sios_ipc::MemoryError>, tarpc::client::RpcError>,
     ) -> Result<T, sios_ipc::MemoryError> {
         result.map_err(|err| {
@@ -740,109 +741,44 @@ impl Kernel {
     }
 }
 
+/// Methods that forward to the kernel method of the same arguments, their
+/// result mapped by `$map` into the error type the command modules use.
+/// One line per method: `name(args) -> reply => kernel_method;`.
+macro_rules! forward_to_kernel {
+    ($map:ident -> $err:ty; $($method:ident($($arg:ident: $ty:ty),*) -> $out:ty => $call:ident;)*) => {
+        $(
+            async fn $method(&self, $($arg: $ty),*) -> Result<$out, $err> {
+                self.$map(self.client.$call(ctx(), $($arg),*).await)
+            }
+        )*
+    };
+}
+
 impl AuditSource for Kernel {
-    async fn tail(&self, n: u64) -> Result<sios_ipc::RecordPage, sios_ipc::AuditError> {
-        self.audit(self.client.audit_tail(ctx(), n).await)
-    }
-    async fn read(
-        &self,
-        from_seq: u64,
-        max: u64,
-    ) -> Result<sios_ipc::RecordPage, sios_ipc::AuditError> {
-        self.audit(self.client.audit_read(ctx(), from_seq, max).await)
-    }
-    async fn checkpoint(&self) -> Result<sios_ipc::SignedCheckpoint, sios_ipc::AuditError> {
-        self.audit(self.client.audit_checkpoint(ctx()).await)
-    }
-    async fn checkpoints(
-        &self,
-        after_size: u64,
-        max: u64,
-    ) -> Result<sios_ipc::CheckpointPage, sios_ipc::AuditError> {
-        self.audit(self.client.audit_checkpoints(ctx(), after_size, max).await)
-    }
-    async fn prove_inclusion(
-        &self,
-        seq: u64,
-        tree_size: Option<u64>,
-    ) -> Result<sios_ipc::InclusionProof, sios_ipc::AuditError> {
-        self.audit(
-            self.client
-                .audit_prove_inclusion(ctx(), seq, tree_size)
-                .await,
-        )
-    }
-    async fn prove_consistency(
-        &self,
-        old_size: u64,
-        new_size: u64,
-    ) -> Result<sios_ipc::ConsistencyProof, sios_ipc::AuditError> {
-        self.audit(
-            self.client
-                .audit_prove_consistency(ctx(), old_size, new_size)
-                .await,
-        )
-    }
-    async fn public_keys(&self) -> Result<Vec<sios_ipc::PublicKeyInfo>, sios_ipc::AuditError> {
-        self.audit(self.client.audit_public_keys(ctx()).await)
-    }
-    async fn policy_text(&self, hash: sios_ipc::Digest) -> Result<String, sios_ipc::AuditError> {
-        self.audit(self.client.audit_policy_text(ctx(), hash).await)
-    }
-    async fn rotate_key(&self) -> Result<sios_ipc::RotationReport, sios_ipc::AuditError> {
-        self.audit(self.client.key_rotate(ctx()).await)
+    forward_to_kernel! { audit -> sios_ipc::AuditError;
+        tail(n: u64) -> sios_ipc::RecordPage => audit_tail;
+        read(from_seq: u64, max: u64) -> sios_ipc::RecordPage => audit_read;
+        checkpoint() -> sios_ipc::SignedCheckpoint => audit_checkpoint;
+        checkpoints(after_size: u64, max: u64) -> sios_ipc::CheckpointPage => audit_checkpoints;
+        prove_inclusion(seq: u64, tree_size: Option<u64>) -> sios_ipc::InclusionProof => audit_prove_inclusion;
+        prove_consistency(old_size: u64, new_size: u64) -> sios_ipc::ConsistencyProof => audit_prove_consistency;
+        public_keys() -> Vec<sios_ipc::PublicKeyInfo> => audit_public_keys;
+        policy_text(hash: sios_ipc::Digest) -> String => audit_policy_text;
+        rotate_key() -> sios_ipc::RotationReport => key_rotate;
     }
 }
 
 impl MemoryTarget for Kernel {
-    async fn put(
-        &self,
-        request: sios_ipc::PutRequest,
-    ) -> Result<sios_ipc::PutResponse, sios_ipc::MemoryError> {
-        Self::memory(self.client.memory_put(ctx(), request).await)
-    }
-    async fn get(
-        &self,
-        namespace: String,
-        key: String,
-    ) -> Result<sios_ipc::Item, sios_ipc::MemoryError> {
-        Self::memory(self.client.memory_get(ctx(), namespace, key).await)
-    }
-    async fn list(
-        &self,
-        request: sios_ipc::ListRequest,
-    ) -> Result<sios_ipc::ListPage, sios_ipc::MemoryError> {
-        Self::memory(self.client.memory_list(ctx(), request).await)
-    }
-    async fn delete(&self, namespace: String, key: String) -> Result<(), sios_ipc::MemoryError> {
-        Self::memory(self.client.memory_delete(ctx(), namespace, key).await)
-    }
-    async fn search(
-        &self,
-        request: sios_ipc::SearchRequest,
-    ) -> Result<sios_ipc::SearchResponse, sios_ipc::MemoryError> {
-        Self::memory(self.client.memory_search(ctx(), request).await)
-    }
-    async fn erase_subject(
-        &self,
-        subject: String,
-    ) -> Result<sios_ipc::EraseReport, sios_ipc::MemoryError> {
-        Self::memory(self.client.memory_erase_subject(ctx(), subject).await)
-    }
-    async fn export(
-        &self,
-        request: sios_ipc::ExportRequest,
-    ) -> Result<sios_ipc::ExportPage, sios_ipc::MemoryError> {
-        Self::memory(self.client.memory_export(ctx(), request).await)
-    }
-    async fn import(
-        &self,
-        request: sios_ipc::ImportRequest,
-    ) -> Result<sios_ipc::ImportReport, sios_ipc::MemoryError> {
-        Self::memory(self.client.memory_import(ctx(), request).await)
-    }
-    async fn compact(&self) -> Result<sios_ipc::CompactReport, sios_ipc::MemoryError> {
-        Self::memory(self.client.memory_compact(ctx()).await)
+    forward_to_kernel! { memory -> sios_ipc::MemoryError;
+        put(request: sios_ipc::PutRequest) -> sios_ipc::PutResponse => memory_put;
+        get(namespace: String, key: String) -> sios_ipc::Item => memory_get;
+        list(request: sios_ipc::ListRequest) -> sios_ipc::ListPage => memory_list;
+        delete(namespace: String, key: String) -> () => memory_delete;
+        search(request: sios_ipc::SearchRequest) -> sios_ipc::SearchResponse => memory_search;
+        erase_subject(subject: String) -> sios_ipc::EraseReport => memory_erase_subject;
+        export(request: sios_ipc::ExportRequest) -> sios_ipc::ExportPage => memory_export;
+        import(request: sios_ipc::ImportRequest) -> sios_ipc::ImportReport => memory_import;
+        compact() -> sios_ipc::CompactReport => memory_compact;
     }
     async fn embed(&self, text: String) -> Result<sios_ipc::Embedding, sios_ipc::MemoryError> {
         use sios_ipc::ask::{EMBEDDER, embedding_of, embedding_request};
