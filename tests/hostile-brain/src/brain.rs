@@ -11,10 +11,18 @@
 //!   and `--forbidden` (a brain it does not name), then the forbidden call
 //!   again while claiming another identity in the request id, in the text and
 //!   in a tensor name, and under a callee name dressed as a principal;
+//! - `memory`: write and read its own namespace (`brain:<name>/notes`), then
+//!   read, overwrite and search a client's (`client:ops/secrets`, key
+//!   `plan`) and another brain's (`brain:legal/notes`), search everything,
+//!   and write the client's namespace claiming to be the operator in the
+//!   item's subject and metadata;
 //! - `operator`: send a `Kernel::shutdown` request (the client service) down
 //!   the brain channel, which offers no operator action;
 //! - `garbage`: a flood of frames that are not sios messages;
-//! - `oversized`: a frame header announcing more than any frame limit.
+//! - `oversized`: a frame header announcing more than any frame limit;
+//! - `fatal:<what>`, `allocate:<mib>`: the `fatal` and `allocate` modes, from
+//!   a brain the kernel runs (tests/tests/violations.rs): the process dies by
+//!   seccomp or by the OOM killer mid-request.
 //!
 //! The last three make the kernel drop this brain's channel; the kernel must
 //! keep serving everyone else, and this brain must still answer on fd 3.
@@ -35,6 +43,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tarpc::context::Context;
 use tokio::io::AsyncWriteExt as _;
+
+/// A client's namespace the `memory` phase goes after (the test plants an
+/// item `plan` there).
+const CLIENT_NAMESPACE: &str = "client:ops/secrets";
+/// Another brain's namespace.
+const OTHER_BRAIN_NAMESPACE: &str = "brain:legal/notes";
 
 /// How the kernel started us, and what to attack.
 #[derive(Debug)]
@@ -279,6 +293,114 @@ impl Hostile {
         report
     }
 
+    async fn memory(&self) -> Vec<String> {
+        use sios_ipc::memory::{Embedding, MemoryError, PutRequest, SearchRequest, Value};
+        fn judged<T>(
+            attempt: &str,
+            result: Result<Result<T, MemoryError>, tarpc::client::RpcError>,
+            ok: impl FnOnce(T) -> String,
+        ) -> String {
+            match result {
+                Ok(Ok(value)) => line(attempt, "ok", ok(value)),
+                Ok(Err(err @ MemoryError::Denied { .. })) => line(attempt, "denied", err),
+                Ok(Err(err)) => line(attempt, "refused", err),
+                Err(err) => line(attempt, "transport", err),
+            }
+        }
+        let kernel = &self.shared.kernel;
+        let own = format!("brain:{}/notes", self.shared.info.name);
+        let put = |namespace: &str, subject: &str, metadata: &[(&str, &str)]| PutRequest {
+            namespace: namespace.to_owned(),
+            key: "plan".into(),
+            subject: subject.into(),
+            value: Value::Text("overwritten by a hostile brain".into()),
+            metadata: metadata
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            embedding: Some(Embedding(vec![0.6, 0.8])),
+        };
+        let search = |namespaces: Option<Vec<String>>| SearchRequest {
+            query: Embedding(vec![0.6, 0.8]),
+            k: 5,
+            namespaces,
+            metadata: Default::default(),
+            include_values: true,
+        };
+        let shown = |item: sios_ipc::memory::Item| match item.value {
+            Value::Text(text) => text,
+            Value::Bytes(bytes) => format!("{} bytes", bytes.len()),
+        };
+        let mut report = vec![
+            judged(
+                "memory_own_put",
+                kernel.memory_put(ctx(), put(&own, "hostile", &[])).await,
+                |r| format!("created={}", r.created),
+            ),
+            judged(
+                "memory_own_get",
+                kernel.memory_get(ctx(), own.clone(), "plan".into()).await,
+                shown,
+            ),
+        ];
+        for (attempt, namespace) in [
+            ("memory_read_client", CLIENT_NAMESPACE),
+            ("memory_read_brain", OTHER_BRAIN_NAMESPACE),
+        ] {
+            report.push(judged(
+                attempt,
+                kernel
+                    .memory_get(ctx(), namespace.into(), "plan".into())
+                    .await,
+                shown,
+            ));
+        }
+        report.push(judged(
+            "memory_write_client",
+            kernel
+                .memory_put(ctx(), put(CLIENT_NAMESPACE, "hostile", &[]))
+                .await,
+            |r| format!("created={}", r.created),
+        ));
+        report.push(judged(
+            "memory_claim_write_client",
+            kernel
+                .memory_put(
+                    ctx(),
+                    put(
+                        CLIENT_NAMESPACE,
+                        "operator",
+                        &[("principal", "operator"), ("actor", "uid:0")],
+                    ),
+                )
+                .await,
+            |r| format!("created={}", r.created),
+        ));
+        let hits = |r: sios_ipc::memory::SearchResponse| {
+            format!(
+                "hits {}",
+                r.hits
+                    .iter()
+                    .map(|h| format!("{}/{}", h.namespace, h.key))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        };
+        report.push(judged(
+            "memory_search_client",
+            kernel
+                .memory_search(ctx(), search(Some(vec![CLIENT_NAMESPACE.into()])))
+                .await,
+            hits,
+        ));
+        report.push(judged(
+            "memory_search_all",
+            kernel.memory_search(ctx(), search(None)).await,
+            hits,
+        ));
+        report
+    }
+
     async fn operator(&self) -> Vec<String> {
         let Some(raw) = self.shared.raw.lock().await.take() else {
             return vec![line(
@@ -381,9 +503,26 @@ impl Brain for Hostile {
         for phase in &phases {
             report.extend(match phase.as_str() {
                 "calls" => self.calls().await,
+                "memory" => self.memory().await,
                 "operator" => self.operator().await,
                 "garbage" => self.garbage().await,
                 "oversized" => self.oversized().await,
+                // Sandbox violations (for the kernel's exit reports and
+                // restarts): `fatal:<what>` makes a system call the sandbox
+                // kills for, `allocate:<mib>` touches memory past its limit.
+                // Either ends the process: nothing is answered.
+                other if other.starts_with("fatal:") => {
+                    crate::fatal(&other["fatal:".len()..]);
+                    vec![line(other, "survived", "the sandbox let it through")]
+                }
+                other if other.starts_with("allocate:") => {
+                    crate::allocate(other["allocate:".len()..].parse().unwrap_or(1024));
+                    vec![line(
+                        other,
+                        "survived",
+                        "the allocation limit let it through",
+                    )]
+                }
                 other => vec![line(other, "unknown", "no such phase")],
             });
         }
