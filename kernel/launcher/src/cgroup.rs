@@ -303,6 +303,14 @@ impl Cgroups {
         Ok(())
     }
 
+    /// Whether the program is in a memory-limiting group (v1's memory
+    /// controller, or v2's unified hierarchy) — with a limit if the spec had one.
+    pub fn limits_memory(&self) -> bool {
+        self.dirs
+            .iter()
+            .any(|(controller, _)| *controller == "memory" || *controller == "unified")
+    }
+
     /// The memory limit was hit at least once (v1 `memory.failcnt`, v2
     /// `memory.events` oom_kill), for the exit report.
     pub fn oom_killed(&self) -> bool {

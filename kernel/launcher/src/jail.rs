@@ -436,7 +436,12 @@ fn sandboxed(
             drop(ours);
             // Returns only on failure; `main` prints it and exits 78, which
             // the launcher outside passes on.
-            child::run(&plan, UnixStream::from(theirs))
+            let memory_cgroup = sandbox
+                .cgroup
+                .as_ref()
+                .is_some_and(|c| c.memory_mib.is_some())
+                && cgroups.limits_memory();
+            child::run(&plan, UnixStream::from(theirs), memory_cgroup)
         }
         Ok(ForkResult::Parent { child }) => {
             drop(theirs);
@@ -473,6 +478,15 @@ fn sandboxed(
         }
     }
 }
+
+/// RLIMIT_DATA is `data_mib` times this when a cgroup memory limit is in
+/// force. The cgroup then decides: it counts the pages really used, and ends
+/// an excess with the OOM killer, which the launcher names and the kernel
+/// reports and restarts under its policy. RLIMIT_DATA counts reserved private
+/// address space (thread stacks, malloc arenas), well above what is used, so
+/// at the same number it would always bite first, as an allocation failing
+/// somewhere inside the program. It stays, above the cgroup, as a backstop.
+pub const DATA_HEADROOM: u64 = 2;
 
 /// The descriptors the kernel hands a child besides stdio: its listening
 /// socket (3) and, for a brain, its private channel to the kernel (4); see
@@ -624,7 +638,12 @@ fn mirror(status: WaitStatus, substituted: Option<Signal>) -> Result<Infallible,
 mod child {
     use super::*;
 
-    pub(super) fn run(plan: &Plan, mut channel: UnixStream) -> Result<Infallible, LaunchError> {
+    /// `memory_cgroup`: a cgroup memory limit is in force (see `DATA_HEADROOM`).
+    pub(super) fn run(
+        plan: &Plan,
+        mut channel: UnixStream,
+        memory_cgroup: bool,
+    ) -> Result<Infallible, LaunchError> {
         let sandbox = plan.sandbox;
         // Cleared by fork: set again, and then make sure the launcher is
         // still there (the "G" byte), so the child never outlives it.
@@ -651,10 +670,11 @@ mod child {
             Resource::RLIMIT_AS,
             sandbox.limits.address_space_mib.map(|m| m << 20),
         )?;
+        let headroom = if memory_cgroup { DATA_HEADROOM } else { 1 };
         rlimit(
             "RLIMIT_DATA",
             Resource::RLIMIT_DATA,
-            sandbox.limits.data_mib.map(|m| m << 20),
+            sandbox.limits.data_mib.map(|m| (m * headroom) << 20),
         )?;
 
         // Drawn while /dev/urandom is still reachable; never leaves this

@@ -223,7 +223,9 @@ pub struct SandboxLimits {
     pub address_space_mib: Option<u64>,
     /// RLIMIT_DATA in MiB (heap + private writable mappings): the memory
     /// ceiling that holds without cgroups. Brains: the manifest's
-    /// `memory_mib`.
+    /// `memory_mib`. When a cgroup memory limit is in force the launcher sets
+    /// [`jail::DATA_HEADROOM`] times this, so that the cgroup, which counts
+    /// what is really used, decides (see there).
     #[serde(default)]
     pub data_mib: Option<u64>,
 }
