@@ -211,6 +211,16 @@ impl Appliance {
         let frame = config.limits.max_frame_bytes.to_string();
         let mut pending = Vec::new();
         let sandboxed = sandbox_children(&config.sandbox)?;
+        // Names this run of the kernel to the audit service, the same for every
+        // audit process it starts: intents left open under another name lost
+        // the kernel that would record their outcomes (OAR.md §10).
+        let kernel_session = format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
         for service in ["audit", "memory"] {
             let data_dir = layout.service_dir(service);
             create_private_dir(&data_dir)?;
@@ -223,7 +233,7 @@ impl Appliance {
             } else {
                 None
             };
-            let program = Program {
+            let mut program = Program {
                 path: bin.join(format!("sios-{service}")),
                 args: vec![
                     "--data-dir".into(),
@@ -237,6 +247,11 @@ impl Appliance {
                 },
                 sandbox,
             };
+            if service == "audit" {
+                program
+                    .args
+                    .extend(["--kernel-session".into(), kernel_session.clone()]);
+            }
             let role = if service == "audit" {
                 Role::Audit
             } else {

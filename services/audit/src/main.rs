@@ -16,6 +16,12 @@ struct Args {
     /// Directory this service owns: audit.redb, signing.key (0600), signing.pub.
     #[arg(long)]
     data_dir: PathBuf,
+    /// The kernel's id for its current run, the same for every audit service
+    /// it starts. Intents left open under another id lost the kernel that
+    /// would record their outcomes: they are closed as `process-died` at
+    /// start (OAR.md §10). Without it, the listening socket's identity is used.
+    #[arg(long)]
+    kernel_session: Option<String>,
     /// Largest frame accepted on the socket, in bytes.
     #[arg(long, default_value_t = transport::DEFAULT_MAX_FRAME_BYTES)]
     max_frame_bytes: usize,
@@ -33,15 +39,13 @@ fn main() -> anyhow::Result<()> {
         "opened"
     );
     // Before serving: close the intents a previous kernel left open.
-    match sios_audit::service::kernel_session(&listener) {
-        Some(session) => {
-            futures::executor::block_on(log.begin_session(&session))
-                .context("recording the intents the previous kernel left open")?;
-        }
-        None => tracing::warn!(
-            "cannot identify the kernel session (no /proc?): intents a dead kernel left open stay open"
-        ),
-    }
+    let session = match args.kernel_session {
+        Some(id) => format!("kernel {id}"),
+        None => sios_audit::service::socket_session(&listener)
+            .context("identifying the inherited listening socket")?,
+    };
+    futures::executor::block_on(log.begin_session(&session))
+        .context("recording the intents the previous kernel left open")?;
     let server = AuditServer::new(log.clone(), args.max_frame_bytes);
     let max = args.max_frame_bytes;
     let served = sios_ipc::process::serve_until_signal("audit service", listener, |stream| {

@@ -7,19 +7,19 @@ use sios_ipc::{
     InclusionProof, PublicKeyInfo, Receipt, RecordDraft, RecordPage, RotationReport, ServiceInfo,
     SignedCheckpoint,
 };
-use std::os::fd::AsRawFd;
 use tarpc::context::Context;
 
-/// The kernel session this process serves, for [`AuditLog::begin_session`]:
-/// the identity of the listening socket the kernel handed over, with the
-/// machine's boot id. The kernel binds the socket once per start and gives
-/// the same one to every incarnation of the audit service it restarts, so
-/// the identity changes exactly when the kernel does (socket inode numbers
-/// restart at boot, hence the boot id). `None` if `/proc` cannot tell.
-pub fn kernel_session(listener: &impl AsRawFd) -> Option<String> {
-    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-    let socket = std::fs::read_link(format!("/proc/self/fd/{}", listener.as_raw_fd())).ok()?;
-    Some(format!("{} {}", boot.trim(), socket.display()))
+/// The kernel session to use when the kernel named none
+/// (`--kernel-session`), e.g. when the service is started by hand or by a
+/// test: the identity (device and inode) of the inherited listening socket.
+/// A kernel binds that socket once per start and hands the same one to every
+/// audit service it restarts, so the identity changes when the kernel does;
+/// unlike the kernel's own session id it may repeat after a reboot.
+pub fn socket_session(listener: &std::os::unix::net::UnixListener) -> std::io::Result<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let file = std::fs::File::from(std::os::fd::OwnedFd::from(listener.try_clone()?));
+    let meta = file.metadata()?;
+    Ok(format!("socket {}:{}", meta.dev(), meta.ino()))
 }
 
 /// One connection's view of the service.
