@@ -27,6 +27,14 @@ result is folded into plain MatMul/Add weights and rounded to `weight_decimals` 
 the ONNX graph is written with fixed names, fixed order and no timestamps. Two runs give
 byte-identical files; deploy/setup.sh pins them in SHA256SUMS.
 
+Pair heads (`input = "pairs"` in the config: verification) read two texts per example,
+{"claim": ..., "evidence": ..., "label": ...}. The brain's client sends them interleaved
+(claim, evidence, claim, evidence, ...) as one BYTES [2n] tensor, the text-embedding brain
+embeds each, and the model itself pairs the rows up (Reshape [n, 2, 384]) and classifies the
+features [u, v, u*v, |u-v|] of claim u and evidence v (as in InferSent / Sentence-BERT's
+classification objective): a comparison of the two texts that one pooled embedding of
+their concatenation cannot make. Everything else (rounding, training, checks) is the same.
+
 Evaluation feeds the held-out texts through the same embedding model and the written
 .onnx file (ONNX Runtime, unrounded float32 embeddings: what the deployed brain sees) and
 reports accuracy, macro-F1, per-label precision/recall/F1 and the confusion matrix. The
@@ -97,6 +105,8 @@ class Head:
     hidden: int
     accuracy_floor: float
     cv_accuracy: float
+    # True for a pair head: each example is (claim, evidence); see the module docstring.
+    pairs: bool = False
     train: list[tuple[str, str]] = field(default_factory=list)
     heldout: list[tuple[str, str]] = field(default_factory=list)
 
@@ -119,6 +129,7 @@ def load_config(path: Path) -> tuple[dict, list[Head]]:
                 hidden=int(h["hidden"]),
                 accuracy_floor=float(h["accuracy_floor"]),
                 cv_accuracy=float(h["cv_accuracy"]),
+                pairs=_input_kind(h) == "pairs",
             )
         )
     names = [h.name for h in heads]
@@ -127,22 +138,57 @@ def load_config(path: Path) -> tuple[dict, list[Head]]:
     return cfg["training"], heads
 
 
-def normalise(text: str) -> str:
-    """What counts as 'the same text' for the duplicate checks."""
+def _input_kind(h: dict) -> str:
+    kind = h.get("input", "text")
+    if kind not in ("text", "pairs"):
+        raise DataError(f"head {h['name']}: input must be \"text\" or \"pairs\", not {kind!r}")
+    return kind
+
+
+def normalise(text: str | tuple[str, str]) -> str:
+    """What counts as 'the same text' (or the same pair) for the duplicate checks."""
+    if isinstance(text, tuple):
+        return " || ".join(normalise(t) for t in text)
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
-def read_jsonl(path: Path, labels: list[str]) -> list[tuple[str, str]]:
+def flat(examples: list) -> list[str]:
+    """The texts the embedding brain is asked for, in order: a text head's texts as they
+    are, a pair head's as claim, evidence, claim, evidence, ..."""
+    return [t for ex in examples for t in (ex if isinstance(ex, tuple) else (ex,))]
+
+
+def shown(example: str | tuple[str, str]) -> str:
+    """An example as one line of a model card."""
+    return f"CLAIM: {example[0]} EVIDENCE: {example[1]}" if isinstance(example, tuple) else example
+
+
+def pair_features(e: np.ndarray) -> np.ndarray:
+    """[2n, d] interleaved claim/evidence embeddings -> [n, 4d] features [u, v, u*v, |u-v|],
+    exactly what the pair model's graph computes (build_onnx)."""
+    u, v = e[0::2], e[1::2]
+    return np.concatenate([u, v, u * v, np.abs(u - v)], axis=1)
+
+
+def features(head: "Head", e: np.ndarray) -> np.ndarray:
+    """The classifier's input for the embeddings of flat(examples)."""
+    return pair_features(e) if head.pairs else e
+
+
+def read_jsonl(path: Path, labels: list[str], pairs: bool = False) -> list[tuple]:
+    fields = ("claim", "evidence") if pairs else ("text",)
     rows = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         obj = json.loads(line)
-        if set(obj) != {"text", "label"}:
-            raise DataError(f"{path}:{n}: expected exactly the keys text and label")
-        text, label = obj["text"], obj["label"]
-        if not isinstance(text, str) or not text.strip():
-            raise DataError(f"{path}:{n}: empty text")
+        if set(obj) != {*fields, "label"}:
+            raise DataError(f"{path}:{n}: expected exactly the keys {', '.join(fields)} and label")
+        label = obj["label"]
+        for f in fields:
+            if not isinstance(obj[f], str) or not obj[f].strip():
+                raise DataError(f"{path}:{n}: empty {f}")
+        text = (obj["claim"], obj["evidence"]) if pairs else obj["text"]
         if label not in labels:
             raise DataError(f"{path}:{n}: label {label!r} is not one of {labels}")
         rows.append((text, label))
@@ -150,8 +196,8 @@ def read_jsonl(path: Path, labels: list[str]) -> list[tuple[str, str]]:
 
 
 def load_data(head: Head, data: Path, tcfg: dict) -> None:
-    head.train = read_jsonl(data / "train" / f"{head.name}.jsonl", head.labels)
-    head.heldout = read_jsonl(data / "heldout" / f"{head.name}.jsonl", head.labels)
+    head.train = read_jsonl(data / "train" / f"{head.name}.jsonl", head.labels, head.pairs)
+    head.heldout = read_jsonl(data / "heldout" / f"{head.name}.jsonl", head.labels, head.pairs)
     for split, rows, need in (
         ("train", head.train, tcfg["min_train_per_label"]),
         ("heldout", head.heldout, tcfg["min_heldout_per_label"]),
@@ -166,7 +212,10 @@ def load_data(head: Head, data: Path, tcfg: dict) -> None:
             got = sum(1 for _, y in rows if y == lab)
             if got < need:
                 raise DataError(f"{head.name}: {split} has {got} examples of {lab!r}, at least {need} needed")
-    overlap = {normalise(t) for t, _ in head.train} & {normalise(t) for t, _ in head.heldout}
+    # For pairs, no single text may be in both sets: a held-out claim is a new claim.
+    overlap = {normalise(t) for t in flat([t for t, _ in head.train])} & {
+        normalise(t) for t in flat([t for t, _ in head.heldout])
+    }
     if overlap:
         raise DataError(f"{head.name}: {len(overlap)} text(s) in both train and heldout, e.g. {sorted(overlap)[0]!r}")
 
@@ -390,8 +439,28 @@ def cross_validate(x: np.ndarray, y: np.ndarray, k: int, l2: float, hidden: int,
 def build_onnx(head: Head, params: dict) -> bytes:
     k = len(head.labels)
     inits = [numpy_helper.from_array(params["w1"], f"{head.name}/w1"), numpy_helper.from_array(params["b1"], f"{head.name}/b1")]
-    nodes = [
-        helper.make_node("MatMul", ["embedding", f"{head.name}/w1"], ["mm1"], name="mm1"),
+    nodes = []
+    x = "embedding"
+    if head.pairs:
+        # Rows 2i and 2i+1 are claim i and its evidence: pair them up, then [u, v, u*v, |u-v|]
+        # (pair_features). An odd number of rows fails the Reshape: ONNX Runtime says so.
+        inits += [
+            numpy_helper.from_array(np.array([-1, 2, EMBED_DIM], dtype=np.int64), f"{head.name}/pair_shape"),
+            numpy_helper.from_array(np.array(0, dtype=np.int64), f"{head.name}/claim"),
+            numpy_helper.from_array(np.array(1, dtype=np.int64), f"{head.name}/evidence"),
+        ]
+        nodes += [
+            helper.make_node("Reshape", ["embedding", f"{head.name}/pair_shape"], ["pairs"], name="pair_up"),
+            helper.make_node("Gather", ["pairs", f"{head.name}/claim"], ["u"], name="claim", axis=1),
+            helper.make_node("Gather", ["pairs", f"{head.name}/evidence"], ["v"], name="evidence", axis=1),
+            helper.make_node("Mul", ["u", "v"], ["u_times_v"], name="product"),
+            helper.make_node("Sub", ["u", "v"], ["u_minus_v"], name="difference"),
+            helper.make_node("Abs", ["u_minus_v"], ["abs_u_minus_v"], name="distance"),
+            helper.make_node("Concat", ["u", "v", "u_times_v", "abs_u_minus_v"], ["features"], name="features", axis=1),
+        ]
+        x = "features"
+    nodes += [
+        helper.make_node("MatMul", [x, f"{head.name}/w1"], ["mm1"], name="mm1"),
         helper.make_node("Add", ["mm1", f"{head.name}/b1"], ["z1"], name="add1"),
     ]
     logits = "z1"
@@ -405,10 +474,18 @@ def build_onnx(head: Head, params: dict) -> bytes:
         logits = "z2"
     nodes.append(helper.make_node("Softmax", [logits], ["probabilities"], name="softmax", axis=-1))
     arch = "linear softmax" if "w2" not in params else f"one ReLU layer of {params['w2'].shape[0]} units, then softmax"
+    rows = "rows" if head.pairs else "batch"
+    over = "over the 384-d L2-normalised all-MiniLM-L6-v2 sentence embedding"
+    if head.pairs:
+        over = (
+            "over the features [u, v, u*v, |u-v|] of each (claim u, evidence v) pair of 384-d L2-normalised "
+            "all-MiniLM-L6-v2 sentence embeddings; input rows 2i and 2i+1 are claim i and its evidence, and the "
+            "output has one row per pair"
+        )
     graph = helper.make_graph(
         nodes,
         f"sios-{head.name}",
-        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", EMBED_DIM])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [rows, EMBED_DIM])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", k])],
         initializer=inits,
     )
@@ -418,8 +495,7 @@ def build_onnx(head: Head, params: dict) -> bytes:
         producer_name=PRODUCER,
         producer_version="1",
         doc_string=(
-            f"sios brain `{head.name}` (operational): {arch} over the 384-d L2-normalised "
-            f"all-MiniLM-L6-v2 sentence embedding. Output `probabilities` [batch, {k}] in label order: "
+            f"sios brain `{head.name}` (operational): {arch} {over}. Output `probabilities` [batch, {k}] in label order: "
             + ", ".join(head.labels)
             + ". Trained on data written for the sios project (Apache-2.0); model card brains/models/cards/"
             + f"{head.name}.md."
@@ -471,6 +547,11 @@ def write_if_changed(path: Path, text: str) -> None:
 def card(head: Head, tcfg: dict, sha: str, size: int, n_params: int, ev: dict, tr: dict, errors: list, max_cos: float, ref_diff: float, margins: tuple) -> str:
     k = len(head.labels)
     arch = "linear softmax (MatMul + Add + Softmax)" if head.hidden == 0 else f"one ReLU layer of {head.hidden} units (MatMul + Add + Relu + MatMul + Add + Softmax)"
+    if head.pairs:
+        arch = (
+            "the rows paired up (Reshape [n, 2, 384], Gather claim u and evidence v), the features "
+            "[u, v, u*v, |u-v|] (Mul, Sub, Abs, Concat: 1536 per pair), then " + arch
+        )
     train_counts = {lab: sum(1 for _, y in head.train if y == lab) for lab in head.labels}
     held_counts = {lab: sum(1 for _, y in head.heldout if y == lab) for lab in head.labels}
     lines = [
@@ -491,10 +572,25 @@ def card(head: Head, tcfg: dict, sha: str, size: int, n_params: int, ev: dict, t
         "",
         head.purpose,
         "",
-        f"- **Input** (what the brain's clients send): `text`, BYTES `[-1]`, UTF-8. The brain asks the "
-        "`text-embedding` brain, through the kernel, for the text's `sentence_embedding` and feeds it to the model.",
-        f"- **Model input:** `embedding`, FP32 `[batch, 384]`, the L2-normalised all-MiniLM-L6-v2 embedding.",
-        f"- **Output:** `probabilities`, FP32 `[batch, {k}]`, summing to 1, in this label order:",
+        *(
+            [
+                "- **Input** (what the brain's clients send): `text`, BYTES `[2n]`, UTF-8: n (claim, evidence) pairs "
+                "interleaved, claim 1, evidence 1, claim 2, evidence 2, … The brain asks the `text-embedding` brain, "
+                "through the kernel, for every text's `sentence_embedding` and feeds the [2n, 384] result to the "
+                "model, which pairs the rows up itself. An odd number of texts is refused by the model (ONNX "
+                "Runtime's Reshape error comes back to the caller).",
+                "- **Model input:** `embedding`, FP32 `[2n, 384]`, the L2-normalised all-MiniLM-L6-v2 embeddings, "
+                "claim and evidence alternating.",
+                f"- **Output:** `probabilities`, FP32 `[n, {k}]`, one row per pair, summing to 1, in this label order:",
+            ]
+            if head.pairs
+            else [
+                f"- **Input** (what the brain's clients send): `text`, BYTES `[-1]`, UTF-8. The brain asks the "
+                "`text-embedding` brain, through the kernel, for the text's `sentence_embedding` and feeds it to the model.",
+                f"- **Model input:** `embedding`, FP32 `[batch, 384]`, the L2-normalised all-MiniLM-L6-v2 embedding.",
+                f"- **Output:** `probabilities`, FP32 `[batch, {k}]`, summing to 1, in this label order:",
+            ]
+        ),
         "",
         "| # | label | meaning |",
         "|---|---|---|",
@@ -525,10 +621,18 @@ def card(head: Head, tcfg: dict, sha: str, size: int, n_params: int, ev: dict, t
         "",
         "## Training data",
         "",
-        f"{len(head.train)} training and {len(head.heldout)} held-out examples, strictly disjoint (the script "
+        f"{len(head.train)} training and {len(head.heldout)} held-out "
+        + ("(claim, evidence) pairs" if head.pairs else "examples")
+        + ", strictly disjoint (the script "
         "refuses to build if a text, compared case- and space-insensitively, appears twice or in both sets, or "
         f"if a held-out text's embedding has cosine above {tcfg['max_train_heldout_cosine']} with a training "
-        f"text's; the closest pair here has cosine {max_cos:.3f}).",
+        f"text's; the closest pair here has cosine {max_cos:.3f})."
+        + (
+            " For pairs, 'a text' is each claim and each evidence on its own: no held-out claim or evidence "
+            "occurs in training, so every held-out pair is about a claim the model never saw."
+            if head.pairs
+            else ""
+        ),
         "",
         "| label | train | held-out |",
         "|---|---|---|",
@@ -545,7 +649,13 @@ def card(head: Head, tcfg: dict, sha: str, size: int, n_params: int, ev: dict, t
         f"Runtime to {ref_diff:.1e} here, and unlike float32 ONNX Runtime it gives the same values on every CPU, so "
         f"the training input is the same everywhere. Embeddings rounded to {tcfg['embedding_decimals']} decimals.",
         "- Features standardised with the training mean and standard deviation (folded back into the first "
-        "layer's weights afterwards, so the model takes the raw embedding).",
+        "layer's weights afterwards, so the model takes the raw embedding)."
+        + (
+            " For this pair head the features are [u, v, u*v, |u-v|] of the rounded claim and evidence "
+            "embeddings, computed in float64 exactly as the graph computes them."
+            if head.pairs
+            else ""
+        ),
         (
             f"- Multinomial logistic regression, cross-entropy + L2 {head.l2:g} on the standardised weights, "
             f"float64 full-batch Nesterov gradient descent, {tcfg['iterations']} steps, step 1/L (L bounds the "
@@ -567,11 +677,13 @@ def card(head: Head, tcfg: dict, sha: str, size: int, n_params: int, ev: dict, t
         "## Measured quality (held-out set)",
         "",
         "Computed by running the held-out texts through `text-embedding.onnx` and this `.onnx` file with ONNX "
-        "Runtime 1.32.0 (CPU, one thread), taking the most probable label.",
+        "Runtime 1.32.0 (CPU, one thread), taking the most probable label."
+        + (" Chance is 1/3: the held-out set has as many pairs of each label." if head.pairs else ""),
         "",
         f"- Accuracy **{fmt(ev['accuracy'])}** ({ev['correct']}/{ev['total']}); macro-F1 **{fmt(ev['macro_f1'])}**.",
         f"- A second estimate: {tcfg['cv_folds']}-fold cross-validation accuracy on the training set, "
-        f"{head.cv_accuracy:.3f} ({len(head.train)} texts, each predicted by a head trained without it)."
+        f"{head.cv_accuracy:.3f} ({len(head.train)} {'pairs' if head.pairs else 'texts'}, each predicted by a head "
+        "trained without it)."
         + (
             " It is lower than the held-out figure: the held-out texts turned out easier than average, so expect "
             "something nearer the cross-validation figure."
@@ -628,6 +740,15 @@ def manifest(head: Head, sha: str, ev: dict) -> str:
         raise DataError(f"{head.name}: purpose must not contain triple quotes or backslashes")
     purpose = " \\\n".join(body.split("\n"))
     labels = ",\n".join(f"  {toml_basic(lab)}" for lab in head.labels)
+    if head.pairs:
+        inputs_comment = (
+            "# An even number of UTF-8 texts: claim 1, evidence 1, claim 2, evidence 2, ... (the model\n"
+            "# pairs the embeddings up; an odd number is refused)."
+        )
+        outputs_comment = "# One probability per label per (claim, evidence) pair; each row sums to 1."
+    else:
+        inputs_comment = "# A batch of UTF-8 texts."
+        outputs_comment = "# One probability per label per text; each row sums to 1."
     return f"""# {head.name}: operational classifier head over the shared sentence embedding.
 # Generated by brains/models/train_operational_heads.py from operational_heads.toml; do not
 # edit by hand. Model card (held-out accuracy, data, limits): brains/models/cards/{head.name}.md.
@@ -646,13 +767,13 @@ preprocess = {{ kind = "embed_via", brain = "text-embedding", output = "sentence
 file = "{head.name}.onnx"
 sha256 = "{sha}"
 
-# A batch of UTF-8 texts.
+{inputs_comment}
 [[inputs]]
 name = "text"
 datatype = "BYTES"
 shape = [-1]
 
-# One probability per label per text; each row sums to 1.
+{outputs_comment}
 [[outputs]]
 name = "probabilities"
 datatype = "FP32"
@@ -677,21 +798,26 @@ calls = ["text-embedding"]
 # --- fixtures ---------------------------------------------------------------------------
 
 
-def write_fixture(out: Path, head: Head, texts: list[str], y: np.ndarray, emb: np.ndarray, probs: np.ndarray) -> None:
-    """<out>/<brain>.json: a KServe v2 request (three held-out texts, the first of each of the
-    first three labels) and the response ONNX Runtime gave, in make_fixtures.py's format. The
-    request is what a client sends the brain (BYTES text); the embedding the brain gets from
-    text-embedding is recorded under "preprocess" so the head can be checked on its own."""
+def write_fixture(out: Path, head: Head, examples: list, y: np.ndarray, emb: np.ndarray, probs: np.ndarray) -> None:
+    """<out>/<brain>.json: a KServe v2 request (three held-out examples, the first of each of
+    the first three labels) and the response ONNX Runtime gave, in make_fixtures.py's format.
+    The request is what a client sends the brain (BYTES text; for a pair head, claim and
+    evidence interleaved); the embedding the brain gets from text-embedding (`emb`, one row
+    per text of flat(examples)) is recorded under "preprocess" so the head can be checked on
+    its own."""
     import make_fixtures
 
     pick = [int(np.flatnonzero(y == lab)[0]) for lab in range(3)]
+    texts = flat([examples[i] for i in pick])
+    per = 2 if head.pairs else 1
+    rows = [per * i + j for i in pick for j in range(per)]
     fx = {
         "brain": head.name,
-        "request": {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(pick)], "data": [texts[i] for i in pick]}]},
+        "request": {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(texts)], "data": texts}]},
         "response": {"model_name": head.name, "outputs": [make_fixtures.tensor("probabilities", probs[pick])]},
         "preprocess": {
             "embed_via": {"brain": "text-embedding", "output": "sentence_embedding"},
-            "model_input": make_fixtures.tensor("embedding", emb[pick]),
+            "model_input": make_fixtures.tensor("embedding", emb[rows]),
             "labels": head.labels,
             "argmax": [head.labels[int(i)] for i in np.argmax(probs[pick], axis=1)],
         },
@@ -792,7 +918,7 @@ def main() -> int:
 
     if args.cv:
         for head in heads:
-            x = np.round(embed.reference([t for t, _ in head.train]), dec)
+            x = features(head, np.round(embed.reference(flat([t for t, _ in head.train])), dec))
             y = np.array([head.labels.index(lab) for _, lab in head.train])
             best = None
             for hidden in tcfg["hidden_grid"]:
@@ -813,8 +939,9 @@ def main() -> int:
     summary = []
     for head in heads:
         k = len(head.labels)
-        tr_texts = [t for t, _ in head.train]
-        ho_texts = [t for t, _ in head.heldout]
+        # A pair head's examples are (claim, evidence); these are the texts embedded, in order.
+        tr_texts = flat([t for t, _ in head.train])
+        ho_texts = flat([t for t, _ in head.heldout])
         e_tr = embed(tr_texts)
         e_ho = embed(ho_texts)
         max_cos = float((e_ho @ e_tr.T).max())
@@ -827,7 +954,7 @@ def main() -> int:
         if ref_diff > 1e-4:
             failures.append(f"{head.name}: float64 reference and ONNX Runtime embeddings differ by {ref_diff:.2e}")
             continue
-        x = np.round(e_ref, dec)
+        x = features(head, np.round(e_ref, dec))
         y = np.array([head.labels.index(lab) for _, lab in head.train])
         raw = fit(x, y, k, head.l2, head.hidden, tcfg)
         margins = (boundary_margin([e_ref], dec), boundary_margin(list(raw.values()), int(tcfg["weight_decimals"])))
@@ -856,8 +983,8 @@ def main() -> int:
         ev["mean_top"] = float(p_ho.max(axis=1).mean())
         tr = metrics(y, p_tr.argmax(axis=1), k)
         errors = [
-            (ho_texts[i], head.labels[y_ho[i]], head.labels[int(p_ho[i].argmax())], float(p_ho[i].max()))
-            for i in range(len(ho_texts))
+            (shown(head.heldout[i][0]), head.labels[y_ho[i]], head.labels[int(p_ho[i].argmax())], float(p_ho[i].max()))
+            for i in range(len(head.heldout))
             if int(p_ho[i].argmax()) != y_ho[i]
         ]
         write_if_changed(args.cards / f"{head.name}.md", card(head, tcfg, sha, len(data), sum(v.size for v in params.values()), ev, tr, errors, max_cos, ref_diff, margins))
@@ -876,7 +1003,7 @@ def main() -> int:
             "train_examples": len(head.train),
         }
         if args.fixtures:
-            write_fixture(args.fixtures, head, ho_texts, y_ho, e_ho, p_ho)
+            write_fixture(args.fixtures, head, [t for t, _ in head.heldout], y_ho, e_ho, p_ho)
         ok = ev["accuracy"] >= head.accuracy_floor
         if not ok:
             failures.append(
