@@ -9,4 +9,5 @@ cargo bench -p sios-e2e --bench invoke --quiet
 cargo bench -p sios-e2e --bench catalog --quiet
 cargo bench -p sios-audit --bench audit --quiet
 cargo bench -p sios-policy --quiet
+cargo bench -p sios-e2e --bench policy --quiet
 cargo bench -p sios-memory --quiet
