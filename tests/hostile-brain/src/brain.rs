@@ -24,8 +24,9 @@
 //!   a brain the kernel runs (tests/tests/violations.rs): the process dies by
 //!   seccomp or by the OOM killer mid-request.
 //!
-//! The last three make the kernel drop this brain's channel; the kernel must
-//! keep serving everyone else, and this brain must still answer on fd 3.
+//! `operator`, `garbage` and `oversized` make the kernel drop this brain's
+//! channel; the kernel must keep serving everyone else, and this brain must
+//! still answer on fd 3.
 //!
 //! The reply is `report` (BYTES [n]), one line per attempt:
 //! `<attempt>\t<outcome>\t<detail>`, where outcome is `ok` (the kernel did
@@ -480,6 +481,27 @@ impl Hostile {
     }
 }
 
+impl Hostile {
+    /// `fatal:<what>` and `allocate:<mib>`: the sandbox attempts of the
+    /// command-line modes, made mid-request (tests/tests/violations.rs). The
+    /// sandbox is expected to kill the process; a line comes back only if it
+    /// survived. Anything else is an unknown phase, answered as such.
+    fn sandbox(&self, phase: &str) -> String {
+        if let Some(what) = phase.strip_prefix("fatal:")
+            && let Some(outcome) = crate::try_fatal(what)
+        {
+            return line(phase, "survived", crate::shown(outcome));
+        }
+        if let Some(mib) = phase
+            .strip_prefix("allocate:")
+            .and_then(|mib| mib.parse().ok())
+        {
+            return line(phase, "survived", crate::try_allocate(mib));
+        }
+        line(phase, "unknown", "no such phase")
+    }
+}
+
 impl Brain for Hostile {
     async fn describe(self, _: Context) -> BrainInfo {
         BrainInfo {
@@ -508,22 +530,8 @@ impl Brain for Hostile {
                 "garbage" => self.garbage().await,
                 "oversized" => self.oversized().await,
                 // Sandbox violations (for the kernel's exit reports and
-                // restarts): `fatal:<what>` makes a system call the sandbox
-                // kills for, `allocate:<mib>` touches memory past its limit.
-                // Either ends the process: nothing is answered.
-                other if other.starts_with("fatal:") => {
-                    crate::fatal(&other["fatal:".len()..]);
-                    vec![line(other, "survived", "the sandbox let it through")]
-                }
-                other if other.starts_with("allocate:") => {
-                    crate::allocate(other["allocate:".len()..].parse().unwrap_or(1024));
-                    vec![line(
-                        other,
-                        "survived",
-                        "the allocation limit let it through",
-                    )]
-                }
-                other => vec![line(other, "unknown", "no such phase")],
+                // restarts); anything else is an unknown phase.
+                other => vec![self.sandbox(other)],
             });
         }
         let report = Tensor::from_strings("report", vec![report.len() as u64], &report);

@@ -244,6 +244,25 @@ fn raise_capability() -> Result<String, Errno> {
 }
 
 fn fatal(what: &str) {
+    let Some(outcome) = try_fatal(what) else {
+        eprintln!("unknown fatal attempt {what}");
+        std::process::exit(2);
+    };
+    println!("SURVIVED {what} {}", shown(outcome));
+}
+
+/// `ok <detail>` or `err <ERRNO>`.
+fn shown(outcome: Result<String, Errno>) -> String {
+    match outcome {
+        Ok(detail) => format!("ok {detail}"),
+        Err(errno) => format!("err {errno:?}"),
+    }
+}
+
+/// Makes the attempt `fatal <what>` names and returns its outcome if the
+/// process survives it; `None` for a name it does not know. Also brain
+/// mode's `fatal:<what>` phase.
+fn try_fatal(what: &str) -> Option<Result<String, Errno>> {
     let outcome: Result<String, Errno> =
         match what {
             "execve" => {
@@ -279,16 +298,9 @@ fn fatal(what: &str) {
             "keyctl" => raw(libc::SYS_keyctl, [0, 0, 0, 0, 0, 0]),
             // getpid in the x32 ABI's numbering.
             "x32" => raw(0x4000_0000 + libc::SYS_getpid, [0; 6]),
-            _ => {
-                eprintln!("unknown fatal attempt {what}");
-                std::process::exit(2);
-            }
+            _ => return None,
         };
-    let shown = match outcome {
-        Ok(detail) => format!("ok {detail}"),
-        Err(errno) => format!("err {errno:?}"),
-    };
-    println!("SURVIVED {what} {shown}");
+    Some(outcome)
 }
 
 fn raw(nr: i64, a: [i64; 6]) -> Result<String, Errno> {
@@ -340,6 +352,14 @@ fn forkbomb() {
 }
 
 fn allocate(mib: usize) {
+    println!("RESULT allocate {}", try_allocate(mib));
+}
+
+/// Maps and touches `mib` MiB, 1 MiB at a time (progress on stdout):
+/// `ok after=N`, or `err <ERRNO> after=N` if a mapping is refused. Killed by
+/// the OOM killer when over the memory limit. Also brain mode's
+/// `allocate:<mib>` phase.
+fn try_allocate(mib: usize) -> String {
     use std::num::NonZeroUsize;
     let chunk = NonZeroUsize::new(1 << 20).unwrap_or(NonZeroUsize::MIN);
     let mut kept = Vec::new();
@@ -364,15 +384,12 @@ fn allocate(mib: usize) {
                 };
                 kept.push(ptr);
             }
-            Err(errno) => {
-                println!("RESULT allocate err {errno:?} after={n}");
-                return;
-            }
+            Err(errno) => return format!("err {errno:?} after={n}"),
         }
         if n % 16 == 0 {
             println!("allocated {n}");
             let _ = std::io::stdout().flush();
         }
     }
-    println!("RESULT allocate ok after={mib}");
+    format!("ok after={mib}")
 }
