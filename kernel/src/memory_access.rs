@@ -87,7 +87,8 @@ impl Appliance {
             .clone()
             .unwrap_or_else(|| vec!["*".into()]);
         let checked: Vec<String> = scope.iter().filter(|n| *n != "*").cloned().collect();
-        self.memory_allowed_everywhere(requester, Action::MemoryRead, &checked)?;
+        self.memory_allowed_everywhere(requester, Action::MemoryRead, "search", &checked)
+            .await?;
         let first = scope.first().cloned().unwrap_or_else(|| "*".into());
         self.memory_scoped(
             requester,
@@ -148,7 +149,8 @@ impl Appliance {
             request.items.iter().map(|i| i.namespace.clone()).collect();
         namespaces.sort();
         namespaces.dedup();
-        self.memory_allowed_everywhere(requester, Action::MemoryWrite, &namespaces)?;
+        self.memory_allowed_everywhere(requester, Action::MemoryWrite, "import", &namespaces)
+            .await?;
         let first = namespaces.first().cloned().unwrap_or_else(|| "*".into());
         self.memory_scoped(
             requester,

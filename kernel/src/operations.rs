@@ -4,7 +4,7 @@
 //! after it ends, through one path: [`Appliance::governed`].
 
 use crate::appliance::{Appliance, Requester, outcome_of};
-use crate::governance::ActivePolicy;
+use crate::governance::{ActivePolicy, Ruling};
 use crate::supervisor::Connection;
 use sios_ipc::audit::{ActionResult, DraftKind, RecordDraft};
 use sios_ipc::memory::{self, MemoryError};
@@ -77,10 +77,27 @@ impl Appliance {
         E: std::fmt::Display,
         Fut: Future<Output = Result<T, E>>,
     {
-        let action_name = action.as_str();
         let ruling = self
             .governor
             .decide(self.principal(requester), action, resource);
+        self.carry_out(requester, ruling, resource_label, run).await
+    }
+
+    /// Acts on a ruling already made: records the intent with it, then
+    /// either a `denied` outcome (and `run` never runs) or runs `run` and
+    /// records how it ended.
+    async fn carry_out<T, E, Fut>(
+        &self,
+        requester: &Requester,
+        ruling: Ruling,
+        resource_label: String,
+        run: impl FnOnce() -> Fut,
+    ) -> Result<T, Refusal<E>>
+    where
+        E: std::fmt::Display,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let action_name = ruling.request.action.as_str();
         let mut intent = RecordDraft::new(
             requester.actor(),
             action_name,
@@ -131,12 +148,12 @@ impl Appliance {
     ) -> Result<(), ControlError> {
         let ruling = self
             .governor
-            .decide(self.principal(requester), action, resource.clone());
+            .decide(self.principal(requester), action, resource);
         if ruling.allowed() {
             return Ok(());
         }
         let refused: Result<(), Refusal<String>> = self
-            .governed(requester, action, resource, label.to_owned(), || async {
+            .carry_out(requester, ruling, label.to_owned(), || async {
                 Ok::<(), String>(())
             })
             .await;
@@ -413,10 +430,12 @@ impl Appliance {
     }
 
     /// Decides every namespace an operation spans before any of it runs.
-    pub fn memory_allowed_everywhere(
+    /// A denial is recorded like any other, on `memory:<operation>:<namespace>`.
+    pub async fn memory_allowed_everywhere(
         &self,
         requester: &Requester,
         action: Action,
+        operation: &str,
         namespaces: &[String],
     ) -> Result<(), MemoryError> {
         for name in namespaces {
@@ -426,15 +445,26 @@ impl Appliance {
                 action,
                 Resource::MemoryNamespace(self.namespace(name)),
             );
-            if !ruling.allowed() {
-                return Err(MemoryError::Denied {
-                    reason: format!(
-                        "{requester} may not {} memory:{name}: {}",
-                        action.as_str(),
-                        ruling.reason()
-                    ),
-                });
+            if ruling.allowed() {
+                continue;
             }
+            let label = format!("memory:{operation}:{name}");
+            let refused: Result<(), Refusal<MemoryError>> = self
+                .carry_out(requester, ruling, label, || async { Ok(()) })
+                .await;
+            return Err(match refused {
+                Err(Refusal::Denied { reason, .. }) => MemoryError::Denied {
+                    reason: format!(
+                        "{requester} may not {} memory:{name}: {reason}",
+                        action.as_str()
+                    ),
+                },
+                Err(other) => other.into(),
+                // Not reached: a denied ruling never runs.
+                Ok(()) => MemoryError::Denied {
+                    reason: format!("{requester} may not {} memory:{name}", action.as_str()),
+                },
+            });
         }
         Ok(())
     }

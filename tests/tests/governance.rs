@@ -475,9 +475,9 @@ fn clients_of_different_uids_get_exactly_what_the_policy_gives_them() {
         (STRANGER, "brain:finance", 1),
         (BOB, "process:readability", 1),
         (BOB, "appliance:policy", 1),
-        // get, ls, export (search is refused before it reaches the log's
-        // scope of one namespace: see memory_allowed_everywhere), write.
+        // get, ls, export, write; and the search, decided per namespace.
         (BOB, "memory:client:alice/notes", 4),
+        (BOB, "memory:search:client:alice/notes", 1),
         (ALICE, "memory:client:bob/notes", 1),
         (STRANGER, "memory:client:alice/notes", 1),
         (BOB, "memory:search:*", 1),
