@@ -152,3 +152,72 @@ pub fn resign<R: Read, W: Write>(
         root: frontier.root(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::write_to;
+    use crate::keys::PublicKey;
+    use crate::store::AuditLog;
+    use crate::verify::verify_reader;
+    use sios_ipc::audit::{DraftKind, RecordDraft};
+
+    fn event(n: u32) -> RecordDraft {
+        RecordDraft::new("uid:0", "test", format!("thing:{n}"), DraftKind::Event)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rebuilt_log_verifies_against_the_replacement_keys_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        log.record((0..5).map(event).collect()).await.unwrap();
+        log.rotate_key("operator:uid:0".into()).await.unwrap();
+        log.record((5..9).map(event).collect()).await.unwrap();
+        let mut original = Vec::new();
+        write_to(&log, &mut original).await.unwrap();
+        let trusted = PublicKey::parse_vkey(&log.public_keys().unwrap()[0].vkey).unwrap();
+        let origin = trusted.name().to_owned();
+        log.close();
+        verify_reader(&original[..], &trusted).unwrap();
+
+        // Two keys for a log that rotated once; record 3 rewritten.
+        let keys = [
+            SecretKey::from_seed(&origin, [1; 32]).unwrap(),
+            SecretKey::from_seed(&origin, [2; 32]).unwrap(),
+        ];
+        let mut forged = Vec::new();
+        let summary = resign(&original[..], &mut forged, &keys, |r| {
+            if r.seq == 3 {
+                r.detail = "forged".into();
+            }
+        })
+        .unwrap();
+        assert_eq!(summary.edited, [3]);
+        let report = verify_reader(&forged[..], keys[0].public()).unwrap();
+        assert_eq!(report.records, summary.records);
+        assert_eq!(
+            report.keys.len(),
+            2,
+            "the rotation is followed to the second key"
+        );
+        // The operator's key no longer verifies it.
+        assert!(verify_reader(&forged[..], &trusted).is_err());
+
+        // One key for a log that holds two: refused, not half re-signed.
+        let short = resign(&original[..], &mut Vec::new(), &keys[..1], |_| {});
+        assert!(
+            matches!(short, Err(ResignError::NotEnoughKeys { given: 1 })),
+            "{short:?}"
+        );
+        // A key not named after the log's origin: refused.
+        let misnamed = [
+            SecretKey::from_seed("sios/audit/other", [3; 32]).unwrap(),
+            SecretKey::from_seed("sios/audit/other", [4; 32]).unwrap(),
+        ];
+        let wrong = resign(&original[..], &mut Vec::new(), &misnamed, |_| {});
+        assert!(
+            matches!(wrong, Err(ResignError::WrongKeyName { .. })),
+            "{wrong:?}"
+        );
+    }
+}
