@@ -7,6 +7,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build --release --workspace --bins --quiet
 cargo bench -p sios-e2e --bench invoke --quiet
 cargo bench -p sios-e2e --bench catalog --quiet
+cargo bench -p sios-e2e --bench spawn --quiet
 cargo bench -p sios-audit --bench audit --quiet
 cargo bench -p sios-policy --quiet
 cargo bench -p sios-e2e --bench policy --quiet

@@ -271,30 +271,7 @@ impl Appliance {
         }
         create_private_dir(&layout.brain_socket_dir())?;
         for (index, manifest) in brains.into_iter().enumerate() {
-            let manifest_path = config
-                .paths
-                .catalog_dir
-                .join(format!("{}.toml", manifest.name));
-            let program = Program {
-                path: manifest.program_path(&bin)?,
-                args: vec![
-                    "--manifest".into(),
-                    manifest_path.display().to_string(),
-                    "--models-dir".into(),
-                    config.paths.models_dir.display().to_string(),
-                    "--onnxruntime".into(),
-                    config.paths.onnxruntime_lib.display().to_string(),
-                    "--max-frame-bytes".into(),
-                    frame.clone(),
-                ],
-                // ONNX Runtime writes telemetry files unless told not to.
-                env: vec![("ORT_DISABLE_TELEMETRY".into(), "1".into())],
-                limits: ProcessLimits {
-                    max_open_files: manifest.sandbox.max_open_files,
-                },
-                sandbox: sandboxed
-                    .then(|| brain_sandbox(&config, &layout, manifest, &manifest_path, index)),
-            };
+            let program = brain_program(&config, &layout, manifest, index, sandboxed)?;
             let facts = BrainFacts {
                 labels: manifest.labels.clone(),
                 sensitivity: manifest.sensitivity.level(),
@@ -920,6 +897,42 @@ pub fn hand_over(dir: &Path, uid: u32, gid: u32) -> Result<(), SetupError> {
         }
     }
     Ok(())
+}
+
+/// How to run brain number `index` of the catalog: its program (from its
+/// manifest, in the kernel's bin directory), its arguments, and its sandbox
+/// when `sandboxed`. Public so that benchmarks spawn a brain exactly as the
+/// kernel does.
+pub fn brain_program(
+    config: &Config,
+    layout: &StateLayout,
+    manifest: &Manifest,
+    index: usize,
+    sandboxed: bool,
+) -> Result<Program, SetupError> {
+    let manifest_path = config
+        .paths
+        .catalog_dir
+        .join(format!("{}.toml", manifest.name));
+    Ok(Program {
+        path: manifest.program_path(&config.paths.bin_dir())?,
+        args: vec![
+            "--manifest".into(),
+            manifest_path.display().to_string(),
+            "--models-dir".into(),
+            config.paths.models_dir.display().to_string(),
+            "--onnxruntime".into(),
+            config.paths.onnxruntime_lib.display().to_string(),
+            "--max-frame-bytes".into(),
+            config.limits.max_frame_bytes.to_string(),
+        ],
+        // ONNX Runtime writes telemetry files unless told not to.
+        env: vec![("ORT_DISABLE_TELEMETRY".into(), "1".into())],
+        limits: ProcessLimits {
+            max_open_files: manifest.sandbox.max_open_files,
+        },
+        sandbox: sandboxed.then(|| brain_sandbox(config, layout, manifest, &manifest_path, index)),
+    })
 }
 
 /// The sandbox of brain number `index` of the catalog: its own uid and gid,

@@ -4,7 +4,7 @@
 //!
 //! Run with `bash deploy/bench.sh` (builds the release binaries first).
 
-use sios_e2e::{Options, TestAppliance, bin_dir, source_tree};
+use sios_e2e::{ColdStart, bin_dir, cold_start_catalog};
 use std::time::{Duration, Instant};
 
 /// PSS in KiB of `pid` and every descendant (a sandboxed brain is the
@@ -39,26 +39,18 @@ fn main() {
         std::process::exit(2);
     }
     let _ = bin_dir();
-    let names: Vec<String> = sios_manifest::load_catalog(&source_tree().join("brains/catalog"))
-        .expect("catalog")
-        .into_iter()
-        .map(|m| m.name)
-        .collect();
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-
-    let started = Instant::now();
-    let app = TestAppliance::start(Options::brains(&refs));
-    let cold = started.elapsed();
+    let ColdStart {
+        app,
+        took: cold,
+        ready,
+        ..
+    } = cold_start_catalog("");
     let status = app.status();
     let brains: Vec<_> = status
         .processes
         .iter()
         .filter(|p| p.role == sios_ipc::Role::Brain)
         .collect();
-    let ready = brains
-        .iter()
-        .filter(|p| p.state == sios_ipc::ProcessState::Ready)
-        .count();
     std::thread::sleep(Duration::from_millis(500));
     let pss: Vec<u64> = brains.iter().filter_map(|p| p.pid).map(pss_kib).collect();
     let total_mib = pss.iter().sum::<u64>() as f64 / 1024.0;
@@ -87,7 +79,7 @@ fn main() {
     let p50 = latencies[latencies.len() / 2];
     let p99 = latencies[latencies.len() - 1];
 
-    println!("the whole catalog ({} brains), one run", names.len());
+    println!("the whole catalog ({} brains), one run", brains.len());
     println!();
     println!("| what | measured | target (DESIGN.md) |");
     println!("|---|---:|---:|");

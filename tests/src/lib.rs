@@ -124,6 +124,53 @@ impl Options {
 /// The three brains whose models the set-up step builds and fixtures cover.
 pub const FIXTURE_BRAINS: [&str; 3] = ["text-embedding", "file-type", "voice-activity"];
 
+/// Every brain of the default catalog (`brains/catalog`), by name.
+pub fn catalog_names() -> Vec<String> {
+    sios_manifest::load_catalog(&source_tree().join("brains/catalog"))
+        .expect("catalog")
+        .into_iter()
+        .map(|m| m.name)
+        .collect()
+}
+
+/// One cold start of the whole default catalog (benchmarks).
+#[derive(Debug)]
+pub struct ColdStart {
+    pub app: TestAppliance,
+    /// From `sios up` to every process ready or failed.
+    pub took: Duration,
+    pub brains: usize,
+    pub ready: usize,
+}
+
+/// Starts every brain of the default catalog in a fresh state directory,
+/// with `extra_config` appended to the config, and times it.
+pub fn cold_start_catalog(extra_config: &str) -> ColdStart {
+    let names = catalog_names();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut options = Options::brains(&refs);
+    options.extra_config = extra_config.to_owned();
+    let started = Instant::now();
+    let app = TestAppliance::start(options);
+    let took = started.elapsed();
+    let status = app.status();
+    let brains: Vec<_> = status
+        .processes
+        .iter()
+        .filter(|p| p.role == sios_ipc::Role::Brain)
+        .collect();
+    let ready = brains
+        .iter()
+        .filter(|p| p.state == sios_ipc::ProcessState::Ready)
+        .count();
+    ColdStart {
+        took,
+        brains: brains.len(),
+        ready,
+        app,
+    }
+}
+
 /// A running appliance, stopped (SIGTERM) when dropped.
 #[derive(Debug)]
 pub struct TestAppliance {
