@@ -19,10 +19,12 @@
 //! with `Durability::Immediate` (on disk when `commit` returns). A signer
 //! thread signs the newest committed tree: when the batch holds an intent it
 //! starts on the batch's tree while the commit runs (the signature is used
-//! only if that very tree is committed), so sign and commit overlap. The
-//! writer never waits for the signer; one signature covers every batch
-//! committed before it started. So each batch costs one commit and at most
-//! one signature; a batch of one is handled the same way.
+//! only if that very tree is committed), so sign and commit overlap; when
+//! the commit returns with that signature ready, the writer publishes it and
+//! answers at once, without another thread hop. The writer never waits for
+//! the signer; one signature covers every batch committed before it
+//! started. So each batch costs one commit and at most one signature; a
+//! batch of one is handled the same way.
 //!
 //! Signed checkpoints are stored by the next commit (or after [`IDLE_FLUSH`]
 //! without one). If the process dies first, [`AuditLog::open`] signs the
@@ -946,9 +948,36 @@ impl Signer {
         }
     }
 
-    /// A batch of `size` records with `root` is committed.
-    fn committed(&self, size: u64, root: Hash, key: Arc<SecretKey>, waiters: Vec<Waiter>) {
+    /// A batch of `size` records with `root` is committed. If the signature
+    /// of exactly this tree is already made (the usual case for a batch with
+    /// intents: signing took less time than the commit), it is published
+    /// and the waiters answered right here, on the writer thread, sparing
+    /// them a wake-up of the signer thread; otherwise the signer does it.
+    fn committed(
+        &self,
+        shared: &Shared,
+        size: u64,
+        root: Hash,
+        key: Arc<SecretKey>,
+        mut waiters: Vec<Waiter>,
+    ) {
         let mut st = self.lock();
+        if !waiters.is_empty() {
+            let ready = st.presigned.take_if(|p| p.0 == size && p.1 == root);
+            if let Some((_, _, note)) = ready {
+                // This signature covers every batch committed before.
+                if st.target.as_ref().is_some_and(|t| t.0 <= size) {
+                    st.target = None;
+                }
+                if st.tentative.as_ref().is_some_and(|t| t.0 <= size) {
+                    st.tentative = None;
+                }
+                waiters.append(&mut st.waiters);
+                drop(st);
+                publish(shared, size, root, note, waiters);
+                return;
+            }
+        }
         let since = st.target.as_ref().map_or_else(Instant::now, |t| t.3);
         st.target = Some((size, root, key, since));
         st.waiters.extend(waiters);
@@ -1036,27 +1065,33 @@ fn signer_loop(state: &(Mutex<SignerState>, std::sync::Condvar), shared: &Shared
             }
             .sign(&[key.as_ref()]),
         };
-        shared.stats.signatures.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut latest = shared.latest.lock().expect("latest lock");
-            if size > latest.size {
-                *latest = signed(size, root, note.clone());
-            }
-        }
-        shared
-            .unstored
-            .lock()
-            .expect("unstored lock")
-            .push((size, note));
-        for mut w in waiters {
-            for r in &mut w.receipts {
-                r.checkpoint_size = Some(size);
-            }
-            let _ = w.reply.send(Ok(w.receipts));
-        }
+        publish(shared, size, root, note, waiters);
         st = lock.lock().expect("signer lock");
         st.busy = false;
         cv.notify_all();
+    }
+}
+
+/// Makes a signed checkpoint the latest, queues it to be stored with the
+/// next commit, and answers the intent calls it covers.
+fn publish(shared: &Shared, size: u64, root: Hash, note: String, waiters: Vec<Waiter>) {
+    shared.stats.signatures.fetch_add(1, Ordering::Relaxed);
+    {
+        let mut latest = shared.latest.lock().expect("latest lock");
+        if size > latest.size {
+            *latest = signed(size, root, note.clone());
+        }
+    }
+    shared
+        .unstored
+        .lock()
+        .expect("unstored lock")
+        .push((size, note));
+    for mut w in waiters {
+        for r in &mut w.receipts {
+            r.checkpoint_size = Some(size);
+        }
+        let _ = w.reply.send(Ok(w.receipts));
     }
 }
 
@@ -1400,7 +1435,8 @@ impl Writer {
                 let _ = p.reply.send(Ok(p.receipts));
             }
         }
-        self.signer.committed(size, root, self.key.clone(), waiters);
+        self.signer
+            .committed(&self.shared, size, root, self.key.clone(), waiters);
     }
 
     /// Validates each call and writes its records into `txn`. A call with an
