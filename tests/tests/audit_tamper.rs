@@ -1,0 +1,162 @@
+//! Issue 3, tamper tests on a real appliance's log, for the records the
+//! kernel writes about itself: the operator's restart, disable and enable of
+//! a brain (intent and outcome each, decided by the policy) and the
+//! lifecycle events the kernel records as processes stop and start.
+//!
+//! For one record of each such kind, in a bundle exported through the CLI:
+//! one flipped byte, and the record deleted. `sios audit verify --pubkey`
+//! (offline, the appliance stopped) must exit 1 and name exactly that
+//! record as the first bad one; the untouched bundle verifies.
+
+use sios_audit::bundle::{BundleReader, BundleWriter, Item};
+use sios_audit::record::{Kind, Record};
+use sios_e2e::{Options, TestAppliance, require_setup};
+use std::path::Path;
+use std::process::Output;
+
+const BRAIN: &str = "file-type";
+
+fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?}): {}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn items(bundle: &Path) -> Vec<Item> {
+    let mut reader = BundleReader::new(std::fs::File::open(bundle).unwrap()).unwrap();
+    let mut out = Vec::new();
+    while let Some(item) = reader.next_item().unwrap() {
+        out.push(item);
+    }
+    out
+}
+
+/// Writes `items` as a bundle (the end item recounted, as a forger would).
+fn write(path: &Path, items: &[Item]) {
+    let mut w = BundleWriter::new(std::fs::File::create(path).unwrap()).unwrap();
+    for item in items {
+        match item {
+            Item::Key(k) => w.key(k),
+            Item::Record(r) => w.record(r),
+            Item::Policy(p) => w.policy(p),
+            Item::Checkpoint(c) => w.checkpoint(c),
+            Item::End { .. } => continue,
+        }
+        .unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// `sios audit verify` on `bundle`: the exit code and what it said.
+fn verify(app: &TestAppliance, bundle: &Path, pubkey: &Path) -> (Option<i32>, String) {
+    let out = app.sios(&[
+        "audit",
+        "verify",
+        &bundle.display().to_string(),
+        "--pubkey",
+        &pubkey.display().to_string(),
+    ]);
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), said)
+}
+
+#[test]
+fn tampering_with_any_kernel_recorded_kind_is_caught_and_the_record_named() {
+    if !require_setup() {
+        return;
+    }
+    let mut app = TestAppliance::start(Options::brains(&[BRAIN]));
+    let work = app.dir.path().to_owned();
+    ok(&app.sios(&["restart", BRAIN]), "restart");
+    ok(&app.sios(&["brain", "disable", BRAIN]), "disable");
+    ok(&app.sios(&["brain", "enable", BRAIN]), "enable");
+    app.sios(&["wait", "--timeout", "60"]);
+    let pubkey = work.join("operator.pub");
+    let bundle = work.join("log.oar");
+    ok(
+        &app.sios(&["keys", "export-public", &pubkey.display().to_string()]),
+        "export-public",
+    );
+    ok(
+        &app.sios(&["audit", "export", &bundle.display().to_string()]),
+        "export",
+    );
+    assert!(app.stop().success(), "appliance stopped cleanly");
+    let (code, said) = verify(&app, &bundle, &pubkey);
+    assert_eq!(code, Some(0), "the untouched export verifies: {said}");
+
+    // Positions of the records in the bundle, decoded.
+    let all = items(&bundle);
+    let records: Vec<(usize, Record)> = all
+        .iter()
+        .enumerate()
+        .filter_map(|(at, item)| match item {
+            Item::Record(bytes) => Some((at, Record::decode(bytes).unwrap())),
+            _ => None,
+        })
+        .collect();
+    // One record of each kind the kernel wrote about the brain: the
+    // operator's actions on it (intent and outcome) and its lifecycle events.
+    let mut kinds: Vec<(String, usize, u64)> = Vec::new();
+    for (at, r) in &records {
+        let about_brain =
+            r.resource == format!("process:{BRAIN}") || r.resource == format!("brain:{BRAIN}");
+        let kind = match &r.kind {
+            Kind::Intent => "intent",
+            Kind::Outcome { .. } => "outcome",
+            Kind::Event => "event",
+        };
+        let name = format!("{kind} {} by {}", r.action, r.actor);
+        if about_brain && !kinds.iter().any(|k| k.0 == name) {
+            kinds.push((name, *at, r.seq));
+        }
+    }
+    let names: Vec<&str> = kinds.iter().map(|k| k.0.as_str()).collect();
+    println!("kinds tampered with: {names:#?}");
+    for (wanted, what) in [
+        ("intent", "restart"),
+        ("outcome", "restart"),
+        ("intent", "disable"),
+        ("intent", "enable"),
+        ("event", "by kernel"),
+    ] {
+        assert!(
+            names
+                .iter()
+                .any(|n| n.starts_with(wanted) && n.contains(what)),
+            "no {wanted} record for {what} among {names:#?}"
+        );
+    }
+
+    for (name, at, seq) in &kinds {
+        let Item::Record(bytes) = &all[*at] else {
+            unreachable!()
+        };
+        // A flipped byte in the middle of the record.
+        let mut flipped = all.clone();
+        let mut changed = bytes.clone();
+        let mid = changed.len() / 2;
+        changed[mid] ^= 0x01;
+        flipped[*at] = Item::Record(changed);
+        // The record deleted.
+        let mut deleted = all.clone();
+        deleted.remove(*at);
+        for (how, tampered) in [("flipped byte", flipped), ("deleted", deleted)] {
+            let path = work.join("tampered.oar");
+            write(&path, &tampered);
+            let (code, said) = verify(&app, &path, &pubkey);
+            assert_eq!(code, Some(1), "{name} ({how}): verified: {said}");
+            assert!(
+                said.contains(&format!("record {seq}:"))
+                    || said.contains(&format!("record {seq} (")),
+                "{name} at seq {seq} ({how}): the failure must name it first: {said}"
+            );
+        }
+    }
+}
