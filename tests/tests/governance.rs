@@ -26,6 +26,10 @@ const CLIENTS_GID: u32 = 61000;
 const ALICE: u32 = 61001;
 const BOB: u32 = 61002;
 const CAROL: u32 = 61003;
+/// Primary gid: the auditors group of the config; in the client group as a
+/// supplementary group only.
+const DAVE: u32 = 61004;
+const AUDITORS_GID: u32 = 61500;
 /// In the client group, named nowhere in the config.
 const STRANGER: u32 = 61009;
 /// Not in the client group.
@@ -56,6 +60,15 @@ clearance = "internal"
 uid = {CAROL}
 name = "carol"
 clearance = "public"
+
+[[policy.clients]]
+uid = {DAVE}
+name = "dave"
+
+[[policy.groups]]
+gid = {AUDITORS_GID}
+name = "auditors"
+clearance = "internal"
 "#,
         operator = nix::unistd::geteuid().as_raw()
     )
@@ -76,15 +89,22 @@ fn start(brains: &[&str]) -> TestAppliance {
     app
 }
 
-/// Runs `sios` as `uid`:`gid` (no supplementary groups), as a real client process.
-fn sios_as(app: &TestAppliance, uid: u32, gid: u32, args: &[&str], stdin: Option<&str>) -> Output {
+/// Runs `sios` as a real client process with credentials `uid`, primary
+/// `gid` and supplementary `groups`, dropped in the child before it runs.
+fn sios_as(
+    app: &TestAppliance,
+    (uid, gid, groups): (u32, u32, &[u32]),
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Output {
+    use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};
+    let groups: Vec<Gid> = groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
     let mut command = Command::new(bin_dir().join("sios"));
     command
         .arg("--state-dir")
         .arg(&app.state_dir)
         .args(args)
-        .uid(uid)
-        .gid(gid)
         .current_dir("/")
         .env_remove("SIOS_CONFIG")
         .stdin(if stdin.is_some() {
@@ -94,6 +114,21 @@ fn sios_as(app: &TestAppliance, uid: u32, gid: u32, args: &[&str], stdin: Option
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // std's `uid`/`gid` would clear the supplementary groups, and its
+    // `groups` is unstable: drop everything here, groups first (while still
+    // root), then the gid, then the uid.
+    #[allow(unsafe_code)]
+    // SAFETY: runs in the forked child before exec, making only the
+    // async-signal-safe setgroups, setresgid and setresuid calls on data
+    // prepared before the fork; it allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            setgroups(&groups)?;
+            setresgid(gid, gid, gid)?;
+            setresuid(uid, uid, uid)?;
+            Ok(())
+        });
+    }
     let mut child = command.spawn().expect("run sios as another uid");
     if let Some(text) = stdin {
         use std::io::Write as _;
@@ -107,8 +142,18 @@ fn sios_as(app: &TestAppliance, uid: u32, gid: u32, args: &[&str], stdin: Option
     child.wait_with_output().unwrap()
 }
 
+/// A client of the client group (its primary gid), or Dave (auditors
+/// primary, client group supplementary).
+fn credentials(uid: u32) -> (u32, u32, &'static [u32]) {
+    if uid == DAVE {
+        (DAVE, AUDITORS_GID, &[CLIENTS_GID])
+    } else {
+        (uid, CLIENTS_GID, &[])
+    }
+}
+
 fn client(app: &TestAppliance, uid: u32, args: &[&str]) -> Output {
-    sios_as(app, uid, CLIENTS_GID, args, None)
+    sios_as(app, credentials(uid), args, None)
 }
 
 fn stderr(out: &Output) -> String {
@@ -146,8 +191,7 @@ const READABILITY_REQUEST: &str =
 fn invoke(app: &TestAppliance, uid: u32, brain: &str, request: &str) -> Output {
     sios_as(
         app,
-        uid,
-        CLIENTS_GID,
+        credentials(uid),
         &["invoke", brain, "--input", "-", "--compact"],
         Some(request),
     )
@@ -260,11 +304,18 @@ fn clients_of_different_uids_get_exactly_what_the_policy_gives_them() {
         }
     }
     // A uid outside the client group cannot even reach the socket.
-    let outsider = sios_as(&app, OUTSIDER, OUTSIDER, &["status"], None);
+    let outsider = sios_as(&app, (OUTSIDER, OUTSIDER, &[]), &["status"], None);
     assert!(!outsider.status.success(), "an outsider connected");
     // Inside the group, the kernel knows each caller by SO_PEERCRED.
     let who = ok(&client(&app, BOB, &["status", "--json"]), "bob's status");
     assert!(who.contains("\"processes\""), "{who}");
+    // The file system stopped the outsider: the kernel, which logs every
+    // connection with its SO_PEERCRED uid, saw Bob connect and never it.
+    assert!(app.log_text().contains(&format!("uid={BOB}")));
+    assert!(
+        !app.log_text().contains(&format!("uid={OUTSIDER}")),
+        "the kernel accepted a connection from the outsider"
+    );
 
     // ---- Invoke: clearance against brain sensitivity ---------------------
     let before = served(&app);
@@ -351,6 +402,21 @@ fn clients_of_different_uids_get_exactly_what_the_policy_gives_them() {
         ok(&app.sios(&["policy", "show", "--json"]), "policy show"),
         hash_before,
         "a refused load changed the active policy"
+    );
+
+    // ---- Audit reads: the auditors group --------------------------------
+    // Dave reaches the socket through his supplementary group; the kernel
+    // sees his primary gid, which the config names "auditors".
+    let tail = ok(
+        &client(&app, DAVE, &["audit", "tail", "5"]),
+        "dave reads the audit log",
+    );
+    assert!(!tail.is_empty());
+    denied(
+        &app,
+        "bob reads the audit log",
+        "no policy permits it",
+        || client(&app, BOB, &["audit", "tail", "5"]),
     );
 
     // ---- Memory: a namespace is private to its owner ----------------------
@@ -475,6 +541,7 @@ fn clients_of_different_uids_get_exactly_what_the_policy_gives_them() {
         (STRANGER, "brain:finance", 1),
         (BOB, "process:readability", 1),
         (BOB, "appliance:policy", 1),
+        (BOB, "audit:tail", 1),
         // get, ls, export, write; and the search, decided per namespace.
         (BOB, "memory:client:alice/notes", 4),
         (BOB, "memory:search:client:alice/notes", 1),
@@ -493,6 +560,7 @@ fn clients_of_different_uids_get_exactly_what_the_policy_gives_them() {
         (uid(ALICE), "brain:legal"),
         (uid(BOB), "brain:finance"),
         (uid(CAROL), "brain:readability"),
+        (uid(DAVE), "audit:tail"),
         ("brain:legal".to_owned(), "brain:text-embedding"),
         ("brain:finance".to_owned(), "brain:text-embedding"),
         (uid(ALICE), "memory:client:alice/notes"),
@@ -632,9 +700,9 @@ fn an_invalid_policy_is_refused_and_the_old_one_keeps_deciding() {
 }
 
 /// Requests in flight at once in the replay workload.
-const CONCURRENCY: usize = 32;
+const CONCURRENCY: usize = 64;
 /// Requests per policy version.
-const PER_VERSION: usize = 1200;
+const PER_VERSION: usize = 1008;
 
 /// The workload's request `i`: who asks which brain. Alice, Bob and Carol
 /// use the operational readability brain (allowed), the stranger too
@@ -703,9 +771,9 @@ fn replay_re_decides_thousands_of_requests_and_catches_a_re_signed_tampered_deci
                 let operator = client(nix::unistd::geteuid().as_raw());
                 appliance.policy_load(&operator, files).await.unwrap();
             }
-            let indices: Vec<usize> = (0..PER_VERSION).collect();
-            for chunk in indices.chunks(CONCURRENCY) {
-                let results = futures::future::join_all(chunk.iter().map(|&i| {
+            use futures::StreamExt as _;
+            let results: Vec<_> = futures::stream::iter(0..PER_VERSION)
+                .map(|i| {
                     let (uid, brain) = workload_request(i);
                     let requester = client(uid);
                     let appliance = std::sync::Arc::clone(&appliance);
@@ -715,14 +783,15 @@ fn replay_re_decides_thousands_of_requests_and_catches_a_re_signed_tampered_deci
                         request()
                     };
                     async move { appliance.invoke(&requester, brain, body).await }
-                }))
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect()
                 .await;
-                for result in results {
-                    match result {
-                        Ok(_) => outcomes.0 += 1,
-                        Err(sios_ipc::InvokeError::Denied { .. }) => outcomes.1 += 1,
-                        Err(other) => panic!("the workload failed: {other}"),
-                    }
+            for result in results {
+                match result {
+                    Ok(_) => outcomes.0 += 1,
+                    Err(sios_ipc::InvokeError::Denied { .. }) => outcomes.1 += 1,
+                    Err(other) => panic!("the workload failed: {other}"),
                 }
             }
         }
