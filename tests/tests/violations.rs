@@ -135,6 +135,8 @@ fn a_brain_killed_by_seccomp_or_the_oom_killer_is_reported_recorded_and_restarte
         let after = violator(&app);
         assert_eq!(after.restarts, before.restarts + 1, "{after:?}");
         let reason = after.last_error.clone().unwrap_or_default();
+        // Shown with --nocapture: what an operator reads in `sios status`.
+        eprintln!("{trigger}: {reason}");
         assert!(
             reason.starts_with("restarted after: ")
                 && reason.contains(signal)
