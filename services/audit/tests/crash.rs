@@ -5,22 +5,16 @@
 //! acknowledged hash, the chain and tree must continue, and the whole log
 //! must verify offline.
 
-#![allow(unsafe_code)] // one pre_exec hook, documented where it is used
-
 use sios_audit::AuditLog;
 use sios_audit::keys;
 use sios_audit::verify::verify_bundle;
+use sios_ipc::activation::hand_listener;
 use sios_ipc::transport::{DEFAULT_MAX_FRAME_BYTES, client_config, context_with_timeout, framed};
 use sios_ipc::{ActionResult, AuditClient, Digest, DraftKind, RecordDraft};
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-const LISTEN_FD: RawFd = 3;
 
 struct Service {
     child: Child,
@@ -37,32 +31,13 @@ impl Drop for Service {
 fn spawn(data: &Path, run: &Path) -> Service {
     let socket = run.join("audit.sock");
     let _ = std::fs::remove_file(&socket);
-    let listener = UnixListener::bind(&socket).unwrap();
-    let fd = listener.as_raw_fd();
     let mut command = Command::new(env!("CARGO_BIN_EXE_sios-audit"));
     command
         .arg("--data-dir")
         .arg(data)
-        .env("SIOS_LISTEN_FD", LISTEN_FD.to_string())
         .env("SIOS_LOG", "warn")
         .stdin(Stdio::null());
-    // SAFETY: the hook runs in the forked child before exec, where only
-    // async-signal-safe calls are allowed; it makes one (fcntl or dup2) on
-    // plain integers and allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            let result = if fd == LISTEN_FD {
-                libc::fcntl(fd, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, LISTEN_FD)
-            };
-            if result < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
-        });
-    }
+    let listener = hand_listener(&mut command, &socket).unwrap();
     let child = command.spawn().unwrap();
     drop(listener);
     Service { child, socket }
