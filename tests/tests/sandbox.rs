@@ -25,6 +25,7 @@
 //! - the_services_run_sandboxed_each_seeing_only_its_own_state (audit and
 //!   memory as the kernel runs them, and a hostile program under each
 //!   service's own profile trying the other's files)
+//! - handing_a_state_dir_over_keeps_modes_and_never_follows_links
 
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -1136,4 +1137,46 @@ fn sios_launch_uid(service: &str) -> u32 {
     let config = sios_config::Config::default();
     let layout = sios_config::StateLayout::new("/nonexistent");
     sios_kernel::appliance::service_sandbox(&config, &layout, service).uid
+}
+
+#[test]
+fn handing_a_state_dir_over_keeps_modes_and_never_follows_links() {
+    if !require_root() {
+        return;
+    }
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let host = tempfile::tempdir().expect("temp dir");
+    // What an earlier, unsandboxed run (or `sios keys init` as root) leaves:
+    // root-owned files, a private key, a subdirectory; and what a
+    // compromised service could plant: a link to a file outside.
+    let dir = host.path().join("audit");
+    std::fs::create_dir_all(dir.join("sub")).expect("dirs");
+    let key = dir.join("signing.key");
+    std::fs::write(&key, b"secret").expect("key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    std::fs::write(dir.join("sub/data"), b"data").expect("data");
+    let outside = host.path().join("outside");
+    std::fs::write(&outside, b"not the service's").expect("outside");
+    std::os::unix::fs::symlink(&outside, dir.join("link")).expect("symlink");
+
+    let id = 599_990;
+    sios_kernel::appliance::hand_over(&dir, id, id).expect("hand over");
+    for path in [
+        dir.clone(),
+        key.clone(),
+        dir.join("sub"),
+        dir.join("sub/data"),
+    ] {
+        let meta = std::fs::metadata(&path).expect("metadata");
+        assert_eq!((meta.uid(), meta.gid()), (id, id), "{}", path.display());
+    }
+    let link = std::fs::symlink_metadata(dir.join("link")).expect("link");
+    assert_eq!(link.uid(), id, "the link itself is handed over");
+    let target = std::fs::metadata(&outside).expect("outside");
+    assert_eq!(target.uid(), 0, "a link is never followed");
+    assert_eq!(
+        std::fs::metadata(&key).expect("key").mode() & 0o777,
+        0o600,
+        "modes are kept: the key stays private"
+    );
 }
