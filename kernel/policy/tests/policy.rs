@@ -1323,6 +1323,11 @@ fn the_policy_config_table_parses_and_is_checked() {
     // Round trip through TOML.
     let again: PolicyConfig = toml::from_str(&toml::to_string(&cfg).unwrap()).unwrap();
     assert_eq!(again, cfg);
+    // Who may connect: nobody but the kernel's uid unless a group is named.
+    assert_eq!(cfg.client_gid, None);
+    assert_eq!(PolicyConfig::default().client_gid, None);
+    let open: PolicyConfig = toml::from_str("client_gid = 990\n").unwrap();
+    assert_eq!(open.client_gid, Some(990));
 
     for (text, want) in [
         (
