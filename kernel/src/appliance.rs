@@ -877,7 +877,9 @@ pub fn service_sandbox(
 /// alone (the audit secret key stays 0600: readable by the audit service's
 /// uid and root only). Symbolic links are changed themselves, never
 /// followed, so a link planted in the directory cannot hand over a file
-/// elsewhere.
+/// elsewhere. Called before the service starts: no incarnation of it is
+/// alive (each dies with its kernel), so nothing changes the tree while it
+/// is walked.
 pub fn hand_over(dir: &Path, uid: u32, gid: u32) -> Result<(), SetupError> {
     use std::os::unix::fs::MetadataExt as _;
     let err = |path: &Path| {
