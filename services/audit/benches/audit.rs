@@ -3,11 +3,14 @@
 //! as one table with the comparisons (DESIGN.md "Numbers we hold ourselves to").
 //!
 //! Anchors: one durable redb commit, redb's own throughput in 4096-record
-//! batches, one ML-DSA-65 signature and verification. Subjects: durable
+//! batches, one ML-DSA-65 signature (the service's signer, libcrux-ml-dsa,
+//! and the ml-dsa crate it replaced) and verification. Subjects: durable
 //! appends at batch sizes 1, 64 and 1024, under 64 concurrent appenders
 //! in process and 64 concurrent clients over the service's Unix socket, the
-//! added latency of one governed action at one client, and the offline
-//! verification rate of a 1,000,000-record export.
+//! added latency of one governed action at one client (over the socket and
+//! in process, each action paired with a floor sample: one raw commit and
+//! one signature taken right before it), and the offline verification rate
+//! of a 1,000,000-record export.
 //!
 //! Set `SIOS_BENCH_DIR` to measure another disk (default: the system temp dir).
 //! Set `SIOS_BENCH_QUICK=1` for a short run (100 000-record export).
