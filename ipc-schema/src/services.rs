@@ -189,6 +189,10 @@ pub struct Caller {
     pub pid: Option<i32>,
     pub uid: u32,
     pub gid: u32,
+    /// Supplementary gids, as the Linux kernel recorded them at `connect`
+    /// (SO_PEERGROUPS); the policy's group mapping counts them like `gid`.
+    #[serde(default)]
+    pub groups: Vec<u32>,
 }
 
 /// Why the kernel refused or failed an `invoke`.

@@ -107,12 +107,16 @@ impl KernelServer {
     /// operating system cannot say who it is, in which case the connection is
     /// dropped unserved.
     pub fn for_connection(appliance: &Arc<Appliance>, stream: &UnixStream) -> Option<KernelServer> {
-        match stream.peer_cred() {
-            Ok(cred) => {
+        match stream
+            .peer_cred()
+            .and_then(|cred| Ok((cred, crate::governance::peer_groups(stream)?)))
+        {
+            Ok((cred, groups)) => {
                 let caller = Caller {
                     pid: cred.pid(),
                     uid: cred.uid(),
                     gid: cred.gid(),
+                    groups,
                 };
                 tracing::info!(pid = ?caller.pid, uid = caller.uid, gid = caller.gid, "client connected");
                 Some(KernelServer {
@@ -121,7 +125,7 @@ impl KernelServer {
                 })
             }
             Err(err) => {
-                tracing::warn!(error = %err, "refusing a client whose credentials cannot be read (SO_PEERCRED)");
+                tracing::warn!(error = %err, "refusing a client whose credentials cannot be read (SO_PEERCRED, SO_PEERGROUPS)");
                 None
             }
         }

@@ -552,7 +552,9 @@ impl Appliance {
     /// The policy's view of a requester.
     pub fn principal(&self, requester: &Requester) -> Principal {
         match requester {
-            Requester::Client(caller) => self.governor.client(caller.uid, caller.gid),
+            Requester::Client(caller) => {
+                self.governor.client(caller.uid, caller.gid, &caller.groups)
+            }
             Requester::Brain(name) => match self.by_name.get(name).and_then(|s| s.brain_facts()) {
                 Some(facts) => Principal::Brain(self.policy_brain(name, &facts)),
                 // A channel outlived its brain's manifest: it gets nothing.

@@ -175,9 +175,10 @@ impl Governor {
         policy
     }
 
-    /// The principal for a client the kernel identified by SO_PEERCRED.
-    pub fn client(&self, uid: u32, gid: u32) -> Principal {
-        self.directory.principal_for(uid, gid, &[])
+    /// The principal for a client the kernel identified by SO_PEERCRED
+    /// (uid, primary gid) and SO_PEERGROUPS (supplementary gids).
+    pub fn client(&self, uid: u32, gid: u32, groups: &[u32]) -> Principal {
+        self.directory.principal_for(uid, gid, groups)
     }
 
     /// Decides `principal` doing `action` to `resource` under the active policy.
@@ -211,5 +212,46 @@ impl Governor {
         self.decisions.fetch_add(1, Ordering::Relaxed);
         self.deciding_ns.fetch_add(elapsed, Ordering::Relaxed);
         ruling
+    }
+}
+
+/// The supplementary groups of the peer of `socket`, as the Linux kernel
+/// recorded them when it connected (SO_PEERGROUPS, Linux 4.13+): like
+/// SO_PEERCRED's uid and gid, nothing the peer can change afterwards. An
+/// error is the caller's to refuse the connection on: a principal missing a
+/// group could escape a `forbid` written about that group.
+pub fn peer_groups(socket: &impl std::os::fd::AsRawFd) -> std::io::Result<Vec<u32>> {
+    // The asm-generic value (x86_64, aarch64, riscv64, …); libc does not
+    // export it yet.
+    const SO_PEERGROUPS: libc::c_int = 59;
+    const GID: usize = std::mem::size_of::<libc::gid_t>();
+    let mut groups: Vec<libc::gid_t> = vec![0; 32];
+    loop {
+        let mut len = libc::socklen_t::try_from(groups.len() * GID)
+            .map_err(|_| std::io::Error::other("too many supplementary groups"))?;
+        #[allow(unsafe_code)]
+        // SAFETY: `groups` is a live, writable buffer of exactly `len` bytes;
+        // the kernel writes at most `len` bytes into it and stores in `len`
+        // how many it wrote (or, failing with ERANGE, how many it needs).
+        let rc = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let needed = usize::try_from(len).unwrap_or(usize::MAX) / GID;
+        if rc == 0 {
+            groups.truncate(needed);
+            return Ok(groups);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::ERANGE) && needed > groups.len() {
+            groups.resize(needed, 0);
+            continue;
+        }
+        return Err(err);
     }
 }

@@ -150,6 +150,7 @@ fn a_brain_uses_its_own_memory_and_no_one_elses() {
             pid: None,
             uid: nix::unistd::geteuid().as_raw(),
             gid: nix::unistd::getegid().as_raw(),
+            groups: Vec::new(),
         });
         appliance
             .memory_put(&operator, put("client:ops/cases", "c7"))

@@ -30,6 +30,8 @@ const CAROL: u32 = 61003;
 /// supplementary group only.
 const DAVE: u32 = 61004;
 const AUDITORS_GID: u32 = 61500;
+/// Primary gid: the client group; an auditor through a supplementary group.
+const ERIN: u32 = 61005;
 /// In the client group, named nowhere in the config.
 const STRANGER: u32 = 61009;
 /// Not in the client group.
@@ -142,11 +144,13 @@ fn sios_as(
     child.wait_with_output().unwrap()
 }
 
-/// A client of the client group (its primary gid), or Dave (auditors
-/// primary, client group supplementary).
+/// A client of the client group (its primary gid), Dave (auditors primary,
+/// client group supplementary) or Erin (the other way round).
 fn credentials(uid: u32) -> (u32, u32, &'static [u32]) {
     if uid == DAVE {
         (DAVE, AUDITORS_GID, &[CLIENTS_GID])
+    } else if uid == ERIN {
+        (ERIN, CLIENTS_GID, &[AUDITORS_GID])
     } else {
         (uid, CLIENTS_GID, &[])
     }
@@ -412,6 +416,12 @@ fn clients_of_different_uids_get_exactly_what_the_policy_gives_them() {
         "dave reads the audit log",
     );
     assert!(!tail.is_empty());
+    // Erin's membership is a supplementary group, which the kernel reads
+    // with SO_PEERGROUPS (SO_PEERCRED has the primary gid only).
+    ok(
+        &client(&app, ERIN, &["audit", "tail", "5"]),
+        "erin reads the audit log",
+    );
     denied(
         &app,
         "bob reads the audit log",
@@ -561,6 +571,7 @@ fn clients_of_different_uids_get_exactly_what_the_policy_gives_them() {
         (uid(BOB), "brain:finance"),
         (uid(CAROL), "brain:readability"),
         (uid(DAVE), "audit:tail"),
+        (uid(ERIN), "audit:tail"),
         ("brain:legal".to_owned(), "brain:text-embedding"),
         ("brain:finance".to_owned(), "brain:text-embedding"),
         (uid(ALICE), "memory:client:alice/notes"),
@@ -751,6 +762,7 @@ fn replay_re_decides_thousands_of_requests_and_catches_a_re_signed_tampered_deci
             pid: None,
             uid,
             gid: CLIENTS_GID,
+            groups: Vec::new(),
         })
     };
     let request = || sios_ipc::kserve::parse_request(READABILITY_REQUEST).unwrap();
