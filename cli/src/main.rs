@@ -384,9 +384,17 @@ async fn connect(layout: &StateLayout) -> Result<KernelClient, CliError> {
     let socket = layout.kernel_socket();
     let stream = transport::connect(&socket, Duration::ZERO)
         .await
-        .map_err(|_| CliError::NotRunning {
-            state_dir: layout.root.clone(),
-            socket: socket.clone(),
+        .map_err(|err| match err.kind() {
+            // It runs, but this user may not reach it.
+            std::io::ErrorKind::PermissionDenied => CliError::Refused(format!(
+                "cannot reach the kernel at {}: permission denied; only the members of the group \
+                 that the appliance's config names in [policy] client_gid may connect (deploy/sios.toml)",
+                socket.display()
+            )),
+            _ => CliError::NotRunning {
+                state_dir: layout.root.clone(),
+                socket: socket.clone(),
+            },
         })?;
     let framed = transport::framed(stream, transport::DEFAULT_MAX_FRAME_BYTES);
     Ok(KernelClient::new(transport::client_config(), framed).spawn())

@@ -310,6 +310,11 @@ fn clients_of_different_uids_get_exactly_what_the_policy_gives_them() {
     // A uid outside the client group cannot even reach the socket.
     let outsider = sios_as(&app, (OUTSIDER, OUTSIDER, &[]), &["status"], None);
     assert!(!outsider.status.success(), "an outsider connected");
+    assert!(
+        stderr(&outsider).contains("permission denied") && stderr(&outsider).contains("client_gid"),
+        "the outsider is told why: {}",
+        stderr(&outsider)
+    );
     // Inside the group, the kernel knows each caller by SO_PEERCRED.
     let who = ok(&client(&app, BOB, &["status", "--json"]), "bob's status");
     assert!(who.contains("\"processes\""), "{who}");
