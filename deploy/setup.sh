@@ -198,7 +198,7 @@ fi
 # (brains/catalog-pending/) and fixtures, and fails if a head falls below its accuracy
 # floor or its digest differs from SHA256SUMS. Training embeddings are cached in build/heads/.
 S_OPHEADS=$(stamp "$S_MODELS $(awk 'NR == FNR { h[$1]; next } $2 in h' <(printf '%s\n' "${OPHEAD_FILES[@]}") "$MODELS_SRC/SHA256SUMS" | sha256sum)" \
-    "$MODELS_SRC"/{operational_heads.toml,train_operational_heads.py,check_models.py,build_models.py,common.py,make_fixtures.py} \
+    "$MODELS_SRC"/{operational_heads.toml,train_operational_heads.py,manifest_text.py,check_models.py,build_models.py,common.py,make_fixtures.py} \
     $(printf '%s\n' "${OPHEAD_FILES[@]%.onnx}" | sed "s|.*|$MODELS_SRC/data/train/&.jsonl $MODELS_SRC/data/heldout/&.jsonl|"))
 if fresh opheads "$S_OPHEADS" && verify_models check "${OPHEAD_FILES[@]}" && [[ -f $MODELS_SRC/cards/operational_heads.json ]]; then
     log "operational heads up to date (${#OPHEAD_FILES[@]} heads, sha256 verified)"

@@ -146,7 +146,8 @@ def load_minilm(wheels: Path) -> tuple[dict[str, np.ndarray], dict, bytes]:
 
 
 class GraphBuilder:
-    """Appends nodes and initializers in a fixed order with deterministic names."""
+    """Appends nodes and initializers in a fixed order with deterministic names. Also the
+    base of standalone_common.Graph, which the standalone models are written with."""
 
     def __init__(self) -> None:
         self.nodes: list[onnx.NodeProto] = []
@@ -166,10 +167,13 @@ class GraphBuilder:
             self._consts[key] = self.init(f"const_{len(self._consts)}", arr)
         return self._consts[key]
 
-    def op(self, op_type: str, inputs: list[str], scope: str, **attrs) -> str:
+    def op(self, op_type: str, inputs: list[str], scope: str, out: str | None = None, **attrs) -> str:
+        """Appends one node named `<scope>/<op>_<n>`; its output has the same name unless `out`
+        names it (a graph output)."""
         self._n += 1
-        out = f"{scope}/{op_type}_{self._n}"
-        self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
+        name = f"{scope}/{op_type}_{self._n}"
+        out = out or name
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=name, **attrs))
         return out
 
 

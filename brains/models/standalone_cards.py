@@ -799,23 +799,8 @@ PURPOSE = {
 SENSITIVITY = {"pii-tagger": "internal"}  # every other standalone brain: "public"
 
 
-def _toml_str_list(xs) -> str:
-    return "[" + ", ".join('"' + x.replace("\\", "\\\\").replace('"', '\\"') + '"' for x in xs) + "]"
-
-
-def _wrap(text: str, width: int = 88) -> str:
-    words, lines, cur = text.split(), [], ""
-    for w in words:
-        if cur and len(cur) + 1 + len(w) > width:
-            lines.append(cur + " \\")
-            cur = w
-        else:
-            cur = f"{cur} {w}" if cur else w
-    lines.append(cur)
-    return "\n".join(lines)
-
-
 def manifest(name: str, model: onnx.ModelProto, sha: str) -> str:
+    import manifest_text
     import standalone_pii as pii
 
     labels = {
@@ -830,8 +815,7 @@ def manifest(name: str, model: onnx.ModelProto, sha: str) -> str:
         "",
         f'name = "{name}"',
         'kind = "operational"',
-        'purpose = """',
-        _wrap(PURPOSE[name]) + '"""',
+        f"purpose = {manifest_text.multiline(PURPOSE[name])}",
         f'sensitivity = "{SENSITIVITY.get(name, "public")}"',
         "",
         "[model]",
@@ -842,14 +826,12 @@ def manifest(name: str, model: onnx.ModelProto, sha: str) -> str:
         for v in vis:
             out += ["", f"[[{kind}]]", f'name = "{v.name}"', f'datatype = "{DTYPES[v.type.tensor_type.elem_type]}"', f"shape = {_shape(v)}"]
     if name in labels:
-        out += ["", "[labels]", f"{labels[name][0]} = {_toml_str_list(labels[name][1])}"]
+        listed = ", ".join(manifest_text.toml_str(label) for label in labels[name][1])
+        out += ["", "[labels]", f"{labels[name][0]} = [{listed}]"]
     out += [
         "",
         "[sandbox]",
-        "memory_mib = 64",
-        "cpu_weight = 100",
-        "max_pids = 8",
-        "max_open_files = 32",
+        *(f"{key} = {value}" for key, value in manifest_text.SANDBOX.items()),
         "",
         "[capabilities]",
         "calls = []",

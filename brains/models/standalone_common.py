@@ -20,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+# The repo's RECORD-checking wheel reader and its deterministic graph builder.
+from build_models import GraphBuilder, Wheel, find_wheel  # noqa: E402
 
 DATA = HERE / "data" / "standalone"
 OPSET = 17
@@ -41,8 +43,6 @@ STATSMODELS_PIN = "statsmodels==0.15.0"
 
 def wheel_member(wheels: Path, pattern: str, member: str) -> bytes:
     """A file from a pinned wheel, checked against the wheel's RECORD hash."""
-    from build_models import Wheel, find_wheel  # the repo's RECORD-checking zip reader
-
     return Wheel(find_wheel(wheels, pattern)).read(member)
 
 
@@ -57,32 +57,9 @@ def rounded(a, decimals: int) -> np.ndarray:
 # --- graph writing --------------------------------------------------------------------
 
 
-class Graph:
-    """Nodes and initializers appended in a fixed order with deterministic names."""
-
-    def __init__(self) -> None:
-        self.nodes: list[onnx.NodeProto] = []
-        self.inits: list[onnx.TensorProto] = []
-        self._n = 0
-        self._consts: dict[tuple, str] = {}
-
-    def init(self, name: str, array: np.ndarray) -> str:
-        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
-        return name
-
-    def const(self, value, dtype) -> str:
-        arr = np.asarray(value, dtype=dtype)
-        key = (arr.dtype.str, arr.shape, arr.tobytes())
-        if key not in self._consts:
-            self._consts[key] = self.init(f"const_{len(self._consts)}", arr)
-        return self._consts[key]
-
-    def op(self, op_type: str, inputs: list[str], scope: str, out: str | None = None, **attrs) -> str:
-        self._n += 1
-        name = f"{scope}/{op_type}_{self._n}"
-        out = out or name
-        self.nodes.append(helper.make_node(op_type, inputs, [out], name=name, **attrs))
-        return out
+class Graph(GraphBuilder):
+    """build_models.GraphBuilder (nodes and initializers in a fixed order with deterministic
+    names), plus the standalone models' ModelProto settings."""
 
     def model(self, name: str, inputs: list, outputs: list, doc: str, props: dict[str, str]) -> onnx.ModelProto:
         graph = helper.make_graph(self.nodes, name, inputs, outputs, initializer=self.inits, doc_string=doc)
