@@ -200,10 +200,11 @@ impl Appliance {
             ChannelServer(Arc::new(move |brain: &str, stream| {
                 if let Some(appliance) = this.get().and_then(std::sync::Weak::upgrade) {
                     let server = BrainSupportServer::new(appliance, brain.to_owned());
-                    tokio::spawn(transport::serve_connection(
-                        stream,
-                        max_frame,
-                        server.serve(),
+                    // The peer of a socket pair is the kernel itself: the span is
+                    // what names the brain when its channel misbehaves.
+                    tokio::spawn(tracing::Instrument::instrument(
+                        transport::serve_connection(stream, max_frame, server.serve()),
+                        tracing::warn_span!("brain_channel", brain = %brain),
                     ));
                 }
             }))

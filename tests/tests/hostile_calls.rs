@@ -329,6 +329,23 @@ fn a_hostile_brain_gets_only_its_own_rights_over_its_channel() {
         // The kernel answered the hostile brain's own requests all along.
         assert!(requests(&client, "hostile").await >= 5);
     });
+    // The kernel said which brain's channel it dropped, and why, each time
+    // (the socket pair's peer credentials are the kernel's own).
+    let log = appliance.log_text();
+    // (A reason may run over several lines: match the line that opens it.)
+    let dropped: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("brain_channel{brain=hostile}: the peer sent"))
+        .collect();
+    assert_eq!(
+        dropped.len(),
+        3,
+        "one line per dropped channel: {dropped:#?}"
+    );
+    assert!(
+        dropped.iter().any(|l| l.contains("frame larger than the")),
+        "{dropped:#?}"
+    );
     appliance.stop();
 
     let records = sios_e2e::audit_records(&appliance.state_dir);
