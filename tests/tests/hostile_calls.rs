@@ -426,3 +426,54 @@ fn a_hostile_brain_gets_only_its_own_rights_over_its_channel() {
             .any(|r| r.actor == "brain:hostile" && r.resource == "brain:text-embedding")
     );
 }
+
+/// The program a manifest names is looked up only in the kernel's bin
+/// directory: a name that is not a file there, or that is a path, stops the
+/// appliance before anything starts, with the brain and the program named.
+#[test]
+fn a_manifest_program_outside_the_bin_dir_or_missing_is_refused() {
+    if !require_setup() {
+        return;
+    }
+    for (program, expected) in [
+        ("sios-nothing", "names program `sios-nothing`, but"),
+        ("../sios-brain", "must be a plain file name"),
+        ("/bin/sh", "must be a plain file name"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog_dir = dir.path().join("catalog");
+        std::fs::create_dir(&catalog_dir).unwrap();
+        catalog(&catalog_dir);
+        let manifest = catalog_dir.join("hostile.toml");
+        let text = std::fs::read_to_string(&manifest).unwrap().replace(
+            "program = \"sios-hostile-brain\"",
+            &format!("program = {program:?}"),
+        );
+        std::fs::write(&manifest, text).unwrap();
+        let layout = sios_config::StateLayout::new(dir.path().join("state"));
+        for d in [layout.root.clone(), layout.run_dir()] {
+            sios_kernel::appliance::create_private_dir(&d).unwrap();
+        }
+        let mut config = sios_config::Config::default();
+        config.paths.catalog_dir = catalog_dir;
+        config.paths.models_dir = source_tree().join("build/models");
+        config.paths.onnxruntime_lib = source_tree().join("build/lib/libonnxruntime.so.1.32.0");
+        config.paths.bin_dir = Some(bin_dir());
+        config.brains.enabled = vec!["text-embedding".into(), "hostile".into()];
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let err = runtime.block_on(async {
+            match sios_kernel::appliance::Appliance::prepare(config, layout) {
+                Ok(_) => panic!("program {program:?} must be refused"),
+                Err(err) => err.to_string(),
+            }
+        });
+        assert!(err.contains(expected), "{program}: {err}");
+        assert!(
+            err.contains("hostile"),
+            "{program}: the brain is named: {err}"
+        );
+    }
+}
