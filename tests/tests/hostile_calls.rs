@@ -390,28 +390,21 @@ fn a_hostile_brain_gets_only_its_own_rights_over_its_channel() {
             r.resource.as_str()
         })
         .collect();
-    // KNOWN GAP (kernel/src/operations.rs, `memory_allowed_everywhere`): a
-    // search that names a namespace the caller may not read is denied before
-    // anything is recorded, so `memory_search_client` leaves no record yet.
-    // The other five are on record, each as the hostile brain.
+    assert_eq!(
+        memory_denials.len(),
+        6,
+        "all six refused: {memory_denials:#?}"
+    );
     for resource in [
-        "memory:client:ops/secrets", // read
-        "memory:brain:legal/notes",  // read
-        "memory:search:*",           // search everything
+        "memory:brain:legal/notes",         // read another brain's
+        "memory:search:client:ops/secrets", // search the client's
+        "memory:search:*",                  // search everything
     ] {
         assert!(
             memory_denials.contains(&resource),
             "{resource}: {memory_denials:#?}"
         );
     }
-    assert_eq!(
-        memory_denials
-            .iter()
-            .filter(|r| **r == "memory:client:ops/secrets")
-            .count(),
-        3,
-        "the read, the write and the write claiming to be the operator: {memory_denials:#?}"
-    );
     // No record names a claimed identity as its actor.
     for record in &records {
         assert!(
