@@ -149,7 +149,7 @@ enum Command {
     /// The governance policy: check, load, show, explain.
     #[command(subcommand)]
     Policy(PolicyCommand),
-    /// What the sandbox actually enforces on running brains.
+    /// What the sandbox actually enforces on a running brain or service.
     #[command(subcommand)]
     Sandbox(SandboxCommand),
     /// Stop the appliance gracefully: brains first, then memory, then audit.
@@ -207,9 +207,14 @@ enum AuditCli {
 /// `sios sandbox …`
 #[derive(Subcommand, Debug)]
 enum SandboxCommand {
-    /// Read back from /proc what is enforced on a running brain: namespaces,
-    /// uid/gid, capabilities, Seccomp, NoNewPrivs, Landlock, limits.
+    /// Read back from /proc what is enforced on a running process:
+    /// namespaces, uid/gid, capabilities, Seccomp, NoNewPrivs, Landlock,
+    /// limits. Exit 1 if anything expected is not enforced.
+    ///
+    /// Example: sios sandbox show legal; sios sandbox show audit --json
     Show {
+        /// A brain, or `audit` or `memory`, as `sios status` names it.
+        #[arg(value_name = "PROCESS")]
         brain: String,
         /// Print the sios_launch::inspect::SandboxReport as JSON.
         #[arg(long)]
@@ -984,12 +989,18 @@ async fn sandbox_show(
         .await
         .map_err(rpc)?
         .map_err(refused)?;
+    let report: sios_launch::inspect::SandboxReport = serde_json::from_str(&text)
+        .map_err(|e| refused(format!("the kernel sent an unreadable sandbox report: {e}")))?;
     if json {
         println!("{text}");
     } else {
-        let report: sios_launch::inspect::SandboxReport = serde_json::from_str(&text)
-            .map_err(|e| refused(format!("the kernel sent an unreadable sandbox report: {e}")))?;
         print!("{}", sios_launch::inspect::render(&report));
     }
-    Ok(ExitCode::SUCCESS)
+    // A script (or a monitoring check) learns from the status alone whether
+    // everything expected is enforced.
+    Ok(if report.failures().next().is_some() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
