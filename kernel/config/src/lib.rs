@@ -20,6 +20,9 @@
 //!   audit/audit.redb      0700  owned by sios-audit alone
 //!   memory/memory.redb    0700  owned by sios-memory alone
 //! ```
+//! With `[policy] client_gid` set, `<state-dir>/` and `run/` are 0710 and
+//! `kernel.sock` 0660, group `client_gid`: its members reach the socket and
+//! nothing else.
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
