@@ -303,6 +303,17 @@ fn clients_of_different_uids_get_exactly_what_the_policy_gives_them() {
     );
     assert_eq!(mode(&run), 0o710);
     assert_eq!(mode(&run.join("kernel.sock")) & 0o077, 0o060);
+    for shared in [app.state_dir.clone(), run.clone(), run.join("kernel.sock")] {
+        use std::os::unix::fs::MetadataExt as _;
+        assert_eq!(std::fs::metadata(&shared).unwrap().gid(), CLIENTS_GID);
+    }
+    for other in ["audit.sock", "memory.sock", "brains"] {
+        assert_eq!(
+            mode(&run.join(other)) & 0o077,
+            0,
+            "run/{other} must stay private"
+        );
+    }
     for private in ["audit", "memory", "kernel"] {
         let path = app.state_dir.join(private);
         if path.exists() {
