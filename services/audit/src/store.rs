@@ -4,13 +4,20 @@
 //! | table | key → value | what |
 //! |---|---|---|
 //! | `records` | seq → canonical CBOR | every record, gapless from 0 |
-//! | `nodes` | `level << 56 \| index` → 32 bytes | every complete subtree of level ≥ 1 (leaves are hashed from `records`) |
+//! | `nodes` | `level << 56 \| index` → 32 bytes | every complete subtree of level ≥ 6, i.e. of 64 leaves or more (smaller ones are hashed from `records` when needed) |
 //! | `checkpoints` | tree size → signed note | the checkpoint signed after each batch |
 //! | `keys` | seq of the introducing record → verifier key line | key history, oldest first |
 //! | `policies` | SHA-256 → text | policy texts, content-addressed |
 //! | `subjects` | subject id → 32 bytes | linking keys; a row is deleted by erasure |
-//! | `open_intents` | seq → SHA-256(actor‖0‖action‖0‖resource) | intents still waiting for their outcome |
-//! | `meta` | name → text | `format`, `origin`, `session` |
+//! | `open_intents` | seq → SHA-256(actor‖0‖action‖0‖resource) | intents still waiting for their outcome, as of record `open_intents_upto` |
+//! | `meta` | name → text | `format`, `origin`, `session`, `open_intents_upto` |
+//!
+//! A commit of one record thus touches `records` and little else: tree
+//! nodes are written once per 64 records, and the open intents are kept in
+//! memory and written once per [`OPEN_INTENTS_PERSIST_RECORDS`] records (the
+//! records after `open_intents_upto` are replayed at open). Fewer pages per
+//! commit is what keeps a single action's latency near the disk's own
+//! commit latency.
 //!
 //! # Group commit
 //! Every write goes through one writer thread. It takes everything queued
@@ -63,7 +70,7 @@ use sios_ipc::{
     ConsistencyProof, Digest, DraftKind, InclusionProof, PublicKeyInfo, Receipt, RecordDraft,
     RecordPage, RotationReport, SignedCheckpoint,
 };
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc};
@@ -72,7 +79,19 @@ use tokio::sync::oneshot;
 
 pub const DB_FILE: &str = "audit.redb";
 /// The `meta.format` value of this layout.
-pub const STORE_FORMAT: &str = "sios-oar-store/1";
+pub const STORE_FORMAT: &str = "sios-oar-store/2";
+/// The previous layout, upgraded in place when opened: format 1 kept every
+/// tree node and an always-current `open_intents` table (see
+/// [`STORED_NODE_LEVEL`] and [`OPEN_INTENTS_PERSIST_RECORDS`]).
+const STORE_FORMAT_1: &str = "sios-oar-store/1";
+/// `meta` key: the tree size up to which `open_intents` is current; the
+/// records after it are replayed at open.
+const META_OPEN_UPTO: &str = "open_intents_upto";
+/// The open intents live in memory; their table is brought up to date once
+/// this many records have been written since it last was (and the records
+/// since then replayed at open), so a commit does not rewrite it for each
+/// intent and each outcome.
+pub const OPEN_INTENTS_PERSIST_RECORDS: u64 = 4096;
 /// Most records written in one batch; the rest wait for the next one.
 pub const MAX_BATCH_RECORDS: usize = 16_384;
 /// Most drafts in one `record` call.
@@ -100,6 +119,20 @@ const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
 fn node_key(level: u8, index: u64) -> u64 {
     (u64::from(level) << 56) | index
+}
+
+/// The lowest level of tree node the store keeps. Smaller subtrees (under
+/// 64 leaves) are recomputed from their records when a proof or a restart
+/// needs them: at most 63 record reads, while storing them would put a
+/// `nodes` write (several pages) into nearly every commit. Stores written
+/// before format 2 also hold the lower levels; they are simply not read.
+const STORED_NODE_LEVEL: u8 = 6;
+
+/// Passes on the tree nodes a store keeps (see [`STORED_NODE_LEVEL`]).
+fn keep_node(level: u8, index: u64, hash: &Hash, mut store: impl FnMut(u64, Hash)) {
+    if level >= STORED_NODE_LEVEL {
+        store(node_key(level, index), *hash);
+    }
 }
 
 /// Why the log could not be opened. Each message names the file and what to do.
@@ -232,6 +265,25 @@ impl<R: ReadableTable<u64, &'static [u8]>, N: ReadableTable<u64, [u8; 32]>> Node
                 .map_err(storage)?
                 .ok_or_else(|| storage(format!("record {index} is missing from the store")))?;
             Ok(Record::hash_of(bytes.value()))
+        } else if level < STORED_NODE_LEVEL {
+            // Not stored: hash its records (one range read).
+            let start = index << level;
+            let end = start + (1u64 << level);
+            let mut frontier = Frontier::new();
+            for entry in self.records.range(start..end).map_err(storage)? {
+                let (k, v) = entry.map_err(storage)?;
+                if k.value() != start + frontier.size() {
+                    break;
+                }
+                frontier.push(Record::hash_of(v.value()), |_, _, _| {});
+            }
+            if frontier.size() != end - start {
+                return Err(storage(format!(
+                    "record {} is missing from the store",
+                    start + frontier.size()
+                )));
+            }
+            Ok(frontier.root())
         } else {
             Ok(self
                 .nodes
@@ -275,6 +327,101 @@ fn load_tree(txn: &ReadTransaction) -> Result<TreeState, AuditError> {
         last_hash,
         last_time,
     })
+}
+
+/// The open intents in memory and what the store still lacks of them.
+#[derive(Default)]
+struct OpenIntents {
+    /// Every intent without its outcome: seq → [`intent_tag`].
+    open: BTreeMap<u64, Hash>,
+    /// Changes not yet in the `open_intents` table (`None`: closed).
+    changes: HashMap<u64, Option<Hash>>,
+    /// The tree size up to which the table is current.
+    upto: u64,
+}
+
+impl OpenIntents {
+    fn apply(&mut self, record: &Record) {
+        match &record.kind {
+            Kind::Intent => {
+                let tag = intent_tag(&record.actor, &record.action, &record.resource);
+                self.open.insert(record.seq, tag);
+                self.changes.insert(record.seq, Some(tag));
+            }
+            Kind::Outcome { intent_seq, .. } => {
+                self.open.remove(intent_seq);
+                self.changes.insert(*intent_seq, None);
+            }
+            Kind::Event => {}
+        }
+    }
+
+    /// Writes the pending changes into `txn` once enough records have
+    /// accumulated since the last time (or always, with `force`); returns
+    /// whether it did. Call [`OpenIntents::persisted`] once `txn` commits.
+    fn persist(&self, txn: &WriteTransaction, size: u64, force: bool) -> Result<bool, AuditError> {
+        if size == self.upto || (!force && size - self.upto < OPEN_INTENTS_PERSIST_RECORDS) {
+            return Ok(false);
+        }
+        let mut table = txn.open_table(OPEN_INTENTS).map_err(storage)?;
+        for (seq, change) in &self.changes {
+            match change {
+                Some(tag) => table.insert(*seq, *tag).map_err(storage)?,
+                None => table.remove(*seq).map_err(storage)?,
+            };
+        }
+        txn.open_table(META)
+            .map_err(storage)?
+            .insert(META_OPEN_UPTO, size.to_string().as_str())
+            .map_err(storage)?;
+        Ok(true)
+    }
+
+    fn persisted(&mut self, size: u64) {
+        self.changes.clear();
+        self.upto = size;
+    }
+}
+
+/// The open intents of a tree of `size` records: the `open_intents` table,
+/// then the records written since it was last brought up to date.
+fn load_open(txn: &ReadTransaction, size: u64) -> Result<OpenIntents, AuditError> {
+    let meta = txn.open_table(META).map_err(storage)?;
+    let upto = match meta.get(META_OPEN_UPTO).map_err(storage)? {
+        Some(v) => v.value().parse::<u64>().map_err(|_| {
+            storage(format!(
+                "meta `{META_OPEN_UPTO}` is not a number: {}",
+                v.value()
+            ))
+        })?,
+        None => return Err(storage(format!("meta `{META_OPEN_UPTO}` is missing"))),
+    };
+    if upto > size {
+        return Err(storage(format!(
+            "open intents are stored up to record {upto}, but the log has only {size}"
+        )));
+    }
+    let mut state = OpenIntents {
+        upto,
+        ..OpenIntents::default()
+    };
+    for entry in txn
+        .open_table(OPEN_INTENTS)
+        .map_err(storage)?
+        .iter()
+        .map_err(storage)?
+    {
+        let (k, v) = entry.map_err(storage)?;
+        state.open.insert(k.value(), v.value());
+    }
+    let records = txn.open_table(RECORDS).map_err(storage)?;
+    for entry in records.range(upto..size).map_err(storage)? {
+        let (k, v) = entry.map_err(storage)?;
+        let r = Record::decode(v.value())
+            .map_err(|e| storage(format!("record {} does not decode: {e}", k.value())))?;
+        state.apply(&r);
+    }
+    Ok(state)
 }
 
 fn intent_tag(actor: &str, action: &str, resource: &str) -> Hash {
@@ -327,19 +474,31 @@ impl AuditLog {
                 txn.open_table(POLICIES).map_err(|e| fail(&e))?;
                 txn.open_table(SUBJECTS).map_err(|e| fail(&e))?;
                 txn.open_table(OPEN_INTENTS).map_err(|e| fail(&e))?;
+                let records = txn
+                    .open_table(RECORDS)
+                    .map_err(|e| fail(&e))?
+                    .last()
+                    .map_err(|e| fail(&e))?
+                    .map_or(0, |(k, _)| k.value() + 1);
                 let mut meta = txn.open_table(META).map_err(|e| fail(&e))?;
                 let format = meta
                     .get("format")
                     .map_err(|e| fail(&e))?
                     .map(|v| v.value().to_owned());
                 match format.as_deref() {
-                    None => {
+                    // New, or format 1 (whose `open_intents` is current):
+                    // from here on the table is current up to `records`.
+                    None | Some(STORE_FORMAT_1) => {
                         meta.insert("format", STORE_FORMAT).map_err(|e| fail(&e))?;
+                        meta.insert(META_OPEN_UPTO, records.to_string().as_str())
+                            .map_err(|e| fail(&e))?;
                     }
                     Some(STORE_FORMAT) => {}
                     Some(other) => {
                         return Err(corrupt(format!(
-                            "store format `{other}` is not `{STORE_FORMAT}`; this sios-audit cannot read it"
+                            "store format `{other}` is not `{STORE_FORMAT}` (or the older \
+                             `{STORE_FORMAT_1}`); it was written by a newer sios-audit: run that \
+                             version, or export the log with it (`sios audit export`)"
                         )));
                     }
                 }
@@ -349,6 +508,7 @@ impl AuditLog {
         let read = db.begin_read().map_err(|e| fail(&e))?;
         let tree = load_tree(&read).map_err(|e| corrupt(e.to_string()))?;
         let size = tree.frontier.size();
+        let open_intents = load_open(&read, size).map_err(|e| corrupt(e.to_string()))?;
         let key_history = read_keys(&read).map_err(|e| corrupt(e.to_string()))?;
         let last_stored = {
             let table = read.open_table(CHECKPOINTS).map_err(|e| fail(&e))?;
@@ -394,6 +554,7 @@ impl AuditLog {
             key: Arc::new(key),
             data_dir: data_dir.to_owned(),
             subjects: HashMap::new(),
+            open: open_intents,
             scrub_pending: false,
             signer: Signer::start(shared.clone(), origin.clone()).map_err(|e| fail(&e))?,
         };
@@ -1103,6 +1264,7 @@ struct Writer {
     data_dir: PathBuf,
     /// Linking keys seen so far (a cache of the `subjects` table).
     subjects: HashMap<String, [u8; 32]>,
+    open: OpenIntents,
     /// An erasure's scrub failed and must be redone.
     scrub_pending: bool,
     signer: Signer,
@@ -1323,8 +1485,18 @@ impl Writer {
             .begin_read()
             .map_err(storage)
             .and_then(|t| load_tree(&t));
+        let loaded = loaded.and_then(|tree| {
+            let open = load_open(
+                &self.db().begin_read().map_err(storage)?,
+                tree.frontier.size(),
+            )?;
+            Ok((tree, open))
+        });
         match loaded {
-            Ok(tree) => self.tree = tree,
+            Ok((tree, open)) => {
+                self.tree = tree;
+                self.open = open;
+            }
             Err(err) => {
                 tracing::error!(error = %err, "could not reload the tree after a failed write")
             }
@@ -1399,6 +1571,22 @@ impl Writer {
                 tracing::warn!(error = %err, "could not queue the signed checkpoints");
             }
         }
+        let open_persisted = match self.open.persist(&txn, size, false) {
+            Ok(done) => done,
+            Err(err) => {
+                drop(txn);
+                for p in prepared {
+                    let _ = p.reply.send(Err(err.clone()));
+                }
+                self.shared
+                    .unstored
+                    .lock()
+                    .expect("unstored lock")
+                    .extend(notes);
+                self.reload();
+                return;
+            }
+        };
         if prepared.iter().any(|p| p.has_intent) {
             self.signer
                 .presign(size, self.tree.frontier.root(), self.key.clone());
@@ -1414,6 +1602,9 @@ impl Writer {
                 .extend(notes);
             self.reload();
             return;
+        }
+        if open_persisted {
+            self.open.persisted(size);
         }
         let root = self.tree.frontier.root();
         let stats = &self.shared.stats;
@@ -1451,14 +1642,11 @@ impl Writer {
         let mut nodes = txn.open_table(NODES).map_err(|e| (storage(e), vec![]))?;
         let mut subjects = txn.open_table(SUBJECTS).map_err(|e| (storage(e), vec![]))?;
         let mut policies = txn.open_table(POLICIES).map_err(|e| (storage(e), vec![]))?;
-        let mut open = txn
-            .open_table(OPEN_INTENTS)
-            .map_err(|e| (storage(e), vec![]))?;
         let mut out: Vec<Prepared> = Vec::with_capacity(batch.len());
         let mut iter = batch.into_iter();
         while let Some((drafts, reply)) = iter.next() {
             let base = self.tree.frontier.size();
-            match check_call(&drafts, base, &open) {
+            match check_call(&drafts, base, &self.open.open) {
                 Ok(()) => {}
                 Err(AuditError::Storage(e)) => {
                     let mut replies: Vec<_> = out.into_iter().map(|p| p.reply).collect();
@@ -1479,22 +1667,15 @@ impl Writer {
                     let r = self.build(draft, &mut subjects, &mut policies)?;
                     let bytes = r.encode();
                     let leaf = Record::hash_of(&bytes);
-                    match &r.kind {
-                        Kind::Intent => {
-                            open.insert(r.seq, intent_tag(&r.actor, &r.action, &r.resource))
-                                .map_err(storage)?;
-                        }
-                        Kind::Outcome { intent_seq, .. } => {
-                            open.remove(*intent_seq).map_err(storage)?;
-                        }
-                        Kind::Event => {}
-                    }
+                    self.open.apply(&r);
                     records.insert(r.seq, bytes.as_slice()).map_err(storage)?;
                     let mut node_err = None;
                     self.tree.frontier.push(leaf, |level, index, hash| {
-                        if let Err(e) = nodes.insert(node_key(level, index), *hash) {
-                            node_err = Some(storage(e));
-                        }
+                        keep_node(level, index, hash, |k, h| {
+                            if let Err(e) = nodes.insert(k, h) {
+                                node_err = Some(storage(e));
+                            }
+                        })
                     });
                     if let Some(e) = node_err {
                         return Err(e);
@@ -1634,7 +1815,9 @@ impl Writer {
         let leaf = Record::hash_of(&bytes);
         let mut frontier = self.tree.frontier.clone();
         let mut new_nodes = Vec::new();
-        frontier.push(leaf, |l, i, h| new_nodes.push((node_key(l, i), *h)));
+        frontier.push(leaf, |l, i, h| {
+            keep_node(l, i, h, |k, h| new_nodes.push((k, h)))
+        });
         let size = frontier.size();
         let root = frontier.root();
         let note = self.sign_now(size, root, &[old.clone(), next.clone()]);
@@ -1689,11 +1872,9 @@ impl Writer {
             if previous.as_ref().map(|v| v.value()) == Some(session) {
                 return Ok(Vec::new());
             }
-            let open = txn.open_table(OPEN_INTENTS).map_err(storage)?;
             let records = txn.open_table(RECORDS).map_err(storage)?;
             let mut drafts = Vec::new();
-            for entry in open.iter().map_err(storage)? {
-                let seq = entry.map_err(storage)?.0.value();
+            for &seq in self.open.open.keys() {
                 let bytes = records
                     .get(seq)
                     .map_err(storage)?
@@ -1832,7 +2013,7 @@ impl Writer {
 fn check_call(
     drafts: &[RecordDraft],
     base: u64,
-    open: &redb::Table<'_, u64, [u8; 32]>,
+    open: &BTreeMap<u64, Hash>,
 ) -> Result<(), AuditError> {
     let mut opened: HashMap<u64, Hash> = HashMap::new();
     let mut closed: HashSet<u64> = HashSet::new();
@@ -1914,7 +2095,7 @@ fn check_call(
                 } else if let Some(t) = opened.get(intent_seq) {
                     Some(*t)
                 } else {
-                    open.get(*intent_seq).map_err(storage)?.map(|v| v.value())
+                    open.get(intent_seq).copied()
                 };
                 let Some(tag) = tag else {
                     return Err(refuse(format!(

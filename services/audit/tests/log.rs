@@ -395,6 +395,125 @@ mod recovery {
         );
     }
 
+    /// Open intents live in memory; their table is brought up to date every
+    /// `OPEN_INTENTS_PERSIST_RECORDS` records and the records after it are
+    /// replayed at open. Either way a reopened log knows exactly which
+    /// intents are open.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn open_intents_survive_reopen_from_the_table_and_from_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let log = AuditLog::open(&data).unwrap();
+        let a = log.record(vec![intent("uid:1", "r:a")]).await.unwrap()[0].seq;
+        let c = log.record(vec![intent("uid:3", "r:c")]).await.unwrap()[0].seq;
+        log.record(vec![outcome("uid:3", "r:c", c, ActionResult::Ok)])
+            .await
+            .unwrap();
+        // Enough records that the table is written (with `a` open, `c` closed).
+        let mut written = 0;
+        while written <= sios_audit::store::OPEN_INTENTS_PERSIST_RECORDS {
+            log.record((written..written + 1000).map(event).collect())
+                .await
+                .unwrap();
+            written += 1000;
+        }
+        // After it, only in records: `b` opened, `d` opened and closed.
+        let b = log.record(vec![intent("uid:2", "r:b")]).await.unwrap()[0].seq;
+        let d = log.record(vec![intent("uid:4", "r:d")]).await.unwrap()[0].seq;
+        log.record(vec![outcome("uid:4", "r:d", d, ActionResult::Ok)])
+            .await
+            .unwrap();
+        log.close();
+        let log = AuditLog::open(&data).unwrap();
+        for (actor, resource, seq) in [("uid:3", "r:c", c), ("uid:4", "r:d", d)] {
+            let late = log
+                .record(vec![outcome(actor, resource, seq, ActionResult::Ok)])
+                .await;
+            assert!(
+                matches!(late, Err(sios_ipc::AuditError::InvalidDraft { .. })),
+                "intent {seq} was closed before the reopen: {late:?}"
+            );
+        }
+        log.record(vec![
+            outcome("uid:1", "r:a", a, ActionResult::Ok),
+            outcome("uid:2", "r:b", b, ActionResult::Ok),
+        ])
+        .await
+        .expect("intents open before the reopen take their outcomes");
+        let (bundle, key) = export(&log, dir.path(), "open-intents").await;
+        let report = verify_bundle(&bundle, &key).unwrap();
+        assert_eq!(
+            (report.intents, report.outcomes, report.open_intents),
+            (4, 4, 0)
+        );
+    }
+
+    /// A store of format 1 (every tree node stored, `open_intents` always
+    /// current, no `open_intents_upto`) opens, is upgraded, and continues.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_format_1_store_opens_and_continues() {
+        use redb::{ReadableDatabase as _, TableDefinition};
+        use sha2::{Digest as _, Sha256};
+        const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+        const OPEN: TableDefinition<u64, [u8; 32]> = TableDefinition::new("open_intents");
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let log = AuditLog::open(&data).unwrap();
+        actions(&log, 3).await;
+        let a = log.record(vec![intent("uid:1", "r:a")]).await.unwrap()[0].seq;
+        log.flush().await.unwrap();
+        let before = log.checkpoint();
+        log.close();
+        // Make it what format 1 wrote.
+        {
+            let db = redb::Database::create(data.join(sios_audit::store::DB_FILE)).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut meta = txn.open_table(META).unwrap();
+                meta.insert("format", "sios-oar-store/1").unwrap();
+                meta.remove("open_intents_upto").unwrap();
+                let tag: [u8; 32] = Sha256::new()
+                    .chain_update(b"uid:1\0invoke\0r:a")
+                    .finalize()
+                    .into();
+                txn.open_table(OPEN).unwrap().insert(a, tag).unwrap();
+            }
+            txn.commit().unwrap();
+            let read = db.begin_read().unwrap();
+            let meta = read.open_table(META).unwrap();
+            assert_eq!(
+                meta.get("format").unwrap().unwrap().value(),
+                "sios-oar-store/1"
+            );
+        }
+        let log = AuditLog::open(&data).unwrap();
+        assert!(log.checkpoint() == before, "the same signed checkpoint");
+        log.record(vec![outcome("uid:1", "r:a", a, ActionResult::Ok)])
+            .await
+            .expect("the intent open in the format-1 table takes its outcome");
+        actions(&log, 2).await;
+        log.flush().await.unwrap();
+        let after = log.checkpoint();
+        let proof = log.prove_consistency(before.size, after.size).unwrap();
+        let path: Vec<_> = proof.path.iter().map(|d| d.0).collect();
+        sios_audit::proof::verify_consistency(
+            before.size,
+            after.size,
+            &path,
+            &before.root.0,
+            &after.root.0,
+        )
+        .unwrap();
+        log.close();
+        let db = redb::Database::create(data.join(sios_audit::store::DB_FILE)).unwrap();
+        let read = db.begin_read().unwrap();
+        let meta = read.open_table(META).unwrap();
+        assert_eq!(
+            meta.get("format").unwrap().unwrap().value(),
+            sios_audit::store::STORE_FORMAT
+        );
+    }
+
     #[tokio::test]
     async fn a_damaged_file_gives_a_clear_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -746,5 +865,54 @@ mod proofs {
         assert!(bad.check(&[&key]).is_err());
         assert!(log.prove_inclusion(cp.size, None).is_err());
         assert!(log.prove_consistency(0, cp.size).is_err());
+    }
+
+    /// The store keeps only subtrees of 64 leaves or more and hashes smaller
+    /// ones from the records: roots and proofs across those boundaries match
+    /// a tree computed from every leaf, before and after a reopen.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn proofs_across_stored_and_recomputed_subtrees_match_the_full_tree() {
+        use sios_audit::merkle::{naive_root, verify_consistency, verify_inclusion};
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let log = AuditLog::open(&data).unwrap();
+        for c in 0..7u64 {
+            log.record((c * 50..c * 50 + 50).map(event).collect())
+                .await
+                .unwrap();
+        }
+        log.flush().await.unwrap();
+        let before = log.checkpoint();
+        log.close();
+        // Reopening rebuilds the tree's right edge from stored and
+        // recomputed subtrees; it must match the signed checkpoint.
+        let log = AuditLog::open(&data).unwrap();
+        assert!(log.checkpoint() == before);
+        let size = log.size().unwrap();
+        let leaves: Vec<_> = log
+            .read(0, size, usize::MAX)
+            .unwrap()
+            .records
+            .iter()
+            .map(|r| Record::hash_of(r))
+            .collect();
+        let sizes = [1, 2, 63, 64, 65, 127, 128, 129, 192, 256, 257, 300, size];
+        for &n in &sizes {
+            let root = naive_root(&leaves[..n as usize]);
+            assert_eq!(log.root_at(n).unwrap(), root, "root of size {n}");
+            for seq in [0, n / 3, n / 2, n - 1] {
+                let proof = log.prove_inclusion(seq, Some(n)).unwrap();
+                let path: Vec<_> = proof.path.iter().map(|d| d.0).collect();
+                verify_inclusion(&leaves[seq as usize], seq, n, &path, &root)
+                    .unwrap_or_else(|e| panic!("inclusion of {seq} in {n}: {e}"));
+            }
+            for &m in sizes.iter().filter(|&&m| m >= n) {
+                let proof = log.prove_consistency(n, m).unwrap();
+                let path: Vec<_> = proof.path.iter().map(|d| d.0).collect();
+                verify_consistency(n, m, &path, &root, &naive_root(&leaves[..m as usize]))
+                    .unwrap_or_else(|e| panic!("consistency {n} → {m}: {e}"));
+            }
+        }
+        log.close();
     }
 }
