@@ -31,5 +31,6 @@ pub mod resign;
 pub mod service;
 pub mod store;
 pub mod verify;
+mod zerofill;
 
 pub use store::{AuditLog, OpenError};

@@ -964,7 +964,15 @@ fn read_keys(txn: &ReadTransaction) -> Result<Vec<(u64, PublicKey)>, AuditError>
 fn open_db(path: &Path) -> Result<Database, OpenError> {
     let p = path.to_owned();
     // redb may panic on a file it did not write; report that as damage.
-    let result = std::panic::catch_unwind(move || Database::builder().create(&p));
+    let result = std::panic::catch_unwind(move || {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&p)?;
+        Database::builder().create_with_backend(crate::zerofill::ZeroFilledFile::new(file)?)
+    });
     match result {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => Err(OpenError::AlreadyOpen {
