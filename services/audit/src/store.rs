@@ -12,12 +12,15 @@
 //! | `open_intents` | seq → SHA-256(actor‖0‖action‖0‖resource) | intents still waiting for their outcome, as of record `open_intents_upto` |
 //! | `meta` | name → text | `format`, `origin`, `session`, `open_intents_upto` |
 //!
-//! A commit of one record thus touches `records` and little else: tree
+//! A commit of one record thus touches `records` and, when a checkpoint was
+//! signed since the last commit, `checkpoints`, and little else: tree
 //! nodes are written once per 64 records, and the open intents are kept in
 //! memory and written once per [`OPEN_INTENTS_PERSIST_RECORDS`] records (the
 //! records after `open_intents_upto` are replayed at open). Fewer pages per
 //! commit is what keeps a single action's latency near the disk's own
-//! commit latency.
+//! commit latency; so does writing the file's new space with zeros before
+//! redb first uses it (`src/zerofill.rs`), which spares most commits a
+//! file-system allocation.
 //!
 //! # Group commit
 //! Every write goes through one writer thread. It takes everything queued
