@@ -9,7 +9,8 @@
 //! in process and 64 concurrent clients over the service's Unix socket, the
 //! added latency of one governed action at one client (over the socket and
 //! in process, each action paired with a floor sample: one raw commit and
-//! one signature taken right before it), and the offline verification rate
+//! one signature taken right before it; and one disk-free RPC round trip,
+//! what the socket adds to each call), and the offline verification rate
 //! of a 1,000,000-record export.
 //!
 //! Set `SIOS_BENCH_DIR` to measure another disk (default: the system temp dir).
@@ -311,7 +312,7 @@ fn main() {
         // same disk and one signature. Floor and latency then see the same
         // conditions.
         let raw = Database::create(dir.path().join("floor.redb")).unwrap();
-        let (mut lat, mut lat_local) = (Vec::new(), Vec::new());
+        let (mut lat, mut lat_local, mut rpc) = (Vec::new(), Vec::new(), Vec::new());
         let (mut floor_commit, mut floor_sign) = (Vec::new(), Vec::new());
         for i in 0..300u64 {
             let mut txn = raw.begin_write().unwrap();
@@ -336,6 +337,11 @@ fn main() {
             let o = outcome(intent(i), r[0].seq);
             client.record(ctx(), vec![o]).await.unwrap().unwrap();
             lat.push(t.elapsed());
+            // One RPC that touches no disk: what each of the two calls above
+            // pays for the socket and tarpc alone.
+            let t = Instant::now();
+            client.ready(ctx()).await.unwrap();
+            rpc.push(t.elapsed());
             // The same action in process, without the socket and RPC.
             let t = Instant::now();
             let r = log.record(vec![intent(i)]).await.unwrap();
@@ -344,7 +350,7 @@ fn main() {
                 .unwrap();
             lat_local.push(t.elapsed());
         }
-        let (lat, lat_local) = (median(lat), median(lat_local));
+        let (lat, lat_local, rpc) = (median(lat), median(lat_local), median(rpc));
         let (floor_commit, floor_sign) = (median(floor_commit), median(floor_sign));
         drop(raw);
         // 64 clients (one connection each), each doing actions back to back.
@@ -397,7 +403,12 @@ fn main() {
         let rate64 = (64 * calls * 64) as f64 / t.elapsed().as_secs_f64();
         accept.abort();
         log.close();
-        (rate, rate64, (lat, lat_local), (floor_sign, floor_commit))
+        (
+            rate,
+            rate64,
+            (lat, lat_local, rpc),
+            (floor_sign, floor_commit),
+        )
     });
     row(
         &mut rows,
@@ -412,7 +423,7 @@ fn main() {
         format!("{:.2}× the 100000 target", svc_rate / 100_000.0),
     );
     let (floor_sign, floor_commit) = floor;
-    let (lat, lat_local) = lat;
+    let (lat, lat_local, rpc) = lat;
     let floor = floor_sign.max(floor_commit) + floor_commit;
     row(
         &mut rows,
@@ -443,6 +454,16 @@ fn main() {
         format!(
             "{:.2}× the floor; the rest of the line above is the two RPCs",
             lat_local.as_secs_f64() / floor.as_secs_f64()
+        ),
+    );
+    row(
+        &mut rows,
+        "one RPC round trip without disk work (`ready`, p50)",
+        format!("{:.0} µs", us(rpc)),
+        format!(
+            "in process + 2 RPCs = {:.0} µs = {:.2}× the floor",
+            us(lat_local + 2 * rpc),
+            (lat_local + 2 * rpc).as_secs_f64() / floor.as_secs_f64()
         ),
     );
 
