@@ -514,6 +514,22 @@ mod recovery {
         );
     }
 
+    /// Only one writer: a second open of the same log is refused while the
+    /// first holds it, and allowed once it is closed.
+    #[tokio::test]
+    async fn a_second_open_of_a_log_in_use_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let log = AuditLog::open(&data).unwrap();
+        let second = AuditLog::open(&data);
+        assert!(
+            matches!(second, Err(sios_audit::OpenError::AlreadyOpen { .. })),
+            "{second:?}"
+        );
+        log.close();
+        AuditLog::open(&data).unwrap().close();
+    }
+
     #[tokio::test]
     async fn a_damaged_file_gives_a_clear_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
