@@ -432,3 +432,84 @@ pub fn fixture_request(brain: &str) -> sios_ipc::InferRequest {
 pub fn ctx() -> tarpc::context::Context {
     transport::context_with_timeout(Duration::from_secs(60))
 }
+
+/// A hostile brain in a test catalog: `sios-hostile-brain` in brain mode
+/// (manifest `program = "sios-hostile-brain"`), started by the real kernel
+/// through the real launcher and sandbox like any brain.
+#[derive(Clone, Copy, Debug)]
+pub struct HostileBrain<'a> {
+    pub name: &'a str,
+    pub purpose: &'a str,
+    pub memory_mib: u64,
+    /// The brains its manifest declares it may call.
+    pub calls: &'a [&'a str],
+}
+
+/// Writes a test catalog into `dir`: copies of the source tree's manifests
+/// `real`, and `hostile`'s. Every manifest pins a model file, which the
+/// sandbox mounts; the hostile program loads none, so it pins the model of
+/// `real[0]` (a file that exists).
+pub fn hostile_catalog(dir: &Path, real: &[&str], hostile: &HostileBrain) {
+    let catalog = source_tree().join("brains/catalog");
+    for name in real {
+        let file = format!("{name}.toml");
+        std::fs::copy(catalog.join(&file), dir.join(&file))
+            .unwrap_or_else(|e| panic!("copy the {name} manifest: {e}"));
+    }
+    let first = real.first().expect("at least one real brain");
+    let pinned = sios_manifest::Manifest::load(&catalog.join(format!("{first}.toml")))
+        .expect("the pinned brain's manifest");
+    let HostileBrain {
+        name,
+        purpose,
+        memory_mib,
+        calls,
+    } = hostile;
+    let manifest = format!(
+        r#"name = "{name}"
+kind = "operational"
+sensitivity = "public"
+purpose = "{purpose}"
+program = "sios-hostile-brain"
+
+[model]
+file = "{}"
+sha256 = "{}"
+
+[[inputs]]
+name = "text"
+datatype = "BYTES"
+shape = [-1]
+
+[[outputs]]
+name = "report"
+datatype = "BYTES"
+shape = [-1]
+
+[sandbox]
+memory_mib = {memory_mib}
+cpu_weight = 100
+max_pids = 8
+max_open_files = 32
+
+[capabilities]
+calls = {calls:?}
+memory_namespaces = []
+"#,
+        pinned.model.file, pinned.model.sha256
+    );
+    std::fs::write(dir.join(format!("{name}.toml")), manifest).expect("the hostile manifest");
+}
+
+/// The standard output of a `sios` run that must succeed; on failure, the
+/// panic shows its status, standard error and output.
+pub fn expect_success(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?}): {}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

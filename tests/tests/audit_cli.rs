@@ -6,18 +6,8 @@
 use serde_json::Value;
 use sios_e2e::{Options, TestAppliance, fixture, json_text, require_setup, source_tree};
 use std::path::Path;
-use std::process::Output;
 
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({:?}): {}\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use sios_e2e::expect_success as ok;
 
 /// Every record, as `sios audit tail --json` prints it.
 fn tail(app: &TestAppliance) -> Vec<Value> {

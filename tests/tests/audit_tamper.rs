@@ -12,20 +12,10 @@ use sios_audit::bundle::{BundleReader, BundleWriter, Item};
 use sios_audit::record::{Kind, Record};
 use sios_e2e::{Options, TestAppliance, require_setup};
 use std::path::Path;
-use std::process::Output;
 
 const BRAIN: &str = "file-type";
 
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({:?}): {}\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use sios_e2e::expect_success as ok;
 
 fn items(bundle: &Path) -> Vec<Item> {
     let mut reader = BundleReader::new(std::fs::File::open(bundle).unwrap()).unwrap();

@@ -11,7 +11,9 @@
 //! `brain:hostile`, the forbidden brain never runs, and a flood costs the
 //! hostile brain its channel and nobody else anything.
 
-use sios_e2e::{Options, TestAppliance, bin_dir, ctx, require_setup, source_tree};
+use sios_e2e::{
+    HostileBrain, Options, TestAppliance, bin_dir, ctx, hostile_catalog, require_setup, source_tree,
+};
 use sios_ipc::memory::{Embedding, PutRequest, Value};
 use sios_ipc::{InferRequest, KernelClient, Tensor};
 use std::collections::BTreeMap;
@@ -20,55 +22,20 @@ use std::path::Path;
 /// The real manifests the test needs: the hostile brain's one declared
 /// callee, the brain it must not reach, and a bystander that uses its own
 /// kernel channel (legal embeds via text-embedding).
-const REAL: [&str; 3] = ["text-embedding", "router", "legal"];
+const REAL: [&str; 3] = ["router", "text-embedding", "legal"];
 
 /// Writes the test catalog: copies of the real manifests and the hostile one.
 fn catalog(dir: &Path) {
-    let real = source_tree().join("brains/catalog");
-    for name in REAL {
-        std::fs::copy(
-            real.join(format!("{name}.toml")),
-            dir.join(format!("{name}.toml")),
-        )
-        .unwrap();
-    }
-    // Every manifest pins a model file, which the sandbox mounts; this
-    // program loads none, so it pins the router's (a file that exists).
-    let router = sios_manifest::Manifest::load(&real.join("router.toml")).unwrap();
-    let hostile = format!(
-        r#"name = "hostile"
-kind = "operational"
-sensitivity = "public"
-purpose = "Test only: a compromised brain that attacks the kernel over its channel."
-program = "sios-hostile-brain"
-
-[model]
-file = "{}"
-sha256 = "{}"
-
-[[inputs]]
-name = "text"
-datatype = "BYTES"
-shape = [-1]
-
-[[outputs]]
-name = "report"
-datatype = "BYTES"
-shape = [-1]
-
-[sandbox]
-memory_mib = 64
-cpu_weight = 100
-max_pids = 8
-max_open_files = 32
-
-[capabilities]
-calls = ["text-embedding"]
-memory_namespaces = []
-"#,
-        router.model.file, router.model.sha256
+    hostile_catalog(
+        dir,
+        &REAL,
+        &HostileBrain {
+            name: "hostile",
+            purpose: "Test only: a compromised brain that attacks the kernel over its channel.",
+            memory_mib: 64,
+            calls: &["text-embedding"],
+        },
     );
-    std::fs::write(dir.join("hostile.toml"), hostile).unwrap();
 }
 
 fn text(strings: &[&str]) -> InferRequest {

@@ -20,7 +20,6 @@ use sios_audit::record::{Kind, Record};
 use sios_e2e::{Options, TestAppliance, ctx, require_setup};
 use sios_ipc::{ActionResult, InferRequest, KernelClient, ProcessState, Tensor};
 use std::collections::HashMap;
-use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,16 +29,7 @@ const KILLS: u32 = 3;
 /// The round whose kill lands while the brain is frozen (SIGSTOP).
 const FROZEN_ROUND: u32 = 1;
 
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({:?}): {}\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use sios_e2e::expect_success as ok;
 
 /// A request no other request in the test repeats: magika features (0..=256)
 /// with the round, client and counter in the first values.

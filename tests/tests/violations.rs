@@ -12,7 +12,9 @@
 //! root); elsewhere it skips loudly.
 
 use sios_audit::record::Kind;
-use sios_e2e::{Options, TestAppliance, bin_dir, ctx, require_setup, source_tree};
+use sios_e2e::{
+    HostileBrain, Options, TestAppliance, bin_dir, ctx, hostile_catalog, require_setup,
+};
 use sios_ipc::{ActionResult, InferRequest, InvokeError, ProcessState, Tensor};
 use std::path::Path;
 
@@ -22,46 +24,16 @@ const MEMORY_MIB: u64 = 64;
 
 /// A catalog with the violator and one real bystander brain.
 fn catalog(dir: &Path) {
-    let real = source_tree().join("brains/catalog");
-    std::fs::copy(
-        real.join("voice-activity.toml"),
-        dir.join("voice-activity.toml"),
-    )
-    .expect("copy voice-activity");
-    // Every manifest pins a model file, which the sandbox mounts; this
-    // program loads none, so it pins the voice-activity model (which exists).
-    let pinned =
-        sios_manifest::Manifest::load(&real.join("voice-activity.toml")).expect("manifest");
-    let violator = format!(
-        r#"name = "violator"
-kind = "operational"
-sensitivity = "public"
-purpose = "Test only: a brain that breaks its sandbox's rules when asked to."
-program = "sios-hostile-brain"
-
-[model]
-file = "{}"
-sha256 = "{}"
-
-[[inputs]]
-name = "text"
-datatype = "BYTES"
-shape = [-1]
-
-[[outputs]]
-name = "report"
-datatype = "BYTES"
-shape = [-1]
-
-[sandbox]
-memory_mib = {MEMORY_MIB}
-cpu_weight = 100
-max_pids = 8
-max_open_files = 32
-"#,
-        pinned.model.file, pinned.model.sha256
+    hostile_catalog(
+        dir,
+        &["voice-activity"],
+        &HostileBrain {
+            name: "violator",
+            purpose: "Test only: a brain that breaks its sandbox's rules when asked to.",
+            memory_mib: MEMORY_MIB,
+            calls: &[],
+        },
     );
-    std::fs::write(dir.join("violator.toml"), violator).expect("violator manifest");
 }
 
 fn phase(name: &str) -> InferRequest {
