@@ -162,8 +162,20 @@ fn acknowledged_writes_survive_kill_9_of_the_kernel() {
                 });
             }
             // Let the writers get going, then kill the kernel mid-stream.
+            // A deadline, not a timing assertion: if the writers stop early
+            // (a put refused before any kill), fail with the log rather than
+            // wait forever.
             let target = 25 * (round + 1);
+            let give_up = std::time::Instant::now() + std::time::Duration::from_secs(120);
             while acknowledged.lock().unwrap().len() < target {
+                if std::time::Instant::now() > give_up {
+                    app.kill_kernel_now();
+                    panic!(
+                        "round {round}: only {} of {target} writes acknowledged before the kill\n{}",
+                        acknowledged.lock().unwrap().len(),
+                        app.log_text()
+                    );
+                }
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             app.kill_kernel_now();
