@@ -1285,6 +1285,15 @@ struct Writer {
 type Call = (Vec<RecordDraft>, Reply);
 type Reply = oneshot::Sender<Result<Vec<Receipt>, AuditError>>;
 
+/// Stores signed checkpoint notes, keyed by tree size, in `txn`.
+fn insert_notes(txn: &WriteTransaction, notes: &[(u64, String)]) -> Result<(), AuditError> {
+    let mut table = txn.open_table(CHECKPOINTS).map_err(storage)?;
+    for (size, note) in notes {
+        table.insert(*size, note.as_str()).map_err(storage)?;
+    }
+    Ok(())
+}
+
 /// One `record` call, validated and turned into records.
 struct Prepared {
     reply: oneshot::Sender<Result<Vec<Receipt>, AuditError>>,
@@ -1470,22 +1479,37 @@ impl Writer {
             return;
         }
         let result = self.begin_write().and_then(|txn| {
-            {
-                let mut t = txn.open_table(CHECKPOINTS).map_err(storage)?;
-                for (size, note) in &notes {
-                    t.insert(*size, note.as_str()).map_err(storage)?;
-                }
-            }
+            insert_notes(&txn, &notes)?;
             self.commit(txn)
         });
         if let Err(err) = result {
             // Not lost: the next open re-signs the latest identically.
             tracing::warn!(error = %err, "could not store the latest checkpoints yet");
-            let mut unstored = self.shared.unstored.lock().expect("unstored lock");
-            let newer = std::mem::take(&mut *unstored);
-            *unstored = notes;
-            unstored.extend(newer);
+            self.requeue_notes(notes);
         }
+    }
+
+    /// Puts checkpoint notes that could not be stored back in front of any
+    /// signed since, so the next commit carries them all.
+    fn requeue_notes(&self, notes: Vec<(u64, String)>) {
+        if notes.is_empty() {
+            return;
+        }
+        let mut unstored = self.shared.unstored.lock().expect("unstored lock");
+        let newer = std::mem::take(&mut *unstored);
+        *unstored = notes;
+        unstored.extend(newer);
+    }
+
+    /// A batch that could not be committed: every caller gets the error, the
+    /// notes it carried wait for the next commit, and the tree state is
+    /// re-read from the last commit.
+    fn fail_batch(&mut self, prepared: Vec<Prepared>, err: AuditError, notes: Vec<(u64, String)>) {
+        for p in prepared {
+            let _ = p.reply.send(Err(err.clone()));
+        }
+        self.requeue_notes(notes);
+        self.reload();
     }
 
     /// Re-reads the tree state after a failed commit.
@@ -1568,33 +1592,16 @@ impl Writer {
         }
         // Checkpoints signed since the last commit ride along.
         let notes = std::mem::take(&mut *self.shared.unstored.lock().expect("unstored lock"));
-        if !notes.is_empty() {
-            let stored = txn
-                .open_table(CHECKPOINTS)
-                .map_err(storage)
-                .and_then(|mut t| {
-                    for (size, note) in &notes {
-                        t.insert(*size, note.as_str()).map_err(storage)?;
-                    }
-                    Ok(())
-                });
-            if let Err(err) = stored {
-                tracing::warn!(error = %err, "could not queue the signed checkpoints");
-            }
+        if !notes.is_empty()
+            && let Err(err) = insert_notes(&txn, &notes)
+        {
+            tracing::warn!(error = %err, "could not queue the signed checkpoints");
         }
         let open_persisted = match self.open.persist(&txn, size, false) {
             Ok(done) => done,
             Err(err) => {
                 drop(txn);
-                for p in prepared {
-                    let _ = p.reply.send(Err(err.clone()));
-                }
-                self.shared
-                    .unstored
-                    .lock()
-                    .expect("unstored lock")
-                    .extend(notes);
-                self.reload();
+                self.fail_batch(prepared, err, notes);
                 return;
             }
         };
@@ -1603,15 +1610,7 @@ impl Writer {
                 .presign(size, self.tree.frontier.root(), self.key.clone());
         }
         if let Err(err) = self.commit(txn) {
-            for p in prepared {
-                let _ = p.reply.send(Err(err.clone()));
-            }
-            self.shared
-                .unstored
-                .lock()
-                .expect("unstored lock")
-                .extend(notes);
-            self.reload();
+            self.fail_batch(prepared, err, notes);
             return;
         }
         if open_persisted {
