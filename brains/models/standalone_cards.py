@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from standalone_common import SKLEARN_PIN, STATSMODELS_PIN
+from standalone_common import LANG_NAMES, SKLEARN_PIN, STATSMODELS_PIN
 
 REPRO = """## Reproducibility
 
@@ -105,18 +105,7 @@ probability as a calibrated confidence or cut it at 0.5."""
 
 
 def language_id(model, spec, m, labels, check) -> str:
-    names = {
-        "en": "English",
-        "fr": "French",
-        "de": "German",
-        "es": "Spanish",
-        "it": "Italian",
-        "pt": "Portuguese",
-        "nl": "Dutch",
-        "sv": "Swedish",
-        "pl": "Polish",
-        "tr": "Turkish",
-    }
+    names = LANG_NAMES
     short = "\n".join(f"| {k} | {pc(v)} |" for k, v in m["short"].items())
     return (
         head("language-id", "which of ten languages a short text is in", model, "character n-gram softmax (fastText-style), trained here", SAME_LICENCE)

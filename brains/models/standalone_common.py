@@ -32,6 +32,19 @@ OPSET = 17
 IR_VERSION = 8
 PRODUCER = "sios brains/models/train_standalone.py"
 SEQ = 256  # characters per text for the code-point models
+# language-id's labels, in output order, and their names on its card.
+LANG_NAMES = {
+    "en": "English",
+    "fr": "French",
+    "de": "German",
+    "es": "Spanish",
+    "it": "Italian",
+    "pt": "Portuguese",
+    "nl": "Dutch",
+    "sv": "Swedish",
+    "pl": "Polish",
+    "tr": "Turkish",
+}
 
 # --- pinned wheels (data only; never installed) ---------------------------------------
 

@@ -60,6 +60,7 @@ import standalone_readability as rd  # noqa: E402
 import standalone_tabular as tab  # noqa: E402
 from standalone_common import (  # noqa: E402
     DATA,
+    LANG_NAMES,
     SKLEARN_PIN,
     STATSMODELS_PIN,
     codepoints,
@@ -85,19 +86,7 @@ BRAINS = [
     "readability",
 ]
 
-LANGS = ["en", "fr", "de", "es", "it", "pt", "nl", "sv", "pl", "tr"]
-LANG_NAMES = {
-    "en": "English",
-    "fr": "French",
-    "de": "German",
-    "es": "Spanish",
-    "it": "Italian",
-    "pt": "Portuguese",
-    "nl": "Dutch",
-    "sv": "Swedish",
-    "pl": "Polish",
-    "tr": "Turkish",
-}
+LANGS = list(LANG_NAMES)
 CODE_LABELS = ["prose", "python", "javascript", "rust", "sql", "shell", "json", "yaml", "c"]
 
 # The build fails when a held-out figure falls below its floor (set a little under what
