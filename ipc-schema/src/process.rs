@@ -37,18 +37,39 @@ pub fn serve_until_signal(
     listener: std::os::unix::net::UnixListener,
     on_connection: impl FnMut(tokio::net::UnixStream),
 ) -> std::io::Result<()> {
+    serve_with_companion(
+        component,
+        listener,
+        std::future::pending::<()>(),
+        on_connection,
+    )
+}
+
+/// [`serve_until_signal`], with `companion` running as a task of the same
+/// runtime (on the same thread) until the server stops; e.g. the audit
+/// log's committer, so that requests are committed on the thread that
+/// decodes them.
+pub fn serve_with_companion(
+    component: &'static str,
+    listener: std::os::unix::net::UnixListener,
+    companion: impl std::future::Future<Output = ()> + Send + 'static,
+    on_connection: impl FnMut(tokio::net::UnixStream),
+) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
         let listener = tokio::net::UnixListener::from_std(listener)?;
+        let companion = tokio::spawn(companion);
         tracing::info!("{component} ready");
-        tokio::select! {
+        let served = tokio::select! {
             result = crate::transport::accept_loop(listener, on_connection) => result,
             signal = shutdown_signal() => {
                 tracing::info!("{} received; {component} stopping", signal?);
                 Ok(())
             }
-        }
+        };
+        companion.abort();
+        served
     })
 }

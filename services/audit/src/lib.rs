@@ -31,6 +31,7 @@ pub mod resign;
 pub mod service;
 pub mod store;
 pub mod verify;
+mod writer_queue;
 mod zerofill;
 
 pub use store::{AuditLog, OpenError};

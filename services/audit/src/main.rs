@@ -48,13 +48,17 @@ fn main() -> anyhow::Result<()> {
         .context("recording the intents the previous kernel left open")?;
     let server = AuditServer::new(log.clone(), args.max_frame_bytes);
     let max = args.max_frame_bytes;
-    let served = sios_ipc::process::serve_until_signal("audit service", listener, |stream| {
-        tokio::spawn(transport::serve_connection(
-            stream,
-            max,
-            server.clone().serve(),
-        ));
-    });
+    // Requests are committed on the runtime's one thread, the one that
+    // decodes them: no thread hand-off per call (src/writer_queue.rs).
+    let committer = log.commit_here();
+    let served =
+        sios_ipc::process::serve_with_companion("audit service", listener, committer, |stream| {
+            tokio::spawn(transport::serve_connection(
+                stream,
+                max,
+                server.clone().serve(),
+            ));
+        });
     // Store the last checkpoint and close the file before exiting.
     log.close();
     served.context("serving")

@@ -23,8 +23,12 @@
 //! file-system allocation.
 //!
 //! # Group commit
-//! Every write goes through one writer thread. It takes everything queued
-//! (up to [`MAX_BATCH_RECORDS`]), validates each call, builds the records,
+//! There is one writer, lent to whoever performs the next batch
+//! (`src/writer_queue.rs`): in the audit service, the runtime's one thread,
+//! which decodes the requests ([`AuditLog::commit_here`]); elsewhere, and
+//! for key rotation, erasure, session start and flush, the log's background
+//! thread. Either takes every `record` call queued (up to
+//! [`MAX_BATCH_RECORDS`] records), validates each call, builds the records,
 //! extends the tree and writes the batch in ONE write transaction, committed
 //! with `Durability::Immediate` (on disk when `commit` returns). A signer
 //! thread signs the newest committed tree: when the batch holds an intent it
@@ -63,6 +67,7 @@ use crate::keys::{self, KeyError, PublicKey, SecretKey};
 use crate::linking;
 use crate::merkle::{self, Frontier, Hash, NodeSource};
 use crate::record::{self, Kind, Record, RecordDecision};
+use crate::writer_queue::WriterQueue;
 use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
     WriteTransaction,
@@ -73,7 +78,7 @@ use sios_ipc::{
     ConsistencyProof, Digest, DraftKind, InclusionProof, PublicKeyInfo, Receipt, RecordDraft,
     RecordPage, RotationReport, SignedCheckpoint,
 };
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc};
@@ -225,8 +230,7 @@ struct Shared {
 #[derive(Clone)]
 pub struct AuditLog {
     shared: Arc<Shared>,
-    queue: mpsc::Sender<Job>,
-    writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    queue: WriterQueue<Writer>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -559,6 +563,7 @@ impl AuditLog {
             subjects: HashMap::new(),
             open: open_intents,
             scrub_pending: false,
+            last_commit: Instant::now(),
             signer: Signer::start(shared.clone(), origin.clone()).map_err(|e| fail(&e))?,
         };
         if size == 0 {
@@ -598,16 +603,8 @@ impl AuditLog {
                 }
             }
         }
-        let (queue, jobs) = mpsc::channel();
-        let handle = std::thread::Builder::new()
-            .name("audit-writer".into())
-            .spawn(move || writer.run(jobs))
-            .map_err(|e| fail(&e))?;
-        Ok(AuditLog {
-            shared,
-            queue,
-            writer: Arc::new(Mutex::new(Some(handle))),
-        })
+        let queue = WriterQueue::start(writer, "audit-writer", IDLE_FLUSH).map_err(|e| fail(&e))?;
+        Ok(AuditLog { shared, queue })
     }
 
     pub fn path(&self) -> &Path {
@@ -630,9 +627,20 @@ impl AuditLog {
         }
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Job::Record { drafts, reply })
+            .submit(Job::Record { drafts, reply })
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
+    }
+
+    /// Commits `record` calls on the thread of the runtime that polls this
+    /// future, for as long as it runs; run it as a task of its own. Each
+    /// call then costs no thread hand-off: without it, calls are committed
+    /// on the log's background thread, which must be woken for each batch
+    /// and must wake the caller with the answer (`src/writer_queue.rs`).
+    /// The audit service runs it on its one runtime thread; that thread
+    /// blocks for each commit, which is the point.
+    pub fn commit_here(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.queue.clone().commit_here()
     }
 
     /// Legacy entry point: each event becomes a `kind = event` record.
@@ -661,7 +669,7 @@ impl AuditLog {
     pub async fn rotate_key(&self, requested_by: String) -> Result<RotationReport, AuditError> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Job::Rotate {
+            .submit(Job::Rotate {
                 requested_by,
                 reply,
             })
@@ -674,7 +682,7 @@ impl AuditLog {
     pub async fn erase_subject_key(&self, subject: String) -> Result<bool, AuditError> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Job::Erase { subject, reply })
+            .submit(Job::Erase { subject, reply })
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
@@ -694,7 +702,7 @@ impl AuditLog {
         }
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Job::Session {
+            .submit(Job::Session {
                 session: session.to_owned(),
                 reply,
             })
@@ -707,7 +715,9 @@ impl AuditLog {
     /// acknowledged so far.
     pub async fn flush(&self) -> Result<(), AuditError> {
         let (reply, answer) = oneshot::channel();
-        self.queue.send(Job::Flush(reply)).map_err(|_| stopped())?;
+        self.queue
+            .submit(Job::Flush(reply))
+            .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())
     }
 
@@ -715,12 +725,10 @@ impl AuditLog {
     /// and closes the file.
     pub fn close(self) {
         let (done, wait) = mpsc::channel();
-        if self.queue.send(Job::Shutdown(done)).is_ok() {
+        if self.queue.submit(Job::Shutdown(done)).is_ok() {
             let _ = wait.recv();
         }
-        if let Some(handle) = self.writer.lock().expect("writer lock").take() {
-            let _ = handle.join();
-        }
+        self.queue.join();
     }
 
     fn begin_read(&self) -> Result<ReadTransaction, AuditError> {
@@ -1123,7 +1131,7 @@ impl Signer {
     /// A batch of `size` records with `root` is committed. If the signature
     /// of exactly this tree is already made (the usual case for a batch with
     /// intents: signing took less time than the commit), it is published
-    /// and the waiters answered right here, on the writer thread, sparing
+    /// and the waiters answered right here, by the writer, sparing
     /// them a wake-up of the signer thread; otherwise the signer does it.
     fn committed(
         &self,
@@ -1279,6 +1287,85 @@ struct Writer {
     /// An erasure's scrub failed and must be redone.
     scrub_pending: bool,
     signer: Signer,
+    /// When the last durable commit returned.
+    last_commit: Instant,
+}
+
+impl crate::writer_queue::Worker for Writer {
+    type Job = Job;
+
+    fn inline(job: &Job) -> bool {
+        matches!(job, Job::Record { .. })
+    }
+
+    /// Consecutive `record` calls up to [`MAX_BATCH_RECORDS`] records, or
+    /// one control job.
+    fn next_batch(jobs: &mut VecDeque<Job>) -> Vec<Job> {
+        let first = jobs.pop_front().expect("next_batch is given a job");
+        let mut records = match &first {
+            Job::Record { drafts, .. } => drafts.len(),
+            _ => return vec![first],
+        };
+        let mut batch = vec![first];
+        while records < MAX_BATCH_RECORDS
+            && let Some(Job::Record { drafts, .. }) = jobs.front()
+        {
+            records += drafts.len();
+            batch.push(jobs.pop_front().expect("front checked"));
+        }
+        batch
+    }
+
+    fn perform(&mut self, batch: Vec<Job>) -> bool {
+        let mut calls = Vec::with_capacity(batch.len());
+        for job in batch {
+            match job {
+                Job::Record { drafts, reply } => calls.push((drafts, reply)),
+                Job::Shutdown(done) => {
+                    self.finish();
+                    let _ = done.send(());
+                    return false;
+                }
+                Job::Rotate {
+                    requested_by,
+                    reply,
+                } => {
+                    let result = self.rotate(&requested_by);
+                    if result.is_err() {
+                        self.reload();
+                    }
+                    let _ = reply.send(result);
+                }
+                Job::Erase { subject, reply } => {
+                    let _ = reply.send(self.erase(&subject));
+                }
+                Job::Session { session, reply } => {
+                    let _ = reply.send(self.begin_session(&session));
+                }
+                Job::Flush(reply) => {
+                    self.signer.drain();
+                    let _ = reply.send(());
+                }
+            }
+        }
+        if !calls.is_empty() {
+            self.write_batch(calls);
+        }
+        true
+    }
+
+    /// Stores the checkpoints signed since the last commit if no commit
+    /// came for [`IDLE_FLUSH`] to carry them.
+    fn idle(&mut self) {
+        if self.last_commit.elapsed() >= IDLE_FLUSH {
+            self.store_unstored();
+        }
+    }
+
+    fn finish(&mut self) {
+        self.signer.stop();
+        self.store_unstored();
+    }
 }
 
 /// One queued `record` call: its drafts and where to answer.
@@ -1312,8 +1399,9 @@ impl Writer {
         Ok(txn)
     }
 
-    fn commit(&self, txn: WriteTransaction) -> Result<(), AuditError> {
+    fn commit(&mut self, txn: WriteTransaction) -> Result<(), AuditError> {
         txn.commit().map_err(storage)?;
+        self.last_commit = Instant::now();
         self.shared.stats.commits.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -1342,7 +1430,7 @@ impl Writer {
         vec![in_force.clone()]
     }
 
-    fn persist_checkpoint(&self, size: u64, note: &str) -> Result<(), AuditError> {
+    fn persist_checkpoint(&mut self, size: u64, note: &str) -> Result<(), AuditError> {
         let txn = self.begin_write()?;
         txn.open_table(CHECKPOINTS)
             .map_err(storage)?
@@ -1397,78 +1485,6 @@ impl Writer {
         *self.shared.latest.lock().expect("latest lock") = signed(1, root, note);
         tracing::info!(origin = %self.origin, key = %self.key.public().id_hex(), "new audit log created");
         Ok(())
-    }
-
-    fn run(mut self, jobs: mpsc::Receiver<Job>) {
-        let mut carry: Option<Job> = None;
-        loop {
-            let first = match carry.take() {
-                Some(job) => job,
-                None => match jobs.recv_timeout(IDLE_FLUSH) {
-                    Ok(job) => job,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        self.store_unstored();
-                        continue;
-                    }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                },
-            };
-            let mut batch = Vec::new();
-            let mut records = 0usize;
-            let mut control = None;
-            let mut next = Some(first);
-            while let Some(job) = next.take() {
-                match job {
-                    Job::Record { drafts, reply } => {
-                        records += drafts.len();
-                        batch.push((drafts, reply));
-                    }
-                    other => {
-                        control = Some(other);
-                        break;
-                    }
-                }
-                if records >= MAX_BATCH_RECORDS {
-                    break;
-                }
-                next = jobs.try_recv().ok();
-            }
-            if !batch.is_empty() {
-                self.write_batch(batch);
-            }
-            match control {
-                Some(Job::Shutdown(done)) => {
-                    self.signer.stop();
-                    self.store_unstored();
-                    let _ = done.send(());
-                    return;
-                }
-                Some(Job::Rotate {
-                    requested_by,
-                    reply,
-                }) => {
-                    let result = self.rotate(&requested_by);
-                    if result.is_err() {
-                        self.reload();
-                    }
-                    let _ = reply.send(result);
-                }
-                Some(Job::Erase { subject, reply }) => {
-                    let _ = reply.send(self.erase(&subject));
-                }
-                Some(Job::Session { session, reply }) => {
-                    let _ = reply.send(self.begin_session(&session));
-                }
-                Some(Job::Flush(reply)) => {
-                    self.signer.drain();
-                    let _ = reply.send(());
-                }
-                Some(job @ Job::Record { .. }) => carry = Some(job),
-                None => {}
-            }
-        }
-        self.signer.stop();
-        self.store_unstored();
     }
 
     /// Stores the checkpoints signed since the last commit, in a commit of

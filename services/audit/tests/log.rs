@@ -94,12 +94,38 @@ async fn actions(log: &AuditLog, n: u64) {
 mod group_commit {
     use super::*;
 
+    /// Without `commit_here`: the log's background thread commits.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn sixty_four_appenders_get_gapless_seqs_one_commit_per_batch_and_at_most_one_signature()
     {
         let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let log = AuditLog::open(&data).unwrap();
+        let log = AuditLog::open(&dir.path().join("data")).unwrap();
+        let batches = sixty_four_appenders(&log, dir.path()).await;
+        assert!(
+            batches <= 64 * 20,
+            "calls were grouped: {batches} batches for 1280 calls"
+        );
+    }
+
+    /// As the audit service runs it: one runtime thread that decodes the
+    /// calls and commits them (`commit_here`). The 64 callers ready together
+    /// must still share commits.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_same_with_commits_on_the_callers_runtime_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&dir.path().join("data")).unwrap();
+        let committer = tokio::spawn(log.commit_here());
+        let batches = sixty_four_appenders(&log, dir.path()).await;
+        assert!(
+            batches <= 64 * 20 / 4,
+            "calls ready together share a commit: {batches} batches for 1280 calls"
+        );
+        committer.abort();
+    }
+
+    /// 64 tasks × 20 calls of 3 intents, then checks seqs, commits,
+    /// signatures and the export; returns the number of batches.
+    async fn sixty_four_appenders(log: &AuditLog, dir: &std::path::Path) -> u64 {
         let commits_before = log.stats().commits.load(Ordering::Relaxed);
         let signatures_before = log.stats().signatures.load(Ordering::Relaxed);
         let tasks: Vec<_> = (0..64u64)
@@ -143,10 +169,6 @@ mod group_commit {
             (1..=batches).contains(&signatures),
             "{signatures} signatures for {batches} batches"
         );
-        assert!(
-            batches <= 64 * 20,
-            "calls were grouped: {batches} batches for 1280 calls"
-        );
         let commits = stats.commits.load(Ordering::Relaxed) - commits_before;
         assert!(commits >= batches);
         // A batch of one is correct too.
@@ -155,10 +177,11 @@ mod group_commit {
         // An event is answered once durable; its checkpoint follows.
         log.flush().await.unwrap();
         assert!(log.checkpoint().size > one[0].seq);
-        let (bundle, key) = export(&log, dir.path(), "all").await;
+        let (bundle, key) = export(log, dir, "all").await;
         let report = verify_bundle(&bundle, &key).unwrap();
         assert_eq!(report.records, 64 * 20 * 3 + 2);
         println!("{batches} batches, {signatures} signatures; {report}");
+        batches
     }
 }
 
