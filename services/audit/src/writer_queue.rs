@@ -91,6 +91,15 @@ impl<W: Worker> Hub<W> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Performs the batch at the front of the queue with the writer (which
+    /// `st` holds), unlocked meanwhile, then gives the writer back.
+    fn perform_front(&self, mut st: MutexGuard<'_, State<W>>) {
+        let batch = W::next_batch(&mut st.jobs);
+        let mut lease = Lease::take(self, &mut st);
+        drop(st);
+        lease.perform(batch);
+    }
+
     /// Wakes whoever performs the front job (call with the lock held, after
     /// a change to the queue or to who holds the writer).
     fn wake_next(&self, st: &State<W>) {
@@ -109,7 +118,15 @@ struct Lease<'a, W: Worker> {
     worker: Option<W>,
 }
 
-impl<W: Worker> Lease<'_, W> {
+impl<'a, W: Worker> Lease<'a, W> {
+    /// Lends the writer out of `st`, which holds it.
+    fn take(hub: &'a Hub<W>, st: &mut State<W>) -> Lease<'a, W> {
+        Lease {
+            hub,
+            worker: st.worker.take(),
+        }
+    }
+
     fn perform(&mut self, batch: Vec<W::Job>) {
         let worker = self.worker.as_mut().expect("a lease holds its worker");
         if !worker.perform(batch) {
@@ -240,7 +257,7 @@ impl<W: Worker> WriterQueue<W> {
             // Let every ready request queue its job, and every caller the
             // last batch answered send its reply, before the next commit.
             tokio::task::yield_now().await;
-            let mut st = hub.lock();
+            let st = hub.lock();
             if st.stopped {
                 return;
             }
@@ -249,14 +266,8 @@ impl<W: Worker> WriterQueue<W> {
                 // back wakes the right performer.
                 continue;
             }
-            let batch = W::next_batch(&mut st.jobs);
-            let mut lease = Lease {
-                hub,
-                worker: st.worker.take(),
-            };
-            drop(st);
-            lease.perform(batch);
-            // Dropping the lease wakes this task again if more is queued.
+            // Giving the writer back wakes this task again if more is queued.
+            hub.perform_front(st);
         }
     }
 
@@ -283,14 +294,7 @@ fn background<W: Worker>(hub: &Hub<W>, idle: Duration) {
         }
         if st.worker.is_some() {
             if !st.jobs.is_empty() && !st.front_is_inline() {
-                let batch = W::next_batch(&mut st.jobs);
-                let mut lease = Lease {
-                    hub,
-                    worker: st.worker.take(),
-                };
-                drop(st);
-                lease.perform(batch);
-                drop(lease);
+                hub.perform_front(st);
                 st = hub.lock();
                 continue;
             }
@@ -307,17 +311,10 @@ fn background<W: Worker>(hub: &Hub<W>, idle: Duration) {
             .wait_timeout(st, idle)
             .unwrap_or_else(|e| e.into_inner());
         st = guard;
-        if timeout.timed_out()
-            && st.jobs.is_empty()
-            && !st.stopped
-            && let Some(worker) = st.worker.take()
-        {
-            let mut lease = Lease {
-                hub,
-                worker: Some(worker),
-            };
+        if timeout.timed_out() && st.jobs.is_empty() && !st.stopped && st.worker.is_some() {
+            let mut lease = Lease::take(hub, &mut st);
             drop(st);
-            lease.worker.as_mut().expect("just set").idle();
+            lease.worker.as_mut().expect("just lent").idle();
             drop(lease);
             st = hub.lock();
         }
@@ -360,12 +357,23 @@ mod tests {
             batch
         }
         fn perform(&mut self, batch: Vec<Job>) -> bool {
-            let mut seen = Vec::new();
+            // The batch is logged before anyone is answered, so a caller
+            // that has its answer finds its batch in the log.
+            let seen = batch
+                .iter()
+                .filter_map(|job| match job {
+                    Job::Add(n, _) => Some(*n),
+                    _ => None,
+                })
+                .collect();
+            self.log
+                .lock()
+                .unwrap()
+                .push((std::thread::current().id(), seen));
             let mut keep = true;
             for job in batch {
                 match job {
-                    Job::Add(n, reply) => {
-                        seen.push(n);
+                    Job::Add(_, reply) => {
                         let _ = reply.send(());
                     }
                     Job::Control(done) => {
@@ -375,10 +383,6 @@ mod tests {
                     Job::Panic => panic!("probe asked to panic"),
                 }
             }
-            self.log
-                .lock()
-                .unwrap()
-                .push((std::thread::current().id(), seen));
             keep
         }
         fn idle(&mut self) {}
