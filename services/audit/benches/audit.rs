@@ -5,13 +5,16 @@
 //! Anchors: one durable redb commit, redb's own throughput in 4096-record
 //! batches, one ML-DSA-65 signature (the service's signer, libcrux-ml-dsa,
 //! and the ml-dsa crate it replaced) and verification. Subjects: durable
-//! appends at batch sizes 1, 64 and 1024, under 64 concurrent appenders
-//! in process and 64 concurrent clients over the service's Unix socket, the
-//! added latency of one governed action at one client (over the socket and
-//! in process, each action paired with a floor sample: one raw commit and
-//! one signature taken right before it; and one disk-free RPC round trip,
-//! what the socket adds to each call), and the offline verification rate
-//! of a 1,000,000-record export.
+//! appends under 64 concurrent appenders in process; through the service
+//! (the real `sios-audit` binary in its own process, started as the kernel
+//! starts it, with its socket handed over as fd 3): calls of 1, 64 and 1024
+//! records from one client, and 64 concurrent clients; the added latency of
+//! one governed action at one client (intent, then outcome), from a
+//! single-threaded client and from a 2-worker one, each action paired with a
+//! floor sample (one raw commit and one signature taken right before it),
+//! beside the same action in process and one disk-free RPC round trip,
+//! warm and after 300 µs idle; and the offline verification rate of a
+//! 1,000,000-record export.
 //!
 //! Set `SIOS_BENCH_DIR` to measure another disk (default: the system temp dir).
 //! Set `SIOS_BENCH_QUICK=1` for a short run (100 000-record export).
