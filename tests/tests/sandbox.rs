@@ -924,6 +924,22 @@ fn status_field(pid: u32, name: &str) -> String {
         .unwrap_or_else(|| panic!("{name} missing from /proc/{pid}/status"))
 }
 
+/// The scheduling policy (`/proc/<pid>/task/<tid>/stat` field 41) of the
+/// thread of `pid` named `name`, if there is one.
+fn thread_policy(pid: u32, name: &str) -> Option<u32> {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let dir = task.ok()?.path();
+        if std::fs::read_to_string(dir.join("comm")).ok()?.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        // Fields 3 onwards follow the parenthesised command name.
+        let after = &stat[stat.rfind(')')? + 2..];
+        return after.split(' ').nth(41 - 3)?.parse().ok();
+    }
+    None
+}
+
 #[test]
 fn the_services_run_sandboxed_each_seeing_only_its_own_state() {
     if !require_root() || !sios_e2e::require_setup() {
@@ -973,6 +989,13 @@ fn the_services_run_sandboxed_each_seeing_only_its_own_state() {
                 key.mode() & 0o777,
                 0o600,
                 "the signing key is its owner's only"
+            );
+            // Inside the sandbox the signer could still lower itself to
+            // SCHED_BATCH, so its wake-ups do not preempt the commits.
+            assert_eq!(
+                thread_policy(program, "audit-signer"),
+                Some(3), // SCHED_BATCH (linux/sched.h)
+                "the audit signer thread's scheduling policy"
             );
         }
         // What its mount namespace holds, seen through /proc/<pid>/root: its
