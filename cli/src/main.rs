@@ -177,8 +177,10 @@ enum BrainCommand {
     Enable { name: String },
     /// Re-read a brain's manifest and restart it on the model it pins.
     ///
-    /// Use after updating a model and its manifest's sha256. The hash is
-    /// checked before the running brain is touched: a mismatch leaves it serving.
+    /// Use after updating a model and its manifest's sha256, or its program
+    /// or sandbox limits. The hash and the program are checked before the
+    /// running brain is touched: a mismatch or a missing program leaves it
+    /// serving.
     Reload { name: String },
 }
 

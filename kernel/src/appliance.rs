@@ -79,6 +79,8 @@ pub struct Appliance {
     slots: Vec<Arc<Slot>>,
     by_name: HashMap<String, Arc<Slot>>,
     started: Instant,
+    /// Whether children run sandboxed (`[sandbox] mode` and who we are).
+    sandboxed: bool,
     limits: TensorLimits,
     request_timeout: Duration,
     shutdown: tokio::sync::Notify,
@@ -310,6 +312,7 @@ impl Appliance {
             slots,
             by_name,
             started: Instant::now(),
+            sandboxed,
             shutdown: tokio::sync::Notify::new(),
             governor,
         };
@@ -754,6 +757,18 @@ impl Appliance {
         // old brain still serves.
         sios_manifest::read_verified(&self.config.paths.models_dir, &manifest.model)
             .map_err(|e| reload_error(e.to_string()))?;
+        // The program and its sandbox come from the manifest too (a missing
+        // program is refused here, likewise). The brain keeps its place in
+        // the catalog, hence its uid.
+        let index = self
+            .slots
+            .iter()
+            .filter(|s| s.role == Role::Brain)
+            .position(|s| s.name == name)
+            .expect("brain_slot found it");
+        let program = brain_program(&self.config, &self.layout, &manifest, index, self.sandboxed)
+            .map_err(|e| reload_error(e.to_string()))?;
+        slot.set_program(program);
         slot.set_brain_facts(BrainFacts {
             labels: manifest.labels.clone(),
             sensitivity: manifest.sensitivity.level(),

@@ -221,9 +221,6 @@ impl Governor {
 /// error is the caller's to refuse the connection on: a principal missing a
 /// group could escape a `forbid` written about that group.
 pub fn peer_groups(socket: &impl std::os::fd::AsRawFd) -> std::io::Result<Vec<u32>> {
-    // The asm-generic value (x86_64, aarch64, riscv64, …); libc does not
-    // export it yet.
-    const SO_PEERGROUPS: libc::c_int = 59;
     const GID: usize = std::mem::size_of::<libc::gid_t>();
     let mut groups: Vec<libc::gid_t> = vec![0; 32];
     loop {
@@ -237,7 +234,7 @@ pub fn peer_groups(socket: &impl std::os::fd::AsRawFd) -> std::io::Result<Vec<u3
             libc::getsockopt(
                 socket.as_raw_fd(),
                 libc::SOL_SOCKET,
-                SO_PEERGROUPS,
+                libc::SO_PEERGROUPS,
                 groups.as_mut_ptr().cast(),
                 &mut len,
             )

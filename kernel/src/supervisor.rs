@@ -101,7 +101,8 @@ pub struct Slot {
     pub role: Role,
     pub socket: PathBuf,
     brain: Option<std::sync::RwLock<Arc<BrainFacts>>>,
-    program: Program,
+    /// How to start the next incarnation; a brain reload may replace it.
+    program: std::sync::RwLock<Arc<Program>>,
     listener: UnixListener,
     /// For brains: serves the private channel each incarnation gets.
     channel: Option<ChannelServer>,
@@ -131,7 +132,7 @@ impl Slot {
             role,
             socket,
             brain: brain.map(|facts| std::sync::RwLock::new(Arc::new(facts))),
-            program,
+            program: std::sync::RwLock::new(Arc::new(program)),
             listener,
             channel,
             live: Mutex::new(Live {
@@ -158,6 +159,16 @@ impl Slot {
     }
 
     /// Replaces the brain's manifest facts (before restarting it on a new model).
+    /// Replaces how the next incarnation is started (the running one is
+    /// not touched).
+    pub fn set_program(&self, program: Program) {
+        *self.program.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(program);
+    }
+
+    fn program(&self) -> Arc<Program> {
+        Arc::clone(&self.program.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
     pub fn set_brain_facts(&self, new: BrainFacts) {
         if let Some(facts) = &self.brain {
             *facts.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(new);
@@ -479,7 +490,7 @@ async fn run_incarnation(
     let spawned = spawn::spawn(
         &slot.name,
         launcher,
-        &slot.program,
+        &slot.program(),
         &slot.listener,
         channel.as_ref().map(|(_, child_end)| child_end),
     );

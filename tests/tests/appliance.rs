@@ -623,6 +623,63 @@ fn operators_disable_enable_and_reload_brains_one_by_one() {
     );
 }
 
+/// `sios brain reload` takes the program from the manifest as well: one
+/// naming a program that is not in the bin directory is refused and the
+/// running brain keeps serving; put right, the reload starts it anew.
+#[test]
+fn a_reload_reads_the_program_from_the_manifest() {
+    if !require_setup() {
+        return;
+    }
+    let catalog = tempfile::tempdir().expect("temp dir");
+    let source = sios_e2e::source_tree().join("brains/catalog/voice-activity.toml");
+    let manifest = catalog.path().join("voice-activity.toml");
+    let text = std::fs::read_to_string(&source).expect("the voice-activity manifest");
+    assert!(
+        !text.contains("\nprogram"),
+        "the test adds the program key itself"
+    );
+    std::fs::write(&manifest, &text).expect("test catalog");
+    let mut options = Options::brains(&["voice-activity"]);
+    options.catalog_dir = Some(catalog.path().to_owned());
+    let app = TestAppliance::start(options);
+    let before = app.pid("voice-activity");
+    let request = json_text(&fixture("voice-activity").request);
+
+    std::fs::write(
+        &manifest,
+        format!("program = \"sios-no-such-program\"\n{text}"),
+    )
+    .unwrap();
+    let out = app.sios(&["brain", "reload", "voice-activity"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("sios-no-such-program"),
+        "the refusal names the program: {}",
+        stderr(&out)
+    );
+    assert_eq!(
+        app.pid("voice-activity"),
+        before,
+        "the running brain is untouched"
+    );
+    let out = app.sios_with_stdin(
+        &["invoke", "voice-activity", "--input", "-"],
+        Some(&request),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    std::fs::write(&manifest, format!("program = \"sios-brain\"\n{text}")).unwrap();
+    let out = app.sios(&["brain", "reload", "voice-activity"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_ne!(app.pid("voice-activity"), before);
+    let out = app.sios_with_stdin(
+        &["invoke", "voice-activity", "--input", "-"],
+        Some(&request),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 #[test]
 fn a_disabled_brain_stays_disabled_across_an_appliance_restart() {
     if !require_setup() {
