@@ -70,6 +70,23 @@ fn first_key(data: &Path) -> PublicKey {
 }
 
 /// Writes `n` invoke actions (intent + outcome each) sequentially.
+/// Flushes `log` and checks that its checkpoint now extends `before`: the
+/// log's own consistency proof between the two verifies.
+async fn extends(log: &AuditLog, before: &sios_ipc::SignedCheckpoint) {
+    log.flush().await.unwrap();
+    let after = log.checkpoint();
+    let proof = log.prove_consistency(before.size, after.size).unwrap();
+    let path: Vec<_> = proof.path.iter().map(|d| d.0).collect();
+    sios_audit::proof::verify_consistency(
+        before.size,
+        after.size,
+        &path,
+        &before.root.0,
+        &after.root.0,
+    )
+    .unwrap();
+}
+
 async fn actions(log: &AuditLog, n: u64) {
     for i in 0..n {
         let r = log
@@ -320,18 +337,7 @@ mod recovery {
             "the same signed checkpoint after reopen"
         );
         actions(&log, 5).await;
-        log.flush().await.unwrap();
-        let after = log.checkpoint();
-        let proof = log.prove_consistency(before.size, after.size).unwrap();
-        let path: Vec<_> = proof.path.iter().map(|d| d.0).collect();
-        sios_audit::proof::verify_consistency(
-            before.size,
-            after.size,
-            &path,
-            &before.root.0,
-            &after.root.0,
-        )
-        .unwrap();
+        extends(&log, &before).await;
         let (bundle, key) = export(&log, dir.path(), "reopened").await;
         assert_eq!(verify_bundle(&bundle, &key).unwrap().records, 1 + 30);
     }
@@ -515,18 +521,7 @@ mod recovery {
             .await
             .expect("the intent open in the format-1 table takes its outcome");
         actions(&log, 2).await;
-        log.flush().await.unwrap();
-        let after = log.checkpoint();
-        let proof = log.prove_consistency(before.size, after.size).unwrap();
-        let path: Vec<_> = proof.path.iter().map(|d| d.0).collect();
-        sios_audit::proof::verify_consistency(
-            before.size,
-            after.size,
-            &path,
-            &before.root.0,
-            &after.root.0,
-        )
-        .unwrap();
+        extends(&log, &before).await;
         log.close();
         let db = redb::Database::create(data.join(sios_audit::store::DB_FILE)).unwrap();
         let read = db.begin_read().unwrap();
