@@ -3,7 +3,8 @@
 //! concurrent clients and killed with SIGKILL mid-append, several times.
 //! After each restart every acknowledged record must be there with the
 //! acknowledged hash, the chain and tree must continue, and the whole log
-//! must verify offline.
+//! must verify offline. Bad frames and drafts on its socket cost only their
+//! own connection or call.
 
 use sios_audit::AuditLog;
 use sios_audit::keys;
@@ -164,4 +165,88 @@ async fn kill_9_mid_append_loses_nothing_acknowledged() {
         report.open_intents
     );
     println!("{} acknowledged; {report}", acked.len());
+}
+
+/// Bad input on the service's own socket: garbage bytes, a frame announcing
+/// more than the limit, a frame cut off by its sender dying mid-write, and a
+/// draft the log must refuse. Each costs only its own connection (or call);
+/// the service, which commits on the thread that reads the sockets, keeps
+/// serving, and what was acknowledged before is still there.
+#[tokio::test(flavor = "current_thread")]
+async fn bad_frames_and_drafts_cost_only_their_own_connection() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut service = spawn(&data, dir.path());
+    let client = connect(&service).await;
+    let mut d = RecordDraft::new("uid:1000", "invoke", "brain:b", DraftKind::Intent);
+    d.subject = Some("uid:1000".into());
+    d.input_digests = vec![Digest([3; 32])];
+    let intent = client
+        .record(ctx(), vec![d.clone()])
+        .await
+        .unwrap()
+        .unwrap();
+
+    let huge = (DEFAULT_MAX_FRAME_BYTES as u32 + 1).to_be_bytes().to_vec();
+    let mut garbage = 16u32.to_be_bytes().to_vec();
+    garbage.extend([0xff; 16]);
+    let mut cut = 100u32.to_be_bytes().to_vec();
+    cut.extend([0; 10]);
+    for (what, bytes, expect_close) in [
+        ("garbage", garbage, true),
+        ("an oversized frame", huge, true),
+        ("a frame cut off mid-write", cut, false),
+    ] {
+        let mut raw = tokio::net::UnixStream::connect(&service.socket)
+            .await
+            .unwrap();
+        raw.write_all(&bytes).await.unwrap();
+        if expect_close {
+            let mut buf = [0u8; 64];
+            let read = tokio::time::timeout(Duration::from_secs(10), raw.read(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("{what}: the service kept the connection open"));
+            assert!(
+                matches!(read, Ok(0) | Err(_)),
+                "{what}: closed without an answer, got {read:?}"
+            );
+        }
+        drop(raw);
+        assert!(
+            service.child.try_wait().unwrap().is_none(),
+            "{what} killed the service"
+        );
+    }
+
+    // A draft that would break the log is refused, with the reason, and
+    // writes nothing.
+    let mut wrong = d.clone();
+    wrong.kind = DraftKind::Outcome {
+        intent_seq: intent[0].seq + 1000,
+        result: ActionResult::Ok,
+    };
+    let refused = client.record(ctx(), vec![wrong]).await.unwrap();
+    let err = refused.expect_err("an outcome of no open intent");
+    println!("refused: {err}");
+    assert!(err.to_string().contains("is not open"), "{err}");
+
+    // The good connection still works, and the chain goes on from the intent.
+    let mut o = d;
+    o.kind = DraftKind::Outcome {
+        intent_seq: intent[0].seq,
+        result: ActionResult::Ok,
+    };
+    o.input_digests = vec![];
+    let outcome = client.record(ctx(), vec![o]).await.unwrap().unwrap();
+    assert_eq!(outcome[0].seq, intent[0].seq + 1);
+    drop(client);
+    drop(service);
+    let log = AuditLog::open(&data).unwrap();
+    let page = log.read(intent[0].seq, 2, 1 << 20).unwrap();
+    assert_eq!(page.records.len(), 2);
+    assert_eq!(
+        sios_audit::record::Record::hash_of(&page.records[0]),
+        intent[0].record_hash.0
+    );
 }
