@@ -625,11 +625,15 @@ impl AuditLog {
                 drafts.len()
             )));
         }
+        self.ask(|reply| Job::Record { drafts, reply }).await?
+    }
+
+    /// Queues the job `make` builds around a reply channel, and waits for
+    /// the reply (an error if the writer stopped first).
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Job) -> Result<T, AuditError> {
         let (reply, answer) = oneshot::channel();
-        self.queue
-            .submit(Job::Record { drafts, reply })
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        self.queue.submit(make(reply)).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())
     }
 
     /// Commits `record` calls on the thread of the runtime that polls this
@@ -667,24 +671,17 @@ impl AuditLog {
 
     /// Replaces the signing key (OAR.md §6.3). Durable on return.
     pub async fn rotate_key(&self, requested_by: String) -> Result<RotationReport, AuditError> {
-        let (reply, answer) = oneshot::channel();
-        self.queue
-            .submit(Job::Rotate {
-                requested_by,
-                reply,
-            })
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        self.ask(|reply| Job::Rotate {
+            requested_by,
+            reply,
+        })
+        .await?
     }
 
     /// Deletes the subject's linking key, commits durably and compacts the
     /// file, so that the key's bytes are gone from `audit.redb`.
     pub async fn erase_subject_key(&self, subject: String) -> Result<bool, AuditError> {
-        let (reply, answer) = oneshot::channel();
-        self.queue
-            .submit(Job::Erase { subject, reply })
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        self.ask(|reply| Job::Erase { subject, reply }).await?
     }
 
     /// Declares the kernel session this service serves; call once at start,
@@ -700,25 +697,18 @@ impl AuditLog {
                 reason: format!("a session name must be 1..{MAX_SESSION} bytes"),
             });
         }
-        let (reply, answer) = oneshot::channel();
-        self.queue
-            .submit(Job::Session {
-                session: session.to_owned(),
-                reply,
-            })
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        self.ask(|reply| Job::Session {
+            session: session.to_owned(),
+            reply,
+        })
+        .await?
     }
 
     /// Resolves once everything queued before it is committed and its
     /// checkpoint signed: then [`AuditLog::checkpoint`] covers every record
     /// acknowledged so far.
     pub async fn flush(&self) -> Result<(), AuditError> {
-        let (reply, answer) = oneshot::channel();
-        self.queue
-            .submit(Job::Flush(reply))
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())
+        self.ask(Job::Flush).await
     }
 
     /// Stops the writer after everything queued, stores the last checkpoint
