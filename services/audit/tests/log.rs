@@ -391,6 +391,68 @@ mod recovery {
         assert_eq!(listed(&log), [1, 2, 4, 6, 8], "flush stores them all");
     }
 
+    /// Through the kernel each call of an export is itself an audited
+    /// action, so the log grows while it is exported: by the time the
+    /// export pages through the checkpoints, the one it started from may be
+    /// neither stored yet nor the latest. The bundle still ends on it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_export_of_a_log_that_grows_meanwhile_ends_on_its_checkpoint() {
+        use sios_audit::export::Source;
+        use sios_ipc::{CheckpointPage, PublicKeyInfo, RecordPage, SignedCheckpoint};
+        /// The log, with an intent recorded before each call, as the kernel does.
+        struct Audited<'a>(&'a AuditLog);
+        impl Audited<'_> {
+            async fn audit(&self) {
+                self.0
+                    .record(vec![intent("uid:1000", "audit")])
+                    .await
+                    .unwrap();
+            }
+        }
+        impl Source for Audited<'_> {
+            async fn read(&self, from: u64, max: u64) -> Result<RecordPage, sios_ipc::AuditError> {
+                self.audit().await;
+                Source::read(self.0, from, max).await
+            }
+            async fn checkpoint(&self) -> Result<SignedCheckpoint, sios_ipc::AuditError> {
+                self.audit().await;
+                Source::checkpoint(self.0).await
+            }
+            async fn checkpoints(
+                &self,
+                after: u64,
+                max: u64,
+            ) -> Result<CheckpointPage, sios_ipc::AuditError> {
+                self.audit().await;
+                Source::checkpoints(self.0, after, max).await
+            }
+            async fn public_keys(&self) -> Result<Vec<PublicKeyInfo>, sios_ipc::AuditError> {
+                self.audit().await;
+                Source::public_keys(self.0).await
+            }
+            async fn policy_text(&self, hash: Digest) -> Result<String, sios_ipc::AuditError> {
+                self.audit().await;
+                Source::policy_text(self.0, hash).await
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let log = AuditLog::open(&data).unwrap();
+        actions(&log, 3).await;
+        let bundle = dir.path().join("growing.bundle");
+        let summary =
+            sios_audit::export::write_to(&Audited(&log), std::fs::File::create(&bundle).unwrap())
+                .await
+                .unwrap();
+        assert!(
+            log.checkpoint().size > summary.tree_size,
+            "the log grew meanwhile"
+        );
+        let key = data.join(keys::PUBLIC_FILE);
+        let report = verify_bundle(&bundle, &key).unwrap();
+        assert_eq!(report.records, summary.tree_size);
+    }
+
     /// OAR.md §10 "Abandoned intents": a new kernel session closes the
     /// intents the previous one left open, with `process-died`; a restart
     /// within one session leaves them open for the live kernel to finish.
