@@ -42,11 +42,13 @@
 //!
 //! Signed checkpoints are stored [`NOTES_PER_STORE`] at a time by a record
 //! commit, or by the first one after the oldest has waited [`IDLE_FLUSH`],
-//! or on their own after [`IDLE_FLUSH`] without commits. If the process dies
-//! first, [`AuditLog::open`] signs the recovered tree again (ML-DSA signing
-//! here is deterministic: if that tree was signed before, the same bytes);
-//! unstored checkpoints of smaller trees are not made again, and need not
-//! be: the records they covered are durable and covered by that one.
+//! or on their own after [`IDLE_FLUSH`] without commits; until then they are
+//! kept in memory, and [`AuditLog::checkpoints`] lists them all the same. If
+//! the process dies first, [`AuditLog::open`] signs the recovered tree again
+//! (ML-DSA signing here is deterministic: if that tree was signed before,
+//! the same bytes); unstored checkpoints of smaller trees are not made
+//! again, and need not be: the records they covered are durable and covered
+//! by that one.
 //!
 //! # When a write is acknowledged
 //! - a call whose drafts include an intent: once its batch is committed
@@ -792,33 +794,40 @@ impl AuditLog {
         max: u64,
         max_bytes: usize,
     ) -> Result<CheckpointPage, AuditError> {
+        // Those signed but not stored yet are read first: one leaves memory
+        // only once the commit storing it is durable, so none can fall
+        // between this and the read transaction below.
+        let pending = self.shared.unstored.lock().expect("unstored lock").all();
         let txn = self.begin_read()?;
         let table = txn.open_table(CHECKPOINTS).map_err(storage)?;
-        let mut out = Vec::new();
-        let mut bytes = 0;
+        let mut page = NotePage {
+            out: Vec::new(),
+            bytes: 0,
+            max,
+            max_bytes,
+        };
         for entry in table
             .range(after_size.saturating_add(1)..)
             .map_err(storage)?
         {
             let (k, v) = entry.map_err(storage)?;
-            let note = v.value();
-            if out.len() as u64 >= max || (!out.is_empty() && bytes + note.len() > max_bytes) {
+            if !page.take(k.value(), v.value())? {
+                return Ok(CheckpointPage {
+                    checkpoints: page.out,
+                });
+            }
+        }
+        // Then the latest, which may be signed but not queued yet.
+        let latest = self.checkpoint();
+        let latest = [(latest.size, latest.note)];
+        for (size, note) in pending.iter().chain(&latest) {
+            if *size > page.covered(after_size) && !page.take(*size, note)? {
                 break;
             }
-            bytes += note.len();
-            let cp = crate::checkpoint::open_note(note)
-                .ok()
-                .and_then(|(body, _)| Checkpoint::parse_body(body).ok())
-                .ok_or_else(|| storage(format!("stored checkpoint {} is malformed", k.value())))?;
-            out.push(signed(cp.size, cp.root, note.to_owned()));
         }
-        // The latest checkpoint may not be stored yet.
-        let latest = self.checkpoint();
-        let covered = out.last().map_or(after_size, |c| c.size);
-        if latest.size > covered && (out.len() as u64) < max {
-            out.push(latest);
-        }
-        Ok(CheckpointPage { checkpoints: out })
+        Ok(CheckpointPage {
+            checkpoints: page.out,
+        })
     }
 
     /// RFC 9162 inclusion proof of `seq` in the tree of `tree_size`
@@ -1393,55 +1402,95 @@ impl crate::writer_queue::Worker for Writer {
 type Call = (Vec<RecordDraft>, Reply);
 type Reply = oneshot::Sender<Result<Vec<Receipt>, AuditError>>;
 
+/// One page of [`AuditLog::checkpoints`] being filled.
+struct NotePage {
+    out: Vec<SignedCheckpoint>,
+    bytes: usize,
+    max: u64,
+    max_bytes: usize,
+}
+
+impl NotePage {
+    /// Adds the note of tree `size` unless the page is full (then `false`).
+    fn take(&mut self, size: u64, note: &str) -> Result<bool, AuditError> {
+        if self.out.len() as u64 >= self.max
+            || (!self.out.is_empty() && self.bytes + note.len() > self.max_bytes)
+        {
+            return Ok(false);
+        }
+        self.bytes += note.len();
+        let cp = crate::checkpoint::open_note(note)
+            .ok()
+            .and_then(|(body, _)| Checkpoint::parse_body(body).ok())
+            .ok_or_else(|| storage(format!("stored checkpoint {size} is malformed")))?;
+        self.out.push(signed(cp.size, cp.root, note.to_owned()));
+        Ok(true)
+    }
+
+    /// The largest tree size on the page, or `after` if none.
+    fn covered(&self, after: u64) -> u64 {
+        self.out.last().map_or(after, |c| c.size)
+    }
+}
+
 /// Signed checkpoints are stored in batches of this many (or once the oldest
 /// has waited [`IDLE_FLUSH`]), not one with every commit. Storing one
 /// touches the `checkpoints` table, which adds pages to the commit that
 /// carries it; at one client every outcome carried the note signed for the
 /// intent before it, and took 35-65 µs longer for it (measured through the
 /// service, `cargo bench -p sios-audit --bench audit`). A note not yet
-/// stored is in memory (`checkpoint` serves the latest); a crash loses at
+/// stored is kept in memory and served like a stored one; a crash loses at
 /// most these, every record they cover is durable, and the next start signs
 /// the recovered tree again (OAR.md §10, "Acknowledgement").
 pub const NOTES_PER_STORE: usize = 16;
 
-/// Checkpoints signed but not yet stored, oldest first.
+/// Checkpoints signed but not yet stored, oldest first, each with when it
+/// was signed. A note leaves only once a commit holding it is durable, so
+/// every signed checkpoint is always either here or in the table (readers
+/// look here first, see [`AuditLog::checkpoints`]).
 #[derive(Default)]
 struct UnstoredNotes {
-    notes: Vec<(u64, String)>,
-    /// When the oldest was signed; `None` when there are none, or once a
-    /// failed commit put its notes back (those go with the next commit).
-    oldest: Option<Instant>,
+    notes: Vec<(u64, String, Instant)>,
+    /// A commit that held them failed: the next one carries them.
+    retry: bool,
 }
 
 impl UnstoredNotes {
     fn push(&mut self, size: u64, note: String, now: Instant) {
-        if self.notes.is_empty() {
-            self.oldest = Some(now);
-        }
-        self.notes.push((size, note));
+        self.notes.push((size, note, now));
     }
 
-    fn take(&mut self) -> Vec<(u64, String)> {
-        self.oldest = None;
-        std::mem::take(&mut self.notes)
+    /// Copies of all of them.
+    fn all(&self) -> Vec<(u64, String)> {
+        self.notes
+            .iter()
+            .map(|(size, note, _)| (*size, note.clone()))
+            .collect()
     }
 
-    /// All of them if a record commit should carry them now (see
+    /// Copies of all of them if a record commit should carry them now (see
     /// [`NOTES_PER_STORE`]), else none.
-    fn take_due(&mut self, now: Instant) -> Vec<(u64, String)> {
-        let due = self.notes.len() >= NOTES_PER_STORE
+    fn due(&self, now: Instant) -> Vec<(u64, String)> {
+        let due = self.retry
+            || self.notes.len() >= NOTES_PER_STORE
             || self
-                .oldest
-                .is_none_or(|t| now.saturating_duration_since(t) >= IDLE_FLUSH);
-        if due { self.take() } else { Vec::new() }
+                .notes
+                .first()
+                .is_some_and(|n| now.saturating_duration_since(n.2) >= IDLE_FLUSH);
+        if due { self.all() } else { Vec::new() }
     }
 
-    /// Puts notes that could not be stored back in front of any signed
-    /// since; the next commit carries them all.
-    fn put_back(&mut self, mut notes: Vec<(u64, String)>) {
-        notes.append(&mut self.notes);
-        self.notes = notes;
-        self.oldest = None;
+    /// A commit holding `notes` is durable: they are in the table now.
+    fn stored(&mut self, notes: &[(u64, String)]) {
+        if let Some((through, _)) = notes.last() {
+            self.notes.retain(|n| n.0 > *through);
+            self.retry = false;
+        }
+    }
+
+    /// A commit holding `notes` failed: they stay, and go with the next.
+    fn not_stored(&mut self, notes: &[(u64, String)]) {
+        self.retry |= !notes.is_empty();
     }
 }
 
@@ -1563,7 +1612,7 @@ impl Writer {
     /// Stores the checkpoints signed since the last commit, in a commit of
     /// their own (used when no batch comes to carry them).
     fn store_unstored(&mut self) {
-        let notes = self.shared.unstored.lock().expect("unstored lock").take();
+        let notes = self.unstored().all();
         if notes.is_empty() {
             return;
         }
@@ -1571,24 +1620,19 @@ impl Writer {
             insert_notes(&txn, &notes)?;
             self.commit(txn)
         });
-        if let Err(err) = result {
-            // Not lost: the next open re-signs the latest identically.
-            tracing::warn!(error = %err, "could not store the latest checkpoints yet");
-            self.requeue_notes(notes);
+        match result {
+            Ok(()) => self.unstored().stored(&notes),
+            Err(err) => {
+                // Not lost: they stay in memory, and the next open re-signs
+                // the latest identically.
+                tracing::warn!(error = %err, "could not store the latest checkpoints yet");
+                self.unstored().not_stored(&notes);
+            }
         }
     }
 
-    /// Puts checkpoint notes that could not be stored back in front of any
-    /// signed since, so the next commit carries them all.
-    fn requeue_notes(&self, notes: Vec<(u64, String)>) {
-        if notes.is_empty() {
-            return;
-        }
-        self.shared
-            .unstored
-            .lock()
-            .expect("unstored lock")
-            .put_back(notes);
+    fn unstored(&self) -> std::sync::MutexGuard<'_, UnstoredNotes> {
+        self.shared.unstored.lock().expect("unstored lock")
     }
 
     /// A batch that could not be committed: every caller gets the error, the
@@ -1598,7 +1642,7 @@ impl Writer {
         for p in prepared {
             let _ = p.reply.send(Err(err.clone()));
         }
-        self.requeue_notes(notes);
+        self.unstored().not_stored(&notes);
         self.reload();
     }
 
@@ -1681,16 +1725,13 @@ impl Writer {
             return;
         }
         // Signed checkpoints waiting to be stored ride along, when due.
-        let notes = self
-            .shared
-            .unstored
-            .lock()
-            .expect("unstored lock")
-            .take_due(Instant::now());
+        let mut notes = self.unstored().due(Instant::now());
         if !notes.is_empty()
             && let Err(err) = insert_notes(&txn, &notes)
         {
             tracing::warn!(error = %err, "could not queue the signed checkpoints");
+            self.unstored().not_stored(&notes);
+            notes.clear();
         }
         let open_persisted = match self.open.persist(&txn, size, false) {
             Ok(done) => done,
@@ -1711,6 +1752,7 @@ impl Writer {
         if open_persisted {
             self.open.persisted(size);
         }
+        self.unstored().stored(&notes);
         let root = self.tree.frontier.root();
         let stats = &self.shared.stats;
         stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -2226,7 +2268,8 @@ mod tests {
 
     /// Waiting checkpoints go with a record commit once
     /// [`NOTES_PER_STORE`] wait or the oldest has waited [`IDLE_FLUSH`];
-    /// notes put back after a failed commit go with the next one, in front.
+    /// they leave memory only once a commit holding them is durable, and
+    /// after a failed one they go with the next.
     #[test]
     fn unstored_checkpoints_are_due_by_count_by_age_or_after_a_failure() {
         let t0 = Instant::now();
@@ -2236,29 +2279,34 @@ mod tests {
             u.push(size, note(size).1, t0);
         }
         let just_under = t0 + IDLE_FLUSH - Duration::from_millis(1);
-        assert!(u.take_due(just_under).is_empty(), "too few, too young");
+        assert!(u.due(just_under).is_empty(), "too few, too young");
         let last = 1 + NOTES_PER_STORE as u64;
         u.push(last, note(last).1, just_under);
         let all: Vec<_> = (2..=last).map(note).collect();
-        assert_eq!(u.take_due(just_under), all, "enough of them");
-        assert!(u.take_due(t0 + IDLE_FLUSH * 10).is_empty(), "none left");
-
-        let t1 = t0 + IDLE_FLUSH * 10;
-        u.push(40, note(40).1, t1);
-        u.push(41, note(41).1, t1 + IDLE_FLUSH);
-        assert!(u.take_due(t1 + IDLE_FLUSH / 2).is_empty());
+        let carried = u.due(just_under);
+        assert_eq!(carried, all, "enough of them");
+        // Signed while that commit ran: stays.
+        u.push(last + 1, note(last + 1).1, just_under);
+        assert_eq!(u.all().len(), all.len() + 1, "kept until stored");
+        u.stored(&carried);
+        assert_eq!(u.all(), vec![note(last + 1)], "the stored ones left");
+        assert!(u.due(just_under).is_empty());
         assert_eq!(
-            u.take_due(t1 + IDLE_FLUSH),
-            vec![note(40), note(41)],
+            u.due(just_under + IDLE_FLUSH),
+            vec![note(last + 1)],
             "the oldest waited long enough"
         );
 
-        u.push(50, note(50).1, t1);
-        u.put_back(vec![note(45)]);
+        let failed = u.due(just_under + IDLE_FLUSH);
+        u.not_stored(&failed);
+        u.push(50, note(50).1, t0 + IDLE_FLUSH * 10);
         assert_eq!(
-            u.take_due(t1),
-            vec![note(45), note(50)],
-            "put back in front"
+            u.due(t0 + IDLE_FLUSH * 10),
+            vec![note(last + 1), note(50)],
+            "after a failed commit, the next carries them all"
         );
+        u.stored(&[note(last + 1), note(50)]);
+        assert!(u.all().is_empty());
+        assert!(u.due(t0 + IDLE_FLUSH * 10).is_empty(), "nothing to retry");
     }
 }
