@@ -20,6 +20,8 @@
 //!
 //! Set `SIOS_BENCH_DIR` to measure another disk (default: the system temp dir).
 //! Set `SIOS_BENCH_QUICK=1` for a short run (100 000-record export).
+//! Set `SIOS_BENCH_BASELINE_AUDIT` to another `sios-audit` binary to compare
+//! this build's one-client latency with it, round by round, in the same run.
 
 use redb::{Database, Durability, TableDefinition};
 use sios_audit::AuditLog;
@@ -96,10 +98,14 @@ struct Service {
     socket: std::path::PathBuf,
 }
 
+/// The `sios-audit` binary built with this bench.
+const THIS_BUILD: &str = env!("CARGO_BIN_EXE_sios-audit");
+
 impl Service {
-    fn spawn(dir: &std::path::Path) -> Service {
+    /// Starts `program` (a `sios-audit` binary) on a log in `dir`.
+    fn spawn(program: &std::ffi::OsStr, dir: &std::path::Path) -> Service {
         let socket = dir.join("audit.sock");
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sios-audit"));
+        let mut command = std::process::Command::new(program);
         command
             .arg("--data-dir")
             .arg(dir.join("service"))
@@ -372,7 +378,7 @@ fn main() {
     );
     drop(db);
 
-    let key = SecretKey::from_seed("sios/audit/bench", [3; 32]).unwrap();
+    let key = std::sync::Arc::new(SecretKey::from_seed("sios/audit/bench", [3; 32]).unwrap());
     // Distinct bodies: ML-DSA signing loops a message-dependent number of
     // times, so one repeated message would measure one fixed count.
     let bodies: Vec<String> = (0..300u64)
@@ -494,7 +500,7 @@ fn main() {
     // as the kernel starts it (its listening socket inherited as fd 3), with
     // its own log; the in-process rows use a second log on the same disk.
     let dir = tempdir();
-    let service = Service::spawn(dir.path());
+    let service = Service::spawn(THIS_BUILD.as_ref(), dir.path());
     let log = AuditLog::open(&dir.path().join("local")).unwrap();
     let (svc_rate, svc64_rate) = runtime.block_on(async {
         let connect = || connect(&service.socket);
@@ -582,7 +588,7 @@ fn main() {
     ));
     let action_mt = {
         let (socket, log, bodies) = (service.socket.clone(), log.clone(), bodies.clone());
-        let (key, dir) = (std::sync::Arc::new(key), dir.path().to_owned());
+        let (key, dir) = (key.clone(), dir.path().to_owned());
         runtime.block_on(async move {
             tokio::spawn(
                 async move { one_action_at_a_time(&socket, &log, &bodies, &key, &dir).await },
@@ -677,6 +683,42 @@ fn main() {
                 total.as_secs_f64() / floor.as_secs_f64()
             ),
         );
+    }
+
+    // Before and after, in the same run: with SIOS_BENCH_BASELINE_AUDIT
+    // naming another build of `sios-audit` (say, the last release), the
+    // one-client action is measured with each binary in turn, three rounds,
+    // each on a fresh log.
+    if let Some(baseline) = std::env::var_os("SIOS_BENCH_BASELINE_AUDIT") {
+        for round in 1..=3 {
+            for (name, program) in [
+                ("this build", std::ffi::OsStr::new(THIS_BUILD)),
+                ("baseline", baseline.as_os_str()),
+            ] {
+                let dir = tempdir();
+                let service = Service::spawn(program, dir.path());
+                let log = AuditLog::open(&dir.path().join("local")).unwrap();
+                let a = single.block_on(one_action_at_a_time(
+                    &service.socket,
+                    &log,
+                    &bodies,
+                    &key,
+                    dir.path(),
+                ));
+                service.stop();
+                log.close();
+                row(
+                    &mut rows,
+                    format!("A/B round {round}, {name}: intent + outcome (p50)"),
+                    format!("{:.0} µs", us(a.service)),
+                    format!(
+                        "{:.2}× its interleaved floor of {:.0} µs",
+                        a.service.as_secs_f64() / a.floor().as_secs_f64(),
+                        us(a.floor())
+                    ),
+                );
+            }
+        }
     }
 
     // Verify rate on a large export.
