@@ -189,14 +189,20 @@ impl ActionLatency {
     }
 }
 
-/// One durable commit of one record into `db`, timed (the floor's commit).
-fn raw_commit(db: &Database, key: u64) -> Duration {
+/// A durable write transaction into `db` holding one record, to commit.
+fn one_record(db: &Database, key: u64) -> redb::WriteTransaction {
     let mut txn = db.begin_write().unwrap();
     txn.set_durability(Durability::Immediate).unwrap();
     txn.open_table(RAW)
         .unwrap()
         .insert(key, [0xabu8; 260].as_slice())
         .unwrap();
+    txn
+}
+
+/// One durable commit of one record into `db`, timed (the floor's commit).
+fn raw_commit(db: &Database, key: u64) -> Duration {
+    let txn = one_record(db, key);
     let t = Instant::now();
     txn.commit().unwrap();
     t.elapsed()
@@ -227,12 +233,7 @@ fn sign_while_committing(key: &SecretKey, bodies: &[String], path: &std::path::P
             }
         });
         for i in 0..300u64 {
-            let mut txn = db.begin_write().unwrap();
-            txn.set_durability(Durability::Immediate).unwrap();
-            txn.open_table(RAW)
-                .unwrap()
-                .insert(i, [0xabu8; 260].as_slice())
-                .unwrap();
+            let txn = one_record(&db, i);
             let start = Instant::now();
             to_signer.send(i as usize).unwrap();
             txn.commit().unwrap();
