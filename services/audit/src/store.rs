@@ -1460,12 +1460,15 @@ impl UnstoredNotes {
         self.notes.push((size, note, now));
     }
 
-    /// Copies of all of them.
+    /// Copies of all of them, smallest tree first.
     fn all(&self) -> Vec<(u64, String)> {
-        self.notes
+        let mut all: Vec<_> = self
+            .notes
             .iter()
             .map(|(size, note, _)| (*size, note.clone()))
-            .collect()
+            .collect();
+        all.sort_unstable_by_key(|n| n.0);
+        all
     }
 
     /// Copies of all of them if a record commit should carry them now (see
@@ -1481,9 +1484,11 @@ impl UnstoredNotes {
     }
 
     /// A commit holding `notes` is durable: they are in the table now.
+    /// Only those leave; any signed meanwhile stay, whatever their size.
     fn stored(&mut self, notes: &[(u64, String)]) {
-        if let Some((through, _)) = notes.last() {
-            self.notes.retain(|n| n.0 > *through);
+        if !notes.is_empty() {
+            self.notes
+                .retain(|n| !notes.iter().any(|(size, _)| *size == n.0));
             self.retry = false;
         }
     }
@@ -2305,7 +2310,11 @@ mod tests {
             vec![note(last + 1), note(50)],
             "after a failed commit, the next carries them all"
         );
+        // One of a smaller tree signed while that commit ran stays.
+        u.push(45, note(45).1, t0 + IDLE_FLUSH * 10);
         u.stored(&[note(last + 1), note(50)]);
+        assert_eq!(u.all(), vec![note(45)], "only what was stored left");
+        u.stored(&[note(45)]);
         assert!(u.all().is_empty());
         assert!(u.due(t0 + IDLE_FLUSH * 10).is_empty(), "nothing to retry");
     }
