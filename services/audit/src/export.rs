@@ -3,10 +3,8 @@
 //!
 //! The bundle covers records `0..N` where `N` is the size of the latest
 //! signed checkpoint when the export starts; records appended meanwhile are
-//! left for the next export. The bundle holds every stored checkpoint up to
-//! `N` and always ends on that latest one, which the log may not have
-//! stored yet (stores keep a few signed checkpoints in memory, see
-//! `store.rs`).
+//! left for the next export, so the bundle always ends on a checkpoint
+//! (`checkpoints` lists every one signed, stored yet or not).
 
 use crate::bundle::BundleWriter;
 use crate::record::Record;
@@ -87,7 +85,6 @@ pub async fn write_to<S: Source, W: Write>(
     let mut exhausted = false;
     let mut seq = 0u64;
     let mut count_cp = 0u64;
-    let mut last_cp = 0u64;
     while seq < target {
         let page = source.read(seq, PAGE.min(target - seq)).await?;
         if page.records.is_empty() {
@@ -139,16 +136,11 @@ pub async fn write_to<S: Source, W: Write>(
                         let cp = checkpoints.pop_front().expect("front exists");
                         w.checkpoint(&cp.note)?;
                         count_cp += 1;
-                        last_cp = cp.size;
                     }
                     _ => break,
                 }
             }
         }
-    }
-    if last_cp != target {
-        w.checkpoint(&latest.note)?;
-        count_cp += 1;
     }
     w.finish()?.flush()?;
     Ok(ExportSummary {

@@ -817,10 +817,7 @@ impl AuditLog {
                 });
             }
         }
-        // Then the latest, which may be signed but not queued yet.
-        let latest = self.checkpoint();
-        let latest = [(latest.size, latest.note)];
-        for (size, note) in pending.iter().chain(&latest) {
+        for (size, note) in &pending {
             if *size > page.covered(after_size) && !page.take(*size, note)? {
                 break;
             }
@@ -1285,17 +1282,18 @@ fn signer_loop(state: &(Mutex<SignerState>, std::sync::Condvar), shared: &Shared
 /// next commit, and answers the intent calls it covers.
 fn publish(shared: &Shared, size: u64, root: Hash, note: String, waiters: Vec<Waiter>) {
     shared.stats.signatures.fetch_add(1, Ordering::Relaxed);
-    {
-        let mut latest = shared.latest.lock().expect("latest lock");
-        if size > latest.size {
-            *latest = signed(size, root, note.clone());
-        }
-    }
+    // Queued before it becomes the latest: whoever saw it as the latest
+    // then finds it in `checkpoints` too.
     shared
         .unstored
         .lock()
         .expect("unstored lock")
-        .push(size, note, Instant::now());
+        .push(size, note.clone(), Instant::now());
+    let mut latest = shared.latest.lock().expect("latest lock");
+    if size > latest.size {
+        *latest = signed(size, root, note);
+    }
+    drop(latest);
     for mut w in waiters {
         for r in &mut w.receipts {
             r.checkpoint_size = Some(size);
