@@ -202,6 +202,50 @@ mod group_commit {
     }
 }
 
+/// Records nobody waits to see signed (outcomes, events) wake no signer;
+/// the signer still covers them within `IDLE_SIGN` on its own, with no
+/// flush and no later intent to carry them.
+mod idle_signing {
+    use super::*;
+    use sios_audit::store::IDLE_SIGN;
+    use std::time::{Duration, Instant};
+
+    #[tokio::test]
+    async fn records_nobody_waits_for_are_signed_within_the_idle_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let log = AuditLog::open(&data).unwrap();
+        let key = first_key(&data);
+        for round in 0..3u64 {
+            // Idle first, so the signer is between its looks, not woken.
+            std::thread::sleep(IDLE_SIGN * 3);
+            let r = log.record(vec![intent("uid:7", "brain:a")]).await.unwrap();
+            let last = log
+                .record(vec![
+                    outcome("uid:7", "brain:a", r[0].seq, ActionResult::Ok),
+                    event(round),
+                ])
+                .await
+                .unwrap();
+            let needed = last[1].seq + 1;
+            // IDLE_SIGN is the promise; the margin is for a loaded machine.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while log.checkpoint().size < needed {
+                assert!(
+                    Instant::now() < deadline,
+                    "round {round}: records {} and {} stayed unsigned for 10 s",
+                    last[0].seq,
+                    last[1].seq
+                );
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let cp = log.checkpoint();
+            sios_audit::checkpoint::verify_checkpoint(&cp.note, &[&key]).unwrap();
+        }
+        log.close();
+    }
+}
+
 mod rules {
     use super::*;
 
