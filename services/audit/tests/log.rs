@@ -4,6 +4,7 @@
 //!
 //! Modules, one concern each:
 //! - `group_commit`: 64 concurrent appenders, gapless, one commit and one signature per batch.
+//! - `idle_signing`: records nobody waits for are still signed within `IDLE_SIGN`.
 //! - `rules`: what the service refuses so that the log always verifies.
 //! - `recovery`: reopen continues the chain and the tree.
 //! - `tamper`: each kind of damage is caught and the first bad record named.
