@@ -1083,6 +1083,10 @@ struct SignerState {
     urgent: bool,
     /// True while a signature is being computed.
     busy: bool,
+    /// Looks in a row that found nothing to sign (see `signer_loop`).
+    empty_looks: u32,
+    /// The signer waits without a deadline: a commit must wake it.
+    asleep: bool,
     stop: bool,
 }
 
@@ -1098,6 +1102,11 @@ struct Signer {
 /// How long committed records may stay without a signed checkpoint when no
 /// intent waits for one.
 pub const IDLE_SIGN: Duration = Duration::from_millis(20);
+
+/// Looks every [`IDLE_SIGN`] that find nothing to sign before the signer
+/// stops looking and waits to be woken (one second): a busy log's outcomes
+/// then wake nobody, and an idle log's signer does not tick for ever.
+const EMPTY_LOOKS_BEFORE_SLEEP: u32 = 50;
 
 impl Signer {
     fn start(shared: Arc<Shared>, origin: String) -> std::io::Result<Signer> {
@@ -1166,10 +1175,15 @@ impl Signer {
         let since = st.target.as_ref().map_or_else(Instant::now, |t| t.3);
         st.target = Some((size, root, key, since));
         if waiters.is_empty() {
-            // Nobody waits: the signer finds this tree when it next looks,
-            // within IDLE_SIGN (see `signer_loop`). Waking it here would cost
-            // every outcome a wake-up of the other CPU, just as its reply is
-            // sent (measured: 30 µs per action at one client).
+            // Nobody waits: a looking signer finds this tree within
+            // IDLE_SIGN (see `signer_loop`). Waking it here would cost every
+            // outcome a wake-up of the other CPU, just as its reply is sent
+            // (measured: 30 µs per action at one client). Only a signer that
+            // stopped looking must be woken.
+            if st.asleep {
+                drop(st);
+                self.state.1.notify_all();
+            }
             return;
         }
         st.waiters.extend(waiters);
@@ -1251,12 +1265,23 @@ fn signer_loop(state: &(Mutex<SignerState>, std::sync::Condvar), shared: &Shared
             cv.notify_all();
             continue;
         }
+        if due.is_some() {
+            st.empty_looks = 0;
+        }
         match due {
-            // Look again within IDLE_SIGN: a commit nobody waits for sets
-            // `target` without waking this thread (see `Signer::committed`),
-            // so an idle signer wakes 50 times a second to look.
-            None => {
+            // A commit nobody waits for sets `target` without waking this
+            // thread unless it is asleep (see `Signer::committed`): look
+            // again within IDLE_SIGN, until a second of looks found nothing.
+            None if st.empty_looks < EMPTY_LOOKS_BEFORE_SLEEP => {
+                st.empty_looks += 1;
                 st = cv.wait_timeout(st, IDLE_SIGN).expect("signer lock").0;
+                continue;
+            }
+            None => {
+                st.asleep = true;
+                st = cv.wait(st).expect("signer lock");
+                st.asleep = false;
+                st.empty_looks = 0;
                 continue;
             }
             Some(wait) if !wait.is_zero() => {

@@ -203,9 +203,10 @@ mod group_commit {
     }
 }
 
-/// Records nobody waits to see signed (outcomes, events) wake no signer;
-/// the signer still covers them within `IDLE_SIGN` on its own, with no
-/// flush and no later intent to carry them.
+/// Records nobody waits to see signed (outcomes, events) wake no looking
+/// signer; it still covers them within `IDLE_SIGN`, with no flush and no
+/// later intent to carry them, and a signer idle long enough to stop
+/// looking is woken by them.
 mod idle_signing {
     use super::*;
     use sios_audit::store::IDLE_SIGN;
@@ -217,26 +218,29 @@ mod idle_signing {
         let data = dir.path().join("data");
         let log = AuditLog::open(&data).unwrap();
         let key = first_key(&data);
-        for round in 0..3u64 {
-            // Idle first, so the signer is between its looks, not woken.
-            std::thread::sleep(IDLE_SIGN * 3);
-            let r = log.record(vec![intent("uid:7", "brain:a")]).await.unwrap();
-            let last = log
-                .record(vec![
-                    outcome("uid:7", "brain:a", r[0].seq, ActionResult::Ok),
-                    event(round),
-                ])
-                .await
-                .unwrap();
-            let needed = last[1].seq + 1;
+        // Idle first: the signer is between its looks, or, after over a
+        // second of idling, has stopped looking and must be woken. Round 0
+        // commits no intent at all, so nothing else wakes it.
+        let rounds = [
+            (IDLE_SIGN * 60, false),
+            (IDLE_SIGN * 3, true),
+            (IDLE_SIGN * 3, true),
+        ];
+        for (round, (idle, with_intent)) in rounds.into_iter().enumerate() {
+            std::thread::sleep(idle);
+            let mut drafts = vec![event(round as u64)];
+            if with_intent {
+                let r = log.record(vec![intent("uid:7", "brain:a")]).await.unwrap();
+                drafts.insert(0, outcome("uid:7", "brain:a", r[0].seq, ActionResult::Ok));
+            }
+            let receipts = log.record(drafts).await.unwrap();
+            let (first, last) = (receipts[0].seq, receipts[receipts.len() - 1].seq);
             // IDLE_SIGN is the promise; the margin is for a loaded machine.
             let deadline = Instant::now() + Duration::from_secs(10);
-            while log.checkpoint().size < needed {
+            while log.checkpoint().size <= last {
                 assert!(
                     Instant::now() < deadline,
-                    "round {round}: records {} and {} stayed unsigned for 10 s",
-                    last[0].seq,
-                    last[1].seq
+                    "round {round}: records {first}..={last} stayed unsigned for 10 s"
                 );
                 std::thread::sleep(Duration::from_millis(2));
             }
