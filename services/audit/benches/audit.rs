@@ -166,8 +166,8 @@ fn ctx() -> tarpc::context::Context {
 }
 
 /// Medians of one way of recording an action: the whole action, and each
-/// of its two calls alone (from separate timings, so the parts need not add
-/// up to the whole exactly).
+/// of its two calls alone (each call timed on its own; medians taken apart,
+/// so the parts' medians need not add up to the whole's exactly).
 struct Split {
     total: Duration,
     /// The intent's call: durable and covered by a signed checkpoint.

@@ -1174,21 +1174,16 @@ impl Signer {
         }
         let since = st.target.as_ref().map_or_else(Instant::now, |t| t.3);
         st.target = Some((size, root, key, since));
-        if waiters.is_empty() {
-            // Nobody waits: a looking signer finds this tree within
-            // IDLE_SIGN (see `signer_loop`). Waking it here would cost every
-            // outcome a wake-up of the other CPU, just as its reply is sent
-            // (measured: 30 µs per action at one client). Only a signer that
-            // stopped looking must be woken.
-            if st.asleep {
-                drop(st);
-                self.state.1.notify_all();
-            }
-            return;
-        }
+        // Without waiters, a looking signer finds this tree within IDLE_SIGN
+        // (see `signer_loop`): waking it would cost every outcome a wake-up
+        // of the other CPU just as its reply is sent (measured: 30 µs per
+        // action at one client). Only a signer that stopped looking is woken.
+        let wake = !waiters.is_empty() || st.asleep;
         st.waiters.extend(waiters);
         drop(st);
-        self.state.1.notify_all();
+        if wake {
+            self.state.1.notify_all();
+        }
     }
 
     /// Signs whatever is committed and unsigned, and waits until done.
@@ -1281,6 +1276,8 @@ fn signer_loop(state: &(Mutex<SignerState>, std::sync::Condvar), shared: &Shared
                 st.asleep = true;
                 st = cv.wait(st).expect("signer lock");
                 st.asleep = false;
+                // Whatever woke it (a commit, an intent's presign) is activity:
+                // look again for a while rather than fall straight back asleep.
                 st.empty_looks = 0;
                 continue;
             }
