@@ -21,6 +21,12 @@ use crate::services::ServiceInfo;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// Most drafts one [`Audit::record`] call (or one call of
+/// [`Audit::record_each`]) may carry.
+pub const MAX_DRAFTS_PER_CALL: usize = 4096;
+/// Most calls one [`Audit::record_each`] request may carry.
+pub const MAX_CALLS_PER_REQUEST: usize = 1024;
+
 /// A SHA-256 value (32 bytes). Printed as lower-case hex.
 #[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Digest(pub [u8; 32]);
@@ -327,6 +333,17 @@ pub trait Audit {
     async fn erase_subject_key(subject: String) -> Result<bool, AuditError>;
     /// A stored policy text by its SHA-256.
     async fn policy_text(hash: Digest) -> Result<String, AuditError>;
+    /// Several independent [`Audit::record`] calls in one request, as a busy
+    /// kernel sends them (see [`crate::recorder`]). Each call is judged,
+    /// committed and answered as if it had come alone (an invalid draft
+    /// refuses only its own call; a call with an intent is answered once
+    /// signed); the reply holds their results in order, once all are
+    /// answered. The outer error refuses the whole request (too many calls).
+    /// Last in the trait so that the methods before it keep their numbers
+    /// on the wire.
+    async fn record_each(
+        calls: Vec<Vec<RecordDraft>>,
+    ) -> Result<Vec<Result<Vec<Receipt>, AuditError>>, AuditError>;
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! - [`kserve`]: Open Inference Protocol (KServe v2) JSON for tensors.
 //! - [`services`]: the tarpc service traits (kernel, brain) and messages.
 //! - [`audit`]: the audit service's trait and messages.
+//! - [`recorder`]: how the kernel sends its audit records under load (concurrent calls coalesced).
 //! - [`ask`]: the answer of `sios ask`'s multi-brain pipeline.
 //! - [`memory`]: the memory service's trait and messages, and the export line format.
 //! - [`transport`]: length-delimited bincode frames over Unix sockets, with a hard size limit.
@@ -17,6 +18,7 @@ pub mod audit;
 pub mod kserve;
 pub mod memory;
 pub mod process;
+pub mod recorder;
 pub mod services;
 pub mod tensor;
 pub mod transport;

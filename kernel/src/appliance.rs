@@ -10,6 +10,7 @@ use crate::supervisor::{
 use sios_config::{Config, StateLayout};
 use sios_ipc::BrainSupport as _;
 use sios_ipc::audit::{ActionResult, BrainRef, DraftKind, Receipt, RecordDraft};
+use sios_ipc::recorder::Recorder;
 use sios_ipc::{
     BrainStatus, Caller, ControlError, InferRequest, InferResponse, InvokeError, ProcessState,
     ProcessStatus, RestartReport, Role, StatusReport, TensorLimits, transport,
@@ -24,6 +25,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
+
+/// How long the kernel waits for the audit service to acknowledge a record
+/// before it gives up on the action (fails closed).
+const AUDIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the appliance could not be set up.
 #[derive(thiserror::Error, Debug)]
@@ -84,6 +89,8 @@ pub struct Appliance {
     limits: TensorLimits,
     request_timeout: Duration,
     shutdown: tokio::sync::Notify,
+    /// Sends every audit record, coalescing concurrent actions' calls.
+    recorder: Recorder,
     /// The policy in force and the client directory.
     pub governor: Governor,
 }
@@ -298,10 +305,19 @@ impl Appliance {
         }
 
         let slots: Vec<Arc<Slot>> = pending.iter().map(|(slot, _)| Arc::clone(slot)).collect();
-        let by_name = slots
+        let by_name: HashMap<String, Arc<Slot>> = slots
             .iter()
             .map(|s| (s.name.clone(), Arc::clone(s)))
             .collect();
+        let audit = Arc::clone(&by_name["audit"]);
+        let recorder = Recorder::new(
+            move || match audit.connection() {
+                Ok(Connection::Audit(client)) => Ok(client),
+                _ => Err("the audit service is not ready".into()),
+            },
+            AUDIT_TIMEOUT,
+            config.limits.max_frame_bytes,
+        );
         let appliance = Appliance {
             limits: TensorLimits {
                 max_elements: config.limits.max_tensor_elements,
@@ -314,6 +330,7 @@ impl Appliance {
             started: Instant::now(),
             sandboxed,
             shutdown: tokio::sync::Notify::new(),
+            recorder,
             governor,
         };
         let appliance = Arc::new(appliance);
@@ -586,17 +603,12 @@ impl Appliance {
     /// Appends `drafts` to the audit log; returns once they are durable (and,
     /// for intents, covered by a signed checkpoint). Fails closed: without the
     /// audit service nothing is recorded, so nothing may run.
+    /// Concurrent actions' calls share requests (`sios_ipc::recorder`).
     pub async fn record(&self, drafts: Vec<RecordDraft>) -> Result<Vec<Receipt>, String> {
-        let Some(Ok(Connection::Audit(audit))) = self.by_name.get("audit").map(|s| s.connection())
-        else {
-            return Err("the audit service is not ready".into());
-        };
-        let ctx = transport::context_with_timeout(Duration::from_secs(30));
-        match audit.record(ctx, drafts).await {
-            Ok(Ok(receipts)) => Ok(receipts),
-            Ok(Err(err)) => Err(err.to_string()),
-            Err(err) => Err(format!("the audit service did not answer: {err}")),
-        }
+        self.recorder
+            .record(drafts)
+            .await
+            .map_err(|err| err.to_string())
     }
 
     /// Records a denied request: its intent (with the deny decision) and a

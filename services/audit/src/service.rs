@@ -60,6 +60,14 @@ impl Audit for AuditServer {
         self.log.record(drafts).await
     }
 
+    async fn record_each(
+        self,
+        _: Context,
+        calls: Vec<Vec<RecordDraft>>,
+    ) -> Result<Vec<Result<Vec<Receipt>, AuditError>>, AuditError> {
+        self.log.record_each(calls).await
+    }
+
     async fn append(
         self,
         _: Context,

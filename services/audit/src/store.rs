@@ -107,8 +107,7 @@ const META_OPEN_UPTO: &str = "open_intents_upto";
 pub const OPEN_INTENTS_PERSIST_RECORDS: u64 = 4096;
 /// Most records written in one batch; the rest wait for the next one.
 pub const MAX_BATCH_RECORDS: usize = 16_384;
-/// Most drafts in one `record` call.
-pub const MAX_DRAFTS_PER_CALL: usize = 4096;
+pub use sios_ipc::audit::{MAX_CALLS_PER_REQUEST, MAX_DRAFTS_PER_CALL};
 /// Longest policy text.
 pub const MAX_POLICY_TEXT: usize = 1 << 20;
 /// How long a signed checkpoint may wait to be stored: after that the next
@@ -624,13 +623,56 @@ impl AuditLog {
     /// drafts of one call are validated first: one invalid draft and none
     /// is written.
     pub async fn record(&self, drafts: Vec<RecordDraft>) -> Result<Vec<Receipt>, AuditError> {
+        self.queue_record(drafts)?
+            .await
+            .unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// Several independent [`AuditLog::record`] calls at once: each is
+    /// queued as its own call (so they share a batch, and an invalid draft
+    /// refuses only its own call), and their results come back in order.
+    pub async fn record_each(
+        &self,
+        calls: Vec<Vec<RecordDraft>>,
+    ) -> Result<Vec<Result<Vec<Receipt>, AuditError>>, AuditError> {
+        if calls.len() > MAX_CALLS_PER_REQUEST {
+            return Err(AuditError::TooLarge(format!(
+                "{} calls in one request; at most {MAX_CALLS_PER_REQUEST}",
+                calls.len()
+            )));
+        }
+        // Every call is queued before the first answer is awaited, so the
+        // writer finds them together.
+        let answers: Vec<_> = calls
+            .into_iter()
+            .map(|drafts| self.queue_record(drafts))
+            .collect();
+        let mut results = Vec::with_capacity(answers.len());
+        for answer in answers {
+            results.push(match answer {
+                Ok(answer) => answer.await.unwrap_or_else(|_| Err(stopped())),
+                Err(refused) => Err(refused),
+            });
+        }
+        Ok(results)
+    }
+
+    /// Queues one `record` call; the receiver yields its answer.
+    fn queue_record(
+        &self,
+        drafts: Vec<RecordDraft>,
+    ) -> Result<oneshot::Receiver<Result<Vec<Receipt>, AuditError>>, AuditError> {
         if drafts.len() > MAX_DRAFTS_PER_CALL {
             return Err(AuditError::TooLarge(format!(
                 "{} drafts in one call; at most {MAX_DRAFTS_PER_CALL}",
                 drafts.len()
             )));
         }
-        self.ask(|reply| Job::Record { drafts, reply }).await?
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .submit(Job::Record { drafts, reply })
+            .map_err(|_| stopped())?;
+        Ok(answer)
     }
 
     /// Queues the job `make` builds around a reply channel, and waits for

@@ -4,14 +4,17 @@
 //! After each restart every acknowledged record must be there with the
 //! acknowledged hash, the chain and tree must continue, and the whole log
 //! must verify offline. Bad frames and drafts on its socket cost only their
-//! own connection or call.
+//! own connection or call. The kernel's [`Recorder`] coalesces concurrent
+//! calls into shared requests, each call keeping its own answer, and fails
+//! every call it could not get answered when the service dies.
 
 use sios_audit::AuditLog;
 use sios_audit::keys;
 use sios_audit::verify::verify_bundle;
 use sios_ipc::activation::hand_listener;
+use sios_ipc::recorder::{RecordError, Recorder};
 use sios_ipc::transport::{DEFAULT_MAX_FRAME_BYTES, client_config, context_with_timeout, framed};
-use sios_ipc::{ActionResult, AuditClient, Digest, DraftKind, RecordDraft};
+use sios_ipc::{ActionResult, AuditClient, AuditError, Digest, DraftKind, RecordDraft};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -249,4 +252,204 @@ async fn bad_frames_and_drafts_cost_only_their_own_connection() {
         sios_audit::record::Record::hash_of(&page.records[0]),
         intent[0].record_hash.0
     );
+}
+
+fn intent_of(actor: &str, i: u64) -> RecordDraft {
+    let mut d = RecordDraft::new(
+        actor,
+        "invoke",
+        format!("brain:b{}", i % 5),
+        DraftKind::Intent,
+    );
+    d.subject = Some(actor.to_owned());
+    d.input_digests = vec![Digest([i as u8; 32])];
+    d
+}
+
+fn outcome_of(intent: &RecordDraft, intent_seq: u64) -> RecordDraft {
+    RecordDraft {
+        kind: DraftKind::Outcome {
+            intent_seq,
+            result: ActionResult::Ok,
+        },
+        input_digests: vec![],
+        output_digests: vec![Digest([1; 32])],
+        ..intent.clone()
+    }
+}
+
+/// A recorder over one connection, as the kernel holds one.
+fn recorder_over(client: AuditClient) -> Recorder {
+    Recorder::new(
+        move || Ok(client.clone()),
+        Duration::from_secs(10),
+        DEFAULT_MAX_FRAME_BYTES,
+    )
+}
+
+/// 64 tasks record actions at once through one recorder, as the kernel's
+/// request handlers do; one of them slips in a call the log must refuse.
+/// The calls share far fewer requests than there are calls, every call gets
+/// its own answer (the bad one its refusal, which costs nobody else), every
+/// acknowledged record is in the log with its acknowledged hash, and the
+/// log verifies. One action alone travels as a plain `record`, one call per
+/// request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recorder_shares_requests_and_each_call_keeps_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let service = spawn(&data, dir.path());
+    let recorder = recorder_over(connect(&service).await);
+
+    let before = recorder.stats();
+    let lone = intent_of("uid:999", 0);
+    let seq = recorder.record(vec![lone.clone()]).await.unwrap()[0].seq;
+    recorder.record(vec![outcome_of(&lone, seq)]).await.unwrap();
+    let after = recorder.stats();
+    assert_eq!(
+        (after.calls - before.calls, after.requests - before.requests),
+        (2, 2),
+        "one action alone: one request per call"
+    );
+
+    const TASKS: u64 = 64;
+    const ACTIONS: u64 = 10;
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let recorder = recorder.clone();
+            tokio::spawn(async move {
+                let actor = format!("uid:{}", 1000 + task);
+                let mut acked = Vec::new();
+                for i in 0..ACTIONS {
+                    let intent = intent_of(&actor, i);
+                    let r = recorder.record(vec![intent.clone()]).await.unwrap();
+                    acked.push((r[0].seq, r[0].record_hash));
+                    assert!(r[0].checkpoint_size.is_some_and(|size| size > r[0].seq));
+                    let o = recorder
+                        .record(vec![outcome_of(&intent, r[0].seq)])
+                        .await
+                        .unwrap();
+                    acked.push((o[0].seq, o[0].record_hash));
+                    if task == 7 && i == 3 {
+                        // An outcome of an intent that is not open.
+                        let wrong = outcome_of(&intent, r[0].seq);
+                        let refused = recorder.record(vec![wrong]).await;
+                        assert!(
+                            matches!(
+                                &refused,
+                                Err(RecordError::Refused(AuditError::InvalidDraft { .. }))
+                            ),
+                            "{refused:?}"
+                        );
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut acked = Vec::new();
+    for task in tasks {
+        acked.extend(task.await.unwrap());
+    }
+    let stats = recorder.stats();
+    let (calls, requests) = (stats.calls - after.calls, stats.requests - after.requests);
+    println!("{calls} calls in {requests} requests");
+    assert_eq!(calls, TASKS * ACTIONS * 2 + 1);
+    assert!(
+        requests * 2 < calls,
+        "{calls} concurrent calls took {requests} requests: not coalesced"
+    );
+
+    drop(recorder);
+    drop(service);
+    let log = AuditLog::open(&data).unwrap();
+    for &(seq, hash) in &acked {
+        let page = log.read(seq, 1, 1 << 20).unwrap();
+        assert_eq!(
+            sios_audit::record::Record::hash_of(&page.records[0]),
+            hash.0,
+            "record {seq}"
+        );
+    }
+    let bundle = dir.path().join("recorder.bundle");
+    sios_audit::export::write_bundle(&log, &bundle)
+        .await
+        .unwrap();
+    let report = verify_bundle(&bundle, &data.join(keys::PUBLIC_FILE)).unwrap();
+    // Whatever the service wrote before the lone intent, then two records
+    // per action.
+    assert_eq!(report.records, seq + 2 + TASKS * ACTIONS * 2);
+    assert_eq!(report.open_intents, 0);
+}
+
+/// The service is killed while calls ride in requests and wait in the
+/// recorder's lanes: every call comes back with an error (none hangs, none
+/// is taken as recorded), and once the service is back the same recorder
+/// records again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_service_dies_every_waiting_call_fails_and_the_recorder_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut service = spawn(&data, dir.path());
+    let current: Arc<Mutex<Option<AuditClient>>> =
+        Arc::new(Mutex::new(Some(connect(&service).await)));
+    let source = current.clone();
+    let recorder = Recorder::new(
+        move || {
+            source
+                .lock()
+                .unwrap()
+                .clone()
+                .ok_or_else(|| "the audit service is not ready".to_owned())
+        },
+        Duration::from_secs(10),
+        DEFAULT_MAX_FRAME_BYTES,
+    );
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tasks: Vec<_> = (0..32u64)
+        .map(|task| {
+            let (recorder, stop) = (recorder.clone(), stop.clone());
+            tokio::spawn(async move {
+                let actor = format!("uid:{}", 2000 + task);
+                let (mut ok, mut failed) = (0u32, 0u32);
+                for i in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    match recorder.record(vec![intent_of(&actor, i)]).await {
+                        Ok(_) => ok += 1,
+                        Err(RecordError::Unanswered(_)) => failed += 1,
+                        Err(other) => panic!("unexpected refusal: {other}"),
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    let give_up = std::time::Instant::now() + Duration::from_secs(20);
+    while recorder.stats().calls < 200 && std::time::Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    service.child.kill().unwrap();
+    service.child.wait().unwrap();
+    *current.lock().unwrap() = None;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, 0);
+    for task in tasks {
+        // Every task ends: no call waits for ever on a dead service.
+        let (o, f) = tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("a call hung after the service died")
+            .unwrap();
+        ok += o;
+        failed += f;
+    }
+    println!("{ok} acknowledged, {failed} failed");
+    assert!(ok > 0 && failed > 0, "{ok} acknowledged, {failed} failed");
+
+    let service = spawn(&data, dir.path());
+    *current.lock().unwrap() = Some(connect(&service).await);
+    let again = recorder.record(vec![intent_of("uid:3000", 0)]).await;
+    assert!(again.is_ok(), "{again:?}");
 }
