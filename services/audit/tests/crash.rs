@@ -171,8 +171,9 @@ async fn kill_9_mid_append_loses_nothing_acknowledged() {
 }
 
 /// Bad input on the service's own socket: garbage bytes, a frame announcing
-/// more than the limit, a frame cut off by its sender dying mid-write, and a
-/// draft the log must refuse. Each costs only its own connection (or call);
+/// more than the limit, a frame cut off by its sender dying mid-write, a
+/// draft the log must refuse, and batched requests over the limits. Each
+/// costs only its own connection (or call, or request);
 /// the service, which commits on the thread that reads the sockets, keeps
 /// serving, and what was acknowledged before is still there.
 #[tokio::test(flavor = "current_thread")]
@@ -234,7 +235,31 @@ async fn bad_frames_and_drafts_cost_only_their_own_connection() {
     println!("refused: {err}");
     assert!(err.to_string().contains("is not open"), "{err}");
 
-    // The good connection still works, and the chain goes on from the intent.
+    // A request of more calls than one may carry is refused whole; a call
+    // of too many drafts inside one is refused alone, and its neighbour is
+    // recorded.
+    let too_many = vec![Vec::new(); sios_ipc::MAX_CALLS_PER_REQUEST + 1];
+    let refused = client.record_each(ctx(), too_many).await.unwrap();
+    assert!(
+        matches!(&refused, Err(AuditError::TooLarge(_))),
+        "{refused:?}"
+    );
+    let event = RecordDraft::new("kernel", "test.event", "process:test", DraftKind::Event);
+    let oversized = vec![event.clone(); sios_ipc::MAX_DRAFTS_PER_CALL + 1];
+    let answers = client
+        .record_each(ctx(), vec![oversized, vec![event]])
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(&answers[0], Err(AuditError::TooLarge(_))),
+        "{:?}",
+        answers[0]
+    );
+    let neighbour = answers[1].as_ref().expect("the neighbouring call");
+    assert_eq!(neighbour[0].seq, intent[0].seq + 1);
+
+    // The good connection still works, and the chain goes on.
     let mut o = d;
     o.kind = DraftKind::Outcome {
         intent_seq: intent[0].seq,
@@ -242,12 +267,12 @@ async fn bad_frames_and_drafts_cost_only_their_own_connection() {
     };
     o.input_digests = vec![];
     let outcome = client.record(ctx(), vec![o]).await.unwrap().unwrap();
-    assert_eq!(outcome[0].seq, intent[0].seq + 1);
+    assert_eq!(outcome[0].seq, intent[0].seq + 2);
     drop(client);
     drop(service);
     let log = AuditLog::open(&data).unwrap();
-    let page = log.read(intent[0].seq, 2, 1 << 20).unwrap();
-    assert_eq!(page.records.len(), 2);
+    let page = log.read(intent[0].seq, 3, 1 << 20).unwrap();
+    assert_eq!(page.records.len(), 3);
     assert_eq!(
         sios_audit::record::Record::hash_of(&page.records[0]),
         intent[0].record_hash.0
