@@ -194,11 +194,15 @@ impl Inner {
     /// Sends `batch`, answers its calls, then the calls that queued
     /// meanwhile, until none waits.
     async fn send(self: Arc<Self>, mut batch: Vec<Call>) {
+        let mut slot = Sending(Some(&self));
         loop {
             self.send_one(batch).await;
             let mut queue = self.queue();
             if queue.waiting.is_empty() {
+                // Under the same lock as the look at the queue: a call that
+                // arrives after it finds the slot free and sends itself.
                 queue.in_flight -= 1;
+                slot.0 = None;
                 return;
             }
             batch = self.take_batch(&mut queue);
@@ -251,6 +255,21 @@ impl Inner {
             )));
         }
         Ok(results)
+    }
+}
+
+/// A sender's place among the [`MAX_IN_FLIGHT`], given back if the sender
+/// ends without finishing (it panicked, or its runtime shut down), so that
+/// later calls are still sent: without it, two such ends would leave every
+/// later call waiting for ever. (The calls it carried are answered with an
+/// error: their reply channels are dropped with it.)
+struct Sending<'a>(Option<&'a Inner>);
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0 {
+            inner.queue().in_flight -= 1;
+        }
     }
 }
 
@@ -314,6 +333,36 @@ mod tests {
             sizes.push(recorder.inner.take_batch(queue).len());
         }
         sizes
+    }
+
+    /// A sender that dies (here: its connection source panics) gives its
+    /// place back: every call gets an error, and none waits for ever, also
+    /// after more such deaths than there are places.
+    #[test]
+    fn a_sender_that_dies_answers_with_an_error_and_frees_its_place() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let recorder = Recorder::new(
+            || panic!("a connection source that fails hard (this panic is expected)"),
+            Duration::from_secs(1),
+            16 << 20,
+        );
+        runtime.block_on(async {
+            for _ in 0..MAX_IN_FLIGHT * 2 + 1 {
+                let draft = RecordDraft::new("kernel", "test", "nothing", DraftKind::Event);
+                let answer =
+                    tokio::time::timeout(Duration::from_secs(10), recorder.record(vec![draft]))
+                        .await
+                        .expect("a call waited for ever after senders died");
+                assert!(
+                    matches!(&answer, Err(RecordError::Unanswered(_))),
+                    "{answer:?}"
+                );
+            }
+        });
+        assert_eq!(recorder.inner.queue().in_flight, 0);
     }
 
     #[test]
