@@ -8,7 +8,7 @@
 //! rate (measured: 27,000 to 47,000 records/s at 64 clients, against
 //! 157,000 to 200,000 with 64 drafts per request; `cargo bench -p
 //! sios-audit`). So the kernel coalesces: a call that finds fewer than
-//! [`MAX_IN_FLIGHT`] requests of its kind in flight is sent at once, alone
+//! [`MAX_IN_FLIGHT`] requests in flight is sent at once, alone
 //! (one action at a time pays nothing for this); calls that find the
 //! requests busy wait and leave together, as one [`Audit::record_each`]
 //! request, when one of those comes back.
@@ -60,7 +60,9 @@ pub enum RecordError {
     #[error(transparent)]
     Refused(#[from] AuditError),
     /// The call never got an answer: no connection, no reply, or a reply
-    /// that does not fit the request. Nothing about it is acknowledged.
+    /// that does not fit the request. It is not acknowledged: it may or may
+    /// not be in the log, as with any request whose reply was lost, and the
+    /// action must not run.
     #[error("{0}")]
     Unanswered(String),
 }
