@@ -668,19 +668,23 @@ impl AuditLog {
                 drafts.len()
             )));
         }
+        self.enqueue(|reply| Job::Record { drafts, reply })
+    }
+
+    /// Queues the job `make` builds around a reply channel; the receiver
+    /// yields the reply (an error if the writer stopped first).
+    fn enqueue<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Job,
+    ) -> Result<oneshot::Receiver<T>, AuditError> {
         let (reply, answer) = oneshot::channel();
-        self.queue
-            .submit(Job::Record { drafts, reply })
-            .map_err(|_| stopped())?;
+        self.queue.submit(make(reply)).map_err(|_| stopped())?;
         Ok(answer)
     }
 
-    /// Queues the job `make` builds around a reply channel, and waits for
-    /// the reply (an error if the writer stopped first).
+    /// [`AuditLog::enqueue`], then waits for the reply.
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Job) -> Result<T, AuditError> {
-        let (reply, answer) = oneshot::channel();
-        self.queue.submit(make(reply)).map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())
+        self.enqueue(make)?.await.map_err(|_| stopped())
     }
 
     /// Commits `record` calls on the thread of the runtime that polls this

@@ -64,28 +64,41 @@ fn ctx() -> tarpc::context::Context {
     context_with_timeout(Duration::from_secs(10))
 }
 
+fn intent_of(actor: &str, i: u64) -> RecordDraft {
+    let mut d = RecordDraft::new(
+        actor,
+        "invoke",
+        format!("brain:b{}", i % 5),
+        DraftKind::Intent,
+    );
+    d.subject = Some(actor.to_owned());
+    d.input_digests = vec![Digest([i as u8; 32])];
+    d
+}
+
+fn outcome_of(intent: &RecordDraft, intent_seq: u64) -> RecordDraft {
+    RecordDraft {
+        kind: DraftKind::Outcome {
+            intent_seq,
+            result: ActionResult::Ok,
+        },
+        input_digests: vec![],
+        output_digests: vec![Digest([1; 32])],
+        ..intent.clone()
+    }
+}
+
 /// One client: intent, then outcome, for ever; every acknowledged receipt
 /// is kept as (seq, record hash).
 async fn hammer(client: AuditClient, id: u64, acked: Arc<Mutex<Vec<(u64, Digest)>>>) {
     let actor = format!("uid:{}", 1000 + id);
     for i in 0.. {
-        let resource = format!("brain:b{}", i % 5);
-        let mut d = RecordDraft::new(&actor, "invoke", &resource, DraftKind::Intent);
-        d.subject = Some(actor.clone());
-        d.input_digests = vec![Digest([i as u8; 32])];
-        let Ok(Ok(r)) = client.record(ctx(), vec![d]).await else {
+        let d = intent_of(&actor, i);
+        let Ok(Ok(r)) = client.record(ctx(), vec![d.clone()]).await else {
             return;
         };
         acked.lock().unwrap().push((r[0].seq, r[0].record_hash));
-        let o = RecordDraft::new(
-            &actor,
-            "invoke",
-            &resource,
-            DraftKind::Outcome {
-                intent_seq: r[0].seq,
-                result: ActionResult::Ok,
-            },
-        );
+        let o = outcome_of(&d, r[0].seq);
         let Ok(Ok(r)) = client.record(ctx(), vec![o]).await else {
             return;
         };
@@ -277,30 +290,6 @@ async fn bad_frames_and_drafts_cost_only_their_own_connection() {
         sios_audit::record::Record::hash_of(&page.records[0]),
         intent[0].record_hash.0
     );
-}
-
-fn intent_of(actor: &str, i: u64) -> RecordDraft {
-    let mut d = RecordDraft::new(
-        actor,
-        "invoke",
-        format!("brain:b{}", i % 5),
-        DraftKind::Intent,
-    );
-    d.subject = Some(actor.to_owned());
-    d.input_digests = vec![Digest([i as u8; 32])];
-    d
-}
-
-fn outcome_of(intent: &RecordDraft, intent_seq: u64) -> RecordDraft {
-    RecordDraft {
-        kind: DraftKind::Outcome {
-            intent_seq,
-            result: ActionResult::Ok,
-        },
-        input_digests: vec![],
-        output_digests: vec![Digest([1; 32])],
-        ..intent.clone()
-    }
 }
 
 /// A recorder over one connection, as the kernel holds one.
