@@ -17,6 +17,7 @@
 //! deterministic, is re-created byte for byte if the process dies before
 //! storing it.
 
+use crate::latency::Histogram;
 use crate::services::ServiceInfo;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -294,6 +295,66 @@ pub struct AuditEvent {
     pub detail: String,
 }
 
+/// Where the audit service's `record` calls spent their time since it
+/// started ([`Audit::record_timings`]). A measurement for operators and
+/// benchmarks, not part of the log: take one before and one after a run and
+/// subtract ([`crate::latency::Histogram::since`]).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecordTimings {
+    /// Calls and batches holding an intent: answered once signed.
+    pub intents: StageTimings,
+    /// Calls and batches of outcomes and events only: answered once durable.
+    pub durable_only: StageTimings,
+}
+
+/// The stages of a `record` call inside the audit service, in order.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct StageTimings {
+    /// Per call: from its arrival in the writer's queue until its batch began.
+    pub queued: Histogram,
+    /// Per batch: from its start until its commit began (validating,
+    /// building, hashing and inserting the records; handing the new tree
+    /// head to the signer).
+    pub prepared: Histogram,
+    /// Per batch: the durable redb commit.
+    pub committed: Histogram,
+    /// Per call: from its batch's commit until it was answered; for a call
+    /// with an intent this includes waiting for its signed checkpoint.
+    pub answered: Histogram,
+}
+
+impl RecordTimings {
+    /// What was recorded after `earlier` (see [`Histogram::since`]).
+    pub fn since(&self, earlier: &RecordTimings) -> RecordTimings {
+        RecordTimings {
+            intents: self.intents.since(&earlier.intents),
+            durable_only: self.durable_only.since(&earlier.durable_only),
+        }
+    }
+}
+
+impl StageTimings {
+    /// What was recorded after `earlier` (see [`Histogram::since`]).
+    pub fn since(&self, earlier: &StageTimings) -> StageTimings {
+        StageTimings {
+            queued: self.queued.since(&earlier.queued),
+            prepared: self.prepared.since(&earlier.prepared),
+            committed: self.committed.since(&earlier.committed),
+            answered: self.answered.since(&earlier.answered),
+        }
+    }
+
+    /// Each stage with its name, in order.
+    pub fn stages(&self) -> [(&'static str, &Histogram); 4] {
+        [
+            ("queued", &self.queued),
+            ("prepared", &self.prepared),
+            ("committed", &self.committed),
+            ("answered", &self.answered),
+        ]
+    }
+}
+
 /// The audit service; the kernel is its only client.
 #[tarpc::service]
 pub trait Audit {
@@ -344,6 +405,9 @@ pub trait Audit {
     async fn record_each(
         calls: Vec<Vec<RecordDraft>>,
     ) -> Result<Vec<Result<Vec<Receipt>, AuditError>>, AuditError>;
+    /// Where `record` calls spent their time since the service started.
+    /// After `record_each` so that every earlier method keeps its number.
+    async fn record_timings() -> RecordTimings;
 }
 
 #[cfg(test)]

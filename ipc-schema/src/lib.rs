@@ -16,6 +16,7 @@ pub mod activation;
 pub mod ask;
 pub mod audit;
 pub mod kserve;
+pub mod latency;
 pub mod memory;
 pub mod process;
 pub mod recorder;

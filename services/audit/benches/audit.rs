@@ -16,7 +16,9 @@
 //! kernel's request handlers run), each action paired with a
 //! floor sample (one raw commit and one signature taken right before it),
 //! and its intent and its outcome each beside their part of the floor (so
-//! the table shows which call the time over the floor goes to),
+//! the table shows which call the time over the floor goes to) and split
+//! by the log's own stage timings (`Audit::record_timings`: queued,
+//! prepared, committed, answered; the rest is outside the log),
 //! beside the same action in process and one disk-free RPC round trip,
 //! warm, after 300 µs idle and right after a durable commit at the sending
 //! end (as every reply of the service is sent); and the offline
@@ -32,7 +34,9 @@ use sios_audit::AuditLog;
 use sios_audit::keys::SecretKey;
 use sios_ipc::recorder::Recorder;
 use sios_ipc::transport::{DEFAULT_MAX_FRAME_BYTES, client_config, context_with_timeout, framed};
-use sios_ipc::{ActionResult, AuditClient, Digest, DraftKind, RecordDraft};
+use sios_ipc::{
+    ActionResult, AuditClient, Digest, DraftKind, RecordDraft, RecordTimings, StageTimings,
+};
 use std::time::{Duration, Instant};
 
 const RAW: TableDefinition<u64, &[u8]> = TableDefinition::new("raw");
@@ -177,6 +181,9 @@ struct Split {
     intent: Duration,
     /// The outcome's call: durable.
     outcome: Duration,
+    /// The same calls as the log itself timed them, stage by stage
+    /// (`None`: a baseline build without `record_timings`).
+    stages: Option<RecordTimings>,
 }
 
 /// Timings of one way of recording an action, to take medians of.
@@ -194,11 +201,12 @@ impl SplitSamples {
         self.outcome.push(outcome);
     }
 
-    fn medians(self) -> Split {
+    fn medians(self, stages: Option<RecordTimings>) -> Split {
         Split {
             total: median(self.total),
             intent: median(self.intent),
             outcome: median(self.outcome),
+            stages,
         }
     }
 }
@@ -292,6 +300,13 @@ fn sign_while_committing(key: &SecretKey, bodies: &[String], path: &std::path::P
     }
 }
 
+/// The service's own stage timings so far, on a connection of their own: a
+/// baseline build without the `record_timings` method drops the connection
+/// that asks, which must not be the one being measured.
+async fn service_timings(socket: &std::path::Path) -> Option<RecordTimings> {
+    connect(socket).await.record_timings(ctx()).await.ok()
+}
+
 /// One client, one action at a time: intent (durable + signed), then outcome
 /// (durable). The disk's commit latency swings by 10× within minutes when
 /// other work shares it, so each action is paired with a floor sample taken
@@ -312,6 +327,8 @@ async fn one_action_at_a_time(
     let (mut lat, mut lat_local) = (SplitSamples::default(), SplitSamples::default());
     let (mut rpc, mut rpc_idle, mut rpc_after_commit) = (Vec::new(), Vec::new(), Vec::new());
     let (mut floor_commit, mut floor_sign) = (Vec::new(), Vec::new());
+    let service_stages = service_timings(socket).await;
+    let local_stages = log.stats().record_timings();
     for i in 0..300u64 {
         floor_commit.push(raw_commit(&raw, i));
         let body = &bodies[i as usize % bodies.len()];
@@ -359,9 +376,14 @@ async fn one_action_at_a_time(
     }
     committer.abort();
     let _ = committer.await;
+    let service_stages = match (service_stages, service_timings(socket).await) {
+        (Some(before), Some(after)) => Some(after.since(&before)),
+        _ => None,
+    };
+    let local_stages = log.stats().record_timings().since(&local_stages);
     ActionLatency {
-        service: lat.medians(),
-        in_process: lat_local.medians(),
+        service: lat.medians(service_stages),
+        in_process: lat_local.medians(Some(local_stages)),
         rpc: median(rpc),
         rpc_after_idle: median(rpc_idle),
         rpc_after_commit: median(rpc_after_commit),
@@ -374,18 +396,21 @@ async fn one_action_at_a_time(
 /// the time over the floor goes.
 fn split_rows(rows: &mut Vec<Row>, action: &ActionLatency, split: &Split) {
     let intent_floor = action.floor_sign.max(action.floor_commit);
-    for (what, took, part, floor) in [
+    let stages = split.stages.as_ref();
+    for (what, took, part, floor, stages) in [
         (
             "  its intent alone: durable + signed (p50)",
             split.intent,
             "max(sign, commit)",
             intent_floor,
+            stages.map(|s| &s.intents),
         ),
         (
             "  its outcome alone: durable (p50)",
             split.outcome,
             "one commit",
             action.floor_commit,
+            stages.map(|s| &s.durable_only),
         ),
     ] {
         row(
@@ -398,7 +423,40 @@ fn split_rows(rows: &mut Vec<Row>, action: &ActionLatency, split: &Split) {
                 us(took) - us(floor)
             ),
         );
+        if let Some(stages) = stages {
+            stage_row(rows, stages, took, action.floor_commit);
+        }
     }
+}
+
+/// One call's time as the log measured it, stage by stage (medians, from
+/// the log's own histograms), and what is left of the call's median outside
+/// the log: the socket both ways and the RPC layers at both ends.
+fn stage_row(rows: &mut Vec<Row>, stages: &StageTimings, call: Duration, floor_commit: Duration) {
+    let medians: Vec<(&str, Duration)> = stages
+        .stages()
+        .into_iter()
+        .filter_map(|(name, h)| Some((name, h.quantile(0.5)?)))
+        .collect();
+    if medians.len() < 4 {
+        return; // the log did not time these calls
+    }
+    let inside: Duration = medians.iter().map(|(_, d)| *d).sum();
+    let parts: Vec<String> = medians
+        .iter()
+        .map(|(name, d)| format!("{name} {:.0}", us(*d)))
+        .collect();
+    row(
+        rows,
+        "    in the log, stage by stage (p50 each)",
+        format!("{:.0} µs", us(inside)),
+        format!(
+            "{} µs (the commit {:+.0} µs over the floor's); outside the log {:.0} µs",
+            parts.join(" + "),
+            us(medians[2].1) - us(floor_commit),
+            us(call) - us(inside)
+        ),
+    );
 }
 
 fn main() {

@@ -4,8 +4,8 @@
 use crate::store::AuditLog;
 use sios_ipc::{
     AppendReceipt, Audit, AuditError, AuditEvent, CheckpointPage, ConsistencyProof, Digest,
-    InclusionProof, PublicKeyInfo, Receipt, RecordDraft, RecordPage, RotationReport, ServiceInfo,
-    SignedCheckpoint,
+    InclusionProof, PublicKeyInfo, Receipt, RecordDraft, RecordPage, RecordTimings, RotationReport,
+    ServiceInfo, SignedCheckpoint,
 };
 use tarpc::context::Context;
 
@@ -66,6 +66,10 @@ impl Audit for AuditServer {
         calls: Vec<Vec<RecordDraft>>,
     ) -> Result<Vec<Result<Vec<Receipt>, AuditError>>, AuditError> {
         self.log.record_each(calls).await
+    }
+
+    async fn record_timings(self, _: Context) -> RecordTimings {
+        self.log.stats().record_timings()
     }
 
     async fn append(

@@ -78,10 +78,11 @@ use redb::{
     WriteTransaction,
 };
 use sha2::{Digest as _, Sha256};
+use sios_ipc::latency::LiveHistogram;
 use sios_ipc::{
     ActionResult, AppendReceipt, AuditError, AuditEvent, BrainRef, CheckpointPage,
     ConsistencyProof, Digest, DraftKind, InclusionProof, PublicKeyInfo, Receipt, RecordDraft,
-    RecordPage, RotationReport, SignedCheckpoint,
+    RecordPage, RecordTimings, RotationReport, SignedCheckpoint, StageTimings,
 };
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -198,12 +199,68 @@ pub struct Stats {
     /// that was superseded before its commit finished is not counted).
     pub signatures: AtomicU64,
     pub records: AtomicU64,
+    /// Where `record` calls spent their time; read with [`Stats::record_timings`].
+    timings: LiveTimings,
+}
+
+impl Stats {
+    /// Where `record` calls spent their time since the log was opened.
+    pub fn record_timings(&self) -> RecordTimings {
+        RecordTimings {
+            intents: self.timings.intents.snapshot(),
+            durable_only: self.timings.durable_only.snapshot(),
+        }
+    }
+}
+
+/// [`RecordTimings`] being recorded.
+#[derive(Debug, Default)]
+struct LiveTimings {
+    intents: LiveStages,
+    durable_only: LiveStages,
+}
+
+impl LiveTimings {
+    /// The stages of calls (or batches) with an intent, or of the others.
+    fn of(&self, intent: bool) -> &LiveStages {
+        if intent {
+            &self.intents
+        } else {
+            &self.durable_only
+        }
+    }
+}
+
+/// [`StageTimings`] being recorded.
+#[derive(Debug, Default)]
+struct LiveStages {
+    queued: LiveHistogram,
+    prepared: LiveHistogram,
+    committed: LiveHistogram,
+    answered: LiveHistogram,
+}
+
+impl LiveStages {
+    fn snapshot(&self) -> StageTimings {
+        StageTimings {
+            queued: self.queued.snapshot(),
+            prepared: self.prepared.snapshot(),
+            committed: self.committed.snapshot(),
+            answered: self.answered.snapshot(),
+        }
+    }
+}
+
+fn has_intent(drafts: &[RecordDraft]) -> bool {
+    drafts.iter().any(|d| d.kind == DraftKind::Intent)
 }
 
 enum Job {
     Record {
         drafts: Vec<RecordDraft>,
         reply: oneshot::Sender<Result<Vec<Receipt>, AuditError>>,
+        /// When it was queued (for [`StageTimings::queued`]).
+        queued_at: Instant,
     },
     Rotate {
         requested_by: String,
@@ -668,7 +725,11 @@ impl AuditLog {
                 drafts.len()
             )));
         }
-        self.enqueue(|reply| Job::Record { drafts, reply })
+        self.enqueue(|reply| Job::Record {
+            drafts,
+            reply,
+            queued_at: Instant::now(),
+        })
     }
 
     /// Queues the job `make` builds around a reply channel; the receiver
@@ -1110,6 +1171,9 @@ fn recover_key(
 struct Waiter {
     reply: oneshot::Sender<Result<Vec<Receipt>, AuditError>>,
     receipts: Vec<Receipt>,
+    /// When the batch holding its intent was committed (for
+    /// [`StageTimings::answered`]).
+    committed_at: Instant,
 }
 
 /// What the signer thread works from; guarded by `Signer::state`.
@@ -1374,11 +1438,13 @@ fn publish(shared: &Shared, size: u64, root: Hash, note: String, waiters: Vec<Wa
         *latest = signed(size, root, note);
     }
     drop(latest);
+    let answered = &shared.stats.timings.intents.answered;
     for mut w in waiters {
         for r in &mut w.receipts {
             r.checkpoint_size = Some(size);
         }
         let _ = w.reply.send(Ok(w.receipts));
+        answered.record(w.committed_at.elapsed());
     }
 }
 
@@ -1427,7 +1493,15 @@ impl crate::writer_queue::Worker for Writer {
         let mut calls = Vec::with_capacity(batch.len());
         for job in batch {
             match job {
-                Job::Record { drafts, reply } => calls.push((drafts, reply)),
+                Job::Record {
+                    drafts,
+                    reply,
+                    queued_at,
+                } => {
+                    let stages = self.shared.stats.timings.of(has_intent(&drafts));
+                    stages.queued.record(queued_at.elapsed());
+                    calls.push((drafts, reply));
+                }
                 Job::Shutdown(done) => {
                     self.finish();
                     let _ = done.send(());
@@ -1777,6 +1851,7 @@ impl Writer {
     }
 
     fn write_batch(&mut self, batch: Vec<Call>) {
+        let started = Instant::now();
         let mut txn = match self.begin_write() {
             Ok(t) => t,
             Err(err) => {
@@ -1824,14 +1899,20 @@ impl Writer {
                 return;
             }
         };
-        if prepared.iter().any(|p| p.has_intent) {
+        let batch_has_intent = prepared.iter().any(|p| p.has_intent);
+        if batch_has_intent {
             self.signer
                 .presign(size, self.tree.frontier.root(), self.key.clone());
         }
+        let committing = Instant::now();
         if let Err(err) = self.commit(txn) {
             self.fail_batch(prepared, err, notes);
             return;
         }
+        let committed_at = Instant::now();
+        let stages = self.shared.stats.timings.of(batch_has_intent);
+        stages.prepared.record(committing - started);
+        stages.committed.record(committed_at - committing);
         if open_persisted {
             self.open.persisted(size);
         }
@@ -1851,9 +1932,12 @@ impl Writer {
                 waiters.push(Waiter {
                     reply: p.reply,
                     receipts: p.receipts,
+                    committed_at,
                 });
             } else {
                 let _ = p.reply.send(Ok(p.receipts));
+                let answered = &self.shared.stats.timings.durable_only.answered;
+                answered.record(committed_at.elapsed());
             }
         }
         self.signer

@@ -6,7 +6,8 @@
 //! must verify offline. Bad frames and drafts on its socket cost only their
 //! own connection or call. The kernel's [`Recorder`] coalesces concurrent
 //! calls into shared requests, each call keeping its own answer, and fails
-//! every call it could not get answered when the service dies.
+//! every call it could not get answered when the service dies. The service
+//! times each call by stage and reports it over the socket.
 
 use sios_audit::AuditLog;
 use sios_audit::keys;
@@ -466,4 +467,57 @@ async fn when_the_service_dies_every_waiting_call_fails_and_the_recorder_recover
     *current.lock().unwrap() = Some(connect(&service).await);
     let again = recorder.record(vec![intent_of("uid:3000", 0)]).await;
     assert!(again.is_ok(), "{again:?}");
+}
+
+/// The service times every `record` call it handles, stage by stage, and
+/// tells over its socket. After ten lone actions and one refused outcome,
+/// the calls between two snapshots are counted exactly: each call once in
+/// `queued` (the refused one too), each batch once in `prepared` and
+/// `committed`, each answered call once in `answered`; one intent batch and
+/// one outcome batch per action. A durable commit's median is never zero.
+#[tokio::test(flavor = "current_thread")]
+async fn record_timings_count_every_call_and_batch_by_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = spawn(&dir.path().join("data"), dir.path());
+    let client = connect(&service).await;
+    let before = client.record_timings(ctx()).await.unwrap();
+
+    const ACTIONS: u64 = 10;
+    for i in 0..ACTIONS {
+        let intent = intent_of("uid:1000", i);
+        let r = client.record(ctx(), vec![intent.clone()]).await.unwrap();
+        let outcome = outcome_of(&intent, r.unwrap()[0].seq);
+        client.record(ctx(), vec![outcome]).await.unwrap().unwrap();
+    }
+    // An outcome of an intent that does not exist: refused before any batch.
+    let refused = outcome_of(&intent_of("uid:1000", 0), 1_000_000);
+    let answer = client.record(ctx(), vec![refused]).await.unwrap();
+    assert!(answer.is_err(), "an outcome without its intent is refused");
+
+    let run = client.record_timings(ctx()).await.unwrap().since(&before);
+    for (kind, stages, queued) in [
+        ("intent", &run.intents, ACTIONS),
+        ("outcome", &run.durable_only, ACTIONS + 1),
+    ] {
+        let counts: Vec<(&str, u64)> = stages
+            .stages()
+            .iter()
+            .map(|(name, h)| (*name, h.count()))
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                ("queued", queued),
+                ("prepared", ACTIONS),
+                ("committed", ACTIONS),
+                ("answered", ACTIONS)
+            ],
+            "{kind} calls by stage"
+        );
+        let commit = stages.committed.quantile(0.5).unwrap();
+        assert!(
+            commit > Duration::ZERO,
+            "{kind}: a durable commit took {commit:?}"
+        );
+    }
 }
