@@ -894,6 +894,7 @@ fn main() {
                         us(a.floor())
                     ),
                 );
+                split_rows(&mut rows, &a, &a.service);
             }
         }
     }
