@@ -22,7 +22,7 @@ use sios_audit::record::Record;
 use sios_audit::verify::{VerifyFailure, verify_bundle};
 use sios_ipc::{
     AuditError, CheckpointPage, ConsistencyProof, Digest, InclusionProof, PublicKeyInfo,
-    RecordPage, RotationReport, SignedCheckpoint,
+    RecordPage, RecordTimings, RotationReport, SignedCheckpoint, StageTimings,
 };
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -97,6 +97,25 @@ pub enum AuditCommand {
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Show where the audit service's record calls spent their time since it
+    /// started, stage by stage: how many, and the median, 90th and 99th
+    /// percentile and longest time in microseconds.
+    ///
+    /// Calls with an intent are answered once their checkpoint is signed;
+    /// outcomes and events once durable. Stages: `queued` (waiting for the
+    /// writer), `prepared` (checking, building and storing the records),
+    /// `committed` (the durable commit: the disk's share; if it is far above
+    /// what the disk usually takes, look at the disk), `answered` (until the
+    /// reply; for intents this includes the signature). Queued and answered
+    /// count calls, prepared and committed count batches (concurrent calls
+    /// share one). With --json, one object: {"intents": {STAGE: {"count",
+    /// "p50_us", "p90_us", "p99_us", "max_us"}}, "durable_only": {…}}, times
+    /// null where nothing was counted.
+    Timings {
+        /// One JSON object instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 impl AuditCommand {
@@ -155,6 +174,7 @@ pub trait AuditSource {
     async fn policy_text(&self, hash: Digest) -> Result<String, AuditError>;
     /// The kernel fills in who asked (from SO_PEERCRED).
     async fn rotate_key(&self) -> Result<RotationReport, AuditError>;
+    async fn record_timings(&self) -> Result<RecordTimings, AuditError>;
 }
 
 /// Lets the library's exporter read through an [`AuditSource`].
@@ -304,6 +324,16 @@ pub async fn run_audit<S: AuditSource>(
             }
             Ok(())
         }
+        AuditCommand::Timings { json } => {
+            let timings = source(source_opt)?.record_timings().await?;
+            if json {
+                out.line(&timings_json(&timings).to_string())
+            } else {
+                timings_table(&timings)
+                    .iter()
+                    .try_for_each(|line| out.line(line))
+            }
+        }
         AuditCommand::Export { file } => {
             let s = source(source_opt)?;
             let summary = export::write_bundle(&Exporter(s), &file)
@@ -447,6 +477,69 @@ pub async fn run_audit<S: AuditSource>(
             }
         }
     }
+}
+
+/// The quantiles `sios audit timings` shows, with their column names.
+const TIMING_QUANTILES: [(&str, f64); 4] =
+    [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)];
+
+/// Each kind of call with its heading.
+fn timing_kinds(t: &RecordTimings) -> [(&'static str, &'static str, &StageTimings); 2] {
+    [
+        (
+            "intents",
+            "calls with an intent (answered once signed)",
+            &t.intents,
+        ),
+        (
+            "durable_only",
+            "outcomes and events (answered once durable)",
+            &t.durable_only,
+        ),
+    ]
+}
+
+/// `sios audit timings`: a table per kind of call, a row per stage.
+pub fn timings_table(t: &RecordTimings) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (_, heading, stages) in timing_kinds(t) {
+        lines.push(heading.to_owned());
+        let mut header = format!("  {:<10} {:>10}", "stage", "count");
+        for (name, _) in TIMING_QUANTILES {
+            header += &format!(" {:>9}", format!("{name} µs"));
+        }
+        lines.push(header);
+        for (stage, histogram) in stages.stages() {
+            let mut line = format!("  {stage:<10} {:>10}", histogram.count());
+            for (_, q) in TIMING_QUANTILES {
+                let cell = histogram
+                    .quantile(q)
+                    .map_or_else(|| "-".to_owned(), |d| d.as_micros().to_string());
+                line += &format!(" {cell:>9}");
+            }
+            lines.push(line);
+        }
+    }
+    lines
+}
+
+/// `sios audit timings --json`.
+pub fn timings_json(t: &RecordTimings) -> serde_json::Value {
+    let mut kinds = serde_json::Map::new();
+    for (key, _, stages) in timing_kinds(t) {
+        let mut by_stage = serde_json::Map::new();
+        for (stage, histogram) in stages.stages() {
+            let mut fields = serde_json::Map::new();
+            fields.insert("count".into(), histogram.count().into());
+            for (name, q) in TIMING_QUANTILES {
+                let micros = histogram.quantile(q).map(|d| d.as_micros() as u64);
+                fields.insert(format!("{name}_us"), micros.into());
+            }
+            by_stage.insert(stage.into(), fields.into());
+        }
+        kinds.insert(key.into(), by_stage.into());
+    }
+    kinds.into()
 }
 
 /// Runs `sios keys CMD`. `audit_data_dir` is the audit service's data

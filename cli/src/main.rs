@@ -137,7 +137,7 @@ enum Command {
     /// Manage brains one by one: list, disable, enable, reload.
     #[command(subcommand)]
     Brain(BrainCommand),
-    /// The audit log: tail, export, verify offline, proofs, replay.
+    /// The audit log: tail, export, verify offline, proofs, replay, timings.
     #[command(subcommand)]
     Audit(AuditCli),
     /// The operator's signing key: init, export-public, rotate.
@@ -780,6 +780,7 @@ impl AuditSource for Kernel {
         public_keys() -> Vec<sios_ipc::PublicKeyInfo> => audit_public_keys;
         policy_text(hash: sios_ipc::Digest) -> String => audit_policy_text;
         rotate_key() -> sios_ipc::RotationReport => key_rotate;
+        record_timings() -> sios_ipc::RecordTimings => audit_record_timings;
     }
 }
 

@@ -407,7 +407,7 @@ pub trait Audit {
     ) -> Result<Vec<Result<Vec<Receipt>, AuditError>>, AuditError>;
     /// Where `record` calls spent their time since the service started.
     /// After `record_each` so that every earlier method keeps its number.
-    async fn record_timings() -> RecordTimings;
+    async fn record_timings() -> Result<RecordTimings, AuditError>;
 }
 
 #[cfg(test)]

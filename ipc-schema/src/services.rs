@@ -405,6 +405,11 @@ pub trait Kernel {
         request: crate::memory::ImportRequest,
     ) -> Result<crate::memory::ImportReport, crate::memory::MemoryError>;
     async fn memory_compact() -> Result<crate::memory::CompactReport, crate::memory::MemoryError>;
+
+    // ---- Added later: last, so that every method above keeps its number on the wire ----
+    /// Where the audit service's `record` calls spent their time since it
+    /// started (decided as `audit_read`, recorded).
+    async fn audit_record_timings() -> Result<crate::audit::RecordTimings, ControlError>;
 }
 
 /// What a service says when it is ready.

@@ -8,7 +8,7 @@ use crate::appliance::{Appliance, Requester};
 use sios_ipc::PolicyInfo;
 use sios_ipc::audit::{
     CheckpointPage, ConsistencyProof, Digest, InclusionProof, PublicKeyInfo, RecordPage,
-    RotationReport, SignedCheckpoint,
+    RecordTimings, RotationReport, SignedCheckpoint,
 };
 use sios_ipc::memory::{
     CompactReport, EraseReport, ExportPage, ExportRequest, ImportReport, ImportRequest, Item,
@@ -270,6 +270,7 @@ impl Kernel for KernelServer {
         audit_prove_consistency(old_size: u64, new_size: u64) -> ConsistencyProof => "consistency", prove_consistency;
         audit_public_keys() -> Vec<PublicKeyInfo> => "public-keys", public_keys;
         audit_policy_text(hash: Digest) -> String => "policy-text", policy_text;
+        audit_record_timings() -> RecordTimings => "record-timings", record_timings;
     }
 
     async fn key_rotate(self, _: Context) -> Result<RotationReport, ControlError> {

@@ -133,6 +133,21 @@ fn every_action_is_recorded_and_the_export_verifies_offline() {
     );
     assert_eq!(served(&app), before, "a denied invoke reached the brain");
 
+    // The audit service's own stage timings, through the kernel: the calls
+    // above were timed (an audit read itself, recorded below).
+    let timings: Value = serde_json::from_str(&ok(
+        &app.sios(&["audit", "timings", "--json"]),
+        "audit timings",
+    ))
+    .expect("audit timings --json is one JSON object");
+    for kind in ["intents", "durable_only"] {
+        let committed = &timings[kind]["committed"];
+        assert!(
+            committed["count"].as_u64() > Some(0) && committed["p50_us"].as_u64() > Some(0),
+            "{kind}: {timings}"
+        );
+    }
+
     let records = tail(&app);
     // The first invoke was allowed; the last one denied by the forbid.
     let invokes: Vec<&Value> = records
@@ -147,6 +162,7 @@ fn every_action_is_recorded_and_the_export_verifies_offline() {
         ("memory_erase", "alice"),
         ("key_rotate", ""),
         ("policy_load", ""),
+        ("audit_read", "record-timings"),
     ] {
         let (intent, outcome) = intent_and_outcome(&records, action, resource);
         assert_eq!(intent["decision"]["effect"], "allow", "{intent}");

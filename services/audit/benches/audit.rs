@@ -304,7 +304,7 @@ fn sign_while_committing(key: &SecretKey, bodies: &[String], path: &std::path::P
 /// baseline build without the `record_timings` method drops the connection
 /// that asks, which must not be the one being measured.
 async fn service_timings(socket: &std::path::Path) -> Option<RecordTimings> {
-    connect(socket).await.record_timings(ctx()).await.ok()
+    connect(socket).await.record_timings(ctx()).await.ok()?.ok()
 }
 
 /// One client, one action at a time: intent (durable + signed), then outcome

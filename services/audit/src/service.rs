@@ -68,8 +68,8 @@ impl Audit for AuditServer {
         self.log.record_each(calls).await
     }
 
-    async fn record_timings(self, _: Context) -> RecordTimings {
-        self.log.stats().record_timings()
+    async fn record_timings(self, _: Context) -> Result<RecordTimings, AuditError> {
+        Ok(self.log.stats().record_timings())
     }
 
     async fn append(

@@ -11,7 +11,7 @@ use sios_audit::AuditLog;
 use sios_audit::keys;
 use sios_ipc::{
     ActionResult, AuditError, CheckpointPage, ConsistencyProof, Digest, DraftKind, InclusionProof,
-    PublicKeyInfo, RecordDraft, RecordPage, RotationReport, SignedCheckpoint,
+    PublicKeyInfo, RecordDraft, RecordPage, RecordTimings, RotationReport, SignedCheckpoint,
 };
 
 /// What the CLI will implement over the kernel client, here over the log.
@@ -48,6 +48,9 @@ impl AuditSource for Local {
     }
     async fn rotate_key(&self) -> Result<RotationReport, AuditError> {
         self.0.rotate_key("operator:uid:0".into()).await
+    }
+    async fn record_timings(&self) -> Result<RecordTimings, AuditError> {
+        Ok(self.0.stats().record_timings())
     }
 }
 
@@ -227,4 +230,40 @@ async fn export_verify_prove_and_keys_end_to_end() {
         .await
         .unwrap();
     assert!(fresh.join(keys::SECRET_FILE).exists());
+}
+
+/// `sios audit timings`: after five lone actions (each call a batch of its
+/// own), every stage of both kinds of call counted five, with times; the
+/// table has a heading, a header and a row per stage for each kind. With
+/// nothing counted, times are null in the JSON and `-` in the table.
+#[tokio::test]
+async fn timings_show_every_stage_of_both_kinds_of_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = populated(dir.path()).await;
+    let timings = src.record_timings().await.unwrap();
+    let json = audit_cmd::timings_json(&timings);
+    for kind in ["intents", "durable_only"] {
+        for stage in ["queued", "prepared", "committed", "answered"] {
+            let s = &json[kind][stage];
+            assert_eq!(s["count"], 5, "{kind} {stage}: {s}");
+            let (p50, max) = (s["p50_us"].as_u64(), s["max_us"].as_u64());
+            assert!(p50.is_some() && max >= p50, "{kind} {stage}: {s}");
+        }
+    }
+    let table = audit_cmd::timings_table(&timings);
+    assert_eq!(table.len(), 2 * 6, "{table:#?}");
+    let committed: Vec<&str> = table[4].split_whitespace().collect();
+    assert_eq!(&committed[..2], ["committed", "5"], "{table:#?}");
+    run_audit(AuditCommand::Timings { json: false }, Some(&src))
+        .await
+        .unwrap();
+
+    let none = RecordTimings::default();
+    assert_eq!(
+        audit_cmd::timings_json(&none)["intents"]["committed"],
+        serde_json::json!({"count": 0, "p50_us": null, "p90_us": null, "p99_us": null, "max_us": null})
+    );
+    let empty_table = audit_cmd::timings_table(&none);
+    let row: Vec<&str> = empty_table[2].split_whitespace().collect();
+    assert_eq!(row, ["queued", "0", "-", "-", "-", "-"]);
 }

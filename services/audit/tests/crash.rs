@@ -480,7 +480,7 @@ async fn record_timings_count_every_call_and_batch_by_stage() {
     let dir = tempfile::tempdir().unwrap();
     let service = spawn(&dir.path().join("data"), dir.path());
     let client = connect(&service).await;
-    let before = client.record_timings(ctx()).await.unwrap();
+    let before = client.record_timings(ctx()).await.unwrap().unwrap();
 
     const ACTIONS: u64 = 10;
     for i in 0..ACTIONS {
@@ -494,7 +494,8 @@ async fn record_timings_count_every_call_and_batch_by_stage() {
     let answer = client.record(ctx(), vec![refused]).await.unwrap();
     assert!(answer.is_err(), "an outcome without its intent is refused");
 
-    let run = client.record_timings(ctx()).await.unwrap().since(&before);
+    let after = client.record_timings(ctx()).await.unwrap().unwrap();
+    let run = after.since(&before);
     for (kind, stages, queued) in [
         ("intent", &run.intents, ACTIONS),
         ("outcome", &run.durable_only, ACTIONS + 1),
