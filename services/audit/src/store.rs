@@ -251,6 +251,7 @@ impl LiveStages {
     }
 }
 
+/// Whether a call holds an intent (and is answered only once signed).
 fn has_intent(drafts: &[RecordDraft]) -> bool {
     drafts.iter().any(|d| d.kind == DraftKind::Intent)
 }
@@ -1974,10 +1975,9 @@ impl Writer {
                 }
             }
             let mut receipts = Vec::with_capacity(drafts.len());
-            let mut has_intent = false;
+            let call_has_intent = has_intent(&drafts);
             let applied: Result<(), AuditError> = (|| {
                 for draft in drafts {
-                    has_intent |= draft.kind == DraftKind::Intent;
                     let r = self.build(draft, &mut subjects, &mut policies)?;
                     let bytes = r.encode();
                     let leaf = Record::hash_of(&bytes);
@@ -2013,7 +2013,7 @@ impl Writer {
             out.push(Prepared {
                 reply,
                 receipts,
-                has_intent,
+                has_intent: call_has_intent,
             });
         }
         Ok(out)
