@@ -2,8 +2,9 @@
 //! their physical anchors, measured in the same run on the same disk, printed
 //! as one table with the comparisons (DESIGN.md "Numbers we hold ourselves to").
 //!
-//! Anchors: one durable redb commit, redb's own throughput in 4096-record
-//! batches, one ML-DSA-65 signature (the service's signer, libcrux-ml-dsa,
+//! Anchors: one durable redb commit (also with the committing thread held
+//! on each CPU in turn: the floor itself moves with where the waiting
+//! thread runs), redb's own throughput in 4096-record batches, one ML-DSA-65 signature (the service's signer, libcrux-ml-dsa,
 //! and the ml-dsa crate it replaced) and verification. Subjects: durable
 //! appends under 64 concurrent appenders in process; through the service
 //! (the real `sios-audit` binary in its own process, started as the kernel
@@ -256,6 +257,77 @@ fn raw_commit(db: &Database, key: u64) -> Duration {
     t.elapsed()
 }
 
+/// The CPUs this process may run on (at most [`MAX_CPUS_PROBED`]).
+fn allowed_cpus() -> Vec<usize> {
+    #[allow(unsafe_code)]
+    // SAFETY: `set` is a plain bitmask owned by this frame, and its size is
+    // the one passed; pid 0 names the calling thread.
+    let set = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        set
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: `cpu` is below CPU_SETSIZE, the set's capacity.
+    let is_set = |cpu: &usize| unsafe { libc::CPU_ISSET(*cpu, &set) };
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(is_set)
+        .take(MAX_CPUS_PROBED)
+        .collect()
+}
+
+/// A large machine is probed on its first CPUs only, to keep the run short.
+const MAX_CPUS_PROBED: usize = 8;
+
+/// Holds the calling thread on `cpu`; false if the kernel refused.
+fn hold_on_cpu(cpu: usize) -> bool {
+    #[allow(unsafe_code)]
+    // SAFETY: as in `allowed_cpus`; `cpu` is below CPU_SETSIZE.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    }
+}
+
+/// One durable commit's p50 with the committing thread held on each CPU in
+/// turn, fastest first. A commit's thread sleeps in the flush and is woken
+/// by the disk's completion interrupt: woken on the CPU that took the
+/// interrupt, it runs at once; woken on another (idle) CPU, it waits for
+/// that CPU to be woken too, which on a virtual machine can cost more than
+/// the disk. The spread is how much the floor itself moves with placement.
+fn commits_by_cpu(db: &Database) -> Vec<(usize, Duration)> {
+    let mut out: Vec<(usize, Duration)> = std::thread::scope(|scope| {
+        allowed_cpus()
+            .into_iter()
+            .filter_map(|cpu| {
+                scope
+                    .spawn(move || {
+                        if !hold_on_cpu(cpu) {
+                            return None;
+                        }
+                        let lat = (0..100u64)
+                            .map(|i| {
+                                let d = raw_commit(db, 2_000_000 + cpu as u64 * 1000 + i);
+                                // Let the CPUs go idle between commits, as
+                                // they do between one client's actions.
+                                std::thread::sleep(Duration::from_micros(300));
+                                d
+                            })
+                            .collect();
+                        Some((cpu, median(lat)))
+                    })
+                    .join()
+                    .expect("commit probe thread")
+            })
+            .collect()
+    });
+    out.sort_by_key(|(_, d)| *d);
+    out
+}
+
 /// Medians of [`sign_while_committing`].
 struct Overlap {
     both: Duration,
@@ -487,6 +559,22 @@ fn main() {
         format!("{:.0} µs", us(commit)),
         "",
     );
+    let by_cpu = commits_by_cpu(&db);
+    if let (Some(best), Some(worst)) = (by_cpu.first(), by_cpu.last()) {
+        let list: Vec<String> = by_cpu
+            .iter()
+            .map(|(cpu, d)| format!("CPU {cpu}: {:.0}", us(*d)))
+            .collect();
+        row(
+            &mut rows,
+            "anchor: the same, committing thread held on one CPU (p50)",
+            format!("{:.0}–{:.0} µs", us(best.1), us(worst.1)),
+            format!(
+                "{} µs; the CPU taking the disk's interrupts wakes its waiter without a cross-CPU wake-up",
+                list.join(", ")
+            ),
+        );
+    }
     let batches = 50u64;
     let t = Instant::now();
     for b in 0..batches {
