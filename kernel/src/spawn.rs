@@ -72,7 +72,16 @@ pub fn spawn(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .kill_on_drop(true)
+        // A process group of its own: Ctrl-C in the terminal running
+        // `sios up` (or anything else that signals the kernel's whole group)
+        // reaches the kernel alone, which then stops the children in reverse
+        // start order with the audit service last, so that every stop is
+        // recorded. Sharing the group, the audit service stopped at the same
+        // instant as everyone else and the stops went unrecorded.
+        // The child still dies with the kernel: the launcher sets a
+        // parent-death signal.
+        .process_group(0);
     #[allow(unsafe_code)]
     // SAFETY: the closure runs in the forked child before exec and calls only
     // `fcntl` and `dup2`, which are async-signal-safe; it allocates nothing

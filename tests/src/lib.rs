@@ -249,6 +249,7 @@ impl TestAppliance {
             .append(true)
             .open(log)
             .expect("log file");
+        use std::os::unix::process::CommandExt as _;
         Command::new(bin.join("sios"))
             .arg("--state-dir")
             .arg(state_dir)
@@ -257,6 +258,10 @@ impl TestAppliance {
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log"))
             .stderr(log_file)
+            // A process group of its own, as a shell gives a foreground job:
+            // `interrupt_group` signals it the way Ctrl-C does, and the test
+            // runner stays out of it.
+            .process_group(0)
             .spawn()
             .expect("start sios up")
     }
@@ -391,6 +396,18 @@ impl TestAppliance {
         let mut kernel = self.kernel.take().expect("kernel running");
         let pid = nix::unistd::Pid::from_raw(kernel.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        kernel.wait().expect("kernel exit")
+    }
+
+    /// Sends SIGINT to the kernel's whole process group, as Ctrl-C in the
+    /// terminal running `sios up` does (and `timeout` or a process manager
+    /// signalling every process it started), and returns the kernel's exit
+    /// status.
+    pub fn interrupt_group(&mut self) -> std::process::ExitStatus {
+        let mut kernel = self.kernel.take().expect("kernel running");
+        let group = nix::unistd::Pid::from_raw(kernel.id() as i32);
+        nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGINT)
+            .expect("SIGINT the kernel's process group");
         kernel.wait().expect("kernel exit")
     }
 }

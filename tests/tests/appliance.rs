@@ -127,6 +127,51 @@ fn the_services_are_separate_processes_owning_their_own_redb_files() {
     }
 }
 
+#[test]
+fn ctrl_c_stops_every_process_in_order_and_each_stop_is_recorded() {
+    if !require_setup() {
+        return;
+    }
+    let mut app = TestAppliance::start(Options::brains(&["voice-activity"]));
+    let pids: Vec<u32> = app
+        .status()
+        .processes
+        .iter()
+        .filter_map(|p| p.pid)
+        .collect();
+    // Every process the kernel started is in a group of its own: Ctrl-C
+    // reaches the kernel alone, which stops the others in reverse start
+    // order, the audit service last, so that it can record every stop.
+    let kernel_group =
+        nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(app.pid("kernel") as i32))).unwrap();
+    for name in ["audit", "memory", "voice-activity"] {
+        let pid = nix::unistd::Pid::from_raw(app.pid(name) as i32);
+        assert_ne!(
+            nix::unistd::getpgid(Some(pid)).unwrap(),
+            kernel_group,
+            "{name} shares the kernel's process group: a terminal's Ctrl-C would stop it behind the kernel's back"
+        );
+    }
+    assert!(app.interrupt_group().success(), "Ctrl-C exits 0");
+    let stopped: Vec<String> = sios_e2e::audit_records(&app.state_dir)
+        .into_iter()
+        .filter(|e| e.action == "process.stopped")
+        .map(|e| e.resource)
+        .collect();
+    assert_eq!(
+        stopped,
+        ["process:voice-activity", "process:memory"],
+        "each stop recorded, in reverse start order\n--- kernel log ---\n{}",
+        app.log_text()
+    );
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists() || is_zombie_or_gone(pid),
+            "pid {pid} still running after Ctrl-C"
+        );
+    }
+}
+
 fn is_zombie_or_gone(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|stat| {
