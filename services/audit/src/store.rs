@@ -280,12 +280,57 @@ enum Job {
 }
 
 struct Shared {
-    db: RwLock<Database>,
+    db: RwLock<DbState>,
     path: PathBuf,
     latest: Mutex<SignedCheckpoint>,
     /// Checkpoints signed but not yet stored.
     unstored: Mutex<UnstoredNotes>,
     stats: Stats,
+}
+
+/// The database, or why it is closed.
+enum DbState {
+    Open(Database),
+    /// Closed after a write failed (a full disk, a failing device). redb
+    /// refuses every later operation on a database one of whose writes
+    /// failed until it is reopened, so the writer closes it at once and
+    /// reopens it before its next write (see [`Writer::ensure_open`]):
+    /// reopening rolls the file back to its last durable commit. Meanwhile
+    /// every call is refused with `cause`, and nothing is acknowledged.
+    Closed {
+        cause: String,
+        /// When the writer last tried to reopen it.
+        tried_at: Instant,
+    },
+}
+
+/// How often a closed log is tried again: reopening may mean a repair scan
+/// of the whole file, which a full disk must not cost every call.
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
+
+impl Shared {
+    fn begin_read(&self) -> Result<ReadTransaction, AuditError> {
+        match &*self
+            .db
+            .read()
+            .map_err(|_| storage("the database lock is poisoned"))?
+        {
+            DbState::Open(db) => db.begin_read().map_err(storage),
+            DbState::Closed { cause, .. } => Err(self.closed(cause)),
+        }
+    }
+
+    /// What a caller is told while the log is closed.
+    fn closed(&self, cause: &str) -> AuditError {
+        let dir = self.path.parent().unwrap_or(&self.path);
+        AuditError::Storage(format!(
+            "{cause}; the log is closed. Every record is refused, so every action is, \
+             until the log can be written again: free space on the disk holding {} (or \
+             repair it); the log reopens by itself at the next call, and nothing \
+             acknowledged is lost",
+            dir.display()
+        ))
+    }
 }
 
 /// A handle to the log. Clones share the same writer.
@@ -298,6 +343,14 @@ pub struct AuditLog {
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "AuditLog({})", self.shared.path.display())
+    }
+}
+
+/// The cause given when a write into the log's file failed.
+fn write_failed(err: &AuditError) -> String {
+    match err {
+        AuditError::Storage(reason) => format!("a write to its file failed ({reason})"),
+        other => format!("a write to its file failed ({other})"),
     }
 }
 
@@ -610,7 +663,7 @@ impl AuditLog {
         };
         let origin = key.public().name().to_owned();
         let shared = Arc::new(Shared {
-            db: RwLock::new(db),
+            db: RwLock::new(DbState::Open(db)),
             path: path.clone(),
             latest: Mutex::new(signed(0, merkle::empty_root(), String::new())),
             unstored: Mutex::new(UnstoredNotes::default()),
@@ -626,6 +679,7 @@ impl AuditLog {
             open: open_intents,
             scrub_pending: false,
             last_commit: Instant::now(),
+            failing_since: None,
             signer: Signer::start(shared.clone(), origin.clone()).map_err(|e| fail(&e))?,
         };
         if size == 0 {
@@ -836,12 +890,7 @@ impl AuditLog {
     }
 
     fn begin_read(&self) -> Result<ReadTransaction, AuditError> {
-        self.shared
-            .db
-            .read()
-            .map_err(|_| storage("the database lock is poisoned"))?
-            .begin_read()
-            .map_err(storage)
+        self.shared.begin_read()
     }
 
     /// The latest signed checkpoint (possibly not yet stored; see module doc).
@@ -1463,6 +1512,9 @@ struct Writer {
     signer: Signer,
     /// When the last durable commit returned.
     last_commit: Instant,
+    /// Since when writes fail (the log closes and reopens meanwhile; see
+    /// [`DbState::Closed`]): logged once when it starts and once when it ends.
+    failing_since: Option<Instant>,
 }
 
 impl crate::writer_queue::Worker for Writer {
@@ -1669,21 +1721,89 @@ struct Prepared {
 }
 
 impl Writer {
-    fn db(&self) -> std::sync::RwLockReadGuard<'_, Database> {
-        self.shared.db.read().expect("database lock")
-    }
-
-    fn begin_write(&self) -> Result<WriteTransaction, AuditError> {
-        let mut txn = self.db().begin_write().map_err(storage)?;
+    fn begin_write(&mut self) -> Result<WriteTransaction, AuditError> {
+        self.ensure_open()?;
+        let mut txn = match &*self.shared.db.read().expect("database lock") {
+            DbState::Open(db) => db.begin_write().map_err(storage)?,
+            DbState::Closed { cause, .. } => return Err(self.shared.closed(cause)),
+        };
         txn.set_durability(Durability::Immediate).map_err(storage)?;
         Ok(txn)
     }
 
+    /// A failed commit closes the log (see [`DbState::Closed`]).
     fn commit(&mut self, txn: WriteTransaction) -> Result<(), AuditError> {
-        txn.commit().map_err(storage)?;
+        if let Err(err) = txn.commit() {
+            return Err(self.close_after_failure(&format!("a commit to its file failed ({err})")));
+        }
         self.last_commit = Instant::now();
         self.shared.stats.commits.fetch_add(1, Ordering::Relaxed);
+        if let Some(since) = self.failing_since.take() {
+            tracing::info!(
+                after_s = since.elapsed().as_secs(),
+                "the audit log takes writes again; records are accepted"
+            );
+        }
         Ok(())
+    }
+
+    /// Closes the database after a failed write and returns what callers
+    /// are told until it reopens.
+    fn close_after_failure(&mut self, cause: &str) -> AuditError {
+        let cause = cause.to_owned();
+        if self.failing_since.is_none() {
+            self.failing_since = Some(Instant::now());
+            tracing::error!(
+                "the audit log is closed: {cause}; refusing every record until it can be written again"
+            );
+        } else {
+            tracing::debug!("the audit log is closed again: {cause}");
+        }
+        let mut db = self.shared.db.write().expect("database lock");
+        // Dropping the database releases the file (once no reader holds a
+        // transaction on it), so that it can be opened again.
+        *db = DbState::Closed {
+            cause: cause.clone(),
+            tried_at: Instant::now(),
+        };
+        drop(db);
+        self.shared.closed(&cause)
+    }
+
+    /// Reopens a log closed after a failed write, at most once per
+    /// [`REOPEN_EVERY`], and re-reads the tree from its last durable commit.
+    fn ensure_open(&mut self) -> Result<(), AuditError> {
+        // The usual case, without holding readers off.
+        if matches!(
+            *self.shared.db.read().expect("database lock"),
+            DbState::Open(_)
+        ) {
+            return Ok(());
+        }
+        let mut db = self.shared.db.write().expect("database lock");
+        let DbState::Closed { cause, tried_at } = &mut *db else {
+            return Ok(());
+        };
+        if tried_at.elapsed() < REOPEN_EVERY {
+            return Err(self.shared.closed(cause));
+        }
+        *tried_at = Instant::now();
+        match open_db(&self.shared.path) {
+            Ok(reopened) => {
+                tracing::debug!(after = %cause, "the audit log reopened");
+                *db = DbState::Open(reopened);
+                drop(db);
+                self.reload();
+                Ok(())
+            }
+            Err(err) => {
+                let refused = self
+                    .shared
+                    .closed(&format!("{cause}; reopening it failed: {err}"));
+                tracing::debug!(error = %err, "the audit log could not be reopened yet");
+                Err(refused)
+            }
+        }
     }
 
     fn sign_now(&self, size: u64, root: Hash, keys: &[Arc<SecretKey>]) -> String {
@@ -1782,8 +1902,10 @@ impl Writer {
             Ok(()) => self.unstored().stored(&notes),
             Err(err) => {
                 // Not lost: they stay in memory, and the next open re-signs
-                // the latest identically.
-                tracing::warn!(error = %err, "could not store the latest checkpoints yet");
+                // the latest identically. A closed log has said why already.
+                if self.failing_since.is_none() {
+                    tracing::warn!(error = %err, "could not store the latest checkpoints yet");
+                }
                 self.unstored().not_stored(&notes);
             }
         }
@@ -1795,7 +1917,7 @@ impl Writer {
 
     /// A batch that could not be committed: every caller gets the error, the
     /// notes it carried wait for the next commit, and the tree state is
-    /// re-read from the last commit.
+    /// re-read from the last commit (at once, or when a closed log reopens).
     fn fail_batch(&mut self, prepared: Vec<Prepared>, err: AuditError, notes: Vec<(u64, String)>) {
         for p in prepared {
             let _ = p.reply.send(Err(err.clone()));
@@ -1804,19 +1926,19 @@ impl Writer {
         self.reload();
     }
 
-    /// Re-reads the tree state after a failed commit.
+    /// Re-reads the tree state after a failed commit (a closed log does it
+    /// when it reopens).
     fn reload(&mut self) {
+        if matches!(
+            *self.shared.db.read().expect("database lock"),
+            DbState::Closed { .. }
+        ) {
+            return;
+        }
         self.subjects.clear();
-        let loaded = self
-            .db()
-            .begin_read()
-            .map_err(storage)
-            .and_then(|t| load_tree(&t));
+        let loaded = self.shared.begin_read().and_then(|t| load_tree(&t));
         let loaded = loaded.and_then(|tree| {
-            let open = load_open(
-                &self.db().begin_read().map_err(storage)?,
-                tree.frontier.size(),
-            )?;
+            let open = load_open(&self.shared.begin_read()?, tree.frontier.size())?;
             Ok((tree, open))
         });
         match loaded {
@@ -1867,10 +1989,12 @@ impl Writer {
             Ok(p) => p,
             Err((err, replies)) => {
                 drop(txn);
+                // A write the storage refused: the database must be reopened
+                // before it takes another (see `DbState::Closed`).
+                let err = self.close_after_failure(&write_failed(&err));
                 for reply in replies {
                     let _ = reply.send(Err(err.clone()));
                 }
-                self.reload();
                 return;
             }
         };
@@ -1896,6 +2020,7 @@ impl Writer {
             Ok(done) => done,
             Err(err) => {
                 drop(txn);
+                let err = self.close_after_failure(&write_failed(&err));
                 self.fail_batch(prepared, err, notes);
                 return;
             }
@@ -2180,7 +2305,7 @@ impl Writer {
     /// open intents left to close.
     fn begin_session(&mut self, session: &str) -> Result<Vec<u64>, AuditError> {
         let drafts = {
-            let txn = self.db().begin_read().map_err(storage)?;
+            let txn = self.shared.begin_read()?;
             let meta = txn.open_table(META).map_err(storage)?;
             let previous = meta.get("session").map_err(storage)?;
             if previous.as_ref().map(|v| v.value()) == Some(session) {
@@ -2307,11 +2432,15 @@ impl Writer {
         }
         // Compaction needs the database to itself: wait for readers to finish.
         for attempt in 0.. {
-            let mut db = self.shared.db.write().expect("database lock");
+            let mut state = self.shared.db.write().expect("database lock");
+            let db = match &mut *state {
+                DbState::Open(db) => db,
+                DbState::Closed { cause, .. } => return Err(self.shared.closed(cause)),
+            };
             match db.compact() {
                 Ok(_) => return Ok(()),
                 Err(redb::CompactionError::TransactionInProgress) if attempt < 200 => {
-                    drop(db);
+                    drop(state);
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 Err(e) => return Err(storage(format!("compaction after erasure failed: {e}"))),

@@ -7,7 +7,9 @@
 //! own connection or call. The kernel's [`Recorder`] coalesces concurrent
 //! calls into shared requests, each call keeping its own answer, and fails
 //! every call it could not get answered when the service dies. The service
-//! times each call by stage and reports it over the socket.
+//! times each call by stage and reports it over the socket. A disk that
+//! stops taking writes gets every call refused with what to do, and the log
+//! reopens by itself once it takes them again.
 
 use sios_audit::AuditLog;
 use sios_audit::keys;
@@ -34,6 +36,11 @@ impl Drop for Service {
 }
 
 fn spawn(data: &Path, run: &Path) -> Service {
+    spawn_with(data, run, |_| {})
+}
+
+/// [`spawn`], with `configure` applied to the command first.
+fn spawn_with(data: &Path, run: &Path, configure: impl FnOnce(&mut Command)) -> Service {
     let socket = run.join("audit.sock");
     let _ = std::fs::remove_file(&socket);
     let mut command = Command::new(env!("CARGO_BIN_EXE_sios-audit"));
@@ -42,6 +49,7 @@ fn spawn(data: &Path, run: &Path) -> Service {
         .arg(data)
         .env("SIOS_LOG", "warn")
         .stdin(Stdio::null());
+    configure(&mut command);
     let listener = hand_listener(&mut command, &socket).unwrap();
     let child = command.spawn().unwrap();
     drop(listener);
@@ -521,4 +529,133 @@ async fn record_timings_count_every_call_and_batch_by_stage() {
             "{kind}: a durable commit took {commit:?}"
         );
     }
+}
+
+/// Caps how far the process `pid` may grow any file (RLIMIT_FSIZE's soft
+/// limit; the hard one stays unlimited, so it can be raised again).
+fn cap_file_size(pid: u32, bytes: u64) {
+    let limit = libc::rlimit {
+        rlim_cur: bytes,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: prlimit on our own child's pid with a valid, initialised
+    // struct; the old limit is not asked for (null).
+    let rc = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_FSIZE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+/// A disk that stops taking writes, made without root: the service's
+/// file-size limit is lowered to just above its log's size, so a commit
+/// that must grow the file fails (EFBIG, as a full disk fails with ENOSPC).
+/// Every call is then refused with the cause and what to do, nothing is
+/// acknowledged that is not durable, and the service stays up. Once the
+/// limit is lifted ("space freed") the log reopens by itself at the next
+/// call, the chain continues right after the last acknowledged record, and
+/// the whole log verifies.
+#[tokio::test(flavor = "current_thread")]
+async fn a_full_disk_refuses_records_clearly_and_the_log_reopens_once_space_is_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let mut service = spawn_with(&data, &run, |command| {
+        use std::os::unix::process::CommandExt as _;
+        #[allow(unsafe_code)]
+        // SAFETY: runs in the forked child before exec and only sets a
+        // signal's disposition (async-signal-safe). Ignored, SIGXFSZ does not
+        // kill the service at the limit: the write fails with EFBIG instead,
+        // as a write to a full disk fails with ENOSPC.
+        unsafe {
+            command.pre_exec(|| {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+    });
+    let client = connect(&service).await;
+    let pid = service.child.id();
+    let mut acked: Vec<(u64, Digest)> = Vec::new();
+    let call = |i: u64| -> Vec<RecordDraft> {
+        (0..64)
+            .map(|k| {
+                let mut d = intent_of("uid:1000", i * 64 + k);
+                d.kind = DraftKind::Event;
+                d.detail = "x".repeat(200);
+                d
+            })
+            .collect()
+    };
+    for i in 0..3 {
+        let receipts = client.record(ctx(), call(i)).await.unwrap().unwrap();
+        acked.extend(receipts.iter().map(|r| (r.seq, r.record_hash)));
+    }
+    let log_file = data.join("audit.redb");
+    cap_file_size(
+        pid,
+        std::fs::metadata(&log_file).unwrap().len() + 256 * 1024,
+    );
+    let mut refused = None;
+    for i in 3..10_000 {
+        match client.record(ctx(), call(i)).await.unwrap() {
+            Ok(receipts) => acked.extend(receipts.iter().map(|r| (r.seq, r.record_hash))),
+            Err(err) => {
+                refused = Some(err);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("the capped log never refused a call");
+    let text = refused.to_string();
+    assert!(
+        matches!(refused, AuditError::Storage(_))
+            && text.contains("File too large")
+            && text.contains("free space on the disk holding")
+            && text.contains(&data.display().to_string()),
+        "the refusal names the cause, the place and what to do: {text}"
+    );
+    // Still full: refused again, at once, and the service is still there.
+    let again = client.record(ctx(), call(0)).await.unwrap().unwrap_err();
+    assert!(again.to_string().contains("the log is closed"), "{again}");
+    assert!(
+        service.child.try_wait().unwrap().is_none(),
+        "the service died"
+    );
+    // Space freed: the next call (once a reopen is due) is recorded, right
+    // after the last acknowledged record.
+    cap_file_size(pid, libc::RLIM_INFINITY);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let receipts = client.record(ctx(), call(0)).await.unwrap().unwrap();
+    let last = acked.last().unwrap().0;
+    assert_eq!(
+        receipts[0].seq,
+        last + 1,
+        "the chain continues after {last}"
+    );
+    acked.extend(receipts.iter().map(|r| (r.seq, r.record_hash)));
+    drop(client);
+    service.child.kill().unwrap();
+    service.child.wait().unwrap();
+    let log = AuditLog::open(&data).unwrap();
+    for &(seq, hash) in &acked {
+        let page = log.read(seq, 1, 1 << 20).unwrap();
+        assert_eq!(
+            sios_audit::record::Record::hash_of(&page.records[0]),
+            hash.0,
+            "record {seq}"
+        );
+    }
+    let bundle = dir.path().join("after-full-disk.bundle");
+    sios_audit::export::write_bundle(&log, &bundle)
+        .await
+        .unwrap();
+    let report = verify_bundle(&bundle, &data.join(keys::PUBLIC_FILE)).unwrap();
+    assert_eq!(report.records, acked.last().unwrap().0 + 1);
 }
