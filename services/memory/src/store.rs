@@ -15,7 +15,9 @@
 //! readers never wait for it. Every write transaction commits with
 //! `Durability::Immediate`, and a new subject key is written and
 //! `fdatasync`ed before the first transaction that uses it, so an
-//! acknowledged write is on disk with the key that opens it.
+//! acknowledged write is on disk with the key that opens it. A write the
+//! disk refuses closes memory.redb until it can be reopened (see
+//! `DbState`).
 //!
 //! # Erasure, and why nothing comes back
 //! 1. Commit a tombstone `erasing[handle]` (durable). From here the erasure
@@ -54,6 +56,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 /// The database file's name inside the data directory.
 pub const DATABASE_FILE: &str = "memory.redb";
@@ -122,14 +125,49 @@ pub enum EraseStop {
     AfterKeyDestroyed,
 }
 
+/// memory.redb, or why it is closed. redb refuses every operation on a
+/// database one of whose writes failed (a full disk, a failing device)
+/// until it is reopened; so a write that fails closes it, and the next
+/// request reopens it, at most once per [`REOPEN_EVERY`] (reopening after a
+/// failure may mean a repair scan of the whole file). Reopening rolls the
+/// file back to its last durable commit, which the vector index already
+/// matches: it is changed only after a commit.
+#[derive(Debug)]
+enum DbState {
+    Open(Database),
+    Closed { cause: String },
+}
+
+/// See [`DbState`].
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
+
+/// A read lock on memory.redb, open.
+struct OpenDb<'a>(RwLockReadGuard<'a, DbState>);
+
+impl std::ops::Deref for OpenDb<'_> {
+    type Target = Database;
+    fn deref(&self) -> &Database {
+        match &*self.0 {
+            DbState::Open(db) => db,
+            DbState::Closed { .. } => unreachable!("OpenDb is made only over an open database"),
+        }
+    }
+}
+
 /// The memory store. Share it behind an `Arc`; every method is blocking
 /// (disk I/O): call it from a blocking thread.
 #[derive(Debug)]
 pub struct MemoryStore {
     dir: PathBuf,
     db_path: PathBuf,
-    /// Write-locked only by compaction (which needs no live transaction).
-    db: RwLock<Database>,
+    /// Write-locked only by compaction (which needs no live transaction)
+    /// and to close or reopen the database (see [`DbState`]).
+    db: RwLock<DbState>,
+    /// When memory.redb was last reopened after a failed write.
+    reopened_at: Mutex<Option<Instant>>,
+    /// A reopened database may hold an erasure the failure interrupted: the
+    /// next writer finishes it (see [`MemoryStore::recover_locked`]).
+    recovery_due: std::sync::atomic::AtomicBool,
     keys: RwLock<KeyFile>,
     index: RwLock<VectorIndex>,
     writer: Mutex<()>,
@@ -189,14 +227,16 @@ impl MemoryStore {
         let store = MemoryStore {
             dir: dir.to_owned(),
             db_path,
-            db: RwLock::new(db),
+            db: RwLock::new(DbState::Open(db)),
+            reopened_at: Mutex::new(None),
+            recovery_due: std::sync::atomic::AtomicBool::new(false),
             keys: RwLock::new(keys),
             index: RwLock::new(VectorIndex::default()),
             writer: Mutex::new(()),
         };
         store.recover()?;
         let due = {
-            let db = read(&store.db);
+            let db = store.db()?;
             let txn = db.begin_read().map_err(storage)?;
             let meta = txn.open_table(META).map_err(storage)?;
             meta.get(COMPACTION_DUE)
@@ -226,10 +266,113 @@ impl MemoryStore {
         read(&self.index).len()
     }
 
+    /// The open database, reopened first if a failed write closed it.
+    fn db(&self) -> Result<OpenDb<'_>, MemoryError> {
+        let state = read(&self.db);
+        if let DbState::Open(_) = &*state {
+            return Ok(OpenDb(state));
+        }
+        drop(state);
+        self.reopen()?;
+        let state = read(&self.db);
+        match &*state {
+            DbState::Open(_) => Ok(OpenDb(state)),
+            DbState::Closed { cause } => Err(self.closed(cause)),
+        }
+    }
+
+    /// Reopens memory.redb after a failed write, unless that was tried less
+    /// than [`REOPEN_EVERY`] ago.
+    fn reopen(&self) -> Result<(), MemoryError> {
+        let mut state = write(&self.db);
+        let DbState::Closed { cause } = &*state else {
+            return Ok(());
+        };
+        let mut reopened_at = lock(&self.reopened_at);
+        if reopened_at.is_some_and(|at| at.elapsed() < REOPEN_EVERY) {
+            return Err(self.closed(cause));
+        }
+        *reopened_at = Some(Instant::now());
+        match Database::create(&self.db_path) {
+            Ok(db) => {
+                tracing::debug!(after = %cause, "memory.redb reopened");
+                *state = DbState::Open(db);
+                self.recovery_due
+                    .store(true, std::sync::atomic::Ordering::Release);
+                Ok(())
+            }
+            Err(err) => Err(self.closed(&format!("{cause}; reopening it failed: {err}"))),
+        }
+    }
+
+    /// What a request is told while memory.redb is closed.
+    fn closed(&self, cause: &str) -> MemoryError {
+        MemoryError::Storage(format!(
+            "{cause}; memory is closed. Every request is refused until it can be written \
+             again: free space on the disk holding {} (or repair it); memory reopens by \
+             itself at the next request, and nothing stored is lost",
+            self.dir.display()
+        ))
+    }
+
+    /// Runs a write (holding the writer lock): a storage error closes the
+    /// database (see [`DbState`]); an erasure a reopened database may hold
+    /// is finished first.
+    fn write_with<T>(&self, f: impl FnOnce() -> Result<T, MemoryError>) -> Result<T, MemoryError> {
+        let _writer = lock(&self.writer);
+        // A closed database due to be tried again is reopened here, so that
+        // the erasure it may hold is finished before this write.
+        drop(self.db());
+        let result = if self
+            .recovery_due
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            self.recover_locked().and_then(|()| f())
+        } else {
+            f()
+        };
+        match result {
+            Err(MemoryError::Storage(reason)) if !self.still_writable() => {
+                Err(self.close_after_failure(&reason))
+            }
+            other => other,
+        }
+    }
+
+    /// Whether memory.redb still takes a durable commit (an empty one): a
+    /// storage error that was not the disk's (an unreadable row) leaves it
+    /// open.
+    fn still_writable(&self) -> bool {
+        self.db()
+            .and_then(|db| write_txn(&db)?.commit().map_err(storage))
+            .is_ok()
+    }
+
+    /// Closes memory.redb after a failed write and returns what the caller
+    /// is told.
+    fn close_after_failure(&self, reason: &str) -> MemoryError {
+        let cause = format!("a write to memory.redb failed ({reason})");
+        let mut state = write(&self.db);
+        if let DbState::Open(_) = &*state {
+            tracing::error!("{cause}; memory is closed until it can be written again");
+        }
+        // Dropping the database releases the file, to be opened again.
+        *state = DbState::Closed {
+            cause: cause.clone(),
+        };
+        drop(state);
+        self.closed(&cause)
+    }
+
     /// Finishes tombstoned erasures; reports rows whose key is missing.
     fn recover(&self) -> Result<(), MemoryError> {
         let _writer = lock(&self.writer);
-        let db = read(&self.db);
+        self.recover_locked()
+    }
+
+    /// [`MemoryStore::recover`], the writer lock already held.
+    fn recover_locked(&self) -> Result<(), MemoryError> {
+        let db = self.db()?;
         let (tombstones, orphans, max_handle) = {
             let txn = db.begin_read().map_err(storage)?;
             let erasing = txn.open_table(ERASING).map_err(storage)?;
@@ -292,7 +435,7 @@ impl MemoryStore {
     }
 
     fn build_index(&self) -> Result<(), MemoryError> {
-        let db = read(&self.db);
+        let db = self.db()?;
         let txn = db.begin_read().map_err(storage)?;
         let items = txn.open_table(ITEMS).map_err(storage)?;
         let keys = read(&self.keys);
@@ -379,7 +522,7 @@ impl MemoryStore {
     pub fn get(&self, namespace: &str, key: &str) -> Result<Item, MemoryError> {
         validate_namespace(namespace)?;
         validate_key(key)?;
-        let db = read(&self.db);
+        let db = self.db()?;
         let txn = db.begin_read().map_err(storage)?;
         self.require_namespace(&txn, namespace)?;
         let items = txn.open_table(ITEMS).map_err(storage)?;
@@ -418,7 +561,7 @@ impl MemoryStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<Item>, Option<ExportCursor>), MemoryError> {
-        let db = read(&self.db);
+        let db = self.db()?;
         let txn = db.begin_read().map_err(storage)?;
         self.require_namespace(&txn, namespace)?;
         let table = txn.open_table(ITEMS).map_err(storage)?;
@@ -460,7 +603,7 @@ impl MemoryStore {
             });
         };
         let handle = subject_key.handle;
-        let db = read(&self.db);
+        let db = self.db()?;
         let txn = db.begin_read().map_err(storage)?;
         let index = txn.open_table(SUBJECT_ITEMS).map_err(storage)?;
         let items = txn.open_table(ITEMS).map_err(storage)?;
@@ -532,7 +675,7 @@ impl MemoryStore {
             values_omitted: 0,
         };
         let mut budget = MAX_PAGE_BYTES;
-        let db = read(&self.db);
+        let db = self.db()?;
         let txn = if request.include_values {
             Some(db.begin_read().map_err(storage)?)
         } else {
@@ -621,69 +764,70 @@ impl MemoryStore {
     /// Stores one item; durable when `Ok`.
     pub fn put(&self, request: &PutRequest) -> Result<PutResponse, MemoryError> {
         request.validate()?;
-        let _writer = lock(&self.writer);
-        let subject_key = self.key_for_subject(&request.subject)?;
-        let db = read(&self.db);
-        let txn = write_txn(&db)?;
-        let now = now_ms();
-        let (created, created_ms) = {
-            let mut items = txn.open_table(ITEMS).map_err(storage)?;
-            let previous = items
-                .get((request.namespace.as_str(), request.key.as_str()))
-                .map_err(storage)?
-                .map(|v| Row::peek(v.value()))
-                .transpose()
-                .map_err(|e| unreadable(&request.namespace, &request.key, e))?;
-            let created_ms = previous.map_or(now, |(_, created, _)| created);
-            let row = Row::seal(
-                &subject_key,
-                Place {
-                    namespace: &request.namespace,
-                    key: &request.key,
-                },
-                created_ms,
-                now,
-                &request.value,
-                &request.metadata,
-                request.embedding.as_ref().map(|e| e.0.as_slice()),
-            )
-            .map_err(storage)?;
-            items
-                .insert(
-                    (request.namespace.as_str(), request.key.as_str()),
-                    row.to_bytes().as_slice(),
+        self.write_with(|| {
+            let subject_key = self.key_for_subject(&request.subject)?;
+            let db = self.db()?;
+            let txn = write_txn(&db)?;
+            let now = now_ms();
+            let (created, created_ms) = {
+                let mut items = txn.open_table(ITEMS).map_err(storage)?;
+                let previous = items
+                    .get((request.namespace.as_str(), request.key.as_str()))
+                    .map_err(storage)?
+                    .map(|v| Row::peek(v.value()))
+                    .transpose()
+                    .map_err(|e| unreadable(&request.namespace, &request.key, e))?;
+                let created_ms = previous.map_or(now, |(_, created, _)| created);
+                let row = Row::seal(
+                    &subject_key,
+                    Place {
+                        namespace: &request.namespace,
+                        key: &request.key,
+                    },
+                    created_ms,
+                    now,
+                    &request.value,
+                    &request.metadata,
+                    request.embedding.as_ref().map(|e| e.0.as_slice()),
                 )
                 .map_err(storage)?;
-            link(
-                &txn,
-                &request.namespace,
-                &request.key,
-                previous.map(|p| p.0),
-                subject_key.handle,
-            )?;
-            (previous.is_none(), created_ms)
-        };
-        txn.commit().map_err(storage)?;
-        let mut index = write(&self.index);
-        match &request.embedding {
-            Some(embedding) => index.insert(
-                &request.namespace,
-                &request.key,
-                subject_key.handle,
-                &subject_key.subject,
-                request.metadata.clone(),
-                &embedding.0,
-                created_ms,
-                now,
-            ),
-            None => {
-                index.remove(&request.namespace, &request.key);
+                items
+                    .insert(
+                        (request.namespace.as_str(), request.key.as_str()),
+                        row.to_bytes().as_slice(),
+                    )
+                    .map_err(storage)?;
+                link(
+                    &txn,
+                    &request.namespace,
+                    &request.key,
+                    previous.map(|p| p.0),
+                    subject_key.handle,
+                )?;
+                (previous.is_none(), created_ms)
+            };
+            txn.commit().map_err(storage)?;
+            let mut index = write(&self.index);
+            match &request.embedding {
+                Some(embedding) => index.insert(
+                    &request.namespace,
+                    &request.key,
+                    subject_key.handle,
+                    &subject_key.subject,
+                    request.metadata.clone(),
+                    &embedding.0,
+                    created_ms,
+                    now,
+                ),
+                None => {
+                    index.remove(&request.namespace, &request.key);
+                }
             }
-        }
-        Ok(PutResponse {
-            created,
-            created_ms,
-            updated_ms: now,
+            Ok(PutResponse {
+                created,
+                created_ms,
+                updated_ms: now,
+            })
         })
     }
 
@@ -691,36 +835,37 @@ impl MemoryStore {
     pub fn delete(&self, namespace: &str, key: &str) -> Result<(), MemoryError> {
         validate_namespace(namespace)?;
         validate_key(key)?;
-        let _writer = lock(&self.writer);
-        let db = read(&self.db);
-        let txn = write_txn(&db)?;
-        {
-            let namespaces = txn.open_table(NAMESPACES).map_err(storage)?;
-            if namespaces.get(namespace).map_err(storage)?.is_none() {
-                return Err(MemoryError::UnknownNamespace {
-                    namespace: namespace.to_owned(),
-                });
+        self.write_with(|| {
+            let db = self.db()?;
+            let txn = write_txn(&db)?;
+            {
+                let namespaces = txn.open_table(NAMESPACES).map_err(storage)?;
+                if namespaces.get(namespace).map_err(storage)?.is_none() {
+                    return Err(MemoryError::UnknownNamespace {
+                        namespace: namespace.to_owned(),
+                    });
+                }
+                let mut items = txn.open_table(ITEMS).map_err(storage)?;
+                let removed = items.remove((namespace, key)).map_err(storage)?;
+                let Some(removed) = removed else {
+                    return Err(MemoryError::NotFound {
+                        namespace: namespace.to_owned(),
+                        key: key.to_owned(),
+                    });
+                };
+                let (handle, _, _) =
+                    Row::peek(removed.value()).map_err(|e| unreadable(namespace, key, e))?;
+                drop(removed);
+                let mut subject_items = txn.open_table(SUBJECT_ITEMS).map_err(storage)?;
+                subject_items
+                    .remove((handle, namespace, key))
+                    .map_err(storage)?;
             }
-            let mut items = txn.open_table(ITEMS).map_err(storage)?;
-            let removed = items.remove((namespace, key)).map_err(storage)?;
-            let Some(removed) = removed else {
-                return Err(MemoryError::NotFound {
-                    namespace: namespace.to_owned(),
-                    key: key.to_owned(),
-                });
-            };
-            let (handle, _, _) =
-                Row::peek(removed.value()).map_err(|e| unreadable(namespace, key, e))?;
-            drop(removed);
-            let mut subject_items = txn.open_table(SUBJECT_ITEMS).map_err(storage)?;
-            subject_items
-                .remove((handle, namespace, key))
-                .map_err(storage)?;
-        }
-        count_namespace(&txn, namespace, -1)?;
-        txn.commit().map_err(storage)?;
-        write(&self.index).remove(namespace, key);
-        Ok(())
+            count_namespace(&txn, namespace, -1)?;
+            txn.commit().map_err(storage)?;
+            write(&self.index).remove(namespace, key);
+            Ok(())
+        })
     }
 
     /// Erases everything about `subject`; see the module doc for the order
@@ -746,49 +891,50 @@ impl MemoryStore {
         stop: Option<EraseStop>,
     ) -> Result<EraseReport, MemoryError> {
         validate_subject(subject)?;
-        let _writer = lock(&self.writer);
-        let (handle, slot) = {
-            let keys = read(&self.keys);
-            match keys.by_subject(subject) {
-                Some(key) => (key.handle, keys.slot_of(key.handle).unwrap_or(0) as u64),
-                None => {
-                    return Ok(EraseReport {
-                        subject: subject.to_owned(),
-                        items_erased: 0,
-                        namespaces: Vec::new(),
-                        key_destroyed: false,
-                    });
+        self.write_with(|| {
+            let (handle, slot) = {
+                let keys = read(&self.keys);
+                match keys.by_subject(subject) {
+                    Some(key) => (key.handle, keys.slot_of(key.handle).unwrap_or(0) as u64),
+                    None => {
+                        return Ok(EraseReport {
+                            subject: subject.to_owned(),
+                            items_erased: 0,
+                            namespaces: Vec::new(),
+                            key_destroyed: false,
+                        });
+                    }
                 }
+            };
+            let db = self.db()?;
+            // 1. The tombstone: from its commit on, the erasure always completes.
+            let txn = write_txn(&db)?;
+            txn.open_table(ERASING)
+                .map_err(storage)?
+                .insert(handle, slot)
+                .map_err(storage)?;
+            txn.open_table(META)
+                .map_err(storage)?
+                .insert(COMPACTION_DUE, 1)
+                .map_err(storage)?;
+            txn.commit().map_err(storage)?;
+            if stop == Some(EraseStop::AfterTombstone) {
+                return Err(MemoryError::Storage("erasure interrupted (test)".into()));
             }
-        };
-        let db = read(&self.db);
-        // 1. The tombstone: from its commit on, the erasure always completes.
-        let txn = write_txn(&db)?;
-        txn.open_table(ERASING)
-            .map_err(storage)?
-            .insert(handle, slot)
-            .map_err(storage)?;
-        txn.open_table(META)
-            .map_err(storage)?
-            .insert(COMPACTION_DUE, 1)
-            .map_err(storage)?;
-        txn.commit().map_err(storage)?;
-        if stop == Some(EraseStop::AfterTombstone) {
-            return Err(MemoryError::Storage("erasure interrupted (test)".into()));
-        }
-        // 2. Nothing of the subject is readable from here on.
-        write(&self.index).remove_handle(handle);
-        write(&self.keys).destroy(handle).map_err(storage)?;
-        if stop == Some(EraseStop::AfterKeyDestroyed) {
-            return Err(MemoryError::Storage("erasure interrupted (test)".into()));
-        }
-        // 3. The rows and the tombstone, in one transaction.
-        let (items_erased, namespaces) = self.delete_subject_rows(&db, handle)?;
-        Ok(EraseReport {
-            subject: subject.to_owned(),
-            items_erased,
-            namespaces,
-            key_destroyed: true,
+            // 2. Nothing of the subject is readable from here on.
+            write(&self.index).remove_handle(handle);
+            write(&self.keys).destroy(handle).map_err(storage)?;
+            if stop == Some(EraseStop::AfterKeyDestroyed) {
+                return Err(MemoryError::Storage("erasure interrupted (test)".into()));
+            }
+            // 3. The rows and the tombstone, in one transaction.
+            let (items_erased, namespaces) = self.delete_subject_rows(&db, handle)?;
+            Ok(EraseReport {
+                subject: subject.to_owned(),
+                items_erased,
+                namespaces,
+                key_destroyed: true,
+            })
         })
     }
 
@@ -851,126 +997,134 @@ impl MemoryStore {
         for item in &request.items {
             item.validate()?;
         }
-        let _writer = lock(&self.writer);
-        let mut subject_keys: HashMap<&str, Arc<SubjectKey>> = HashMap::new();
-        for item in &request.items {
-            if !subject_keys.contains_key(item.subject.as_str()) {
-                subject_keys.insert(&item.subject, self.key_for_subject(&item.subject)?);
-            }
-        }
-        let db = read(&self.db);
-        let txn = write_txn(&db)?;
-        let mut report = ImportReport::default();
-        for item in &request.items {
-            let subject_key = &subject_keys[item.subject.as_str()];
-            let mut items = txn.open_table(ITEMS).map_err(storage)?;
-            let previous = items
-                .get((item.namespace.as_str(), item.key.as_str()))
-                .map_err(storage)?
-                .map(|v| Row::peek(v.value()))
-                .transpose()
-                .map_err(|e| unreadable(&item.namespace, &item.key, e))?;
-            let row = Row::seal(
-                subject_key,
-                Place {
-                    namespace: &item.namespace,
-                    key: &item.key,
-                },
-                item.created_ms,
-                item.updated_ms,
-                &item.value,
-                &item.metadata,
-                item.embedding.as_ref().map(|e| e.0.as_slice()),
-            )
-            .map_err(storage)?;
-            items
-                .insert(
-                    (item.namespace.as_str(), item.key.as_str()),
-                    row.to_bytes().as_slice(),
-                )
-                .map_err(storage)?;
-            drop(items);
-            link(
-                &txn,
-                &item.namespace,
-                &item.key,
-                previous.map(|p| p.0),
-                subject_key.handle,
-            )?;
-            if previous.is_some() {
-                report.replaced += 1;
-            } else {
-                report.created += 1;
-            }
-        }
-        txn.commit().map_err(storage)?;
-        let mut index = write(&self.index);
-        for item in &request.items {
-            let subject_key = &subject_keys[item.subject.as_str()];
-            match &item.embedding {
-                Some(embedding) => index.insert(
-                    &item.namespace,
-                    &item.key,
-                    subject_key.handle,
-                    &subject_key.subject,
-                    item.metadata.clone(),
-                    &embedding.0,
-                    item.created_ms,
-                    item.updated_ms,
-                ),
-                None => {
-                    index.remove(&item.namespace, &item.key);
+        self.write_with(|| {
+            let mut subject_keys: HashMap<&str, Arc<SubjectKey>> = HashMap::new();
+            for item in &request.items {
+                if !subject_keys.contains_key(item.subject.as_str()) {
+                    subject_keys.insert(&item.subject, self.key_for_subject(&item.subject)?);
                 }
             }
-        }
-        Ok(report)
+            let db = self.db()?;
+            let txn = write_txn(&db)?;
+            let mut report = ImportReport::default();
+            for item in &request.items {
+                let subject_key = &subject_keys[item.subject.as_str()];
+                let mut items = txn.open_table(ITEMS).map_err(storage)?;
+                let previous = items
+                    .get((item.namespace.as_str(), item.key.as_str()))
+                    .map_err(storage)?
+                    .map(|v| Row::peek(v.value()))
+                    .transpose()
+                    .map_err(|e| unreadable(&item.namespace, &item.key, e))?;
+                let row = Row::seal(
+                    subject_key,
+                    Place {
+                        namespace: &item.namespace,
+                        key: &item.key,
+                    },
+                    item.created_ms,
+                    item.updated_ms,
+                    &item.value,
+                    &item.metadata,
+                    item.embedding.as_ref().map(|e| e.0.as_slice()),
+                )
+                .map_err(storage)?;
+                items
+                    .insert(
+                        (item.namespace.as_str(), item.key.as_str()),
+                        row.to_bytes().as_slice(),
+                    )
+                    .map_err(storage)?;
+                drop(items);
+                link(
+                    &txn,
+                    &item.namespace,
+                    &item.key,
+                    previous.map(|p| p.0),
+                    subject_key.handle,
+                )?;
+                if previous.is_some() {
+                    report.replaced += 1;
+                } else {
+                    report.created += 1;
+                }
+            }
+            txn.commit().map_err(storage)?;
+            let mut index = write(&self.index);
+            for item in &request.items {
+                let subject_key = &subject_keys[item.subject.as_str()];
+                match &item.embedding {
+                    Some(embedding) => index.insert(
+                        &item.namespace,
+                        &item.key,
+                        subject_key.handle,
+                        &subject_key.subject,
+                        item.metadata.clone(),
+                        &embedding.0,
+                        item.created_ms,
+                        item.updated_ms,
+                    ),
+                    None => {
+                        index.remove(&item.namespace, &item.key);
+                    }
+                }
+            }
+            Ok(report)
+        })
     }
 
     /// Compacts memory.redb (redb's `Database::compact`) and rewrites the key
     /// file without its free slots. Blocks every other request meanwhile.
     pub fn compact(&self) -> Result<CompactReport, MemoryError> {
-        let _writer = lock(&self.writer);
-        let size = |p: &Path| allocated_bytes(p);
-        let database_bytes_before = size(&self.db_path);
-        let key_file_bytes_before = read(&self.keys).file_bytes();
-        {
-            let mut db = write(&self.db);
-            // redb frees a transaction's old pages only at a later commit;
-            // two commits first let `compact` reclaim a large erasure's pages
-            // in one go (measured: without them a 2 000-item erasure in a
-            // 40 MiB file needed a second compaction to shrink). The file's
-            // length may grow back at the next commit, as a hole: what
-            // compaction released stays released (see `allocated_bytes`).
-            // The flag stays set until the compaction is done, so a crash
-            // during it means another compaction at the next start.
-            for _ in 0..2 {
-                let txn = write_txn(&db)?;
+        self.write_with(|| {
+            let size = |p: &Path| allocated_bytes(p);
+            let database_bytes_before = size(&self.db_path);
+            let key_file_bytes_before = read(&self.keys).file_bytes();
+            {
+                // Reopened first if a failed write closed it.
+                drop(self.db()?);
+                let mut state = write(&self.db);
+                let db = match &mut *state {
+                    DbState::Open(db) => db,
+                    DbState::Closed { cause } => return Err(self.closed(cause)),
+                };
+                // redb frees a transaction's old pages only at a later commit;
+                // two commits first let `compact` reclaim a large erasure's pages
+                // in one go (measured: without them a 2 000-item erasure in a
+                // 40 MiB file needed a second compaction to shrink). The file's
+                // length may grow back at the next commit, as a hole: what
+                // compaction released stays released (see `allocated_bytes`).
+                // The flag stays set until the compaction is done, so a crash
+                // during it means another compaction at the next start.
+                for _ in 0..2 {
+                    let txn = write_txn(db)?;
+                    txn.open_table(META)
+                        .map_err(storage)?
+                        .insert(COMPACTION_DUE, 1)
+                        .map_err(storage)?;
+                    txn.commit().map_err(storage)?;
+                }
+                db.compact()
+                    .map_err(|e| storage(format!("compaction failed: {e}")))?;
+                let txn = write_txn(db)?;
                 txn.open_table(META)
                     .map_err(storage)?
-                    .insert(COMPACTION_DUE, 1)
+                    .remove(COMPACTION_DUE)
                     .map_err(storage)?;
                 txn.commit().map_err(storage)?;
             }
-            db.compact()
-                .map_err(|e| storage(format!("compaction failed: {e}")))?;
-            let txn = write_txn(&db)?;
-            txn.open_table(META)
-                .map_err(storage)?
-                .remove(COMPACTION_DUE)
-                .map_err(storage)?;
-            txn.commit().map_err(storage)?;
-        }
-        {
-            let mut keys = write(&self.keys);
-            if keys.file_bytes() > 0 {
-                keys.compact().map_err(storage)?;
+            {
+                let mut keys = write(&self.keys);
+                if keys.file_bytes() > 0 {
+                    keys.compact().map_err(storage)?;
+                }
             }
-        }
-        Ok(CompactReport {
-            database_bytes_before,
-            database_bytes_after: size(&self.db_path),
-            key_file_bytes_before,
-            key_file_bytes_after: read(&self.keys).file_bytes(),
+            Ok(CompactReport {
+                database_bytes_before,
+                database_bytes_after: size(&self.db_path),
+                key_file_bytes_before,
+                key_file_bytes_after: read(&self.keys).file_bytes(),
+            })
         })
     }
 
@@ -983,7 +1137,7 @@ impl MemoryStore {
 
     /// Items in memory.redb (for tests and benchmarks).
     pub fn item_count(&self) -> Result<u64, MemoryError> {
-        let db = read(&self.db);
+        let db = self.db()?;
         let txn = db.begin_read().map_err(storage)?;
         txn.open_table(ITEMS)
             .map_err(storage)?
@@ -993,7 +1147,7 @@ impl MemoryStore {
 
     /// The namespaces that hold items, with their counts, in name order.
     pub fn namespaces(&self) -> Result<Vec<(String, u64)>, MemoryError> {
-        let db = read(&self.db);
+        let db = self.db()?;
         let txn = db.begin_read().map_err(storage)?;
         let table = txn.open_table(NAMESPACES).map_err(storage)?;
         table

@@ -9,6 +9,8 @@
 //!   acknowledged erasure is always wholly gone; the other subject is intact
 //! - `kill -9` under concurrent writers: every acknowledged write is there,
 //!   byte for byte, and the database opens cleanly
+//! - a disk that stops taking writes: every write is refused with the cause
+//!   and what to do, and memory reopens by itself once space is freed
 
 mod common;
 
@@ -447,4 +449,75 @@ fn kill_9_under_concurrent_writers_loses_no_acknowledged_write() {
         });
     }
     let _ = ImportRequest { items: Vec::new() };
+}
+
+/// A full disk, made without root: the service's file-size limit is lowered
+/// to just above memory.redb, so a commit that must grow the file fails
+/// (EFBIG, as a full disk fails with ENOSPC). Writes are then refused with
+/// the cause and what to do, and the service stays up; once the limit is
+/// lifted ("space freed") memory reopens by itself at the next request, and
+/// every acknowledged write is there.
+#[test]
+fn a_full_disk_refuses_writes_clearly_and_memory_reopens_once_space_is_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut service = Service::start_with(dir.path(), common::ignore_file_size_signal);
+    let pid = service.child.id();
+    runtime().block_on(async {
+        let client = service.client().await;
+        let store = |i: usize| {
+            put(
+                "tenant/shared",
+                &format!("note-{i}"),
+                "subject-a",
+                text(format!("{i} {}", "x".repeat(4000))),
+                &[],
+                None,
+            )
+        };
+        let mut acked = Vec::new();
+        for i in 0..5 {
+            client.put(ctx(), store(i)).await.unwrap().unwrap();
+            acked.push(i);
+        }
+        let database = dir.path().join(sios_memory::DATABASE_FILE);
+        common::cap_file_size(
+            pid,
+            std::fs::metadata(&database).unwrap().len() + 256 * 1024,
+        );
+        let mut refused = None;
+        for i in 5..100_000 {
+            match client.put(ctx(), store(i)).await.unwrap() {
+                Ok(_) => acked.push(i),
+                Err(err) => {
+                    refused = Some(err);
+                    break;
+                }
+            }
+        }
+        let refused = refused.expect("the capped store never refused a write");
+        let message = refused.to_string();
+        assert!(
+            message.contains("File too large")
+                && message.contains("free space on the disk holding")
+                && message.contains(&dir.path().display().to_string()),
+            "the refusal names the cause, the place and what to do: {message}"
+        );
+        assert!(
+            service.child.try_wait().unwrap().is_none(),
+            "the service died"
+        );
+        common::cap_file_size(pid, libc::RLIM_INFINITY);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let next = acked.len() + 1_000_000;
+        client.put(ctx(), store(next)).await.unwrap().unwrap();
+        acked.push(next);
+        for i in acked {
+            let item = client
+                .get(ctx(), "tenant/shared".into(), format!("note-{i}"))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(item.value, text(format!("{i} {}", "x".repeat(4000))));
+        }
+    });
 }

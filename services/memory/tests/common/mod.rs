@@ -149,6 +149,11 @@ impl Service {
     /// Starts the binary on `data_dir` with its listening socket at fd 3, as
     /// the kernel does.
     pub fn start(data_dir: &Path) -> Service {
+        Service::start_with(data_dir, |_| {})
+    }
+
+    /// [`Service::start`], with `configure` applied to the command first.
+    pub fn start_with(data_dir: &Path, configure: impl FnOnce(&mut Command)) -> Service {
         let socket_dir = tempfile::tempdir().unwrap();
         let socket = socket_dir.path().join("memory.sock");
         let mut command = Command::new(env!("CARGO_BIN_EXE_sios-memory"));
@@ -159,6 +164,7 @@ impl Service {
             .arg(DEFAULT_MAX_FRAME_BYTES.to_string())
             .env("SIOS_LOG", "warn")
             .stdin(Stdio::null());
+        configure(&mut command);
         let listener = hand_listener(&mut command, &socket).unwrap();
         let child = command.spawn().unwrap();
         drop(listener);
@@ -193,4 +199,39 @@ impl Service {
 
 pub fn ctx() -> tarpc::context::Context {
     context_with_timeout(Duration::from_secs(60))
+}
+
+/// Makes the child ignore SIGXFSZ, so that at its file-size limit a write
+/// fails with EFBIG, as a write to a full disk fails with ENOSPC, instead of
+/// killing it.
+pub fn ignore_file_size_signal(command: &mut Command) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: runs in the forked child before exec and only sets a signal's
+    // disposition (async-signal-safe); an ignored disposition survives exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+}
+
+/// Caps how far the process `pid` may grow any file (RLIMIT_FSIZE's soft
+/// limit; the hard one stays unlimited, so it can be raised again).
+pub fn cap_file_size(pid: u32, bytes: u64) {
+    let limit = libc::rlimit {
+        rlim_cur: bytes,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: prlimit on a child's pid with a valid, initialised struct; the
+    // old limit is not asked for (null).
+    let rc = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_FSIZE,
+            &limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
 }
