@@ -22,6 +22,8 @@ pub mod process;
 pub mod recorder;
 pub mod services;
 pub mod tensor;
+#[doc(hidden)]
+pub mod testing;
 pub mod transport;
 
 pub use ask::{AskAnswer, AskRequest, Finding};

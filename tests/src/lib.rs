@@ -318,6 +318,15 @@ impl TestAppliance {
     }
 
     /// The pid of one process, from `status`.
+    /// The pid of every process `status` lists.
+    pub fn pids(&self) -> Vec<u32> {
+        self.status()
+            .processes
+            .iter()
+            .filter_map(|p| p.pid)
+            .collect()
+    }
+
     pub fn pid(&self, name: &str) -> u32 {
         self.status()
             .processes

@@ -133,12 +133,7 @@ fn ctrl_c_stops_every_process_in_order_and_each_stop_is_recorded() {
         return;
     }
     let mut app = TestAppliance::start(Options::brains(&["voice-activity"]));
-    let pids: Vec<u32> = app
-        .status()
-        .processes
-        .iter()
-        .filter_map(|p| p.pid)
-        .collect();
+    let pids = app.pids();
     // Every process the kernel started is in a group of its own: Ctrl-C
     // reaches the kernel alone, which stops the others in reverse start
     // order, the audit service last, so that it can record every stop.
@@ -570,12 +565,7 @@ fn down_stops_everything_and_a_second_kernel_on_the_same_state_dir_is_refused() 
         stderr(&second)
     );
 
-    let pids: Vec<u32> = app
-        .status()
-        .processes
-        .iter()
-        .filter_map(|p| p.pid)
-        .collect();
+    let pids = app.pids();
     let out = app.sios(&["down"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(app.stop().success());

@@ -16,6 +16,7 @@ use sios_audit::keys;
 use sios_audit::verify::verify_bundle;
 use sios_ipc::activation::hand_listener;
 use sios_ipc::recorder::{RecordError, Recorder};
+use sios_ipc::testing::{cap_file_size, ignore_file_size_signal};
 use sios_ipc::transport::{DEFAULT_MAX_FRAME_BYTES, client_config, context_with_timeout, framed};
 use sios_ipc::{ActionResult, AuditClient, AuditError, Digest, DraftKind, RecordDraft};
 use std::path::{Path, PathBuf};
@@ -71,6 +72,29 @@ async fn connect(service: &Service) -> AuditClient {
 
 fn ctx() -> tarpc::context::Context {
     context_with_timeout(Duration::from_secs(10))
+}
+
+/// Opens the log in `data` in process (its service stopped): every
+/// acknowledged record is there with the acknowledged hash, and an export of
+/// the whole log, written to `bundle`, verifies offline.
+async fn reopened_log_holds_and_verifies(
+    data: &Path,
+    acked: &[(u64, Digest)],
+    bundle: &Path,
+) -> sios_audit::verify::VerifyReport {
+    let log = AuditLog::open(data).unwrap();
+    for &(seq, hash) in acked {
+        let page = log.read(seq, 1, 1 << 20).unwrap();
+        assert_eq!(
+            sios_audit::record::Record::hash_of(&page.records[0]),
+            hash.0,
+            "record {seq}"
+        );
+    }
+    sios_audit::export::write_bundle(&log, bundle)
+        .await
+        .unwrap();
+    verify_bundle(bundle, &data.join(keys::PUBLIC_FILE)).unwrap()
 }
 
 fn intent_of(actor: &str, i: u64) -> RecordDraft {
@@ -167,19 +191,9 @@ async fn kill_9_mid_append_loses_nothing_acknowledged() {
         acked.len()
     );
     // Reopen in process: the tree continues and the whole log verifies.
-    let log = AuditLog::open(&data).unwrap();
-    for &(seq, hash) in &acked {
-        let page = log.read(seq, 1, 1 << 20).unwrap();
-        assert_eq!(
-            sios_audit::record::Record::hash_of(&page.records[0]),
-            hash.0
-        );
-    }
-    let bundle = dir.path().join("after-crashes.bundle");
-    sios_audit::export::write_bundle(&log, &bundle)
-        .await
-        .unwrap();
-    let report = verify_bundle(&bundle, &data.join(keys::PUBLIC_FILE)).unwrap();
+    let report =
+        reopened_log_holds_and_verifies(&data, &acked, &dir.path().join("after-crashes.bundle"))
+            .await;
     assert!(report.records >= acked.len() as u64);
     // Each start (a new listening socket: a new kernel session) closed the
     // intents the killed round left open, so only the last round's remain:
@@ -385,20 +399,8 @@ async fn the_recorder_shares_requests_and_each_call_keeps_its_answer() {
 
     drop(recorder);
     drop(service);
-    let log = AuditLog::open(&data).unwrap();
-    for &(seq, hash) in &acked {
-        let page = log.read(seq, 1, 1 << 20).unwrap();
-        assert_eq!(
-            sios_audit::record::Record::hash_of(&page.records[0]),
-            hash.0,
-            "record {seq}"
-        );
-    }
-    let bundle = dir.path().join("recorder.bundle");
-    sios_audit::export::write_bundle(&log, &bundle)
-        .await
-        .unwrap();
-    let report = verify_bundle(&bundle, &data.join(keys::PUBLIC_FILE)).unwrap();
+    let report =
+        reopened_log_holds_and_verifies(&data, &acked, &dir.path().join("recorder.bundle")).await;
     // Whatever the service wrote before the lone intent, then two records
     // per action.
     assert_eq!(report.records, seq + 2 + TASKS * ACTIONS * 2);
@@ -531,27 +533,6 @@ async fn record_timings_count_every_call_and_batch_by_stage() {
     }
 }
 
-/// Caps how far the process `pid` may grow any file (RLIMIT_FSIZE's soft
-/// limit; the hard one stays unlimited, so it can be raised again).
-fn cap_file_size(pid: u32, bytes: u64) {
-    let limit = libc::rlimit {
-        rlim_cur: bytes,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    #[allow(unsafe_code)]
-    // SAFETY: prlimit on our own child's pid with a valid, initialised
-    // struct; the old limit is not asked for (null).
-    let rc = unsafe {
-        libc::prlimit(
-            pid as libc::pid_t,
-            libc::RLIMIT_FSIZE,
-            &limit,
-            std::ptr::null_mut(),
-        )
-    };
-    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
-}
-
 /// A disk that stops taking writes, made without root: the service's
 /// file-size limit is lowered to just above its log's size, so a commit
 /// that must grow the file fails (EFBIG, as a full disk fails with ENOSPC).
@@ -566,20 +547,7 @@ async fn a_full_disk_refuses_records_clearly_and_the_log_reopens_once_space_is_f
     let data = dir.path().join("data");
     let run = dir.path().join("run");
     std::fs::create_dir_all(&run).unwrap();
-    let mut service = spawn_with(&data, &run, |command| {
-        use std::os::unix::process::CommandExt as _;
-        #[allow(unsafe_code)]
-        // SAFETY: runs in the forked child before exec and only sets a
-        // signal's disposition (async-signal-safe). Ignored, SIGXFSZ does not
-        // kill the service at the limit: the write fails with EFBIG instead,
-        // as a write to a full disk fails with ENOSPC.
-        unsafe {
-            command.pre_exec(|| {
-                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-                Ok(())
-            });
-        }
-    });
+    let mut service = spawn_with(&data, &run, ignore_file_size_signal);
     let client = connect(&service).await;
     let pid = service.child.id();
     let mut acked: Vec<(u64, Digest)> = Vec::new();
@@ -643,19 +611,8 @@ async fn a_full_disk_refuses_records_clearly_and_the_log_reopens_once_space_is_f
     drop(client);
     service.child.kill().unwrap();
     service.child.wait().unwrap();
-    let log = AuditLog::open(&data).unwrap();
-    for &(seq, hash) in &acked {
-        let page = log.read(seq, 1, 1 << 20).unwrap();
-        assert_eq!(
-            sios_audit::record::Record::hash_of(&page.records[0]),
-            hash.0,
-            "record {seq}"
-        );
-    }
-    let bundle = dir.path().join("after-full-disk.bundle");
-    sios_audit::export::write_bundle(&log, &bundle)
-        .await
-        .unwrap();
-    let report = verify_bundle(&bundle, &data.join(keys::PUBLIC_FILE)).unwrap();
+    let report =
+        reopened_log_holds_and_verifies(&data, &acked, &dir.path().join("after-full-disk.bundle"))
+            .await;
     assert_eq!(report.records, acked.last().unwrap().0 + 1);
 }

@@ -460,7 +460,7 @@ fn kill_9_under_concurrent_writers_loses_no_acknowledged_write() {
 #[test]
 fn a_full_disk_refuses_writes_clearly_and_memory_reopens_once_space_is_freed() {
     let dir = tempfile::tempdir().unwrap();
-    let mut service = Service::start_with(dir.path(), common::ignore_file_size_signal);
+    let mut service = Service::start_with(dir.path(), sios_ipc::testing::ignore_file_size_signal);
     let pid = service.child.id();
     runtime().block_on(async {
         let client = service.client().await;
@@ -480,7 +480,7 @@ fn a_full_disk_refuses_writes_clearly_and_memory_reopens_once_space_is_freed() {
             acked.push(i);
         }
         let database = dir.path().join(sios_memory::DATABASE_FILE);
-        common::cap_file_size(
+        sios_ipc::testing::cap_file_size(
             pid,
             std::fs::metadata(&database).unwrap().len() + 256 * 1024,
         );
@@ -506,7 +506,7 @@ fn a_full_disk_refuses_writes_clearly_and_memory_reopens_once_space_is_freed() {
             service.child.try_wait().unwrap().is_none(),
             "the service died"
         );
-        common::cap_file_size(pid, libc::RLIM_INFINITY);
+        sios_ipc::testing::cap_file_size(pid, libc::RLIM_INFINITY);
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let next = acked.len() + 1_000_000;
         client.put(ctx(), store(next)).await.unwrap().unwrap();

@@ -2,7 +2,7 @@
 //! generator, item builders, a byte scanner over a data directory, and the
 //! real `sios-memory` binary started the way the kernel starts it.
 
-#![allow(dead_code, unsafe_code)] // each test binary uses a part; one pre_exec hook below
+#![allow(dead_code)] // each test binary uses a part
 
 use sios_ipc::activation::hand_listener;
 use sios_ipc::transport::{DEFAULT_MAX_FRAME_BYTES, client_config, context_with_timeout, framed};
@@ -199,39 +199,4 @@ impl Service {
 
 pub fn ctx() -> tarpc::context::Context {
     context_with_timeout(Duration::from_secs(60))
-}
-
-/// Makes the child ignore SIGXFSZ, so that at its file-size limit a write
-/// fails with EFBIG, as a write to a full disk fails with ENOSPC, instead of
-/// killing it.
-pub fn ignore_file_size_signal(command: &mut Command) {
-    use std::os::unix::process::CommandExt as _;
-    // SAFETY: runs in the forked child before exec and only sets a signal's
-    // disposition (async-signal-safe); an ignored disposition survives exec.
-    unsafe {
-        command.pre_exec(|| {
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            Ok(())
-        });
-    }
-}
-
-/// Caps how far the process `pid` may grow any file (RLIMIT_FSIZE's soft
-/// limit; the hard one stays unlimited, so it can be raised again).
-pub fn cap_file_size(pid: u32, bytes: u64) {
-    let limit = libc::rlimit {
-        rlim_cur: bytes,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: prlimit on a child's pid with a valid, initialised struct; the
-    // old limit is not asked for (null).
-    let rc = unsafe {
-        libc::prlimit(
-            pid as libc::pid_t,
-            libc::RLIMIT_FSIZE,
-            &limit,
-            std::ptr::null_mut(),
-        )
-    };
-    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
 }
