@@ -294,7 +294,8 @@ enum DbState {
     /// Closed after a write failed (a full disk, a failing device). redb
     /// refuses every later operation on a database one of whose writes
     /// failed until it is reopened, so the writer closes it at once and
-    /// reopens it before its next write (see [`Writer::ensure_open`]):
+    /// reopens it before its next write or in its idle time (see
+    /// [`Writer::ensure_open`]):
     /// reopening rolls the file back to its last durable commit. Meanwhile
     /// every call is refused with `cause`, and nothing is acknowledged.
     Closed {
@@ -1590,8 +1591,14 @@ impl crate::writer_queue::Worker for Writer {
     }
 
     /// Stores the checkpoints signed since the last commit if no commit
-    /// came for [`IDLE_FLUSH`] to carry them.
+    /// came for [`IDLE_FLUSH`] to carry them. Reopens a log a failed write
+    /// closed, so that reads come back once the disk takes writes again
+    /// even if no write comes to reopen it.
     fn idle(&mut self) {
+        if let Err(err) = self.ensure_open() {
+            tracing::debug!(error = %err, "the audit log stays closed");
+            return;
+        }
         if self.last_commit.elapsed() >= IDLE_FLUSH {
             self.store_unstored();
         }
@@ -1723,9 +1730,16 @@ struct Prepared {
 impl Writer {
     fn begin_write(&mut self) -> Result<WriteTransaction, AuditError> {
         self.ensure_open()?;
-        let mut txn = match &*self.shared.db.read().expect("database lock") {
-            DbState::Open(db) => db.begin_write().map_err(storage)?,
+        let begun = match &*self.shared.db.read().expect("database lock") {
+            DbState::Open(db) => db.begin_write(),
             DbState::Closed { cause, .. } => return Err(self.shared.closed(cause)),
+        };
+        let mut txn = match begun {
+            Ok(txn) => txn,
+            Err(err) => {
+                let cause = format!("a write to its file could not begin ({err})");
+                return Err(self.close_after_failure(&cause));
+            }
         };
         txn.set_durability(Durability::Immediate).map_err(storage)?;
         Ok(txn)
@@ -1895,7 +1909,10 @@ impl Writer {
             return;
         }
         let result = self.begin_write().and_then(|txn| {
-            insert_notes(&txn, &notes)?;
+            if let Err(err) = insert_notes(&txn, &notes) {
+                drop(txn);
+                return Err(self.close_after_failure(&write_failed(&err)));
+            }
             self.commit(txn)
         });
         match result {
@@ -2008,13 +2025,16 @@ impl Writer {
             return;
         }
         // Signed checkpoints waiting to be stored ride along, when due.
-        let mut notes = self.unstored().due(Instant::now());
+        let notes = self.unstored().due(Instant::now());
+        // A write the storage refused leaves the database unusable until
+        // reopened: the batch fails with the real cause (see `DbState`).
         if !notes.is_empty()
             && let Err(err) = insert_notes(&txn, &notes)
         {
-            tracing::warn!(error = %err, "could not queue the signed checkpoints");
-            self.unstored().not_stored(&notes);
-            notes.clear();
+            drop(txn);
+            let err = self.close_after_failure(&write_failed(&err));
+            self.fail_batch(prepared, err, notes);
+            return;
         }
         let open_persisted = match self.open.persist(&txn, size, false) {
             Ok(done) => done,
