@@ -351,11 +351,14 @@ impl MemoryStore {
     /// Closes memory.redb after a failed write and returns what the caller
     /// is told.
     fn close_after_failure(&self, reason: &str) -> MemoryError {
-        let cause = format!("a write to memory.redb failed ({reason})");
         let mut state = write(&self.db);
-        if let DbState::Open(_) = &*state {
-            tracing::error!("{cause}; memory is closed until it can be written again");
+        // Already closed: `reason` is the refusal itself; the first cause
+        // stands.
+        if let DbState::Closed { cause } = &*state {
+            return self.closed(cause);
         }
+        let cause = format!("a write to memory.redb failed ({reason})");
+        tracing::error!("{cause}; memory is closed until it can be written again");
         // Dropping the database releases the file, to be opened again.
         *state = DbState::Closed {
             cause: cause.clone(),

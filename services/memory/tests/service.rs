@@ -502,6 +502,12 @@ fn a_full_disk_refuses_writes_clearly_and_memory_reopens_once_space_is_freed() {
                 && message.contains(&dir.path().display().to_string()),
             "the refusal names the cause, the place and what to do: {message}"
         );
+        // Still full: refused again with the same words (not the first
+        // refusal wrapped inside a new one).
+        for _ in 0..3 {
+            let again = client.put(ctx(), store(0)).await.unwrap().unwrap_err();
+            assert_eq!(again.to_string(), message);
+        }
         assert!(
             service.child.try_wait().unwrap().is_none(),
             "the service died"
