@@ -7,6 +7,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
+# A clean clone gains nothing from incremental compilation, and its cache
+# would be the biggest thing in target/ after the objects themselves.
+if [ -n "${CI:-}" ]; then
+    export CARGO_INCREMENTAL=0
+fi
+
 step "set-up (deploy/setup.sh --no-cargo)"
 bash deploy/setup.sh --no-cargo
 
