@@ -58,7 +58,10 @@ enum Command {
     /// Show every process: pid, state, restarts, uptime, socket.
     ///
     /// States: starting, ready, restarting, failed (gave up; see its last
-    /// error, then `sios restart NAME`), stopped, disabled.
+    /// error, then `sios restart NAME`), stopped, disabled, degraded (a
+    /// service that runs but cannot do its job, e.g. its disk is full; the
+    /// line under it says why and what to do). Exits 1 if any process is
+    /// failed or degraded.
     Status {
         /// Print JSON: {"processes": [{"name", "role", "pid", "state",
         /// "restarts", "uptime_s", "socket", "requests", "last_error"}, …]}.
@@ -67,8 +70,8 @@ enum Command {
     },
     /// Wait until every process is ready or failed (for scripts).
     ///
-    /// Exits 0 when all are ready, 1 when some failed, 2 on timeout, 3 when no
-    /// appliance answers within the timeout.
+    /// Exits 0 when all are ready, 1 when some failed or are degraded, 2 on
+    /// timeout, 3 when no appliance answers within the timeout.
     Wait {
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 60)]
@@ -305,7 +308,11 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             Command::Status { json } => {
                 let status = connect(&layout).await?.status(ctx()).await.map_err(rpc)?;
                 print_status(&status, json);
-                Ok(ExitCode::SUCCESS)
+                Ok(if unwell(&status).is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                })
             }
             Command::Wait { timeout } => wait(&layout, Duration::from_secs(timeout)).await,
             Command::Invoke {
@@ -492,20 +499,26 @@ fn settled(status: &StatusReport) -> Option<Result<ExitCode, CliError>> {
     if settling {
         return None;
     }
-    let failed: Vec<_> = status
-        .processes
-        .iter()
-        .filter(|p| p.state == ProcessState::Failed)
-        .map(|p| p.name.as_str())
-        .collect();
-    Some(if failed.is_empty() {
+    let unwell = unwell(status);
+    Some(if unwell.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
         Err(CliError::Refused(format!(
-            "settled, but failed: {} (`sios status` says why)",
-            failed.join(", ")
+            "settled, but {} (`sios status` says why)",
+            unwell.join(", ")
         )))
     })
+}
+
+/// "NAME is STATE" for every process that needs an operator: failed, or
+/// degraded.
+fn unwell(status: &StatusReport) -> Vec<String> {
+    status
+        .processes
+        .iter()
+        .filter(|p| matches!(p.state, ProcessState::Failed | ProcessState::Degraded))
+        .map(|p| format!("{} is {}", p.name, p.state.as_str()))
+        .collect()
 }
 
 async fn invoke(

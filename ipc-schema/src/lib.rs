@@ -11,6 +11,7 @@
 //! - [`transport`]: length-delimited bincode frames over Unix sockets, with a hard size limit.
 //! - [`process`]: logging and shutdown signals, the same in every process.
 //! - [`activation`]: how a child receives the listening socket the kernel bound for it.
+//! - [`storage`]: whether a disk takes writes again, before a closed store is reopened.
 
 pub mod activation;
 pub mod ask;
@@ -21,6 +22,7 @@ pub mod memory;
 pub mod process;
 pub mod recorder;
 pub mod services;
+pub mod storage;
 pub mod tensor;
 #[doc(hidden)]
 pub mod testing;

@@ -138,6 +138,11 @@ pub enum ProcessState {
     Stopped,
     /// Turned off by an operator.
     Disabled,
+    /// Running and answering, but unable to do its job: a service whose
+    /// storage refuses writes (a full disk), or one that did not answer its
+    /// health check. `last_error` says why and what to do. Reported by
+    /// `sios status` only; the supervisor never holds a process in it.
+    Degraded,
 }
 
 impl ProcessState {
@@ -149,6 +154,7 @@ impl ProcessState {
             ProcessState::Failed => "failed",
             ProcessState::Stopped => "stopped",
             ProcessState::Disabled => "disabled",
+            ProcessState::Degraded => "degraded",
         }
     }
 }
@@ -419,6 +425,9 @@ pub struct ServiceInfo {
     pub pid: u32,
     /// The redb file the service owns.
     pub database: String,
+    /// Why the service cannot do its job although it answers (its storage
+    /// refuses writes, say), in words for an operator; `None` when healthy.
+    pub fault: Option<String>,
 }
 
 // The memory service's trait `Memory` and `MemoryError` live in `crate::memory`.

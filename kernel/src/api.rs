@@ -179,7 +179,7 @@ impl KernelServer {
 
 impl Kernel for KernelServer {
     async fn status(self, _: Context) -> StatusReport {
-        self.appliance.status()
+        self.appliance.status().await
     }
 
     async fn whoami(self, _: Context) -> Caller {

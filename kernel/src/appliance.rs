@@ -625,8 +625,9 @@ impl Appliance {
         self.record(vec![outcome]).await.map(|_| ())
     }
 
-    /// `sios status`: the kernel first, then every child in start order.
-    pub fn status(&self) -> StatusReport {
+    /// `sios status`: the kernel first, then every child in start order,
+    /// the services' health checked (`Slot::checked_status`).
+    pub async fn status(&self) -> StatusReport {
         let kernel = ProcessStatus {
             name: "kernel".into(),
             role: Role::Kernel,
@@ -642,7 +643,9 @@ impl Appliance {
             state_dir: self.layout.root.display().to_string(),
             version: env!("CARGO_PKG_VERSION").into(),
             processes: std::iter::once(kernel)
-                .chain(self.slots.iter().map(|s| s.status()))
+                .chain(
+                    futures::future::join_all(self.slots.iter().map(|s| s.checked_status())).await,
+                )
                 .collect(),
         }
     }

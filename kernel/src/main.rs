@@ -121,7 +121,7 @@ async fn run(config: Config, layout: StateLayout) -> anyhow::Result<()> {
     let starting = appliance.start(pending);
     tokio::select! {
         () = starting => {
-            let status = appliance.status();
+            let status = appliance.status().await;
             let brains: Vec<_> = status.processes.iter().filter(|p| p.role == sios_ipc::Role::Brain).collect();
             let ready = brains.iter().filter(|p| p.state == sios_ipc::ProcessState::Ready).count();
             tracing::info!(

@@ -15,8 +15,8 @@
 use crate::spawn::{self, Program};
 use sios_config::SupervisorConfig;
 use sios_ipc::{
-    AuditClient, BrainClient, MemoryClient, ProcessState, ProcessStatus, Role, TensorSpec,
-    transport,
+    AuditClient, BrainClient, MemoryClient, ProcessState, ProcessStatus, Role, ServiceInfo,
+    TensorSpec, transport,
 };
 use sios_launch::EXIT_CONFIG;
 use std::collections::VecDeque;
@@ -215,6 +215,32 @@ impl Slot {
                 (why, _) => why.clone(),
             },
         }
+    }
+
+    /// [`Slot::status`], with a ready service asked for its health first: a
+    /// service that answers but cannot do its job (its storage refuses
+    /// writes) or does not answer in time is reported `degraded`, with why.
+    pub async fn checked_status(&self) -> ProcessStatus {
+        let mut status = self.status();
+        let fault = match self.connection() {
+            Ok(Connection::Audit(client)) => health(
+                client
+                    .ready(transport::context_with_timeout(HEALTH_TIMEOUT))
+                    .await,
+            ),
+            Ok(Connection::Memory(client)) => health(
+                client
+                    .ready(transport::context_with_timeout(HEALTH_TIMEOUT))
+                    .await,
+            ),
+            // A brain has no storage; its failures surface as exits.
+            Ok(Connection::Brain(_)) | Err(_) => None,
+        };
+        if let Some(fault) = fault {
+            status.state = ProcessState::Degraded;
+            status.last_error = Some(fault);
+        }
+        status
     }
 
     /// Sends a command and waits for its answer.
@@ -682,6 +708,23 @@ async fn stop_child(child: &mut tokio::process::Child, config: &SupervisorConfig
         );
     }
     let _ = child.kill().await;
+}
+
+/// How long `sios status` waits for a service's health answer. The answer
+/// touches no disk, so only a wedged service takes this long.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a service's `ready` answer says is wrong with it, if anything.
+fn health(answer: Result<ServiceInfo, tarpc::client::RpcError>) -> Option<String> {
+    match answer {
+        Ok(info) => info.fault,
+        Err(tarpc::client::RpcError::DeadlineExceeded) => Some(format!(
+            "did not answer its health check within {} s: it may be wedged; if this \
+             persists, `sios restart` it",
+            HEALTH_TIMEOUT.as_secs()
+        )),
+        Err(err) => Some(format!("its health check failed: {err}")),
+    }
 }
 
 /// Connects to the child's socket and asks it whether it is ready.

@@ -7,7 +7,7 @@
 //! before running the tests.
 
 use serde_json::Value;
-use sios_ipc::{KernelClient, StatusReport, transport};
+use sios_ipc::{KernelClient, ProcessState, StatusReport, transport};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -54,6 +54,20 @@ pub fn require_setup() -> bool {
         "build/models is missing in CI: deploy/setup.sh must run before the tests"
     );
     eprintln!("SKIPPED: build/models missing; run deploy/setup.sh to run the end-to-end tests");
+    false
+}
+
+/// True when running as root; otherwise fails (in CI, which runs as root)
+/// or skips loudly, saying what needs root.
+pub fn require_root(what: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{what} needs root, and CI runs as root"
+    );
+    eprintln!("SKIPPED: {what} needs root; run the tests as root");
     false
 }
 
@@ -109,6 +123,9 @@ pub struct Options {
     pub extra_config: String,
     /// Use this catalog instead of the source tree's.
     pub catalog_dir: Option<PathBuf>,
+    /// Called with the (empty) state directory before anything is written
+    /// to it, e.g. to mount a small filesystem there.
+    pub prepare_state_dir: Option<fn(&Path)>,
 }
 
 impl Options {
@@ -117,6 +134,7 @@ impl Options {
             brains: names.iter().map(|s| s.to_string()).collect(),
             extra_config: String::new(),
             catalog_dir: None,
+            prepare_state_dir: None,
         }
     }
 }
@@ -189,6 +207,9 @@ impl TestAppliance {
         let dir = tempfile::tempdir().expect("temp dir");
         let state_dir = dir.path().join("state");
         std::fs::create_dir_all(&state_dir).expect("state dir");
+        if let Some(prepare) = options.prepare_state_dir {
+            prepare(&state_dir);
+        }
         let tree = source_tree();
         let catalog = options
             .catalog_dir
@@ -306,15 +327,26 @@ impl TestAppliance {
         child.wait_with_output().expect("sios output")
     }
 
-    /// `sios status --json`, parsed.
+    /// `sios status --json`, parsed; its exit status checked against what
+    /// it reports (1 exactly when a process is failed or degraded).
     pub fn status(&self) -> StatusReport {
         let out = self.sios(&["status", "--json"]);
-        assert!(
-            out.status.success(),
-            "status failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let report: StatusReport = serde_json::from_slice(&out.stdout).unwrap_or_else(|err| {
+            panic!(
+                "status printed no JSON ({err}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let unwell = report
+            .processes
+            .iter()
+            .any(|p| matches!(p.state, ProcessState::Failed | ProcessState::Degraded));
+        assert_eq!(
+            out.status.code(),
+            Some(if unwell { 1 } else { 0 }),
+            "`sios status` exits 1 exactly when a process is failed or degraded: {report:?}"
         );
-        serde_json::from_slice(&out.stdout).expect("status JSON")
+        report
     }
 
     /// The pid of one process, from `status`.

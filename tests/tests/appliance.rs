@@ -738,3 +738,146 @@ fn a_disabled_brain_stays_disabled_across_an_appliance_restart() {
         .unwrap();
     assert_eq!(vad.state, ProcessState::Disabled);
 }
+
+/// Mounts a 32 MiB tmpfs on `dir`: a disk the test can fill.
+fn mount_small_disk(dir: &std::path::Path) {
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=32m,mode=0700", "sios-test-disk"])
+        .arg(dir)
+        .status()
+        .expect("run mount");
+    assert!(mounted.success(), "mount a tmpfs on {}", dir.display());
+}
+
+/// Detaches the small disk when the test ends, however it ends.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("--lazy")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fills the filesystem holding `dir` with one file, to the last byte it
+/// takes; returns the file.
+fn fill_disk(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).expect("filler");
+    let chunk = vec![0xA5u8; 64 * 1024];
+    loop {
+        match file.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(err) => {
+                assert_eq!(err.raw_os_error(), Some(nix::libc::ENOSPC), "{err}");
+                break;
+            }
+        }
+    }
+    path
+}
+
+#[test]
+fn a_full_disk_shows_in_status_refuses_actions_saying_what_to_do_and_service_resumes_once_space_is_freed()
+ {
+    if !require_setup()
+        || !sios_e2e::require_root("mounting a small filesystem as the state directory")
+    {
+        return;
+    }
+    let mut app = TestAppliance::start(Options {
+        prepare_state_dir: Some(mount_small_disk),
+        ..Options::brains(&["file-type"])
+    });
+    let _unmount = Unmount(app.state_dir.clone());
+    let request = json_text(&fixture("file-type").request);
+    let invoke = |app: &TestAppliance| {
+        app.sios_with_stdin(&["invoke", "file-type", "--input", "-"], Some(&request))
+    };
+    let first = invoke(&app);
+    assert!(first.status.success(), "{}", stderr(&first));
+
+    let filler = fill_disk(&app.state_dir);
+    // Once the audit log must grow, every action is refused, and says why.
+    let refused = (0..500)
+        .map(|_| invoke(&app))
+        .find(|out| !out.status.success())
+        .expect("no action was refused on a full disk");
+    let why = stderr(&refused);
+    eprintln!("refused: {why}");
+    assert_eq!(refused.status.code(), Some(1), "{why}");
+    assert!(
+        why.contains("No space left on device")
+            && why.contains("free space on the disk holding")
+            && why.contains(&app.state_dir.display().to_string()),
+        "the refusal names the cause, the place and what to do: {why}"
+    );
+
+    // `sios status` shows it (and `app.status` checks it exits 1).
+    let status = app.status();
+    let audit = status.processes.iter().find(|p| p.name == "audit").unwrap();
+    assert_eq!(audit.state, ProcessState::Degraded, "{audit:?}");
+    let fault = audit.last_error.as_deref().unwrap_or_default();
+    assert!(
+        fault.contains("No space left on device")
+            && fault.contains("free space on the disk holding"),
+        "{fault}"
+    );
+    let human = app.sios(&["status"]);
+    let shown = String::from_utf8_lossy(&human.stdout);
+    eprintln!("{shown}");
+    assert!(
+        shown.contains("degraded") && shown.contains("No space left on device"),
+        "{shown}"
+    );
+    let wait = app.sios(&["wait", "--timeout", "5"]);
+    assert_eq!(wait.status.code(), Some(1), "{}", stderr(&wait));
+    assert!(
+        stderr(&wait).contains("audit is degraded"),
+        "{}",
+        stderr(&wait)
+    );
+
+    // Space freed: the audit log reopens by itself, status says so, and
+    // actions run again.
+    std::fs::remove_file(&filler).expect("remove the filler");
+    let give_up = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = app.status();
+        let audit = status.processes.iter().find(|p| p.name == "audit").unwrap();
+        if audit.state == ProcessState::Ready {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "audit still {audit:?} 15 s after space was freed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let after = invoke(&app);
+    assert!(after.status.success(), "{}", stderr(&after));
+
+    // Nothing acknowledged was lost: the whole log verifies offline.
+    let work = app.dir.path().to_owned();
+    let pubkey = work.join("operator.pub");
+    let bundle = work.join("after-full-disk.oar");
+    for args in [
+        vec!["keys", "export-public", pubkey.to_str().unwrap()],
+        vec!["audit", "export", bundle.to_str().unwrap()],
+    ] {
+        let out = app.sios(&args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    assert!(app.stop().success(), "the appliance stopped cleanly");
+    let verified = app.sios(&[
+        "audit",
+        "verify",
+        bundle.to_str().unwrap(),
+        "--pubkey",
+        pubkey.to_str().unwrap(),
+    ]);
+    assert!(verified.status.success(), "{}", stderr(&verified));
+}

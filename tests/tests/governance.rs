@@ -81,12 +81,7 @@ clearance = "internal"
 /// the state and run directories to the client group. `None` when not root
 /// (skipped loudly; an error in CI, which runs as root).
 fn start(brains: &[&str]) -> Option<TestAppliance> {
-    if !nix::unistd::geteuid().is_root() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "this test runs clients as other uids, which needs root; CI runs as root"
-        );
-        eprintln!("SKIPPED: running clients as other uids needs root; run the tests as root");
+    if !sios_e2e::require_root("running clients as other uids") {
         return None;
     }
     let mut options = Options::brains(brains);

@@ -42,15 +42,7 @@ use std::time::{Duration, Instant};
 const UID: u32 = 600_900;
 
 fn require_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "the sandbox tests need root, and CI runs as root"
-    );
-    eprintln!("SKIPPED: the sandbox tests need root (namespaces, cgroups, uid maps)");
-    false
+    sios_e2e::require_root("the sandbox tests (namespaces, cgroups, uid maps)")
 }
 
 /// target/<profile>, where `cargo build --workspace --bins` put the binaries.

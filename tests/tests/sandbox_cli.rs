@@ -8,15 +8,7 @@ use std::process::{Command, Stdio};
 
 /// Root is needed for namespaces; CI runs as root, elsewhere skip loudly.
 fn require_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "these tests need root, and CI runs as root"
-    );
-    eprintln!("SKIPPED: the sandbox CLI tests need root");
-    false
+    sios_e2e::require_root("the sandbox CLI tests (namespaces)")
 }
 
 #[test]

@@ -49,6 +49,7 @@ impl Audit for AuditServer {
             name: "audit".into(),
             pid: std::process::id(),
             database: self.log.path().display().to_string(),
+            fault: self.log.fault(),
         }
     }
 

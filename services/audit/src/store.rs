@@ -79,6 +79,7 @@ use redb::{
 };
 use sha2::{Digest as _, Sha256};
 use sios_ipc::latency::LiveHistogram;
+use sios_ipc::storage;
 use sios_ipc::{
     ActionResult, AppendReceipt, AuditError, AuditEvent, BrainRef, CheckpointPage,
     ConsistencyProof, Digest, DraftKind, InclusionProof, PublicKeyInfo, Receipt, RecordDraft,
@@ -726,6 +727,16 @@ impl AuditLog {
 
     pub fn path(&self) -> &Path {
         &self.shared.path
+    }
+
+    /// Why the log refuses every record right now (a write failed and it is
+    /// closed until the disk takes writes again), in the words a refused
+    /// caller gets; `None` while it is open. Touches no disk.
+    pub fn fault(&self) -> Option<String> {
+        match &*self.shared.db.read().expect("database lock") {
+            DbState::Open(_) => None,
+            DbState::Closed { cause, .. } => Some(self.shared.closed(cause).to_string()),
+        }
     }
 
     pub fn stats(&self) -> &Stats {
@@ -1802,6 +1813,15 @@ impl Writer {
             return Err(self.shared.closed(cause));
         }
         *tried_at = Instant::now();
+        // Reopening needs no new space: first check the disk has some, or a
+        // still-full disk would pass for a healthy log until the next write.
+        let dir = self.shared.path.parent().unwrap_or(&self.shared.path);
+        if let Err(err) = storage::check_room(dir, storage::REOPEN_ROOM_BYTES) {
+            tracing::debug!(error = %err, "the audit log's disk has no room yet");
+            return Err(self
+                .shared
+                .closed(&format!("{cause}; its disk still has no room ({err})")));
+        }
         match open_db(&self.shared.path) {
             Ok(reopened) => {
                 tracing::debug!(after = %cause, "the audit log reopened");

@@ -547,7 +547,15 @@ async fn a_full_disk_refuses_records_clearly_and_the_log_reopens_once_space_is_f
     let data = dir.path().join("data");
     let run = dir.path().join("run");
     std::fs::create_dir_all(&run).unwrap();
-    let mut service = spawn_with(&data, &run, ignore_file_size_signal);
+    let service_log = dir.path().join("service.log");
+    let stderr = std::fs::File::create(&service_log).unwrap();
+    let mut service = spawn_with(&data, &run, |command| {
+        ignore_file_size_signal(command);
+        // Its own debug lines too: they tell each reopening apart.
+        command
+            .env("SIOS_LOG", "warn,sios_audit=debug")
+            .stderr(stderr);
+    });
     let client = connect(&service).await;
     let pid = service.child.id();
     let mut acked: Vec<(u64, Digest)> = Vec::new();
@@ -599,11 +607,29 @@ async fn a_full_disk_refuses_records_clearly_and_the_log_reopens_once_space_is_f
         service.child.try_wait().unwrap().is_none(),
         "the service died"
     );
+    // Its health answer (what `sios status` shows) carries the same words,
+    // and keeps them while the disk is full, through the writer's idle
+    // reopen attempts (once a second).
+    for _ in 0..3 {
+        assert_eq!(
+            client.ready(ctx()).await.unwrap().fault.as_deref(),
+            Some(text.as_str()),
+            "`ready` reports the closed log"
+        );
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
     // Space freed: the log reopens by itself (reads come back without any
     // write to reopen it), and the next call is recorded right after the
     // last acknowledged record.
     cap_file_size(pid, libc::RLIM_INFINITY);
     let give_up = std::time::Instant::now() + Duration::from_secs(10);
+    while client.ready(ctx()).await.unwrap().fault.is_some() {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the log did not report itself healthy within 10 s of space being freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     while client.tail(ctx(), 1).await.unwrap().is_err() {
         assert!(
             std::time::Instant::now() < give_up,
@@ -622,6 +648,23 @@ async fn a_full_disk_refuses_records_clearly_and_the_log_reopens_once_space_is_f
     drop(client);
     service.child.kill().unwrap();
     service.child.wait().unwrap();
+    // One full disk: one error and one recovery in the service's log, and
+    // no reopening in between (the disk had no room: reopening would only
+    // have failed again on the checkpoints it still had to store, each
+    // second, and shown a healthy log in between).
+    let logged = std::fs::read_to_string(&service_log).unwrap();
+    for (line, times) in [
+        ("the audit log is closed:", 1),
+        ("the audit log is closed again", 0),
+        ("the audit log reopened", 1),
+        ("the audit log takes writes again", 1),
+    ] {
+        assert_eq!(
+            logged.matches(line).count(),
+            times,
+            "{line:?} in the service's log:\n{logged}"
+        );
+    }
     let report =
         reopened_log_holds_and_verifies(&data, &acked, &dir.path().join("after-full-disk.bundle"))
             .await;

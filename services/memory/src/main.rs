@@ -48,10 +48,16 @@ impl MemoryServer {
 
 impl Memory for MemoryServer {
     async fn ready(self, _: Context) -> ServiceInfo {
+        // Reopening a closed store touches the disk: off the async thread.
+        let fault = self
+            .blocking(|store| Ok(store.fault()))
+            .await
+            .unwrap_or_else(|err| Some(err.to_string()));
         ServiceInfo {
             name: "memory".into(),
             pid: std::process::id(),
             database: self.database,
+            fault,
         }
     }
 

@@ -47,6 +47,7 @@ use sios_ipc::memory::{
     MAX_SEARCH_K, MAX_SEARCH_NAMESPACES, validate_embedding, validate_key, validate_metadata,
     validate_namespace, validate_subject,
 };
+use sios_ipc::storage;
 use sios_ipc::{
     CompactReport, Embedding, EraseReport, ExportCursor, ExportPage, ExportRequest, ExportScope,
     ImportReport, ImportRequest, Item, ListPage, ListRequest, MemoryError, PutRequest, PutResponse,
@@ -266,6 +267,14 @@ impl MemoryStore {
         read(&self.index).len()
     }
 
+    /// Why every request is refused right now (a write failed and
+    /// memory.redb is closed until the disk takes writes again), in the words
+    /// a refused caller gets; `None` while it is open. Reopens it first if
+    /// that is due, as a request would.
+    pub fn fault(&self) -> Option<String> {
+        self.db().err().map(|err| err.to_string())
+    }
+
     /// The open database, reopened first if a failed write closed it.
     fn db(&self) -> Result<OpenDb<'_>, MemoryError> {
         let state = read(&self.db);
@@ -293,6 +302,12 @@ impl MemoryStore {
             return Err(self.closed(cause));
         }
         *reopened_at = Some(Instant::now());
+        // Reopening needs no new space: first check the disk has some, or a
+        // still-full disk would pass for healthy memory until the next write.
+        if let Err(err) = storage::check_room(&self.dir, storage::REOPEN_ROOM_BYTES) {
+            tracing::debug!(error = %err, "memory's disk has no room yet");
+            return Err(self.closed(&format!("{cause}; its disk still has no room ({err})")));
+        }
         match Database::create(&self.db_path) {
             Ok(db) => {
                 tracing::debug!(after = %cause, "memory.redb reopened");

@@ -512,8 +512,27 @@ fn a_full_disk_refuses_writes_clearly_and_memory_reopens_once_space_is_freed() {
             service.child.try_wait().unwrap().is_none(),
             "the service died"
         );
+        // Its health answer (what `sios status` shows) says the same, and
+        // keeps saying it while the disk is full, reopen attempts or not.
+        for _ in 0..3 {
+            let fault = client.ready(ctx()).await.unwrap().fault;
+            let fault = fault.expect("`ready` reports the closed store");
+            assert!(
+                fault.contains("File too large")
+                    && fault.contains("free space on the disk holding"),
+                "{fault}"
+            );
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
         sios_ipc::testing::cap_file_size(pid, libc::RLIM_INFINITY);
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let give_up = std::time::Instant::now() + Duration::from_secs(10);
+        while let Some(fault) = client.ready(ctx()).await.unwrap().fault {
+            assert!(
+                std::time::Instant::now() < give_up,
+                "memory did not report itself healthy within 10 s of space being freed: {fault}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let next = acked.len() + 1_000_000;
         client.put(ctx(), store(next)).await.unwrap().unwrap();
         acked.push(next);
