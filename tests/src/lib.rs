@@ -57,6 +57,17 @@ pub fn require_setup() -> bool {
     false
 }
 
+/// True when `pid` has exited (reaped, or a zombie waiting to be).
+pub fn is_zombie_or_gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            stat.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
 /// True when running as root; otherwise fails (in CI, which runs as root)
 /// or skips loudly, saying what needs root.
 pub fn require_root(what: &str) -> bool {
@@ -126,6 +137,11 @@ pub struct Options {
     /// Called with the (empty) state directory before anything is written
     /// to it, e.g. to mount a small filesystem there.
     pub prepare_state_dir: Option<fn(&Path)>,
+    /// Start the kernel with this command line instead of
+    /// `sios --state-dir DIR up`, with `SIOS_STATE_DIR=DIR` in its
+    /// environment (e.g. a service manager's). It must end up exec'ing the
+    /// kernel in the process it starts.
+    pub kernel_command: Option<Vec<String>>,
 }
 
 impl Options {
@@ -135,6 +151,7 @@ impl Options {
             extra_config: String::new(),
             catalog_dir: None,
             prepare_state_dir: None,
+            kernel_command: None,
         }
     }
 }
@@ -243,7 +260,7 @@ impl TestAppliance {
         );
         std::fs::write(state_dir.join("config.toml"), config).expect("config");
         let log = dir.path().join("kernel.log");
-        let kernel = Self::spawn_kernel(&bin, &state_dir, &log);
+        let kernel = Self::spawn_kernel(&bin, &state_dir, &log, options.kernel_command.as_deref());
         let appliance = TestAppliance {
             dir,
             state_dir,
@@ -258,23 +275,35 @@ impl TestAppliance {
     /// Starts a new kernel on the state directory (and config) of a stopped one.
     pub fn restart_in(mut stopped: TestAppliance) -> TestAppliance {
         assert!(stopped.kernel.is_none(), "stop the appliance first");
-        let kernel = Self::spawn_kernel(&stopped.bin, &stopped.state_dir, &stopped.log);
+        let kernel = Self::spawn_kernel(&stopped.bin, &stopped.state_dir, &stopped.log, None);
         stopped.kernel = Some(kernel);
         stopped.settle();
         stopped
     }
 
-    fn spawn_kernel(bin: &Path, state_dir: &Path, log: &Path) -> Child {
+    /// `sios --state-dir DIR up`, or `command` (see [`Options::kernel_command`]).
+    fn spawn_kernel(bin: &Path, state_dir: &Path, log: &Path, command: Option<&[String]>) -> Child {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .expect("log file");
         use std::os::unix::process::CommandExt as _;
-        Command::new(bin.join("sios"))
-            .arg("--state-dir")
-            .arg(state_dir)
-            .arg("up")
+        let mut kernel = match command {
+            Some([program, args @ ..]) => {
+                let mut kernel = Command::new(program);
+                kernel.args(args);
+                kernel
+            }
+            Some([]) => panic!("an empty kernel command"),
+            None => {
+                let mut kernel = Command::new(bin.join("sios"));
+                kernel.arg("--state-dir").arg(state_dir).arg("up");
+                kernel
+            }
+        };
+        kernel
+            .env(sios_config::STATE_DIR_ENV, state_dir)
             .env("SIOS_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log"))

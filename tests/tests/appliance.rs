@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 use sios_e2e::{
     FIXTURE_BRAINS, Options, TestAppliance, assert_same_outputs, ctx, fixture, fixture_request,
-    json_text, require_setup,
+    is_zombie_or_gone, json_text, require_setup,
 };
 use sios_ipc::{InvokeError, ProcessState, Role};
 use std::io::Write as _;
@@ -120,10 +120,7 @@ fn the_services_are_separate_processes_owning_their_own_redb_files() {
         "stopped in reverse order: brains, memory, then audit (which cannot record its own stop)"
     );
     for pid in pids {
-        assert!(
-            !std::path::Path::new(&format!("/proc/{pid}")).exists() || is_zombie_or_gone(pid),
-            "pid {pid} still running after stop"
-        );
+        assert!(is_zombie_or_gone(pid), "pid {pid} still running after stop");
     }
 }
 
@@ -161,20 +158,10 @@ fn ctrl_c_stops_every_process_in_order_and_each_stop_is_recorded() {
     );
     for pid in pids {
         assert!(
-            !std::path::Path::new(&format!("/proc/{pid}")).exists() || is_zombie_or_gone(pid),
+            is_zombie_or_gone(pid),
             "pid {pid} still running after Ctrl-C"
         );
     }
-}
-
-fn is_zombie_or_gone(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| {
-            stat.rsplit(')')
-                .next()
-                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(true)
 }
 
 #[test]
@@ -880,4 +867,157 @@ fn a_full_disk_shows_in_status_refuses_actions_saying_what_to_do_and_service_res
         pubkey.to_str().unwrap(),
     ]);
     assert!(verified.status.success(), "{}", stderr(&verified));
+}
+
+/// The `[Service]` settings of a systemd unit, key → values in order.
+fn service_settings(unit: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut settings = std::collections::BTreeMap::<String, Vec<String>>::new();
+    let mut in_service = false;
+    for line in unit.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_service = line == "[Service]";
+        } else if in_service && !line.is_empty() && !line.starts_with('#') {
+            let (key, value) = line.split_once('=').expect("key=value");
+            settings
+                .entry(key.to_owned())
+                .or_default()
+                .push(value.to_owned());
+        }
+    }
+    settings
+}
+
+#[test]
+fn the_systemd_unit_verifies_and_runs_the_appliance_as_its_settings_say() {
+    if !require_setup()
+        || !sios_e2e::require_root("running the unit's settings (a private network namespace)")
+    {
+        return;
+    }
+    // The unit as shipped, pointed at this checkout's binaries.
+    let tree = sios_e2e::source_tree();
+    let bin = sios_e2e::bin_dir();
+    let here = |text: &str| {
+        text.replace("/opt/sios/target/release", bin.to_str().unwrap())
+            .replace("/opt/sios", tree.to_str().unwrap())
+    };
+    let shipped = std::fs::read_to_string(tree.join("deploy/sios.service")).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let unit = here(&shipped).replace("/var/lib/sios", work.path().to_str().unwrap());
+    let unit_path = work.path().join("sios.service");
+    std::fs::write(&unit_path, &unit).unwrap();
+
+    // systemd's own checker: known keys, valid values, executables there.
+    match std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit_path)
+        .output()
+    {
+        Ok(out) => assert!(
+            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+            "systemd-analyze verify: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
+        ),
+        Err(err) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "systemd-analyze is needed in CI: {err}"
+            );
+            eprintln!("SKIPPED the systemd-analyze half: {err}");
+        }
+    }
+
+    // The settings this test carries out below, and that the appliance
+    // relies on.
+    let settings = service_settings(&shipped);
+    let one = |key: &str| -> &str {
+        match settings.get(key).map(Vec::as_slice) {
+            Some([value]) => value,
+            other => panic!("{key}: {other:?}"),
+        }
+    };
+    assert_eq!(one("Type"), "exec");
+    assert_eq!(one("KillMode"), "mixed");
+    assert_eq!(one("KillSignal"), "SIGTERM");
+    assert_eq!(one("PrivateNetwork"), "yes");
+    assert_eq!(one("NoNewPrivileges"), "yes");
+    // TestAppliance gives the kernel the same variable, naming its own
+    // temporary state dir.
+    assert_eq!(
+        one("Environment"),
+        format!("{}=/var/lib/sios", sios_config::STATE_DIR_ENV)
+    );
+    let argv = |line: &str| -> Vec<String> {
+        here(line)
+            .trim_start_matches('-')
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+
+    // ExecStart as systemd runs it with these settings: in a network
+    // namespace holding only loopback, with no_new_privs, in a session
+    // of its own (TestAppliance starts it in its own process group).
+    let mut command: Vec<String> = [
+        "unshare",
+        "--net",
+        "setpriv",
+        "--no-new-privs",
+        "sh",
+        "-c",
+        "ip link set lo up && exec \"$@\"",
+        "sh",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    command.extend(argv(one("ExecStart")));
+    // The unit runs the default catalog; one brain proves the same here.
+    let mut app = TestAppliance::start(Options {
+        kernel_command: Some(command),
+        ..Options::brains(&["file-type"])
+    });
+    // The started kernel is in the namespace and under no_new_privs.
+    let kernel = app.pid("kernel");
+    let own = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    assert_ne!(
+        own(&kernel.to_string()),
+        own("self"),
+        "the kernel runs in a network namespace of its own"
+    );
+    let proc_status = std::fs::read_to_string(format!("/proc/{kernel}/status")).unwrap();
+    assert!(
+        proc_status.contains("NoNewPrivs:\t1"),
+        "the kernel runs with no_new_privs"
+    );
+
+    // ExecStartPost, as the unit says it, with the unit's environment.
+    let [post] = settings["ExecStartPost"].as_slice() else {
+        panic!("one ExecStartPost")
+    };
+    let post = argv(post);
+    let waited = std::process::Command::new(&post[0])
+        .args(&post[1..])
+        .env(sios_config::STATE_DIR_ENV, &app.state_dir)
+        .output()
+        .unwrap();
+    assert!(waited.status.success(), "{}", stderr(&waited));
+    let request = json_text(&fixture("file-type").request);
+    let out = app.sios_with_stdin(&["invoke", "file-type", "--input", "-"], Some(&request));
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // `systemctl stop` with KillMode=mixed: SIGTERM to the main process
+    // alone. It must leave nothing for the SIGKILL that follows, and every
+    // stop must be recorded.
+    let pids = app.pids();
+    assert!(app.stop().success(), "the kernel exits 0 on SIGTERM");
+    for pid in pids {
+        assert!(is_zombie_or_gone(pid), "pid {pid} outlived the kernel");
+    }
+    let stopped: Vec<String> = sios_e2e::audit_records(&app.state_dir)
+        .into_iter()
+        .filter(|e| e.action == "process.stopped")
+        .map(|e| e.resource)
+        .collect();
+    assert_eq!(stopped, ["process:file-type", "process:memory"]);
 }

@@ -17,7 +17,7 @@
 //!   the export verifies offline with `sios audit verify --pubkey`.
 
 use sios_audit::record::{Kind, Record};
-use sios_e2e::{Options, TestAppliance, ctx, require_setup};
+use sios_e2e::{Options, TestAppliance, ctx, is_zombie_or_gone, require_setup};
 use sios_ipc::{ActionResult, InferRequest, KernelClient, ProcessState, Tensor};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -113,16 +113,6 @@ fn tree(pid: u32) -> Vec<u32> {
         i += 1;
     }
     out
-}
-
-fn is_zombie_or_gone(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| {
-            stat.rsplit(')')
-                .next()
-                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(true)
 }
 
 fn signal(pid: u32, sig: nix::sys::signal::Signal) {
