@@ -55,7 +55,8 @@ enum Command {
     /// in the catalog, then serves clients on <state-dir>/run/kernel.sock.
     /// Needs no configuration.
     Up,
-    /// Show every process: pid, state, restarts, uptime, socket.
+    /// Show every process (pid, state, restarts, uptime, socket) and the
+    /// free space on the state directory's disk, with a warning when low.
     ///
     /// States: starting, ready, restarting, failed (gave up; see its last
     /// error, then `sios restart NAME`), stopped, disabled, degraded (a
@@ -63,8 +64,9 @@ enum Command {
     /// line under it says why and what to do). Exits 1 if any process is
     /// failed or degraded.
     Status {
-        /// Print JSON: {"processes": [{"name", "role", "pid", "state",
-        /// "restarts", "uptime_s", "socket", "requests", "last_error"}, …]}.
+        /// Print JSON: {"state_dir", "version", "processes": [{"name", "role",
+        /// "pid", "state", "restarts", "uptime_s", "socket", "requests",
+        /// "last_error"}, …], "disk": {"free_bytes", "total_bytes", "warning"}}.
         #[arg(long)]
         json: bool,
     },
@@ -423,6 +425,16 @@ fn print_status(status: &StatusReport, json: bool) {
         return;
     }
     println!("sios {} on {}", status.version, status.state_dir);
+    if let Some(disk) = &status.disk {
+        println!(
+            "disk: {} free of {}",
+            sios_ipc::human_bytes(disk.free_bytes),
+            sios_ipc::human_bytes(disk.total_bytes)
+        );
+        if let Some(warning) = &disk.warning {
+            println!("  └ {warning}");
+        }
+    }
     println!(
         "{:<18} {:<7} {:<11} {:>8} {:>8} {:>9} {:>9}  SOCKET",
         "NAME", "ROLE", "STATE", "PID", "RESTARTS", "UPTIME", "REQUESTS"

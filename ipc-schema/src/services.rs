@@ -185,6 +185,35 @@ pub struct StatusReport {
     pub version: String,
     /// The kernel first, then the services, then the brains, in start order.
     pub processes: Vec<ProcessStatus>,
+    /// Room on the filesystem holding the state directory, where the audit
+    /// log and memory grow; `None` if it could not be read.
+    pub disk: Option<DiskSpace>,
+}
+
+/// Room on one filesystem.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct DiskSpace {
+    /// Bytes the appliance's processes may still use (statvfs `f_bavail`).
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+    /// Set when free space runs low: what will happen, and what to do.
+    pub warning: Option<String>,
+}
+
+/// A size as an operator says it: 1536 → "1.5 KiB".
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 /// Who is calling the kernel, as the kernel itself established it (never as
@@ -431,3 +460,16 @@ pub struct ServiceInfo {
 }
 
 // The memory service's trait `Memory` and `MemoryError` live in `crate::memory`.
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn sizes_read_as_an_operator_would_say_them() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+}

@@ -647,6 +647,7 @@ impl Appliance {
                     futures::future::join_all(self.slots.iter().map(|s| s.checked_status())).await,
                 )
                 .collect(),
+            disk: crate::disk::space(&self.layout.root),
         }
     }
 

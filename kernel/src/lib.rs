@@ -15,6 +15,7 @@
 pub mod api;
 pub mod appliance;
 pub mod ask;
+pub mod disk;
 pub mod governance;
 pub mod memory_access;
 pub mod operations;

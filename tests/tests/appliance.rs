@@ -786,6 +786,11 @@ fn a_full_disk_shows_in_status_refuses_actions_saying_what_to_do_and_service_res
     };
     let first = invoke(&app);
     assert!(first.status.success(), "{}", stderr(&first));
+    let disk = app.status().disk.expect("status reports the disk");
+    assert!(
+        disk.total_bytes == 32 << 20 && disk.warning.is_none(),
+        "{disk:?}"
+    );
 
     let filler = fill_disk(&app.state_dir);
     // Once the audit log must grow, every action is refused, and says why.
@@ -803,8 +808,16 @@ fn a_full_disk_shows_in_status_refuses_actions_saying_what_to_do_and_service_res
         "the refusal names the cause, the place and what to do: {why}"
     );
 
-    // `sios status` shows it (and `app.status` checks it exits 1).
+    // `sios status` shows it (and `app.status` checks it exits 1), and
+    // warns of the disk.
     let status = app.status();
+    let disk = status.disk.as_ref().expect("status reports the disk");
+    assert!(disk.free_bytes < 1 << 20, "{disk:?}");
+    let warning = disk.warning.as_deref().unwrap_or_default();
+    assert!(
+        warning.contains("every action is refused") && warning.contains("free space there"),
+        "{disk:?}"
+    );
     let audit = status.processes.iter().find(|p| p.name == "audit").unwrap();
     assert_eq!(audit.state, ProcessState::Degraded, "{audit:?}");
     let fault = audit.last_error.as_deref().unwrap_or_default();
@@ -817,7 +830,9 @@ fn a_full_disk_shows_in_status_refuses_actions_saying_what_to_do_and_service_res
     let shown = String::from_utf8_lossy(&human.stdout);
     eprintln!("{shown}");
     assert!(
-        shown.contains("degraded") && shown.contains("No space left on device"),
+        shown.contains("degraded")
+            && shown.contains("No space left on device")
+            && shown.contains(warning),
         "{shown}"
     );
     let wait = app.sios(&["wait", "--timeout", "5"]);

@@ -328,8 +328,8 @@ impl Shared {
         AuditError::Storage(format!(
             "{cause}; the log is closed. Every record is refused, so every action is, \
              until the log can be written again: free space on the disk holding {} (or \
-             repair it); the log reopens by itself at the next call, and nothing \
-             acknowledged is lost",
+             repair it); the log reopens by itself within a second of space being freed, \
+             and nothing acknowledged is lost",
             dir.display()
         ))
     }

@@ -538,9 +538,9 @@ async fn record_timings_count_every_call_and_batch_by_stage() {
 /// that must grow the file fails (EFBIG, as a full disk fails with ENOSPC).
 /// Every call is then refused with the cause and what to do, nothing is
 /// acknowledged that is not durable, and the service stays up. Once the
-/// limit is lifted ("space freed") the log reopens by itself at the next
-/// call, the chain continues right after the last acknowledged record, and
-/// the whole log verifies.
+/// limit is lifted ("space freed") the log reopens by itself within a
+/// second, the next call continues the chain right after the last
+/// acknowledged record, and the whole log verifies.
 #[tokio::test(flavor = "current_thread")]
 async fn a_full_disk_refuses_records_clearly_and_the_log_reopens_once_space_is_freed() {
     let dir = tempfile::tempdir().unwrap();
