@@ -45,16 +45,24 @@ pub fn bin_dir() -> PathBuf {
 
 /// Fails (in CI) or skips loudly (elsewhere) when `deploy/setup.sh` has not run.
 pub fn require_setup() -> bool {
-    let models = source_tree().join("build/models");
-    if models.exists() {
-        return true;
+    required(
+        source_tree().join("build/models").exists(),
+        "build/models (made by deploy/setup.sh)",
+        "run deploy/setup.sh to run the end-to-end tests",
+    )
+}
+
+/// `met`, or else a failure in CI (which has everything a test needs) and a
+/// loud skip elsewhere, naming what is `missing` and what to `do`.
+fn required(met: bool, missing: &str, to_do: &str) -> bool {
+    if !met {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{missing} is missing in CI, which must run every test: {to_do}"
+        );
+        eprintln!("SKIPPED: {missing} is missing; {to_do}");
     }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "build/models is missing in CI: deploy/setup.sh must run before the tests"
-    );
-    eprintln!("SKIPPED: build/models missing; run deploy/setup.sh to run the end-to-end tests");
-    false
+    met
 }
 
 /// True when `pid` has exited (reaped, or a zombie waiting to be).
@@ -71,15 +79,11 @@ pub fn is_zombie_or_gone(pid: u32) -> bool {
 /// True when running as root; otherwise fails (in CI, which runs as root)
 /// or skips loudly, saying what needs root.
 pub fn require_root(what: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{what} needs root, and CI runs as root"
-    );
-    eprintln!("SKIPPED: {what} needs root; run the tests as root");
-    false
+    required(
+        nix::unistd::geteuid().is_root(),
+        "root",
+        &format!("{what} needs it; run the tests as root"),
+    )
 }
 
 /// A reference request/response pair computed by Python onnxruntime.
