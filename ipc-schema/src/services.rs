@@ -445,6 +445,42 @@ pub trait Kernel {
     /// Where the audit service's `record` calls spent their time since it
     /// started (decided as `audit_read`, recorded).
     async fn audit_record_timings() -> Result<crate::audit::RecordTimings, ControlError>;
+    /// Where the kernel's governed brain calls (invokes, and brains calling
+    /// brains) that ran spent their time since it started. Timings only, no
+    /// content, like `status`.
+    async fn invoke_timings() -> InvokeTimings;
+}
+
+/// The stages of a governed brain call inside the kernel, in order
+/// ([`Kernel::invoke_timings`]). Calls that were denied, or failed before
+/// the brain was asked, are not counted. Take one before and one after a
+/// run and subtract ([`crate::latency::Histogram::since`]).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct InvokeTimings {
+    /// From the request's arrival to a ruling and a drafted intent:
+    /// resolving the brain, validating the tensors, the policy's decision.
+    pub decided: crate::latency::Histogram,
+    /// Recording the intent: a round trip to the audit service, answered
+    /// once durable and covered by a signed checkpoint.
+    pub intent_recorded: crate::latency::Histogram,
+    /// The brain's round trip: the request over its socket, its inference,
+    /// its answer.
+    pub brain_answered: crate::latency::Histogram,
+    /// Recording the outcome: a round trip to the audit service, answered
+    /// once durable.
+    pub outcome_recorded: crate::latency::Histogram,
+}
+
+impl InvokeTimings {
+    /// What was recorded after `earlier`.
+    pub fn since(&self, earlier: &InvokeTimings) -> InvokeTimings {
+        InvokeTimings {
+            decided: self.decided.since(&earlier.decided),
+            intent_recorded: self.intent_recorded.since(&earlier.intent_recorded),
+            brain_answered: self.brain_answered.since(&earlier.brain_answered),
+            outcome_recorded: self.outcome_recorded.since(&earlier.outcome_recorded),
+        }
+    }
 }
 
 /// What a service says when it is ready.

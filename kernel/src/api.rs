@@ -5,7 +5,6 @@
 //! says. That identity travels with every request on the connection.
 
 use crate::appliance::{Appliance, Requester};
-use sios_ipc::PolicyInfo;
 use sios_ipc::audit::{
     CheckpointPage, ConsistencyProof, Digest, InclusionProof, PublicKeyInfo, RecordPage,
     RecordTimings, RotationReport, SignedCheckpoint,
@@ -18,6 +17,7 @@ use sios_ipc::{
     BrainStatus, Caller, ControlError, InferRequest, InferResponse, InvokeError, Kernel,
     RestartReport, StatusReport,
 };
+use sios_ipc::{InvokeTimings, PolicyInfo};
 use sios_policy::{Action, Resource};
 use std::sync::Arc;
 use tarpc::context::Context;
@@ -184,6 +184,10 @@ impl Kernel for KernelServer {
 
     async fn whoami(self, _: Context) -> Caller {
         self.caller
+    }
+
+    async fn invoke_timings(self, _: Context) -> InvokeTimings {
+        self.appliance.invoke_timings()
     }
 
     async fn invoke(

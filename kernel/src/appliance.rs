@@ -10,10 +10,11 @@ use crate::supervisor::{
 use sios_config::{Config, StateLayout};
 use sios_ipc::BrainSupport as _;
 use sios_ipc::audit::{ActionResult, BrainRef, DraftKind, Receipt, RecordDraft};
+use sios_ipc::latency::LiveHistogram;
 use sios_ipc::recorder::Recorder;
 use sios_ipc::{
-    BrainStatus, Caller, ControlError, InferRequest, InferResponse, InvokeError, ProcessState,
-    ProcessStatus, RestartReport, Role, StatusReport, TensorLimits, transport,
+    BrainStatus, Caller, ControlError, InferRequest, InferResponse, InvokeError, InvokeTimings,
+    ProcessState, ProcessStatus, RestartReport, Role, StatusReport, TensorLimits, transport,
 };
 use sios_launch::ProcessLimits;
 use sios_manifest::Manifest;
@@ -84,6 +85,8 @@ pub struct Appliance {
     slots: Vec<Arc<Slot>>,
     by_name: HashMap<String, Arc<Slot>>,
     started: Instant,
+    /// Where governed brain calls spend their time (`Kernel::invoke_timings`).
+    invoke_stages: InvokeStages,
     /// Whether children run sandboxed (`[sandbox] mode` and who we are).
     sandboxed: bool,
     limits: TensorLimits,
@@ -328,6 +331,7 @@ impl Appliance {
             slots,
             by_name,
             started: Instant::now(),
+            invoke_stages: InvokeStages::default(),
             sandboxed,
             shutdown: tokio::sync::Notify::new(),
             recorder,
@@ -448,6 +452,7 @@ impl Appliance {
         brain: &str,
         request: InferRequest,
     ) -> Result<(InferResponse, [u64; 2]), InvokeError> {
+        let mut clock = StageClock::start();
         // 1. Resolve: the brain must exist in this appliance.
         let slot = self
             .by_name
@@ -518,14 +523,17 @@ impl Appliance {
             };
             return Err(not_ready(brain, state, last_error));
         };
+        let decided = clock.lap();
         let intent_seq = self
             .record(vec![intent.clone()])
             .await
             .map_err(|reason| InvokeError::Unrecorded { reason })?[0]
             .seq;
+        let intent_recorded = clock.lap();
         // 5. Route.
         let ctx = transport::context_with_timeout(self.request_timeout);
         let outcome = client.infer(ctx, request).await;
+        let brain_answered = clock.lap();
         // 6. Record the outcome, and only then answer.
         let result = match outcome {
             Ok(Ok(response)) => Ok(response),
@@ -564,10 +572,26 @@ impl Appliance {
             .await
             .map_err(|reason| InvokeError::Unrecorded { reason })?[0]
             .seq;
+        let stages = &self.invoke_stages;
+        stages.decided.record(decided);
+        stages.intent_recorded.record(intent_recorded);
+        stages.brain_answered.record(brain_answered);
+        stages.outcome_recorded.record(clock.lap());
         if result.is_ok() {
             slot.requests.fetch_add(1, Ordering::Relaxed);
         }
         result.map(|response| (response, [intent_seq, outcome_seq]))
+    }
+
+    /// Where governed brain calls spent their time since the kernel started.
+    pub fn invoke_timings(&self) -> InvokeTimings {
+        let stages = &self.invoke_stages;
+        InvokeTimings {
+            decided: stages.decided.snapshot(),
+            intent_recorded: stages.intent_recorded.snapshot(),
+            brain_answered: stages.brain_answered.snapshot(),
+            outcome_recorded: stages.outcome_recorded.snapshot(),
+        }
     }
 
     /// The policy's view of a requester.
@@ -1094,4 +1118,29 @@ pub fn create_private_dir(path: &Path) -> Result<(), SetupError> {
         .create(path)
         .map_err(err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(err)
+}
+
+/// [`InvokeTimings`] being recorded: one histogram per stage.
+#[derive(Debug, Default)]
+struct InvokeStages {
+    decided: LiveHistogram,
+    intent_recorded: LiveHistogram,
+    brain_answered: LiveHistogram,
+    outcome_recorded: LiveHistogram,
+}
+
+/// Times consecutive stages: each lap is the time since the previous one.
+struct StageClock(Instant);
+
+impl StageClock {
+    fn start() -> StageClock {
+        StageClock(Instant::now())
+    }
+
+    fn lap(&mut self) -> Duration {
+        let now = Instant::now();
+        let lap = now - self.0;
+        self.0 = now;
+        lap
+    }
 }

@@ -1,12 +1,14 @@
 //! Benchmark: `invoke` through the kernel (client → kernel → brain process,
 //! two Unix-socket hops, validation, routing) against the same model run
-//! in-process with `ort`, for 1 and 64 concurrent clients, in one run.
+//! in-process with `ort`, for 1 and 64 concurrent clients, in one run; and
+//! where the kernel's time went, stage by stage, as it timed the same
+//! requests itself (`Kernel::invoke_timings`).
 //!
 //! Run with `bash deploy/bench.sh` (builds the release binaries first).
 //! `SIOS_BENCH_SECONDS` sets the measuring time per cell (default 3).
 
 use sios_e2e::{Options, TestAppliance, bin_dir, fixture_request, source_tree};
-use sios_ipc::{InferRequest, Tensor};
+use sios_ipc::{InferRequest, InvokeTimings, Tensor};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,9 @@ use std::time::{Duration, Instant};
 struct Sample {
     latencies: Vec<Duration>,
     elapsed: Duration,
+    /// Through the kernel: where its time went, stage by stage, as the
+    /// kernel timed the same requests (`Kernel::invoke_timings`).
+    stages: Option<InvokeTimings>,
 }
 
 impl Sample {
@@ -77,6 +82,7 @@ fn in_process(brain: &str, request: &InferRequest, clients: usize, duration: Dur
     Sample {
         latencies,
         elapsed: start.elapsed(),
+        stages: None,
     }
 }
 
@@ -104,6 +110,8 @@ fn through_kernel(
                 .await;
             response.expect("rpc").expect("invoke");
         }
+        let observer = connections[0].clone();
+        let before = observer.invoke_timings(sios_e2e::ctx()).await.unwrap();
         let start = Instant::now();
         let tasks: Vec<_> = connections
             .into_iter()
@@ -127,9 +135,12 @@ fn through_kernel(
         for task in tasks {
             latencies.extend(task.await.unwrap());
         }
+        let elapsed = start.elapsed();
+        let after = observer.invoke_timings(sios_e2e::ctx()).await.unwrap();
         Sample {
             latencies,
-            elapsed: start.elapsed(),
+            elapsed,
+            stages: Some(after.since(&before)),
         }
     })
 }
@@ -153,8 +164,28 @@ fn kernel_round_trip(app: &TestAppliance, duration: Duration) -> Sample {
         Sample {
             latencies,
             elapsed: start.elapsed(),
+            stages: None,
         }
     })
+}
+
+/// The kernel's stages of a through-the-kernel sample, as table cells.
+fn stage_row(sample: &Sample) -> String {
+    let stages = sample.stages.as_ref().expect("timed through the kernel");
+    let p50s = [
+        &stages.decided,
+        &stages.intent_recorded,
+        &stages.brain_answered,
+        &stages.outcome_recorded,
+    ]
+    .map(|h| h.quantile(0.5).unwrap_or_default());
+    let cells: Vec<String> = p50s.iter().map(|d| micros(*d)).collect();
+    format!(
+        "{} | {} | {}",
+        cells.join(" | "),
+        micros(p50s.iter().sum()),
+        micros(sample.percentile(0.5))
+    )
 }
 
 fn micros(d: Duration) -> String {
@@ -192,11 +223,13 @@ fn main() {
         "| brain | clients | in-process p50 µs | p99 µs | req/s | via kernel p50 µs | p99 µs | req/s | p50 ratio | throughput ratio |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut splits = Vec::new();
     for (brain, request) in &cases {
         let app = TestAppliance::start(Options::brains(&[brain]));
         for clients in [1, 64] {
             let direct = in_process(brain, request, clients, duration);
             let kernel = through_kernel(&app, brain, request, clients, duration);
+            splits.push((*brain, clients, stage_row(&kernel)));
             println!(
                 "| {brain} | {clients} | {} | {} | {:.0} | {} | {} | {:.0} | {:.2}× | {:.2}× |",
                 micros(direct.percentile(0.5)),
@@ -209,6 +242,18 @@ fn main() {
                 kernel.throughput() / direct.throughput(),
             );
         }
+    }
+    println!();
+    println!(
+        "where the kernel's time went, p50 per stage as the kernel timed the same requests (µs)"
+    );
+    println!();
+    println!(
+        "| brain | clients | decided | intent recorded | brain answered | outcome recorded | sum of p50s | via kernel p50 |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (brain, clients, row) in &splits {
+        println!("| {brain} | {clients} | {row} |");
     }
     let app = TestAppliance::start(Options::brains(&["voice-activity"]));
     let hop = kernel_round_trip(&app, duration);

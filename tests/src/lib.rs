@@ -438,6 +438,21 @@ impl TestAppliance {
         .spawn()
     }
 
+    /// The kernel's own timing of the governed brain calls it ran.
+    pub fn invoke_timings(&self) -> sios_ipc::InvokeTimings {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            self.client()
+                .await
+                .invoke_timings(ctx())
+                .await
+                .expect("invoke_timings")
+        })
+    }
+
     pub fn kernel_socket(&self) -> PathBuf {
         sios_config::StateLayout::new(&self.state_dir).kernel_socket()
     }

@@ -50,6 +50,16 @@ fn every_brain_answers_exactly_as_python_onnxruntime_does() {
         let p = status.processes.iter().find(|p| p.name == brain).unwrap();
         assert_eq!(p.requests, 1, "{brain} served exactly one request");
     }
+    // The kernel timed each of those calls, stage by stage.
+    let timings = app.invoke_timings();
+    for stage in [
+        &timings.decided,
+        &timings.intent_recorded,
+        &timings.brain_answered,
+        &timings.outcome_recorded,
+    ] {
+        assert_eq!(stage.count(), FIXTURE_BRAINS.len() as u64, "{timings:?}");
+    }
 }
 
 #[test]

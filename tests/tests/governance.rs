@@ -222,11 +222,17 @@ fn served(app: &TestAppliance) -> HashMap<String, u64> {
 /// brain served anything meanwhile.
 fn denied(app: &TestAppliance, what: &str, reason: &str, request: impl FnOnce() -> Output) {
     let before = served(app);
+    let timed = app.invoke_timings().brain_answered.count();
     refused(&request(), what, reason);
     assert_eq!(
         served(app),
         before,
         "{what}: a denied request reached a brain"
+    );
+    assert_eq!(
+        app.invoke_timings().brain_answered.count(),
+        timed,
+        "{what}: the kernel timed a brain call for a denied request"
     );
 }
 
