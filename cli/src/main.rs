@@ -308,7 +308,12 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 sandbox_show(&layout, brain, json).await
             }
             Command::Status { json } => {
-                let status = connect(&layout).await?.status(ctx()).await.map_err(rpc)?;
+                let status = connect(&layout)
+                    .await?
+                    .status(ctx())
+                    .await
+                    .map_err(rpc)?
+                    .map_err(refused)?;
                 print_status(&status, json);
                 Ok(if unwell(&status).is_empty() {
                     ExitCode::SUCCESS
@@ -477,12 +482,13 @@ async fn wait(layout: &StateLayout, timeout: Duration) -> Result<ExitCode, CliEr
         }
         if let Some(kernel) = &client {
             match kernel.status(ctx()).await {
-                Ok(status) => {
+                Ok(Ok(status)) => {
                     reached = true;
                     if let Some(outcome) = settled(&status) {
                         return outcome;
                     }
                 }
+                Ok(Err(refusal)) => return Err(refused(refusal)),
                 // The kernel went away (or is restarting): connect afresh.
                 Err(_) => client = None,
             }
@@ -570,7 +576,7 @@ async fn brain(layout: &StateLayout, command: BrainCommand) -> Result<ExitCode, 
     let client = connect(layout).await?;
     let (verb, result) = match command {
         BrainCommand::List { json } => {
-            let brains = client.brains(ctx()).await.map_err(rpc)?;
+            let brains = client.brains(ctx()).await.map_err(rpc)?.map_err(refused)?;
             if json {
                 let doc = serde_json::json!({ "brains": brains });
                 println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());

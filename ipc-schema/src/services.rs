@@ -353,8 +353,8 @@ pub struct RestartReport {
 /// The kernel's client-facing service, on the client socket.
 #[tarpc::service]
 pub trait Kernel {
-    /// Every process, its state and its numbers.
-    async fn status() -> StatusReport;
+    /// Every process, its state and its numbers (decided as `status`).
+    async fn status() -> Result<StatusReport, ControlError>;
     /// What the kernel knows about the caller (from SO_PEERCRED).
     async fn whoami() -> Caller;
     /// Runs one inference on one brain.
@@ -367,8 +367,9 @@ pub trait Kernel {
     async fn restart(name: String) -> Result<RestartReport, ControlError>;
     /// Stops the appliance gracefully (reverse start order).
     async fn shutdown() -> Result<(), ControlError>;
-    /// Every brain: kind, state, model hash, requests served.
-    async fn brains() -> Vec<BrainStatus>;
+    /// Every brain: kind, state, model hash, requests served (decided as
+    /// `status`).
+    async fn brains() -> Result<Vec<BrainStatus>, ControlError>;
     /// Stops a brain and keeps it stopped (across appliance restarts too);
     /// requests for it are refused with a clear message.
     async fn brain_disable(name: String) -> Result<BrainStatus, ControlError>;
@@ -446,9 +447,9 @@ pub trait Kernel {
     /// started (decided as `audit_read`, recorded).
     async fn audit_record_timings() -> Result<crate::audit::RecordTimings, ControlError>;
     /// Where the kernel's governed brain calls (invokes, and brains calling
-    /// brains) that ran spent their time since it started. Timings only, no
-    /// content, like `status`.
-    async fn invoke_timings() -> InvokeTimings;
+    /// brains) that ran spent their time since it started (decided as
+    /// `status`).
+    async fn invoke_timings() -> Result<InvokeTimings, ControlError>;
 }
 
 /// The stages of a governed brain call inside the kernel, in order

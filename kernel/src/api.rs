@@ -148,6 +148,21 @@ impl KernelServer {
         Requester::Client(self.caller.clone())
     }
 
+    /// What the appliance runs and how it does (status, the brain list,
+    /// timings) is the policy's `status` action; a refusal is recorded.
+    /// (`whoami` is not: it tells callers only about themselves, and is how a
+    /// refused one learns what the kernel sees.)
+    async fn may_read_status(&self, label: &str) -> Result<(), ControlError> {
+        self.appliance
+            .allowed_to_read(
+                &self.requester(),
+                Action::Status,
+                Resource::Appliance,
+                label,
+            )
+            .await
+    }
+
     /// An operator action on one brain (disable, enable, reload): the name
     /// is checked first (an unknown brain is an input error, not a policy
     /// question), then the action is decided, recorded and run.
@@ -178,16 +193,18 @@ impl KernelServer {
 }
 
 impl Kernel for KernelServer {
-    async fn status(self, _: Context) -> StatusReport {
-        self.appliance.status().await
+    async fn status(self, _: Context) -> Result<StatusReport, ControlError> {
+        self.may_read_status("appliance:status").await?;
+        Ok(self.appliance.status().await)
     }
 
     async fn whoami(self, _: Context) -> Caller {
         self.caller
     }
 
-    async fn invoke_timings(self, _: Context) -> InvokeTimings {
-        self.appliance.invoke_timings()
+    async fn invoke_timings(self, _: Context) -> Result<InvokeTimings, ControlError> {
+        self.may_read_status("appliance:invoke-timings").await?;
+        Ok(self.appliance.invoke_timings())
     }
 
     async fn invoke(
@@ -246,8 +263,9 @@ impl Kernel for KernelServer {
         )
     }
 
-    async fn brains(self, _: Context) -> Vec<BrainStatus> {
-        self.appliance.brains()
+    async fn brains(self, _: Context) -> Result<Vec<BrainStatus>, ControlError> {
+        self.may_read_status("appliance:brains").await?;
+        Ok(self.appliance.brains())
     }
 
     async fn brain_disable(self, _: Context, name: String) -> Result<BrainStatus, ControlError> {

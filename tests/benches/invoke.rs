@@ -111,7 +111,11 @@ fn through_kernel(
             response.expect("rpc").expect("invoke");
         }
         let observer = connections[0].clone();
-        let before = observer.invoke_timings(sios_e2e::ctx()).await.unwrap();
+        let before = observer
+            .invoke_timings(sios_e2e::ctx())
+            .await
+            .unwrap()
+            .unwrap();
         let start = Instant::now();
         let tasks: Vec<_> = connections
             .into_iter()
@@ -136,7 +140,11 @@ fn through_kernel(
             latencies.extend(task.await.unwrap());
         }
         let elapsed = start.elapsed();
-        let after = observer.invoke_timings(sios_e2e::ctx()).await.unwrap();
+        let after = observer
+            .invoke_timings(sios_e2e::ctx())
+            .await
+            .unwrap()
+            .unwrap();
         Sample {
             latencies,
             elapsed,

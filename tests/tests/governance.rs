@@ -645,7 +645,7 @@ fn an_invalid_policy_is_refused_and_the_old_one_keeps_deciding() {
     if !require_setup() {
         return;
     }
-    let Some(app) = start(&["readability"]) else {
+    let Some(mut app) = start(&["readability"]) else {
         return;
     };
     let show = || ok(&app.sios(&["policy", "show", "--json"]), "policy show");
@@ -734,7 +734,37 @@ fn an_invalid_policy_is_refused_and_the_old_one_keeps_deciding() {
         "forbidden by bob.no-readability",
         || invoke(&app, BOB, "readability", READABILITY_REQUEST),
     );
+
+    // What the appliance runs is the policy's `status` action too: a policy
+    // that keeps it from unknown callers keeps `status` and the brain list
+    // from them (and records each refusal); known callers still see both.
+    let private = policy_dir(&[
+        ("bob.cedar", BOB_NO_READABILITY),
+        ("private.cedar", STATUS_FOR_KNOWN_CALLERS),
+    ]);
+    ok(
+        &app.sios(&["policy", "load", &private.path().display().to_string()]),
+        "loading a policy that keeps status from strangers",
+    );
+    for args in [&["status"][..], &["brain", "list"]] {
+        let out = client(&app, STRANGER, args);
+        refused(
+            &out,
+            &format!("the stranger's {args:?}"),
+            "forbidden by status.known-callers-only",
+        );
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        ok(&client(&app, BOB, args), &format!("bob's {args:?}"));
+    }
+    app.stop();
+    let records = audit_records(&app.state_dir);
+    for resource in ["appliance:status", "appliance:brains"] {
+        assert_eq!(denials(&records, &uid(STRANGER), resource), 1, "{resource}");
+    }
 }
+
+/// A rule that keeps `status` (and the brain list) from unknown callers.
+const STATUS_FOR_KNOWN_CALLERS: &str = "@id(\"status.known-callers-only\")\nforbid (principal is Sios::Client, action == Sios::Action::\"status\", resource)\n  unless { principal.known };\n";
 
 /// Requests in flight at once in the replay workload.
 const CONCURRENCY: usize = 64;

@@ -109,6 +109,7 @@ async fn requests(client: &KernelClient, brain: &str) -> u64 {
         .brains(ctx())
         .await
         .unwrap()
+        .unwrap()
         .into_iter()
         .find(|b| b.name == brain)
         .unwrap_or_else(|| panic!("no brain {brain}"))
