@@ -224,11 +224,13 @@ impl Slot {
         let mut status = self.status();
         let fault = match self.connection() {
             Ok(Connection::Audit(client)) => health(
+                &self.name,
                 client
                     .ready(transport::context_with_timeout(HEALTH_TIMEOUT))
                     .await,
             ),
             Ok(Connection::Memory(client)) => health(
+                &self.name,
                 client
                     .ready(transport::context_with_timeout(HEALTH_TIMEOUT))
                     .await,
@@ -714,13 +716,13 @@ async fn stop_child(child: &mut tokio::process::Child, config: &SupervisorConfig
 /// touches no disk, so only a wedged service takes this long.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What a service's `ready` answer says is wrong with it, if anything.
-fn health(answer: Result<ServiceInfo, tarpc::client::RpcError>) -> Option<String> {
+/// What service `name`'s `ready` answer says is wrong with it, if anything.
+fn health(name: &str, answer: Result<ServiceInfo, tarpc::client::RpcError>) -> Option<String> {
     match answer {
         Ok(info) => info.fault,
         Err(tarpc::client::RpcError::DeadlineExceeded) => Some(format!(
             "did not answer its health check within {} s: it may be wedged; if this \
-             persists, `sios restart` it",
+             persists, `sios restart {name}`",
             HEALTH_TIMEOUT.as_secs()
         )),
         Err(err) => Some(format!("its health check failed: {err}")),

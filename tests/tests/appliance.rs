@@ -1046,3 +1046,69 @@ fn the_systemd_unit_verifies_and_runs_the_appliance_as_its_settings_say() {
         .collect();
     assert_eq!(stopped, ["process:file-type", "process:memory"]);
 }
+
+#[test]
+fn a_wedged_service_shows_as_degraded_until_it_answers_again() {
+    if !require_setup() {
+        return;
+    }
+    let app = TestAppliance::start(Options::brains(&["file-type"]));
+    // Stopped (as a hung process would be), it answers nothing. Sandboxed,
+    // the service runs below the pid the kernel started (its launcher).
+    let audit = with_descendants(app.pid("audit"));
+    let signal_all = |signal| {
+        for &pid in &audit {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
+        }
+    };
+    signal_all(nix::sys::signal::Signal::SIGSTOP);
+    let status = app.status();
+    signal_all(nix::sys::signal::Signal::SIGCONT);
+    let wedged = status.processes.iter().find(|p| p.name == "audit").unwrap();
+    assert_eq!(wedged.state, ProcessState::Degraded, "{wedged:?}");
+    let why = wedged.last_error.as_deref().unwrap_or_default();
+    assert!(
+        why.contains("did not answer its health check") && why.contains("`sios restart audit`"),
+        "{why}"
+    );
+    // The others were not held up by it.
+    for p in status.processes.iter().filter(|p| p.name != "audit") {
+        assert_eq!(p.state, ProcessState::Ready, "{p:?}");
+    }
+    let status = app.status();
+    let audit = status.processes.iter().find(|p| p.name == "audit").unwrap();
+    assert_eq!(audit.state, ProcessState::Ready, "{audit:?}");
+}
+
+/// `root` and every process below it, parents first.
+fn with_descendants(root: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| {
+            let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // The fields after the command (which may hold spaces): state, ppid.
+            let ppid = stat
+                .rsplit(')')
+                .next()?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some((pid, ppid))
+        })
+        .collect();
+    let mut family = vec![root];
+    let mut i = 0;
+    while i < family.len() {
+        let parent = family[i];
+        family.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(pid, _)| pid),
+        );
+        i += 1;
+    }
+    family
+}
