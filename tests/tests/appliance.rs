@@ -967,6 +967,8 @@ fn the_systemd_unit_verifies_and_runs_the_appliance_as_its_settings_say() {
     assert_eq!(one("KillSignal"), "SIGTERM");
     assert_eq!(one("PrivateNetwork"), "yes");
     assert_eq!(one("NoNewPrivileges"), "yes");
+    assert_eq!(one("ProtectSystem"), "strict");
+    assert_eq!(one("ReadWritePaths"), "/var/lib/sios");
     // TestAppliance gives the kernel the same variable, naming its own
     // temporary state dir.
     assert_eq!(
@@ -982,16 +984,25 @@ fn the_systemd_unit_verifies_and_runs_the_appliance_as_its_settings_say() {
     };
 
     // ExecStart as systemd runs it with these settings: in a network
-    // namespace holding only loopback, with no_new_privs, in a session
-    // of its own (TestAppliance starts it in its own process group).
+    // namespace holding only loopback, in a mount namespace where the file
+    // system is read-only but for the state directory (TestAppliance's, in
+    // SIOS_STATE_DIR as the unit's Environment= sets it), with no_new_privs,
+    // in a session of its own (TestAppliance starts it in its own process
+    // group).
     let mut command: Vec<String> = [
         "unshare",
         "--net",
+        "--mount",
+        "--propagation",
+        "private",
         "setpriv",
         "--no-new-privs",
         "sh",
         "-c",
-        "ip link set lo up && exec \"$@\"",
+        "ip link set lo up \
+         && mount --bind \"$SIOS_STATE_DIR\" \"$SIOS_STATE_DIR\" \
+         && mount -o remount,bind,ro / \
+         && exec \"$@\"",
         "sh",
     ]
     .map(str::to_owned)
@@ -1014,6 +1025,24 @@ fn the_systemd_unit_verifies_and_runs_the_appliance_as_its_settings_say() {
     assert!(
         proc_status.contains("NoNewPrivs:\t1"),
         "the kernel runs with no_new_privs"
+    );
+    let mounts = std::fs::read_to_string(format!("/proc/{kernel}/mountinfo")).unwrap();
+    let options_of = |point: &str| -> String {
+        mounts
+            .lines()
+            .map(|line| line.split(' ').collect::<Vec<_>>())
+            .filter(|fields| fields.len() > 5 && fields[4] == point)
+            .map(|fields| fields[5].to_owned())
+            .last()
+            .unwrap_or_else(|| panic!("{point} is not a mount point of the kernel:\n{mounts}"))
+    };
+    assert!(
+        options_of("/").starts_with("ro"),
+        "the file system is read-only for the kernel"
+    );
+    assert!(
+        options_of(app.state_dir.to_str().unwrap()).starts_with("rw"),
+        "the state directory is writable for the kernel"
     );
 
     // ExecStartPost, as the unit says it, with the unit's environment.
