@@ -1028,12 +1028,13 @@ fn the_systemd_unit_verifies_and_runs_the_appliance_as_its_settings_say() {
     );
     let mounts = std::fs::read_to_string(format!("/proc/{kernel}/mountinfo")).unwrap();
     let options_of = |point: &str| -> String {
+        // The last mount on a point is the one in effect.
         mounts
             .lines()
+            .rev()
             .map(|line| line.split(' ').collect::<Vec<_>>())
-            .filter(|fields| fields.len() > 5 && fields[4] == point)
+            .find(|fields| fields.len() > 5 && fields[4] == point)
             .map(|fields| fields[5].to_owned())
-            .last()
             .unwrap_or_else(|| panic!("{point} is not a mount point of the kernel:\n{mounts}"))
     };
     assert!(
