@@ -255,11 +255,25 @@ impl CliError {
     }
 }
 
+/// `sios brain list | head -3` must end quietly once `head` has read enough,
+/// as any Unix tool does: with SIGPIPE's default action. Rust starts programs
+/// with SIGPIPE ignored, which turns the next `println!` into a panic.
+fn die_quietly_on_a_closed_pipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    #[allow(unsafe_code)]
+    // SAFETY: runs first in `main`, before any other thread exists, and
+    // installs the default disposition, not a handler.
+    unsafe {
+        let _ = signal(Signal::SIGPIPE, SigHandler::SigDfl);
+    }
+}
+
 fn usage(err: impl std::fmt::Display) -> CliError {
     CliError::Usage(err.to_string())
 }
 
 fn main() -> ExitCode {
+    die_quietly_on_a_closed_pipe();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
