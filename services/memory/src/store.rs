@@ -82,6 +82,21 @@ fn unreadable(namespace: &str, key: &str, err: SealError) -> MemoryError {
     ))
 }
 
+/// The header (subject handle, created, updated) of the row a write is
+/// about to replace, if there is one.
+fn previous_row(
+    items: &redb::Table<(&str, &str), &[u8]>,
+    namespace: &str,
+    key: &str,
+) -> Result<Option<(u64, u64, u64)>, MemoryError> {
+    items
+        .get((namespace, key))
+        .map_err(storage)?
+        .map(|v| Row::peek(v.value()))
+        .transpose()
+        .map_err(|e| unreadable(namespace, key, e))
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -789,12 +804,7 @@ impl MemoryStore {
             let now = now_ms();
             let (created, created_ms) = {
                 let mut items = txn.open_table(ITEMS).map_err(storage)?;
-                let previous = items
-                    .get((request.namespace.as_str(), request.key.as_str()))
-                    .map_err(storage)?
-                    .map(|v| Row::peek(v.value()))
-                    .transpose()
-                    .map_err(|e| unreadable(&request.namespace, &request.key, e))?;
+                let previous = previous_row(&items, &request.namespace, &request.key)?;
                 let created_ms = previous.map_or(now, |(_, created, _)| created);
                 let row = Row::seal(
                     &subject_key,
@@ -1028,12 +1038,7 @@ impl MemoryStore {
             for item in &request.items {
                 let subject_key = &subject_keys[item.subject.as_str()];
                 let mut items = txn.open_table(ITEMS).map_err(storage)?;
-                let previous = items
-                    .get((item.namespace.as_str(), item.key.as_str()))
-                    .map_err(storage)?
-                    .map(|v| Row::peek(v.value()))
-                    .transpose()
-                    .map_err(|e| unreadable(&item.namespace, &item.key, e))?;
+                let previous = previous_row(&items, &item.namespace, &item.key)?;
                 let row = Row::seal(
                     subject_key,
                     Place {
