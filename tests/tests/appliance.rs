@@ -68,8 +68,7 @@ fn the_services_are_separate_processes_owning_their_own_redb_files() {
         return;
     }
     let mut app = TestAppliance::start(Options::brains(&["voice-activity"]));
-    let status = app.status();
-    let pids: Vec<u32> = status.processes.iter().filter_map(|p| p.pid).collect();
+    let pids = app.pids();
     let mut unique = pids.clone();
     unique.sort();
     unique.dedup();
@@ -84,9 +83,10 @@ fn the_services_are_separate_processes_owning_their_own_redb_files() {
         if exe.ends_with("sios-launch") {
             // Sandboxed (as root): the kernel supervises the launcher, and the
             // service runs as its only child.
-            let children =
-                std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
-            pid = children.trim().parse().expect("one child");
+            let [child] = children(pid)[..] else {
+                panic!("the launcher {pid} has one child")
+            };
+            pid = child;
             exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
         }
         assert!(
@@ -1110,34 +1110,21 @@ fn a_wedged_service_shows_as_degraded_until_it_answers_again() {
     assert_eq!(audit.state, ProcessState::Ready, "{audit:?}");
 }
 
+/// The processes `pid` started (its main thread's children).
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|child| child.parse().expect("a pid"))
+        .collect()
+}
+
 /// `root` and every process below it, parents first.
 fn with_descendants(root: u32) -> Vec<u32> {
-    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|entry| {
-            let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // The fields after the command (which may hold spaces): state, ppid.
-            let ppid = stat
-                .rsplit(')')
-                .next()?
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
-            Some((pid, ppid))
-        })
-        .collect();
     let mut family = vec![root];
     let mut i = 0;
     while i < family.len() {
-        let parent = family[i];
-        family.extend(
-            parents
-                .iter()
-                .filter(|(_, p)| *p == parent)
-                .map(|(pid, _)| pid),
-        );
+        family.extend(children(family[i]));
         i += 1;
     }
     family
