@@ -894,6 +894,119 @@ fn a_full_disk_shows_in_status_refuses_actions_saying_what_to_do_and_service_res
     assert!(verified.status.success(), "{}", stderr(&verified));
 }
 
+/// A small disk for the memory service alone: `<state>/memory` on its own
+/// 32 MiB tmpfs, the rest of the state directory on the test's disk.
+fn mount_small_memory_disk(state_dir: &std::path::Path) {
+    let dir = state_dir.join("memory");
+    std::fs::create_dir_all(&dir).expect("memory dir");
+    mount_small_disk(&dir);
+}
+
+/// Memory's disk fills while the audit log's does not: memory alone goes
+/// `degraded` in `sios status` with the cause and what to do, its requests
+/// are refused saying so, invokes (which need no memory) still run and are
+/// recorded, and once space is freed memory serves again with nothing lost.
+#[test]
+fn a_full_memory_disk_degrades_memory_alone_and_it_resumes_once_space_is_freed() {
+    if !require_setup()
+        || !sios_e2e::require_root("mounting a small filesystem for the memory service")
+    {
+        return;
+    }
+    let app = TestAppliance::start(Options {
+        prepare_state_dir: Some(mount_small_memory_disk),
+        ..Options::brains(&["file-type"])
+    });
+    let memory_dir = app.state_dir.join("memory");
+    let _unmount = Unmount(memory_dir.clone());
+    let ns = "client:ops/notes";
+    let put = |app: &TestAppliance, key: &str| {
+        app.sios(&[
+            "memory",
+            "put",
+            "--namespace",
+            ns,
+            "--subject",
+            "alice",
+            key,
+            &"x".repeat(4096),
+        ])
+    };
+    let kept = put(&app, "kept");
+    assert!(kept.status.success(), "{}", stderr(&kept));
+
+    let filler = fill_disk(&memory_dir);
+    let refused = (0..500)
+        .map(|i| put(&app, &format!("more-{i}")))
+        .find(|out| !out.status.success())
+        .expect("no memory write was refused on a full disk");
+    let why = stderr(&refused);
+    eprintln!("refused: {why}");
+    assert_eq!(refused.status.code(), Some(1), "{why}");
+    assert!(
+        why.contains("No space left on device")
+            && why.contains("free space on the disk holding")
+            && why.contains(&memory_dir.display().to_string()),
+        "the refusal names the cause, the place and what to do: {why}"
+    );
+
+    // Memory alone is degraded; `app.status` checks that status exits 1.
+    let status = app.status();
+    let state_of = |name: &str| {
+        status
+            .processes
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("{name} in status"))
+            .clone()
+    };
+    let memory = state_of("memory");
+    assert_eq!(memory.state, ProcessState::Degraded, "{memory:?}");
+    let fault = memory.last_error.as_deref().unwrap_or_default();
+    assert!(
+        fault.contains("No space left on device") && fault.contains("memory is closed"),
+        "{fault}"
+    );
+    for name in ["audit", "file-type"] {
+        assert_eq!(state_of(name).state, ProcessState::Ready, "{name}");
+    }
+    let wait = app.sios(&["wait", "--timeout", "5"]);
+    assert_eq!(wait.status.code(), Some(1), "{}", stderr(&wait));
+    assert!(
+        stderr(&wait).contains("memory is degraded"),
+        "{}",
+        stderr(&wait)
+    );
+    // The rest of the appliance serves, and records.
+    let request = json_text(&fixture("file-type").request);
+    let invoked = app.sios_with_stdin(&["invoke", "file-type", "--input", "-"], Some(&request));
+    assert!(invoked.status.success(), "{}", stderr(&invoked));
+
+    // Space freed: memory reopens by itself and what it held is all there.
+    std::fs::remove_file(&filler).expect("remove the filler");
+    let give_up = std::time::Instant::now() + Duration::from_secs(15);
+    while app
+        .status()
+        .processes
+        .iter()
+        .any(|p| p.name == "memory" && p.state != ProcessState::Ready)
+    {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "memory not ready 15 s after space was freed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let got = app.sios(&["memory", "get", "--namespace", ns, "kept"]);
+    assert!(got.status.success(), "{}", stderr(&got));
+    assert!(
+        String::from_utf8_lossy(&got.stdout).contains(&"x".repeat(4096)),
+        "the item stored before the disk filled is intact"
+    );
+    let again = put(&app, "after");
+    assert!(again.status.success(), "{}", stderr(&again));
+}
+
 /// The `[Service]` settings of a systemd unit, key → values in order.
 fn service_settings(unit: &str) -> std::collections::BTreeMap<String, Vec<String>> {
     let mut settings = std::collections::BTreeMap::<String, Vec<String>>::new();
