@@ -777,6 +777,57 @@ fn fill_disk(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
+/// Runs `attempt` (the i-th try) until it fails, at most 500 times, and
+/// checks the refusal: exit 1, naming the cause (ENOSPC), the full disk's
+/// directory `dir` and what to do. Returns what it said.
+fn first_refusal_on_a_full_disk(
+    dir: &std::path::Path,
+    attempt: impl FnMut(usize) -> std::process::Output,
+) -> String {
+    let refused = (0..500)
+        .map(attempt)
+        .find(|out| !out.status.success())
+        .expect("nothing was refused on a full disk");
+    let why = stderr(&refused);
+    eprintln!("refused: {why}");
+    assert_eq!(refused.status.code(), Some(1), "{why}");
+    assert!(
+        why.contains("No space left on device")
+            && why.contains("free space on the disk holding")
+            && why.contains(&dir.display().to_string()),
+        "the refusal names the cause, the place and what to do: {why}"
+    );
+    why
+}
+
+/// `sios wait` exits 1 and names `name` as degraded.
+fn assert_wait_says_degraded(app: &TestAppliance, name: &str) {
+    let wait = app.sios(&["wait", "--timeout", "5"]);
+    assert_eq!(wait.status.code(), Some(1), "{}", stderr(&wait));
+    assert!(
+        stderr(&wait).contains(&format!("{name} is degraded")),
+        "{}",
+        stderr(&wait)
+    );
+}
+
+/// Waits (at most 15 s) until `sios status` shows `name` ready again.
+fn wait_until_ready_again(app: &TestAppliance, name: &str) {
+    let give_up = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = app.status();
+        let process = status.processes.iter().find(|p| p.name == name).unwrap();
+        if process.state == ProcessState::Ready {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "{name} still {process:?} 15 s after space was freed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn a_full_disk_shows_in_status_refuses_actions_saying_what_to_do_and_service_resumes_once_space_is_freed()
  {
@@ -804,19 +855,7 @@ fn a_full_disk_shows_in_status_refuses_actions_saying_what_to_do_and_service_res
 
     let filler = fill_disk(&app.state_dir);
     // Once the audit log must grow, every action is refused, and says why.
-    let refused = (0..500)
-        .map(|_| invoke(&app))
-        .find(|out| !out.status.success())
-        .expect("no action was refused on a full disk");
-    let why = stderr(&refused);
-    eprintln!("refused: {why}");
-    assert_eq!(refused.status.code(), Some(1), "{why}");
-    assert!(
-        why.contains("No space left on device")
-            && why.contains("free space on the disk holding")
-            && why.contains(&app.state_dir.display().to_string()),
-        "the refusal names the cause, the place and what to do: {why}"
-    );
+    first_refusal_on_a_full_disk(&app.state_dir, |_| invoke(&app));
 
     // `sios status` shows it (and `app.status` checks it exits 1), and
     // warns of the disk.
@@ -845,30 +884,12 @@ fn a_full_disk_shows_in_status_refuses_actions_saying_what_to_do_and_service_res
             && shown.contains(warning),
         "{shown}"
     );
-    let wait = app.sios(&["wait", "--timeout", "5"]);
-    assert_eq!(wait.status.code(), Some(1), "{}", stderr(&wait));
-    assert!(
-        stderr(&wait).contains("audit is degraded"),
-        "{}",
-        stderr(&wait)
-    );
+    assert_wait_says_degraded(&app, "audit");
 
     // Space freed: the audit log reopens by itself, status says so, and
     // actions run again.
     std::fs::remove_file(&filler).expect("remove the filler");
-    let give_up = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let status = app.status();
-        let audit = status.processes.iter().find(|p| p.name == "audit").unwrap();
-        if audit.state == ProcessState::Ready {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < give_up,
-            "audit still {audit:?} 15 s after space was freed"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until_ready_again(&app, "audit");
     let after = invoke(&app);
     assert!(after.status.success(), "{}", stderr(&after));
 
@@ -936,19 +957,7 @@ fn a_full_memory_disk_degrades_memory_alone_and_it_resumes_once_space_is_freed()
     assert!(kept.status.success(), "{}", stderr(&kept));
 
     let filler = fill_disk(&memory_dir);
-    let refused = (0..500)
-        .map(|i| put(&app, &format!("more-{i}")))
-        .find(|out| !out.status.success())
-        .expect("no memory write was refused on a full disk");
-    let why = stderr(&refused);
-    eprintln!("refused: {why}");
-    assert_eq!(refused.status.code(), Some(1), "{why}");
-    assert!(
-        why.contains("No space left on device")
-            && why.contains("free space on the disk holding")
-            && why.contains(&memory_dir.display().to_string()),
-        "the refusal names the cause, the place and what to do: {why}"
-    );
+    first_refusal_on_a_full_disk(&memory_dir, |i| put(&app, &format!("more-{i}")));
 
     // Memory alone is degraded; `app.status` checks that status exits 1.
     let status = app.status();
@@ -970,13 +979,7 @@ fn a_full_memory_disk_degrades_memory_alone_and_it_resumes_once_space_is_freed()
     for name in ["audit", "file-type"] {
         assert_eq!(state_of(name).state, ProcessState::Ready, "{name}");
     }
-    let wait = app.sios(&["wait", "--timeout", "5"]);
-    assert_eq!(wait.status.code(), Some(1), "{}", stderr(&wait));
-    assert!(
-        stderr(&wait).contains("memory is degraded"),
-        "{}",
-        stderr(&wait)
-    );
+    assert_wait_says_degraded(&app, "memory");
     // The rest of the appliance serves, and records.
     let request = json_text(&fixture("file-type").request);
     let invoked = app.sios_with_stdin(&["invoke", "file-type", "--input", "-"], Some(&request));
@@ -984,19 +987,7 @@ fn a_full_memory_disk_degrades_memory_alone_and_it_resumes_once_space_is_freed()
 
     // Space freed: memory reopens by itself and what it held is all there.
     std::fs::remove_file(&filler).expect("remove the filler");
-    let give_up = std::time::Instant::now() + Duration::from_secs(15);
-    while app
-        .status()
-        .processes
-        .iter()
-        .any(|p| p.name == "memory" && p.state != ProcessState::Ready)
-    {
-        assert!(
-            std::time::Instant::now() < give_up,
-            "memory not ready 15 s after space was freed"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_ready_again(&app, "memory");
     let got = app.sios(&["memory", "get", "--namespace", ns, "kept"]);
     assert!(got.status.success(), "{}", stderr(&got));
     assert!(
