@@ -66,7 +66,8 @@ enum Command {
     Status {
         /// Print JSON: {"state_dir", "version", "processes": [{"name", "role",
         /// "pid", "state", "restarts", "uptime_s", "socket", "requests",
-        /// "last_error"}, …], "disk": {"free_bytes", "total_bytes", "warning"}}.
+        /// "last_error"}, …], "disk": {"free_bytes", "total_bytes", "warning"},
+        /// "cpu_idle": null or what `[performance] low_latency_idle` holds}.
         #[arg(long)]
         json: bool,
     },
@@ -453,6 +454,9 @@ fn print_status(status: &StatusReport, json: bool) {
         if let Some(warning) = &disk.warning {
             println!("  └ {warning}");
         }
+    }
+    if let Some(idle) = &status.cpu_idle {
+        println!("cpu idle: {idle}");
     }
     println!(
         "{:<18} {:<7} {:<11} {:>8} {:>8} {:>9} {:>9}  SOCKET",

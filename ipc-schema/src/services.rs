@@ -188,6 +188,9 @@ pub struct StatusReport {
     /// Room on the filesystem holding the state directory, where the audit
     /// log and memory grow; `None` if it could not be read.
     pub disk: Option<DiskSpace>,
+    /// `[performance] low_latency_idle`: whether CPUs are held polling, or
+    /// why they could not be; `None` when not asked for.
+    pub cpu_idle: Option<String>,
 }
 
 /// Room on one filesystem.

@@ -96,6 +96,8 @@ pub struct Appliance {
     recorder: Recorder,
     /// The policy in force and the client directory.
     pub governor: Governor,
+    /// `[performance] low_latency_idle`, held for the appliance's lifetime.
+    idle: crate::idle::IdleLatency,
 }
 
 /// Who asks for an inference, as the kernel established it.
@@ -321,6 +323,10 @@ impl Appliance {
             AUDIT_TIMEOUT,
             config.limits.max_frame_bytes,
         );
+        let idle = crate::idle::IdleLatency::request(
+            config.performance.low_latency_idle,
+            Path::new(crate::idle::CPU_DMA_LATENCY),
+        );
         let appliance = Appliance {
             limits: TensorLimits {
                 max_elements: config.limits.max_tensor_elements,
@@ -336,6 +342,7 @@ impl Appliance {
             shutdown: tokio::sync::Notify::new(),
             recorder,
             governor,
+            idle,
         };
         let appliance = Arc::new(appliance);
         let _ = this.set(Arc::downgrade(&appliance));
@@ -672,6 +679,7 @@ impl Appliance {
                 )
                 .collect(),
             disk: crate::disk::space(&self.layout.root),
+            cpu_idle: self.idle.describe(),
         }
     }
 

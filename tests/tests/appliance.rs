@@ -998,6 +998,82 @@ fn a_full_memory_disk_degrades_memory_alone_and_it_resumes_once_space_is_freed()
     assert!(again.status.success(), "{}", stderr(&again));
 }
 
+/// How often each idle state that halts a CPU (exit latency above 0 µs) has
+/// been entered, over all CPUs; `None` without cpuidle.
+fn halting_idle_entries() -> Option<u64> {
+    let mut total = None;
+    for cpu in std::fs::read_dir("/sys/devices/system/cpu").ok()?.flatten() {
+        let Ok(states) = std::fs::read_dir(cpu.path().join("cpuidle")) else {
+            continue;
+        };
+        for state in states.flatten() {
+            let read = |f: &str| std::fs::read_to_string(state.path().join(f)).ok();
+            let latency: u64 = read("latency")?.trim().parse().ok()?;
+            if latency > 0 {
+                let usage: u64 = read("usage")?.trim().parse().ok()?;
+                *total.get_or_insert(0) += usage;
+            }
+        }
+    }
+    total
+}
+
+/// Whether process `pid` has /dev/cpu_dma_latency open.
+fn holds_cpu_dma_latency(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .any(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|target| target == std::path::Path::new("/dev/cpu_dma_latency"))
+        })
+}
+
+/// `[performance] low_latency_idle = true`: the kernel holds 0 µs on
+/// /dev/cpu_dma_latency for as long as it runs, `sios status` says so, and
+/// while it is held no CPU enters an idle state that halts it.
+#[test]
+fn low_latency_idle_holds_the_cpus_polling_while_the_appliance_runs() {
+    if !require_setup() || !sios_e2e::require_root("holding /dev/cpu_dma_latency (PM QoS)") {
+        return;
+    }
+    assert!(
+        std::path::Path::new("/dev/cpu_dma_latency").exists(),
+        "this kernel has no /dev/cpu_dma_latency"
+    );
+    let mut app = TestAppliance::start(Options {
+        extra_config: "[performance]\nlow_latency_idle = true\n".into(),
+        ..Options::brains(&["file-type"])
+    });
+    let status = app.status();
+    let said = status.cpu_idle.clone().unwrap_or_default();
+    assert!(said.starts_with("polling"), "{said}");
+    let shown = String::from_utf8_lossy(&app.sios(&["status"]).stdout).to_string();
+    assert!(shown.contains("cpu idle: polling"), "{shown}");
+    let kernel = app.pid("kernel");
+    let held = holds_cpu_dma_latency(kernel);
+    assert!(held, "the kernel holds /dev/cpu_dma_latency open");
+    if let Some(before) = halting_idle_entries() {
+        std::thread::sleep(Duration::from_millis(300));
+        let after = halting_idle_entries().unwrap();
+        assert_eq!(after, before, "a CPU halted while polling was held");
+    }
+    assert!(app.stop().success(), "the appliance stopped cleanly");
+}
+
+/// Without `[performance]`, nothing is held and status has no such line.
+#[test]
+fn by_default_the_machines_own_idle_policy_applies() {
+    if !require_setup() {
+        return;
+    }
+    let app = TestAppliance::start(Options::brains(&["file-type"]));
+    assert_eq!(app.status().cpu_idle, None);
+    let kernel = app.pid("kernel");
+    let held = holds_cpu_dma_latency(kernel);
+    assert!(!held);
+}
+
 /// The `[Service]` settings of a systemd unit, key → values in order.
 fn service_settings(unit: &str) -> std::collections::BTreeMap<String, Vec<String>> {
     let mut settings = std::collections::BTreeMap::<String, Vec<String>>::new();
