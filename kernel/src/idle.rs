@@ -13,9 +13,11 @@
 //! developed on: one audited action took 660–690 µs against 837–840 µs,
 //! and a durable commit 163–174 µs against 208–213 µs (quick audit bench,
 //! two runs each way); one client's invoke of the smallest brain through
-//! the kernel took 1,311 µs against 1,704 µs, and a disk-free kernel round
-//! trip 18 µs against 67 µs (invoke bench). The price is power: idle CPUs
-//! keep running.
+//! the kernel took 1,311–1,450 µs against 1,704–1,757 µs, and a disk-free
+//! kernel round trip 18–28 µs against 50–67 µs (invoke bench, two runs each
+//! way). Throughput at 64 clients did not gain (5,195 against 4,971 and
+//! 3,946 against 4,514 requests/s). The price is power: idle CPUs keep
+//! running.
 
 use std::fs::File;
 use std::io::Write as _;
