@@ -12,10 +12,12 @@
 //! - [`process`]: logging and shutdown signals, the same in every process.
 //! - [`activation`]: how a child receives the listening socket the kernel bound for it.
 //! - [`storage`]: whether a disk takes writes again, before a closed store is reopened.
+//! - [`idle`]: holding every CPU out of halting idle states (`[performance] low_latency_idle`).
 
 pub mod activation;
 pub mod ask;
 pub mod audit;
+pub mod idle;
 pub mod kserve;
 pub mod latency;
 pub mod memory;

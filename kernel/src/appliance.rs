@@ -97,7 +97,7 @@ pub struct Appliance {
     /// The policy in force and the client directory.
     pub governor: Governor,
     /// `[performance] low_latency_idle`, held for the appliance's lifetime.
-    idle: crate::idle::IdleLatency,
+    idle: sios_ipc::idle::IdleLatency,
 }
 
 /// Who asks for an inference, as the kernel established it.
@@ -323,9 +323,9 @@ impl Appliance {
             AUDIT_TIMEOUT,
             config.limits.max_frame_bytes,
         );
-        let idle = crate::idle::IdleLatency::request(
+        let idle = sios_ipc::idle::IdleLatency::request(
             config.performance.low_latency_idle,
-            Path::new(crate::idle::CPU_DMA_LATENCY),
+            Path::new(sios_ipc::idle::CPU_DMA_LATENCY),
         );
         let appliance = Appliance {
             limits: TensorLimits {

@@ -10,7 +10,7 @@
 //! - [`supervisor`]: one task per child: spawn, readiness, restart policy.
 //! - [`spawn`]: the single launch path (through `sios-launch`) for every child.
 //! - [`ask`]: `sios ask`, the deterministic multi-brain pipeline.
-//! - [`disk`], [`idle`]: the state directory's free space; low-latency idle.
+//! - [`disk`]: the state directory's free space, for `sios status`.
 //! - [`api`]: the client socket's service, with SO_PEERCRED identity.
 
 pub mod api;
@@ -18,7 +18,6 @@ pub mod appliance;
 pub mod ask;
 pub mod disk;
 pub mod governance;
-pub mod idle;
 pub mod memory_access;
 pub mod operations;
 pub mod spawn;

@@ -4,6 +4,9 @@
 //! where the kernel's time went, stage by stage, as it timed the same
 //! requests itself (`Kernel::invoke_timings`).
 //!
+//! Last, `[performance] low_latency_idle` off and on, appliances in turn
+//! (on needs root: without it the row says why nothing was held).
+//!
 //! Run with `bash deploy/bench.sh` (builds the release binaries first).
 //! `SIOS_BENCH_SECONDS` sets the measuring time per cell (default 3).
 
@@ -274,4 +277,42 @@ fn main() {
     println!(
         "p50 ratio = via-kernel p50 / in-process p50 (1.00× would be free); throughput ratio = via-kernel / in-process."
     );
+    drop(app);
+    low_latency_idle_rows(&cases[0], duration);
+}
+
+/// `[performance] low_latency_idle`, off and on, in the same run: the same
+/// brain at 1 and 64 clients, and the disk-free round trip, each appliance
+/// measured in turn, twice.
+fn low_latency_idle_rows((brain, request): &(&str, InferRequest), duration: Duration) {
+    println!();
+    println!(
+        "[performance] low_latency_idle, off and on ({brain}; two rounds, appliances in turn)"
+    );
+    println!();
+    println!(
+        "| round | low_latency_idle | cpu idle (sios status) | 1 client p50 µs | 64 clients req/s | round trip p50 µs |"
+    );
+    println!("|---:|---|---|---:|---:|---:|");
+    for round in 1..=2 {
+        for on in [false, true] {
+            let app = TestAppliance::start(Options {
+                extra_config: format!("[performance]\nlow_latency_idle = {on}\n"),
+                ..Options::brains(&[brain])
+            });
+            let held = app
+                .status()
+                .cpu_idle
+                .unwrap_or_else(|| "the machine's own".into());
+            let one = through_kernel(&app, brain, request, 1, duration);
+            let many = through_kernel(&app, brain, request, 64, duration);
+            let hop = kernel_round_trip(&app, duration);
+            println!(
+                "| {round} | {on} | {held} | {} | {:.0} | {} |",
+                micros(one.percentile(0.5)),
+                many.throughput(),
+                micros(hop.percentile(0.5))
+            );
+        }
+    }
 }

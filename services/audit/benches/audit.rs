@@ -27,6 +27,9 @@
 //!
 //! Set `SIOS_BENCH_DIR` to measure another disk (default: the system temp dir).
 //! Set `SIOS_BENCH_QUICK=1` for a short run (100 000-record export).
+//! Set `SIOS_BENCH_LOW_LATENCY_IDLE=1` to hold every CPU polling for the
+//! whole run (`[performance] low_latency_idle`; root only): the floor and
+//! the actions then both run without halted CPUs.
 //! Set `SIOS_BENCH_BASELINE_AUDIT` to another `sios-audit` binary to compare
 //! this build's one-client latency with it, round by round, in the same run.
 
@@ -543,6 +546,14 @@ fn main() {
         "sios-audit bench ({} cores)",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
+    // Held for the whole run (the descriptor lives until `main` returns).
+    let idle = sios_ipc::idle::IdleLatency::request(
+        std::env::var_os("SIOS_BENCH_LOW_LATENCY_IDLE").is_some(),
+        std::path::Path::new(sios_ipc::idle::CPU_DMA_LATENCY),
+    );
+    if let Some(said) = idle.describe() {
+        println!("  cpu idle for this run: {said}");
+    }
 
     // Anchors.
     let dir = tempdir();

@@ -1,5 +1,7 @@
 //! `[performance] low_latency_idle`: every CPU polls when idle, instead of
-//! halting, for as long as the appliance runs.
+//! halting, for as long as the appliance runs. The kernel holds it; the
+//! audit bench holds it too when asked (`SIOS_BENCH_LOW_LATENCY_IDLE=1`),
+//! and the invoke bench compares appliances with it off and on.
 //!
 //! Each governed action crosses several processes (client → kernel → audit
 //! → brain → audit → client), and each hand-off wakes a thread whose CPU has
