@@ -12,14 +12,14 @@
 //! open, the cpuidle governor picks only the polling idle state, and the
 //! request ends when the descriptor is closed (here: when the kernel exits,
 //! however it exits). Measured on the 2-vCPU machine this project is
-//! developed on: one audited action took 660–690 µs against 837–840 µs,
-//! and a durable commit 163–174 µs against 208–213 µs (quick audit bench,
-//! two runs each way); one client's invoke of the smallest brain through
-//! the kernel took 1,311–1,450 µs against 1,704–1,757 µs, and a disk-free
-//! kernel round trip 18–28 µs against 50–67 µs (invoke bench, two runs each
-//! way). Throughput at 64 clients did not gain (5,195 against 4,971 and
-//! 3,946 against 4,514 requests/s). The price is power: idle CPUs keep
-//! running.
+//! developed on, by the invoke bench's last table (`cargo bench -p sios-e2e
+//! --bench invoke`, appliances off and on in turn, two rounds): one client's
+//! invoke of the smallest brain took 1,269–1,277 µs against 1,739–1,788 µs,
+//! 64 clients got 3,727–3,759 requests/s against 3,429–3,514, and a
+//! disk-free kernel round trip took 20–21 µs against 51–56 µs. Earlier runs
+//! with the same request held by hand: 64 clients did not always gain
+//! (3,946 against 4,514 requests/s once). The price is power: idle CPUs
+//! keep running.
 
 use std::fs::File;
 use std::io::Write as _;
