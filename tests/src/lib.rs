@@ -65,6 +65,15 @@ fn required(met: bool, missing: &str, to_do: &str) -> bool {
     met
 }
 
+/// `program` must exist (skips loudly elsewhere, fails in CI).
+pub fn require_program(program: &str, what: &str) -> bool {
+    required(
+        Path::new(program).exists(),
+        program,
+        &format!("install {what}"),
+    )
+}
+
 /// True when `pid` has exited (reaped, or a zombie waiting to be).
 pub fn is_zombie_or_gone(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))

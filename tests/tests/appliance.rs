@@ -1148,7 +1148,9 @@ fn the_systemd_unit_verifies_and_runs_the_appliance_as_its_settings_say() {
     assert_eq!(one("PrivateNetwork"), "yes");
     assert_eq!(one("NoNewPrivileges"), "yes");
     assert_eq!(one("ProtectSystem"), "strict");
-    assert_eq!(one("ReadWritePaths"), "/var/lib/sios");
+    // systemd makes /var/lib/sios (0700) and leaves it writable.
+    assert_eq!(one("StateDirectory"), "sios");
+    assert_eq!(one("StateDirectoryMode"), "0700");
     // TestAppliance gives the kernel the same variable, naming its own
     // temporary state dir.
     assert_eq!(

@@ -1,0 +1,568 @@
+//! The shipped unit, `deploy/sios.service`, byte for byte, under a real
+//! systemd.
+//!
+//! systemd runs as PID 1 of a throwaway container: its own PID, mount,
+//! network and UTS namespaces, a cgroup under the test's own, and a unit
+//! path holding only the shipped unit and empty stand-ins for the targets it
+//! orders itself after (so none of this machine's units start). In the
+//! container's mount namespace `/var/lib` is empty, as on a new machine, and
+//! this build's executables are at `/opt/sios/target/release`, where the unit
+//! expects them. The test then does what an operator does, with `systemctl`
+//! and the `sios` CLI inside the container, and reads the results from
+//! outside through `/proc/<systemd>/root`.
+//!
+//! Root only (namespaces, cgroups), as CI runs.
+
+use sios_e2e::{catalog_names, fixture, json_text, require_root, require_setup};
+use sios_ipc::{ProcessState, StatusReport};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const SYSTEMD: &str = "/usr/lib/systemd/systemd";
+/// Where the unit expects the executables.
+const UNIT_BIN_DIR: &str = "/opt/sios/target/release";
+
+/// The targets the unit (and systemd's default dependencies of a service)
+/// name; empty here, so that nothing but the unit under test starts.
+const STAND_IN_TARGETS: [&str; 5] = ["sysinit", "basic", "local-fs", "shutdown", "multi-user"];
+
+/// Runs in the new namespaces as their PID 1, then becomes systemd.
+/// Arguments: the console log file, the unit directory, the executables,
+/// then the cgroup directories to join.
+const BOOT: &str = r#"set -e
+console=$1 units=$2 bin=$3
+shift 3
+for group in "$@"; do echo $$ > "$group/cgroup.procs"; done
+mount -t proc proc /proc
+mount -t tmpfs -o mode=0755 tmpfs /run
+# Nothing systemd sets up may reach the host. Its cgroup directory gets a
+# tmpfs of its own holding the same hierarchies: systemd adds controller
+# mounts there and then remounts it read-only, which on the host's tmpfs
+# would be the host's. /proc/sys and /sys are read-only, as in any container.
+mkdir /run/cgroup
+mount -t tmpfs -o mode=0755 tmpfs /run/cgroup
+for hierarchy in /sys/fs/cgroup/*; do
+    name=${hierarchy##*/}
+    if [ -L "$hierarchy" ]; then
+        ln -s "$(readlink "$hierarchy")" "/run/cgroup/$name"
+    elif mountpoint -q "$hierarchy"; then
+        mkdir "/run/cgroup/$name"
+        mount --bind "$hierarchy" "/run/cgroup/$name"
+    fi
+done
+mount --move /run/cgroup /sys/fs/cgroup
+mount --bind /proc/sys /proc/sys
+mount -o remount,bind,ro /proc/sys
+mount -o remount,bind,ro /sys
+# A new machine's /var/lib, and this build where the unit looks for it.
+mount -t tmpfs -o mode=0755 tmpfs /var/lib
+mount -t tmpfs -o mode=0755 tmpfs /opt
+mkdir -p /opt/sios/target/release
+mount --bind "$bin" /opt/sios/target/release
+mount --bind "$console" /dev/console
+exec env -i container=sios-test SYSTEMD_UNIT_PATH="$units" PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+    /usr/lib/systemd/systemd --unit=basic.target --default-standard-output=inherit \
+    --log-target=console
+"#;
+
+/// This process's own cgroup directory in every mounted hierarchy.
+fn own_cgroups() -> Vec<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let mut dirs = Vec::new();
+    for line in own.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let mount_point = mounts.lines().find_map(|mount| {
+            let (before, after) = mount.split_once(" - ")?;
+            let mut after = after.split(' ');
+            let (fs, _source, options) = (after.next()?, after.next()?, after.next()?);
+            let matches = if controllers.is_empty() {
+                fs == "cgroup2"
+            } else {
+                fs == "cgroup"
+                    && controllers
+                        .split(',')
+                        .all(|c| options.split(',').any(|o| o == c))
+            };
+            matches.then(|| before.split(' ').nth(4).map(str::to_owned))?
+        });
+        if let Some(point) = mount_point {
+            dirs.push(Path::new(&point).join(path.trim_start_matches('/')));
+        }
+    }
+    dirs
+}
+
+/// Empties and removes a cgroup directory and every group under it.
+fn remove_cgroup(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup(&entry.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// The container's /dev/console: a pseudo-terminal (systemd writes to a
+/// console only if it is a terminal) whose output is copied to a file, so a
+/// failure can show what systemd and the appliance said.
+struct Console {
+    /// The terminal's path, bound over /dev/console in the container.
+    terminal: PathBuf,
+    /// Held open so that the copy never sees the terminal closed (and never
+    /// stops reading, which would block every writer) until the end.
+    _terminal: std::os::fd::OwnedFd,
+}
+
+impl Console {
+    fn open(log: &Path) -> Console {
+        use nix::sys::termios;
+        let pty = nix::pty::openpty(None, None).expect("a pseudo-terminal");
+        let terminal = nix::unistd::ttyname(&pty.slave).expect("its path");
+        // Bytes as written: no "\r\n" for "\n".
+        let mut mode = termios::tcgetattr(&pty.slave).unwrap();
+        termios::cfmakeraw(&mut mode);
+        termios::tcsetattr(&pty.slave, termios::SetArg::TCSANOW, &mode).unwrap();
+        let mut from = std::fs::File::from(pty.master);
+        let mut to = std::fs::File::create(log).unwrap();
+        // Ends when the last holder of the terminal closes it.
+        std::thread::spawn(move || std::io::copy(&mut from, &mut to));
+        Console {
+            terminal,
+            _terminal: pty.slave,
+        }
+    }
+}
+
+/// systemd as PID 1 of its own namespaces; killed (with everything in them)
+/// when dropped.
+struct Container {
+    work: tempfile::TempDir,
+    _console: Console,
+    unshare: Child,
+    /// systemd's pid, as this process sees it.
+    init: u32,
+    cgroups: Vec<PathBuf>,
+}
+
+impl Container {
+    fn boot(unit: &str) -> Container {
+        let work = tempfile::tempdir().unwrap();
+        let units = work.path().join("units");
+        std::fs::create_dir(&units).unwrap();
+        std::fs::write(units.join("sios.service"), unit).unwrap();
+        for target in STAND_IN_TARGETS {
+            std::fs::write(
+                units.join(format!("{target}.target")),
+                format!("[Unit]\nDescription={target}.target (empty in this test)\n"),
+            )
+            .unwrap();
+        }
+        let console = Console::open(&work.path().join("console.log"));
+        let name = format!("sios-systemd-test-{}", std::process::id());
+        let cgroups: Vec<PathBuf> = own_cgroups()
+            .into_iter()
+            .map(|own| {
+                let group = own.join(&name);
+                std::fs::create_dir_all(&group).unwrap();
+                // A v1 cpuset group takes no process before it has CPUs and
+                // memory nodes: its parent's.
+                for file in ["cpuset.cpus", "cpuset.mems"] {
+                    if let Ok(value) = std::fs::read_to_string(own.join(file)) {
+                        std::fs::write(group.join(file), value).unwrap();
+                    }
+                }
+                group
+            })
+            .collect();
+        let log = std::fs::File::create(work.path().join("unshare.log")).unwrap();
+        let unshare = Command::new("unshare")
+            .args([
+                "--pid",
+                "--fork",
+                "--kill-child",
+                "--mount",
+                "--net",
+                "--uts",
+            ])
+            .args(["--propagation", "private", "sh", "-c", BOOT, "boot"])
+            .arg(&console.terminal)
+            .arg(&units)
+            .arg(sios_e2e::bin_dir())
+            .args(&cgroups)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("unshare (util-linux)");
+        let mut container = Container {
+            work,
+            _console: console,
+            init: 0,
+            unshare,
+            cgroups,
+        };
+        container.init = container.wait_for_init();
+        container
+    }
+
+    /// unshare's child, once it is systemd answering `systemctl`.
+    fn wait_for_init(&mut self) -> u32 {
+        let children = format!("/proc/{0}/task/{0}/children", self.unshare.id());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let init = std::fs::read_to_string(&children)
+                .ok()
+                .and_then(|c| c.split_whitespace().next()?.parse::<u32>().ok());
+            if let Some(pid) = init {
+                self.init = pid;
+                let booted = std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .is_ok_and(|exe| exe == Path::new(SYSTEMD))
+                    && self.systemctl(&["show", "-P", "Version"]).status.success();
+                if booted {
+                    return pid;
+                }
+            }
+            if let Ok(Some(status)) = self.unshare.try_wait() {
+                panic!(
+                    "the container ended ({status}) before systemd answered:\n{}",
+                    self.logs()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "systemd did not come up:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `argv` run inside the container (its mount and PID namespaces).
+    fn run(&self, argv: &[&str], stdin: Option<&str>) -> Output {
+        let mut command = Command::new("nsenter");
+        command
+            .args(["--target", &self.init.to_string(), "--mount", "--pid", "--"])
+            .args(argv)
+            .env_remove(sios_config::STATE_DIR_ENV)
+            .env_remove("SIOS_CONFIG")
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("nsenter (util-linux)");
+        if let Some(text) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    fn systemctl(&self, args: &[&str]) -> Output {
+        let mut argv = vec!["systemctl", "--no-pager"];
+        argv.extend_from_slice(args);
+        self.run(&argv, None)
+    }
+
+    /// One property of the unit (`systemctl show -P`).
+    fn property(&self, name: &str) -> String {
+        let out = self.systemctl(&["show", "-P", name, "sios"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout).trim().to_owned()
+    }
+
+    /// `sios <args>` as an operator runs it there: the unit's executable, no
+    /// state directory named (root's default is the unit's).
+    fn sios(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let program = format!("{UNIT_BIN_DIR}/sios");
+        let mut argv = vec![program.as_str()];
+        argv.extend_from_slice(args);
+        self.run(&argv, stdin)
+    }
+
+    fn status(&self) -> StatusReport {
+        let out = self.sios(&["status", "--json"], None);
+        assert!(
+            out.status.success(),
+            "sios status: {}\n{}",
+            text(&out.stderr),
+            self.logs()
+        );
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
+    /// A path inside the container, as seen from here.
+    fn path(&self, inside: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root{inside}", self.init))
+    }
+
+    /// What systemd and the services printed, and the unit's status.
+    fn logs(&self) -> String {
+        let read =
+            |name: &str| std::fs::read_to_string(self.work.path().join(name)).unwrap_or_default();
+        format!(
+            "--- console ---\n{}\n--- unshare ---\n{}",
+            read("console.log"),
+            read("unshare.log")
+        )
+    }
+
+    /// Waits until the unit is `active` after `restarts` restarts.
+    fn wait_active(&self, restarts: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.property("NRestarts") != restarts || self.property("ActiveState") != "active" {
+            assert!(
+                Instant::now() < deadline,
+                "the unit is not active after {restarts} restart(s): {}\n{}",
+                text(&self.systemctl(&["status", "sios"]).stdout),
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Process ids inside the container's PID namespace.
+    fn processes(&self) -> Vec<u32> {
+        std::fs::read_dir(self.path("/proc"))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        // Killing a PID namespace's init kills everything in it.
+        if self.init != 0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.init as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = self.unshare.kill();
+        let _ = self.unshare.wait();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for group in &self.cgroups {
+            while group.exists() && Instant::now() < deadline {
+                remove_cgroup(group);
+                if group.exists() {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn the_shipped_unit_runs_restarts_and_stops_the_appliance_under_a_real_systemd() {
+    if !require_setup()
+        || !require_root("running systemd in a container (namespaces, cgroups)")
+        || !sios_e2e::require_program(SYSTEMD, "systemd, to run the shipped unit")
+    {
+        return;
+    }
+    let host_before = host_cgroup_mount();
+    let shipped =
+        std::fs::read_to_string(sios_e2e::source_tree().join("deploy/sios.service")).unwrap();
+    let container = Container::boot(&shipped);
+    assert!(
+        !container.path("/var/lib/sios").exists(),
+        "the container starts with no state directory, as a new machine"
+    );
+
+    // `systemctl start` returns once ExecStartPost's `sios wait` has.
+    let started = container.systemctl(&["start", "sios"]);
+    assert!(
+        started.status.success(),
+        "systemctl start sios: {}\n{}\n{}",
+        text(&started.stderr),
+        text(&container.systemctl(&["status", "sios"]).stdout),
+        container.logs()
+    );
+    assert_eq!(container.property("ActiveState"), "active");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(container.path("/var/lib/sios"))
+        .expect("systemd made the state directory")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "the state directory is private");
+
+    // Every process of the default catalog is ready, with no config given.
+    let report = container.status();
+    let brains = catalog_names();
+    assert_eq!(report.state_dir, "/var/lib/sios");
+    assert_eq!(report.processes.len(), 3 + brains.len(), "{report:?}");
+    for p in &report.processes {
+        assert_eq!(
+            p.state,
+            ProcessState::Ready,
+            "{}: {:?}",
+            p.name,
+            p.last_error
+        );
+    }
+
+    // The unit's settings are in force for the kernel systemd started.
+    let kernel = container.property("MainPID");
+    let of_kernel = |file: &str| {
+        std::fs::read_to_string(container.path(&format!("/proc/{kernel}/{file}"))).unwrap()
+    };
+    assert!(
+        of_kernel("status").contains("NoNewPrivs:\t1"),
+        "NoNewPrivileges=yes"
+    );
+    let interfaces: Vec<String> = of_kernel("net/dev")
+        .lines()
+        .skip(2)
+        .filter_map(|l| Some(l.split(':').next()?.trim().to_owned()))
+        .collect();
+    assert_eq!(interfaces, ["lo"], "PrivateNetwork=yes: loopback alone");
+    let mounts = of_kernel("mountinfo");
+    let options_of = |point: &str| -> String {
+        mounts
+            .lines()
+            .rev()
+            .map(|line| line.split(' ').collect::<Vec<_>>())
+            .find(|f| f.len() > 5 && f[4] == point)
+            .map(|f| f[5].to_owned())
+            .unwrap_or_else(|| panic!("{point} is not a mount point of the kernel:\n{mounts}"))
+    };
+    assert!(options_of("/").starts_with("ro"), "ProtectSystem=strict");
+    assert!(
+        options_of("/var/lib/sios").starts_with("rw"),
+        "StateDirectory=sios"
+    );
+
+    let invoke = || {
+        let out = container.sios(
+            &["invoke", "file-type", "--input", "-"],
+            Some(&json_text(&fixture("file-type").request)),
+        );
+        assert!(out.status.success(), "sios invoke: {}", text(&out.stderr));
+    };
+    invoke();
+
+    // A kernel killed outright: systemd kills what is left of the unit and,
+    // RestartSec later, starts it again on the same log.
+    let killed = container.run(&["kill", "-KILL", &kernel], None);
+    assert!(killed.status.success(), "{}", text(&killed.stderr));
+    container.wait_active("1", Duration::from_secs(120));
+    assert_ne!(container.property("MainPID"), kernel, "a new kernel");
+    let report = container.status();
+    assert!(
+        report
+            .processes
+            .iter()
+            .all(|p| p.state == ProcessState::Ready),
+        "{report:?}"
+    );
+    invoke();
+
+    // The log continues across the restart and verifies offline.
+    for (args, what) in [
+        (
+            ["keys", "export-public", "/var/lib/sios/operator.pub"],
+            "keys export-public",
+        ),
+        (["audit", "export", "/var/lib/sios/log.oar"], "audit export"),
+    ] {
+        let out = container.sios(&args, None);
+        assert!(out.status.success(), "sios {what}: {}", text(&out.stderr));
+    }
+    let verified = Command::new(sios_e2e::bin_dir().join("sios"))
+        .args(["audit", "verify"])
+        .arg(container.path("/var/lib/sios/log.oar"))
+        .arg("--pubkey")
+        .arg(container.path("/var/lib/sios/operator.pub"))
+        .output()
+        .unwrap();
+    assert!(
+        verified.status.success(),
+        "audit verify: {}{}",
+        text(&verified.stdout),
+        text(&verified.stderr)
+    );
+
+    // `systemctl stop`: SIGTERM to the kernel alone, which stops and records
+    // every other process; nothing is left for the SIGKILL after it.
+    let stopped = container.systemctl(&["stop", "sios"]);
+    assert!(stopped.status.success(), "{}", text(&stopped.stderr));
+    assert_eq!(container.property("ActiveState"), "inactive");
+    assert_eq!(
+        container.property("Result"),
+        "success",
+        "the kernel exited 0 on SIGTERM"
+    );
+    assert_eq!(
+        container.processes(),
+        [1],
+        "only systemd is left in the container"
+    );
+    let records = sios_e2e::audit_records(&container.path("/var/lib/sios"));
+    let memory_ready = |r: &&sios_audit::record::Record| {
+        r.action == "process.ready" && r.resource == "process:memory"
+    };
+    let runs = records.iter().filter(memory_ready).count();
+    assert_eq!(runs, 2, "two runs of the appliance on one log");
+    // The second run's stops: every brain, then memory (the audit service
+    // stops last, after its stop could be recorded by no one).
+    let last_start = records.iter().rposition(|r| memory_ready(&r)).unwrap();
+    let mut stopped: Vec<String> = records[last_start..]
+        .iter()
+        .filter(|r| r.action == "process.stopped")
+        .map(|r| r.resource.trim_start_matches("process:").to_owned())
+        .collect();
+    stopped.sort();
+    let mut expected: Vec<String> = brains;
+    expected.push("memory".into());
+    expected.sort();
+    assert_eq!(stopped, expected, "every stop was recorded");
+
+    // Shown with --nocapture: what systemd and the appliance said.
+    println!("{}", container.logs());
+    drop(container);
+    assert_eq!(
+        host_cgroup_mount(),
+        host_before,
+        "the container left this machine's /sys/fs/cgroup as it found it"
+    );
+}
+
+/// This machine's /sys/fs/cgroup: its entries, and its file system's options
+/// (read-only or not).
+fn host_cgroup_mount() -> (Vec<String>, String) {
+    let mut entries: Vec<String> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    entries.sort();
+    let options = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/sys/fs/cgroup"))
+        .and_then(|l| l.split(" - ").nth(1))
+        .unwrap_or_default()
+        .to_owned();
+    (entries, options)
+}
