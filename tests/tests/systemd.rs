@@ -63,7 +63,7 @@ mkdir -p /opt/sios/target/release
 mount --bind "$bin" /opt/sios/target/release
 mount --bind "$console" /dev/console
 exec env -i container=sios-test SYSTEMD_UNIT_PATH="$units" PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-    /usr/lib/systemd/systemd --unit=basic.target --default-standard-output=inherit \
+    /usr/lib/systemd/systemd --unit=basic.target --default-standard-output=tty \
     --log-target=console
 "#;
 
