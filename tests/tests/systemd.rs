@@ -1,15 +1,16 @@
-//! The shipped unit, `deploy/sios.service`, byte for byte, under a real
-//! systemd.
+//! The shipped unit, `deploy/sios.service`, under a real systemd, from
+//! installation to a reboot.
 //!
 //! systemd runs as PID 1 of a throwaway container: its own PID, mount,
-//! network and UTS namespaces, a cgroup under the test's own, and a unit
-//! path holding only the shipped unit and empty stand-ins for the targets it
-//! orders itself after (so none of this machine's units start). In the
-//! container's mount namespace `/var/lib` is empty, as on a new machine, and
-//! this build's executables are at `/opt/sios/target/release`, where the unit
-//! expects them. The test then does what an operator does, with `systemctl`
-//! and the `sios` CLI inside the container, and reads the results from
-//! outside through `/proc/<systemd>/root`.
+//! network and UTS namespaces and a cgroup under the test's own. Its
+//! `/etc/systemd/system` and `/var/lib` are the test's [`Machine`], which
+//! outlives a container as a disk outlives a boot; the unit path is that
+//! directory alone, holding empty stand-ins for the targets the unit orders
+//! itself after, so none of this machine's units start. `/var/lib` starts
+//! empty, as on a new machine; the checkout's `deploy/` and this build's
+//! executables are under `/opt/sios`, where the unit's header and ExecStart
+//! look for them. The test does what an operator does, with `systemctl` and
+//! the `sios` CLI inside the container, and reads the results from outside.
 //!
 //! Root only (namespaces, cgroups), as CI runs.
 
@@ -21,19 +22,19 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const SYSTEMD: &str = "/usr/lib/systemd/systemd";
-/// Where the unit expects the executables.
-const UNIT_BIN_DIR: &str = "/opt/sios/target/release";
+/// The operator's CLI, where the unit expects the executables.
+const UNIT_SIOS: &str = "/opt/sios/target/release/sios";
 
 /// The targets the unit (and systemd's default dependencies of a service)
 /// name; empty here, so that nothing but the unit under test starts.
 const STAND_IN_TARGETS: [&str; 5] = ["sysinit", "basic", "local-fs", "shutdown", "multi-user"];
 
 /// Runs in the new namespaces as their PID 1, then becomes systemd.
-/// Arguments: the console log file, the unit directory, the executables,
-/// then the cgroup directories to join.
+/// Arguments: the console, the machine's /etc/systemd/system and /var/lib,
+/// the checkout's deploy/, the executables, then the cgroups to join.
 const BOOT: &str = r#"set -e
-console=$1 units=$2 bin=$3
-shift 3
+console=$1 units=$2 var_lib=$3 deploy=$4 bin=$5
+shift 5
 for group in "$@"; do echo $$ > "$group/cgroup.procs"; done
 mount -t proc proc /proc
 mount -t tmpfs -o mode=0755 tmpfs /run
@@ -56,14 +57,19 @@ mount --move /run/cgroup /sys/fs/cgroup
 mount --bind /proc/sys /proc/sys
 mount -o remount,bind,ro /proc/sys
 mount -o remount,bind,ro /sys
-# A new machine's /var/lib, and this build where the unit looks for it.
-mount -t tmpfs -o mode=0755 tmpfs /var/lib
+# The machine's disk; the checkout's deploy/ and this build's executables
+# where the unit's header and ExecStart look for them.
+mount --bind "$units" /etc/systemd/system
+mount --bind "$var_lib" /var/lib
 mount -t tmpfs -o mode=0755 tmpfs /opt
-mkdir -p /opt/sios/target/release
+mkdir -p /opt/sios/deploy /opt/sios/target/release
+mount --bind "$deploy" /opt/sios/deploy
+mount -o remount,bind,ro /opt/sios/deploy
 mount --bind "$bin" /opt/sios/target/release
 mount --bind "$console" /dev/console
-exec env -i container=sios-test SYSTEMD_UNIT_PATH="$units" PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-    /usr/lib/systemd/systemd --unit=basic.target --default-standard-output=tty \
+exec env -i container=sios-test SYSTEMD_UNIT_PATH=/etc/systemd/system \
+    PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+    /usr/lib/systemd/systemd --unit=multi-user.target --default-standard-output=tty \
     --log-target=console
 "#;
 
@@ -144,8 +150,47 @@ impl Console {
     }
 }
 
-/// systemd as PID 1 of its own namespaces; killed (with everything in them)
-/// when dropped.
+/// What outlives a container, as a machine's disk outlives a boot: its
+/// `/etc/systemd/system` (holding the stand-in targets, then whatever is
+/// installed and enabled there) and its `/var/lib`.
+struct Machine {
+    disk: tempfile::TempDir,
+}
+
+impl Machine {
+    fn new() -> Machine {
+        let disk = tempfile::tempdir().unwrap();
+        let machine = Machine { disk };
+        std::fs::create_dir_all(machine.unit_dir()).unwrap();
+        std::fs::create_dir_all(machine.var_lib()).unwrap();
+        for target in STAND_IN_TARGETS {
+            std::fs::write(
+                machine.unit_dir().join(format!("{target}.target")),
+                format!("[Unit]\nDescription={target}.target (empty in this test)\n"),
+            )
+            .unwrap();
+        }
+        machine
+    }
+
+    /// Its /etc/systemd/system.
+    fn unit_dir(&self) -> PathBuf {
+        self.disk.path().join("etc-systemd-system")
+    }
+
+    /// Its /var/lib.
+    fn var_lib(&self) -> PathBuf {
+        self.disk.path().join("var-lib")
+    }
+
+    /// Its /var/lib/sios, as seen from here.
+    fn state_dir(&self) -> PathBuf {
+        self.var_lib().join("sios")
+    }
+}
+
+/// systemd as PID 1 of its own namespaces, booted on `machine` to
+/// multi-user.target; killed (with everything in them) when dropped.
 struct Container {
     work: tempfile::TempDir,
     _console: Console,
@@ -156,18 +201,8 @@ struct Container {
 }
 
 impl Container {
-    fn boot(unit: &str) -> Container {
+    fn boot(machine: &Machine) -> Container {
         let work = tempfile::tempdir().unwrap();
-        let units = work.path().join("units");
-        std::fs::create_dir(&units).unwrap();
-        std::fs::write(units.join("sios.service"), unit).unwrap();
-        for target in STAND_IN_TARGETS {
-            std::fs::write(
-                units.join(format!("{target}.target")),
-                format!("[Unit]\nDescription={target}.target (empty in this test)\n"),
-            )
-            .unwrap();
-        }
         let console = Console::open(&work.path().join("console.log"));
         let name = format!("sios-systemd-test-{}", std::process::id());
         let cgroups: Vec<PathBuf> = own_cgroups()
@@ -197,7 +232,9 @@ impl Container {
             ])
             .args(["--propagation", "private", "sh", "-c", BOOT, "boot"])
             .arg(&console.terminal)
-            .arg(&units)
+            .arg(machine.unit_dir())
+            .arg(machine.var_lib())
+            .arg(sios_e2e::source_tree().join("deploy"))
             .arg(sios_e2e::bin_dir())
             .args(&cgroups)
             .stdin(Stdio::null())
@@ -275,6 +312,19 @@ impl Container {
         child.wait_with_output().unwrap()
     }
 
+    /// `argv` inside the container, which must succeed.
+    fn ok(&self, argv: &[&str]) -> String {
+        let out = self.run(argv, None);
+        assert!(
+            out.status.success(),
+            "{argv:?}: {}{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr),
+            self.logs()
+        );
+        text(&out.stdout)
+    }
+
     fn systemctl(&self, args: &[&str]) -> Output {
         let mut argv = vec!["systemctl", "--no-pager"];
         argv.extend_from_slice(args);
@@ -291,13 +341,14 @@ impl Container {
     /// `sios <args>` as an operator runs it there: the unit's executable, no
     /// state directory named (root's default is the unit's).
     fn sios(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let program = format!("{UNIT_BIN_DIR}/sios");
-        let mut argv = vec![program.as_str()];
+        let mut argv = vec![UNIT_SIOS];
         argv.extend_from_slice(args);
         self.run(&argv, stdin)
     }
 
-    fn status(&self) -> StatusReport {
+    /// `sios status`, which must show every process of the default catalog
+    /// ready.
+    fn all_ready(&self) -> StatusReport {
         let out = self.sios(&["status", "--json"], None);
         assert!(
             out.status.success(),
@@ -305,7 +356,31 @@ impl Container {
             text(&out.stderr),
             self.logs()
         );
-        serde_json::from_slice(&out.stdout).expect("status JSON")
+        let report: StatusReport = serde_json::from_slice(&out.stdout).expect("status JSON");
+        assert_eq!(report.state_dir, "/var/lib/sios");
+        assert_eq!(
+            report.processes.len(),
+            3 + catalog_names().len(),
+            "{report:?}"
+        );
+        for p in &report.processes {
+            assert_eq!(
+                p.state,
+                ProcessState::Ready,
+                "{}: {:?}",
+                p.name,
+                p.last_error
+            );
+        }
+        report
+    }
+
+    fn invoke(&self) {
+        let out = self.sios(
+            &["invoke", "file-type", "--input", "-"],
+            Some(&json_text(&fixture("file-type").request)),
+        );
+        assert!(out.status.success(), "sios invoke: {}", text(&out.stderr));
     }
 
     /// A path inside the container, as seen from here.
@@ -313,7 +388,7 @@ impl Container {
         PathBuf::from(format!("/proc/{}/root{inside}", self.init))
     }
 
-    /// What systemd and the services printed, and the unit's status.
+    /// What systemd and the services printed.
     fn logs(&self) -> String {
         let read =
             |name: &str| std::fs::read_to_string(self.work.path().join(name)).unwrap_or_default();
@@ -324,7 +399,8 @@ impl Container {
         )
     }
 
-    /// Waits until the unit is `active` after `restarts` restarts.
+    /// Waits until the unit is `active` (started, ExecStartPost done) after
+    /// `restarts` automatic restarts.
     fn wait_active(&self, restarts: &str, within: Duration) {
         let deadline = Instant::now() + within;
         while self.property("NRestarts") != restarts || self.property("ActiveState") != "active" {
@@ -336,6 +412,24 @@ impl Container {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// `systemctl stop sios` (what a shutdown does to the unit): SIGTERM to
+    /// the kernel alone, which stops and records every other process; nothing
+    /// may be left for the SIGKILL after it.
+    fn stop(&self) {
+        self.ok(&["systemctl", "stop", "sios"]);
+        assert_eq!(self.property("ActiveState"), "inactive");
+        assert_eq!(
+            self.property("Result"),
+            "success",
+            "the kernel exited 0 on SIGTERM"
+        );
+        assert_eq!(
+            self.processes(),
+            [1],
+            "only systemd is left in the container"
+        );
     }
 
     /// Process ids inside the container's PID namespace.
@@ -375,7 +469,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 #[test]
-fn the_shipped_unit_runs_restarts_and_stops_the_appliance_under_a_real_systemd() {
+fn the_shipped_unit_installs_starts_restarts_survives_a_reboot_and_stops_under_a_real_systemd() {
     if !require_setup()
         || !require_root("running systemd in a container (namespaces, cgroups)")
         || !sios_e2e::require_program(SYSTEMD, "systemd, to run the shipped unit")
@@ -383,50 +477,55 @@ fn the_shipped_unit_runs_restarts_and_stops_the_appliance_under_a_real_systemd()
         return;
     }
     let host_before = host_cgroup_mount();
-    let shipped =
-        std::fs::read_to_string(sios_e2e::source_tree().join("deploy/sios.service")).unwrap();
-    let container = Container::boot(&shipped);
+    let machine = Machine::new();
+    let first = Container::boot(&machine);
     assert!(
-        !container.path("/var/lib/sios").exists(),
-        "the container starts with no state directory, as a new machine"
+        !machine.state_dir().exists(),
+        "the machine has no state directory yet"
     );
 
-    // `systemctl start` returns once ExecStartPost's `sios wait` has.
-    let started = container.systemctl(&["start", "sios"]);
-    assert!(
-        started.status.success(),
-        "systemctl start sios: {}\n{}\n{}",
-        text(&started.stderr),
-        text(&container.systemctl(&["status", "sios"]).stdout),
-        container.logs()
+    // Installed exactly as the unit's header says.
+    let shipped =
+        std::fs::read_to_string(sios_e2e::source_tree().join("deploy/sios.service")).unwrap();
+    let install: Vec<&str> = shipped
+        .lines()
+        .filter_map(|l| l.strip_prefix("#   "))
+        .take_while(|l| !l.contains("sios status"))
+        .collect();
+    assert_eq!(
+        install,
+        [
+            "install -m 0644 deploy/sios.service /etc/systemd/system/sios.service",
+            "systemctl daemon-reload",
+            "systemctl enable --now sios",
+        ],
+        "the header's install steps, which this test carries out"
     );
-    assert_eq!(container.property("ActiveState"), "active");
+    first.ok(&[
+        "install",
+        "-m",
+        "0644",
+        "/opt/sios/deploy/sios.service",
+        "/etc/systemd/system/sios.service",
+    ]);
+    first.ok(&["systemctl", "daemon-reload"]);
+    // `enable --now` returns once ExecStartPost's `sios wait` has.
+    first.ok(&["systemctl", "enable", "--now", "sios"]);
+    assert_eq!(first.property("ActiveState"), "active");
+    assert_eq!(first.property("UnitFileState"), "enabled");
     use std::os::unix::fs::PermissionsExt as _;
-    let mode = std::fs::metadata(container.path("/var/lib/sios"))
+    let mode = std::fs::metadata(machine.state_dir())
         .expect("systemd made the state directory")
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o700, "the state directory is private");
-
-    // Every process of the default catalog is ready, with no config given.
-    let report = container.status();
-    let brains = catalog_names();
-    assert_eq!(report.state_dir, "/var/lib/sios");
-    assert_eq!(report.processes.len(), 3 + brains.len(), "{report:?}");
-    for p in &report.processes {
-        assert_eq!(
-            p.state,
-            ProcessState::Ready,
-            "{}: {:?}",
-            p.name,
-            p.last_error
-        );
-    }
+    // Every process of the default catalog, with no config given.
+    first.all_ready();
 
     // The unit's settings are in force for the kernel systemd started.
-    let kernel = container.property("MainPID");
+    let kernel = first.property("MainPID");
     let of_kernel = |file: &str| {
-        std::fs::read_to_string(container.path(&format!("/proc/{kernel}/{file}"))).unwrap()
+        std::fs::read_to_string(first.path(&format!("/proc/{kernel}/{file}"))).unwrap()
     };
     assert!(
         of_kernel("status").contains("NoNewPrivs:\t1"),
@@ -453,48 +552,41 @@ fn the_shipped_unit_runs_restarts_and_stops_the_appliance_under_a_real_systemd()
         options_of("/var/lib/sios").starts_with("rw"),
         "StateDirectory=sios"
     );
-
-    let invoke = || {
-        let out = container.sios(
-            &["invoke", "file-type", "--input", "-"],
-            Some(&json_text(&fixture("file-type").request)),
-        );
-        assert!(out.status.success(), "sios invoke: {}", text(&out.stderr));
-    };
-    invoke();
+    first.invoke();
 
     // A kernel killed outright: systemd kills what is left of the unit and,
     // RestartSec later, starts it again on the same log.
-    let killed = container.run(&["kill", "-KILL", &kernel], None);
-    assert!(killed.status.success(), "{}", text(&killed.stderr));
-    container.wait_active("1", Duration::from_secs(120));
-    assert_ne!(container.property("MainPID"), kernel, "a new kernel");
-    let report = container.status();
-    assert!(
-        report
-            .processes
-            .iter()
-            .all(|p| p.state == ProcessState::Ready),
-        "{report:?}"
-    );
-    invoke();
+    first.ok(&["kill", "-KILL", &kernel]);
+    first.wait_active("1", Duration::from_secs(120));
+    assert_ne!(first.property("MainPID"), kernel, "a new kernel");
+    first.all_ready();
+    first.invoke();
 
-    // The log continues across the restart and verifies offline.
-    for (args, what) in [
-        (
-            ["keys", "export-public", "/var/lib/sios/operator.pub"],
-            "keys export-public",
-        ),
-        (["audit", "export", "/var/lib/sios/log.oar"], "audit export"),
-    ] {
-        let out = container.sios(&args, None);
-        assert!(out.status.success(), "sios {what}: {}", text(&out.stderr));
-    }
+    // A shutdown stops the unit; the next boot starts it (enabled), on the
+    // same state.
+    first.stop();
+    drop(first);
+    let second = Container::boot(&machine);
+    second.wait_active("0", Duration::from_secs(120));
+    second.all_ready();
+    second.invoke();
+
+    // The log continues across the crash and the reboot, and verifies
+    // offline.
+    second.ok(&[
+        UNIT_SIOS,
+        "keys",
+        "export-public",
+        "/var/lib/sios/operator.pub",
+    ]);
+    second.ok(&[UNIT_SIOS, "audit", "export", "/var/lib/sios/log.oar"]);
+    second.stop();
+    drop(second);
     let verified = Command::new(sios_e2e::bin_dir().join("sios"))
         .args(["audit", "verify"])
-        .arg(container.path("/var/lib/sios/log.oar"))
+        .arg(machine.state_dir().join("log.oar"))
         .arg("--pubkey")
-        .arg(container.path("/var/lib/sios/operator.pub"))
+        .arg(machine.state_dir().join("operator.pub"))
         .output()
         .unwrap();
     assert!(
@@ -504,48 +596,49 @@ fn the_shipped_unit_runs_restarts_and_stops_the_appliance_under_a_real_systemd()
         text(&verified.stderr)
     );
 
-    // `systemctl stop`: SIGTERM to the kernel alone, which stops and records
-    // every other process; nothing is left for the SIGKILL after it.
-    let stopped = container.systemctl(&["stop", "sios"]);
-    assert!(stopped.status.success(), "{}", text(&stopped.stderr));
-    assert_eq!(container.property("ActiveState"), "inactive");
-    assert_eq!(
-        container.property("Result"),
-        "success",
-        "the kernel exited 0 on SIGTERM"
-    );
-    assert_eq!(
-        container.processes(),
-        [1],
-        "only systemd is left in the container"
-    );
-    let records = sios_e2e::audit_records(&container.path("/var/lib/sios"));
-    let memory_ready = |r: &&sios_audit::record::Record| {
-        r.action == "process.ready" && r.resource == "process:memory"
-    };
-    let runs = records.iter().filter(memory_ready).count();
-    assert_eq!(runs, 2, "two runs of the appliance on one log");
-    // The second run's stops: every brain, then memory (the audit service
-    // stops last, after its stop could be recorded by no one).
-    let last_start = records.iter().rposition(|r| memory_ready(&r)).unwrap();
-    let mut stopped: Vec<String> = records[last_start..]
+    // Three runs on one log: killed, stopped, stopped. Each stop recorded
+    // every brain's and memory's (the audit service stops last, its own stop
+    // recorded by no one).
+    let records = sios_e2e::audit_records(&machine.state_dir());
+    let runs: Vec<usize> = records
         .iter()
-        .filter(|r| r.action == "process.stopped")
-        .map(|r| r.resource.trim_start_matches("process:").to_owned())
+        .enumerate()
+        .filter(|(_, r)| r.action == "process.ready" && r.resource == "process:memory")
+        .map(|(i, _)| i)
         .collect();
-    stopped.sort();
-    let mut expected: Vec<String> = brains;
-    expected.push("memory".into());
-    expected.sort();
-    assert_eq!(stopped, expected, "every stop was recorded");
+    assert_eq!(runs.len(), 3, "three runs of the appliance on one log");
+    let stops_in = |from: usize, to: usize| -> Vec<String> {
+        let mut stopped: Vec<String> = records[from..to]
+            .iter()
+            .filter(|r| r.action == "process.stopped")
+            .map(|r| r.resource.trim_start_matches("process:").to_owned())
+            .collect();
+        stopped.sort();
+        stopped
+    };
+    let mut every: Vec<String> = catalog_names();
+    every.push("memory".into());
+    every.sort();
+    assert_eq!(
+        stops_in(runs[0], runs[1]),
+        Vec::<String>::new(),
+        "the killed run"
+    );
+    assert_eq!(
+        stops_in(runs[1], runs[2]),
+        every,
+        "stopped before the reboot"
+    );
+    assert_eq!(
+        stops_in(runs[2], records.len()),
+        every,
+        "stopped at the end"
+    );
 
-    // Shown with --nocapture: what systemd and the appliance said.
-    println!("{}", container.logs());
-    drop(container);
     assert_eq!(
         host_cgroup_mount(),
         host_before,
-        "the container left this machine's /sys/fs/cgroup as it found it"
+        "the containers left this machine's /sys/fs/cgroup as they found it"
     );
 }
 
