@@ -65,6 +65,45 @@ fn required(met: bool, missing: &str, to_do: &str) -> bool {
     met
 }
 
+/// Runs `command` to its end with `stdin` as its input (or none), capturing
+/// its output.
+pub fn output_with_stdin(command: &mut Command, stdin: Option<&str>) -> Output {
+    command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("{:?}: {e}", command.get_program()));
+    if let Some(text) = stdin {
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write stdin");
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// The options (`rw,…` or `ro,…`) of the mount in effect on `point`, from a
+/// process's `/proc/<pid>/mountinfo` (the last mount on a point is the one
+/// in effect).
+pub fn mount_options(mountinfo: &str, point: &str) -> String {
+    mountinfo
+        .lines()
+        .rev()
+        .map(|line| line.split(' ').collect::<Vec<_>>())
+        .find(|fields| fields.len() > 5 && fields[4] == point)
+        .map(|fields| fields[5].to_owned())
+        .unwrap_or_else(|| panic!("{point} is not a mount point:\n{mountinfo}"))
+}
+
 /// `program` must exist (skips loudly elsewhere, fails in CI).
 pub fn require_program(program: &str, what: &str) -> bool {
     required(
@@ -350,23 +389,7 @@ impl TestAppliance {
     pub fn sios_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let mut command = Command::new(self.bin.join("sios"));
         command.arg("--state-dir").arg(&self.state_dir).args(args);
-        command.stdout(Stdio::piped()).stderr(Stdio::piped());
-        command.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
-        let mut child = command.spawn().expect("run sios");
-        if let Some(text) = stdin {
-            use std::io::Write as _;
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(text.as_bytes())
-                .expect("write stdin");
-        }
-        child.wait_with_output().expect("sios output")
+        output_with_stdin(&mut command, stdin)
     }
 
     /// `sios status --json`, parsed; its exit status checked against what

@@ -1209,16 +1209,7 @@ fn the_systemd_unit_verifies_and_runs_the_appliance_as_its_settings_say() {
         "the kernel runs with no_new_privs"
     );
     let mounts = std::fs::read_to_string(format!("/proc/{kernel}/mountinfo")).unwrap();
-    let options_of = |point: &str| -> String {
-        // The last mount on a point is the one in effect.
-        mounts
-            .lines()
-            .rev()
-            .map(|line| line.split(' ').collect::<Vec<_>>())
-            .find(|fields| fields.len() > 5 && fields[4] == point)
-            .map(|fields| fields[5].to_owned())
-            .unwrap_or_else(|| panic!("{point} is not a mount point of the kernel:\n{mounts}"))
-    };
+    let options_of = |point: &str| sios_e2e::mount_options(&mounts, point);
     assert!(
         options_of("/").starts_with("ro"),
         "the file system is read-only for the kernel"

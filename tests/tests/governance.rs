@@ -18,7 +18,7 @@ use sios_ipc::{ActionResult, Effect};
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 /// The group allowed to connect, and the users (none exists in /etc/passwd:
 /// the kernel knows callers by number only).
@@ -108,14 +108,7 @@ fn sios_as(
         .arg(&app.state_dir)
         .args(args)
         .current_dir("/")
-        .env_remove("SIOS_CONFIG")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env_remove("SIOS_CONFIG");
     // std's `uid`/`gid` would clear the supplementary groups, and its
     // `groups` is unstable: drop everything here, groups first (while still
     // root), then the gid, then the uid.
@@ -131,17 +124,7 @@ fn sios_as(
             Ok(())
         });
     }
-    let mut child = command.spawn().expect("run sios as another uid");
-    if let Some(text) = stdin {
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-    child.wait_with_output().unwrap()
+    sios_e2e::output_with_stdin(&mut command, stdin)
 }
 
 /// A client of the client group (its primary gid), Dave (auditors primary,

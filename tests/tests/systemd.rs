@@ -16,7 +16,6 @@
 
 use sios_e2e::{catalog_names, fixture, json_text, require_root, require_setup};
 use sios_ipc::{ProcessState, StatusReport};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -292,24 +291,8 @@ impl Container {
             .args(["--target", &self.init.to_string(), "--mount", "--pid", "--"])
             .args(argv)
             .env_remove(sios_config::STATE_DIR_ENV)
-            .env_remove("SIOS_CONFIG")
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("nsenter (util-linux)");
-        if let Some(text) = stdin {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
-        }
-        child.wait_with_output().unwrap()
+            .env_remove("SIOS_CONFIG");
+        sios_e2e::output_with_stdin(&mut command, stdin)
     }
 
     /// `argv` inside the container, which must succeed.
@@ -538,15 +521,7 @@ fn the_shipped_unit_installs_starts_restarts_survives_a_reboot_and_stops_under_a
         .collect();
     assert_eq!(interfaces, ["lo"], "PrivateNetwork=yes: loopback alone");
     let mounts = of_kernel("mountinfo");
-    let options_of = |point: &str| -> String {
-        mounts
-            .lines()
-            .rev()
-            .map(|line| line.split(' ').collect::<Vec<_>>())
-            .find(|f| f.len() > 5 && f[4] == point)
-            .map(|f| f[5].to_owned())
-            .unwrap_or_else(|| panic!("{point} is not a mount point of the kernel:\n{mounts}"))
-    };
+    let options_of = |point: &str| sios_e2e::mount_options(&mounts, point);
     assert!(options_of("/").starts_with("ro"), "ProtectSystem=strict");
     assert!(
         options_of("/var/lib/sios").starts_with("rw"),
