@@ -15,7 +15,7 @@
 //! Root only (namespaces, cgroups), as CI runs.
 
 use sios_e2e::{catalog_names, fixture, json_text, require_root, require_setup};
-use sios_ipc::{ProcessState, StatusReport};
+use sios_ipc::{ProcessState, Role, StatusReport};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -366,6 +366,38 @@ impl Container {
         assert!(out.status.success(), "sios invoke: {}", text(&out.stderr));
     }
 
+    /// For each process the kernel started, its program's cpu, memory and
+    /// pids groups, each checked to be the sandbox's own
+    /// (`…/sios/<state dir hash>/<name>`, see `sios_launch::cgroup_path`).
+    fn sandbox_cgroups(&self) -> std::collections::BTreeMap<String, Vec<String>> {
+        let report = self.all_ready();
+        let read = |inside: String| std::fs::read_to_string(self.path(&inside)).unwrap();
+        let mut groups = std::collections::BTreeMap::new();
+        for p in report.processes.iter().filter(|p| p.role != Role::Kernel) {
+            // status names the sandbox's launcher; the program is its child.
+            let launcher = p.pid.expect("a pid");
+            let program = read(format!("/proc/{launcher}/task/{launcher}/children"));
+            let program = program.split_whitespace().next().expect("the program");
+            let limited: Vec<String> = read(format!("/proc/{program}/cgroup"))
+                .lines()
+                .filter(|l| ["cpu", "memory", "pids"].contains(&l.split(':').nth(1).unwrap_or("")))
+                .map(str::to_owned)
+                .collect();
+            assert_eq!(limited.len(), 3, "{}: {limited:?}", p.name);
+            for line in &limited {
+                let path = line.rsplit(':').next().unwrap();
+                let (parent, leaf) = path.rsplit_once('/').unwrap();
+                assert!(
+                    leaf == p.name && parent.rsplit('/').nth(1) == Some("sios"),
+                    "{} is not in its sandbox's group: {line}",
+                    p.name
+                );
+            }
+            groups.insert(p.name.clone(), limited);
+        }
+        groups
+    }
+
     /// A path inside the container, as seen from here.
     fn path(&self, inside: &str) -> PathBuf {
         PathBuf::from(format!("/proc/{}/root{inside}", self.init))
@@ -528,6 +560,23 @@ fn the_shipped_unit_installs_starts_restarts_survives_a_reboot_and_stops_under_a
         "StateDirectory=sios"
     );
     first.invoke();
+
+    // Each sandboxed process keeps its own cgroups when systemd applies the
+    // unit's resource settings again (Delegate=yes; without it, systemd moves
+    // them into the unit's groups, and their limits are gone).
+    let before = first.sandbox_cgroups();
+    assert_eq!(before.len(), 2 + catalog_names().len(), "{before:?}");
+    first.ok(&[
+        "systemctl",
+        "set-property",
+        "--runtime",
+        "sios",
+        "CPUAccounting=yes",
+        "MemoryAccounting=yes",
+        "TasksAccounting=yes",
+    ]);
+    first.ok(&["systemctl", "daemon-reload"]);
+    assert_eq!(first.sandbox_cgroups(), before);
 
     // A kernel killed outright: systemd kills what is left of the unit and,
     // RestartSec later, starts it again on the same log.
