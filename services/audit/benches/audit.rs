@@ -19,7 +19,9 @@
 //! and its intent and its outcome each beside their part of the floor (so
 //! the table shows which call the time over the floor goes to) and split
 //! by the log's own stage timings (`Audit::record_timings`: queued,
-//! prepared, committed, answered; the rest is outside the log),
+//! prepared, committed, answered; the rest is outside the log); the same
+//! actions back to back, with nothing between them, against blocks of
+//! back-to-back commits and signatures;
 //! beside the same action in process and one disk-free RPC round trip,
 //! warm, after 300 µs idle and right after a durable commit at the sending
 //! end (as every reply of the service is sent); and the offline
@@ -467,6 +469,64 @@ async fn one_action_at_a_time(
     }
 }
 
+/// One client sending actions back to back (a closed loop: each intent right
+/// after the previous outcome's reply), against a floor taken the same way:
+/// blocks of back-to-back raw commits and of signatures, alternating with
+/// blocks of actions so that all three see the same conditions. The
+/// interleaved measurement above puts other work between actions; this one
+/// puts none.
+struct BackToBack {
+    floor_commit: Duration,
+    floor_sign: Duration,
+    action: Duration,
+}
+
+async fn back_to_back(
+    socket: &std::path::Path,
+    bodies: &[String],
+    key: &SecretKey,
+    dir: &std::path::Path,
+    rounds: u64,
+) -> BackToBack {
+    const BLOCK: u64 = 100;
+    let client = connect(socket).await;
+    let floor_db = dir.join("floor-b2b.redb");
+    let _ = std::fs::remove_file(&floor_db);
+    let raw = Database::create(&floor_db).unwrap();
+    let (mut commits, mut signs, mut actions) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        for i in 0..BLOCK {
+            commits.push(raw_commit(&raw, round * BLOCK + i));
+        }
+        for i in 0..BLOCK {
+            let body = &bodies[(round * BLOCK + i) as usize % bodies.len()];
+            let t = Instant::now();
+            std::hint::black_box(key.sign(body.as_bytes()));
+            signs.push(t.elapsed());
+        }
+        for i in 0..BLOCK {
+            let n = 2_000_000 + round * BLOCK + i;
+            let t = Instant::now();
+            let r = client
+                .record(ctx(), vec![intent(n)])
+                .await
+                .unwrap()
+                .unwrap();
+            client
+                .record(ctx(), vec![outcome(intent(n), r[0].seq)])
+                .await
+                .unwrap()
+                .unwrap();
+            actions.push(t.elapsed());
+        }
+    }
+    BackToBack {
+        floor_commit: median(commits),
+        floor_sign: median(signs),
+        action: median(actions),
+    }
+}
+
 /// The two calls of an action, each beside its part of the floor: where
 /// the time over the floor goes.
 fn split_rows(rows: &mut Vec<Row>, action: &ActionLatency, split: &Split) {
@@ -848,6 +908,13 @@ fn main() {
         &key,
         dir.path(),
     ));
+    let closed_loop = single.block_on(back_to_back(
+        &service.socket,
+        &bodies,
+        &key,
+        dir.path(),
+        if quick { 3 } else { 10 },
+    ));
     let action_mt = {
         let (socket, log, bodies) = (service.socket.clone(), log.clone(), bodies.clone());
         let (key, dir) = (key.clone(), dir.path().to_owned());
@@ -909,6 +976,22 @@ fn main() {
         ),
     );
     split_rows(&mut rows, &action, &action.service);
+    {
+        let floor = closed_loop.floor_sign.max(closed_loop.floor_commit) + closed_loop.floor_commit;
+        row(
+            &mut rows,
+            "  the same back to back, nothing between actions (p50)",
+            format!("{:.0} µs", us(closed_loop.action)),
+            format!(
+                "{:.2}× its own floor of {:.0} µs (blocks of back-to-back commits, {:.0} µs, \
+                 and signatures, {:.0} µs, alternating with blocks of actions)",
+                closed_loop.action.as_secs_f64() / floor.as_secs_f64(),
+                us(floor),
+                us(closed_loop.floor_commit),
+                us(closed_loop.floor_sign)
+            ),
+        );
+    }
     row(
         &mut rows,
         "  the same from a task on a 2-worker runtime (p50)",
