@@ -24,6 +24,11 @@ const SYSTEMD: &str = "/usr/lib/systemd/systemd";
 /// The operator's CLI, where the unit expects the executables.
 const UNIT_SIOS: &str = "/opt/sios/target/release/sios";
 
+/// `[policy] client_gid` in the second boot's config, and a member of it
+/// (no such user exists: the kernel knows callers by number).
+const CLIENT_GID: u32 = 61000;
+const CLIENT_UID: u32 = 61009;
+
 /// The targets the unit (and systemd's default dependencies of a service)
 /// name; empty here, so that nothing but the unit under test starts.
 const STAND_IN_TARGETS: [&str; 5] = ["sysinit", "basic", "local-fs", "shutdown", "multi-user"];
@@ -590,10 +595,39 @@ fn the_shipped_unit_installs_starts_restarts_survives_a_reboot_and_stops_under_a
     // same state.
     first.stop();
     drop(first);
+    // A client group, as deploy/sios.toml documents it. At every start
+    // systemd makes the state directory 0700 again (StateDirectoryMode);
+    // the kernel must then open it to the group.
+    std::fs::write(
+        machine.state_dir().join("config.toml"),
+        format!("[policy]\nclient_gid = {CLIENT_GID}\n"),
+    )
+    .unwrap();
     let second = Container::boot(&machine);
     second.wait_active("0", Duration::from_secs(120));
     second.all_ready();
     second.invoke();
+    use std::os::unix::fs::MetadataExt as _;
+    let state = std::fs::metadata(machine.state_dir()).unwrap();
+    assert_eq!((state.mode() & 0o777, state.gid()), (0o710, CLIENT_GID));
+    let member = second.run(
+        &[
+            "setpriv",
+            &format!("--reuid={CLIENT_UID}"),
+            &format!("--regid={CLIENT_GID}"),
+            "--clear-groups",
+            UNIT_SIOS,
+            "--state-dir",
+            "/var/lib/sios",
+            "status",
+        ],
+        None,
+    );
+    assert!(
+        member.status.success(),
+        "a member of the client group runs `sios status`: {}",
+        text(&member.stderr)
+    );
 
     // The log continues across the crash and the reboot, and verifies
     // offline.
