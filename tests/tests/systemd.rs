@@ -110,6 +110,27 @@ fn own_cgroups() -> Vec<PathBuf> {
     dirs
 }
 
+/// Where the appliance in the container puts its sandboxes' groups, in every
+/// hierarchy: the kernel names them after its state directory
+/// (`sios/<hash of /var/lib/sios>/<name>`) from each hierarchy's root, which
+/// is the host's. A stopped appliance removes them; after a failure they are
+/// removed here (those still holding a process, e.g. a real appliance's on
+/// this machine, are left alone: rmdir refuses them).
+fn sandbox_cgroups_on_host() -> Vec<PathBuf> {
+    let own = sios_launch::cgroup_path(Path::new("/var/lib/sios"), "any");
+    let parent = Path::new(&own).parent().expect("sios/<hash>").to_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|mount| {
+            let (before, after) = mount.split_once(" - ")?;
+            let fs = after.split(' ').next()?;
+            let point = before.split(' ').nth(4)?;
+            (fs == "cgroup" || fs == "cgroup2").then(|| Path::new(point).join(&parent))
+        })
+        .collect()
+}
+
 /// Empties and removes a cgroup directory and every group under it.
 fn remove_cgroup(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -473,13 +494,18 @@ impl Drop for Container {
         let _ = self.unshare.kill();
         let _ = self.unshare.wait();
         let deadline = Instant::now() + Duration::from_secs(10);
-        for group in &self.cgroups {
+        let sandboxes = sandbox_cgroups_on_host();
+        for group in self.cgroups.iter().chain(&sandboxes) {
             while group.exists() && Instant::now() < deadline {
                 remove_cgroup(group);
                 if group.exists() {
                     std::thread::sleep(Duration::from_millis(50));
                 }
             }
+        }
+        for group in &sandboxes {
+            // `sios/`, if no other appliance has groups there.
+            let _ = std::fs::remove_dir(group.parent().expect("sios/"));
         }
     }
 }
