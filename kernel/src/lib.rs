@@ -20,5 +20,6 @@ pub mod disk;
 pub mod governance;
 pub mod memory_access;
 pub mod operations;
+pub mod service_manager;
 pub mod spawn;
 pub mod supervisor;

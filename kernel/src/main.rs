@@ -9,6 +9,7 @@ use sios_ipc::Kernel as _;
 use sios_ipc::transport;
 use sios_kernel::api::KernelServer;
 use sios_kernel::appliance::{self, Appliance};
+use sios_kernel::service_manager;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -79,6 +80,18 @@ fn main() -> anyhow::Result<()> {
     result
 }
 
+/// Tells systemd (if it started the kernel) how the appliance is doing; a
+/// failure is logged, never fatal: the appliance serves without it.
+fn tell_service_manager(assignments: &str) {
+    if let Err(err) = service_manager::notify(assignments) {
+        tracing::warn!(
+            "could not tell the service manager ({}={:?}): {err}",
+            service_manager::NOTIFY_SOCKET_ENV,
+            std::env::var_os(service_manager::NOTIFY_SOCKET_ENV).unwrap_or_default()
+        );
+    }
+}
+
 /// Gives group `gid` the `mode` permissions on `path` (the kernel stays its owner).
 fn share_with_group(path: &std::path::Path, gid: u32, mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
@@ -122,16 +135,21 @@ async fn run(config: Config, layout: StateLayout) -> anyhow::Result<()> {
     tokio::select! {
         () = starting => {
             let status = appliance.status().await;
+            let is_ready = |p: &&sios_ipc::ProcessStatus| p.state == sios_ipc::ProcessState::Ready;
             let brains: Vec<_> = status.processes.iter().filter(|p| p.role == sios_ipc::Role::Brain).collect();
-            let ready = brains.iter().filter(|p| p.state == sios_ipc::ProcessState::Ready).count();
+            let ready = brains.iter().copied().filter(is_ready).count();
             tracing::info!(
                 "appliance up in {} ms: {ready}/{} brains ready; `sios status` for details",
                 started.elapsed().as_millis(),
                 brains.len()
             );
+            let all_ready = status.processes.iter().filter(is_ready).count();
+            tell_service_manager(&service_manager::ready(all_ready, status.processes.len()));
         }
         signal = sios_ipc::process::shutdown_signal() => {
-            tracing::info!("{} received during start-up", signal?);
+            let signal = signal?;
+            tracing::info!("{signal} received during start-up");
+            tell_service_manager(&service_manager::stopping(signal));
             appliance.stop().await;
             return Ok(());
         }
@@ -143,6 +161,7 @@ async fn run(config: Config, layout: StateLayout) -> anyhow::Result<()> {
         result = serving => format!("client socket failed: {result:?}"),
     };
     tracing::info!("{reason}; stopping in reverse start order");
+    tell_service_manager(&service_manager::stopping(&reason));
     appliance.stop().await;
     tracing::info!("appliance stopped");
     Ok(())

@@ -1142,7 +1142,8 @@ fn the_systemd_unit_verifies_and_runs_the_appliance_as_its_settings_say() {
             other => panic!("{key}: {other:?}"),
         }
     };
-    assert_eq!(one("Type"), "exec");
+    assert_eq!(one("Type"), "notify");
+    assert_eq!(one("NotifyAccess"), "main");
     assert_eq!(one("KillMode"), "mixed");
     assert_eq!(one("KillSignal"), "SIGTERM");
     assert_eq!(one("PrivateNetwork"), "yes");
@@ -1189,6 +1190,21 @@ fn the_systemd_unit_verifies_and_runs_the_appliance_as_its_settings_say() {
     ]
     .map(str::to_owned)
     .to_vec();
+    // systemd's notification socket, as Type=notify gives the main process.
+    let notify_path = work.path().join("notify");
+    let service_manager = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    service_manager
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let notified = || {
+        let mut buf = [0u8; 512];
+        let n = service_manager.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    command.extend([
+        "env".into(),
+        format!("NOTIFY_SOCKET={}", notify_path.display()),
+    ]);
     command.extend(argv(one("ExecStart")));
     // The unit runs the default catalog; one brain proves the same here.
     let mut app = TestAppliance::start(Options {
@@ -1219,17 +1235,9 @@ fn the_systemd_unit_verifies_and_runs_the_appliance_as_its_settings_say() {
         "the state directory is writable for the kernel"
     );
 
-    // ExecStartPost, as the unit says it, with the unit's environment.
-    let [post] = settings["ExecStartPost"].as_slice() else {
-        panic!("one ExecStartPost")
-    };
-    let post = argv(post);
-    let waited = std::process::Command::new(&post[0])
-        .args(&post[1..])
-        .env(sios_config::STATE_DIR_ENV, &app.state_dir)
-        .output()
-        .unwrap();
-    assert!(waited.status.success(), "{}", stderr(&waited));
+    // Started, as systemd learns it: once every process is ready.
+    assert!(!settings.contains_key("ExecStartPost"));
+    assert_eq!(notified(), "READY=1\nSTATUS=4 of 4 processes ready");
     let request = json_text(&fixture("file-type").request);
     let out = app.sios_with_stdin(&["invoke", "file-type", "--input", "-"], Some(&request));
     assert!(out.status.success(), "{}", stderr(&out));
@@ -1239,6 +1247,7 @@ fn the_systemd_unit_verifies_and_runs_the_appliance_as_its_settings_say() {
     // stop must be recorded.
     let pids = app.pids();
     assert!(app.stop().success(), "the kernel exits 0 on SIGTERM");
+    assert_eq!(notified(), "STOPPING=1\nSTATUS=stopping: SIGTERM");
     for pid in pids {
         assert!(is_zombie_or_gone(pid), "pid {pid} outlived the kernel");
     }
