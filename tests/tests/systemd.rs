@@ -6,7 +6,8 @@
 //! `/etc/systemd/system` and `/var/lib` are the test's [`Machine`], which
 //! outlives a container as a disk outlives a boot; the unit path is that
 //! directory alone, holding empty stand-ins for the targets the unit orders
-//! itself after, so none of this machine's units start. `/var/lib` starts
+//! itself after and a journal, so none of this machine's units start; the
+//! container's `/var/log` is its own. `/var/lib` starts
 //! empty, as on a new machine; the checkout's `deploy/` and this build's
 //! executables are under `/opt/sios`, where the unit's header and ExecStart
 //! look for them. The test does what an operator does, with `systemctl` and
@@ -31,7 +32,33 @@ const CLIENT_UID: u32 = 61009;
 
 /// The targets the unit (and systemd's default dependencies of a service)
 /// name; empty here, so that nothing but the unit under test starts.
-const STAND_IN_TARGETS: [&str; 5] = ["sysinit", "basic", "local-fs", "shutdown", "multi-user"];
+const STAND_IN_TARGETS: [&str; 4] = ["basic", "local-fs", "shutdown", "multi-user"];
+
+/// The machine's journal, which the unit's header tells operators to read:
+/// the socket and the daemon, reduced to what a container needs (the Debian
+/// units also make /dev/log, on this machine's /dev). A service's
+/// `sysinit.target` dependency brings them up first.
+const JOURNAL_UNITS: [(&str, &str); 3] = [
+    (
+        "systemd-journald.socket",
+        "[Unit]\nDefaultDependencies=no\n\n[Socket]\n\
+         ListenStream=/run/systemd/journal/stdout\nListenDatagram=/run/systemd/journal/socket\n\
+         SocketMode=0666\nPassCredentials=yes\nService=systemd-journald.service\n",
+    ),
+    (
+        "systemd-journald.service",
+        "[Unit]\nDefaultDependencies=no\nRequires=systemd-journald.socket\n\
+         After=systemd-journald.socket\n\n[Service]\nType=notify\n\
+         ExecStart=/lib/systemd/systemd-journald\nSockets=systemd-journald.socket\n\
+         RuntimeDirectory=systemd/journal\nRuntimeDirectoryPreserve=yes\nStandardOutput=null\n",
+    ),
+    (
+        "sysinit.target",
+        "[Unit]\nDescription=sysinit.target (the journal alone in this test)\n\
+         Wants=systemd-journald.socket systemd-journald.service\n\
+         After=systemd-journald.socket systemd-journald.service\n",
+    ),
+];
 
 /// Runs in the new namespaces as their PID 1, then becomes systemd.
 /// Arguments: the console, the machine's /etc/systemd/system and /var/lib,
@@ -65,6 +92,9 @@ mount -o remount,bind,ro /sys
 # where the unit's header and ExecStart look for them.
 mount --bind "$units" /etc/systemd/system
 mount --bind "$var_lib" /var/lib
+# The journal's files, the container's own (the host's /var/log/journal
+# exists).
+mount -t tmpfs -o mode=0755 tmpfs /var/log
 mount -t tmpfs -o mode=0755 tmpfs /opt
 mkdir -p /opt/sios/deploy /opt/sios/target/release
 mount --bind "$deploy" /opt/sios/deploy
@@ -73,7 +103,7 @@ mount --bind "$bin" /opt/sios/target/release
 mount --bind "$console" /dev/console
 exec env -i container=sios-test SYSTEMD_UNIT_PATH=/etc/systemd/system \
     PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-    /usr/lib/systemd/systemd --unit=multi-user.target --default-standard-output=tty \
+    /usr/lib/systemd/systemd --unit=multi-user.target --default-standard-output=journal+console \
     --log-target=console
 "#;
 
@@ -194,6 +224,9 @@ impl Machine {
                 format!("[Unit]\nDescription={target}.target (empty in this test)\n"),
             )
             .unwrap();
+        }
+        for (name, text) in JOURNAL_UNITS {
+            std::fs::write(machine.unit_dir().join(name), text).unwrap();
         }
         machine
     }
@@ -468,17 +501,21 @@ impl Container {
         );
         assert_eq!(
             self.processes(),
-            [1],
-            "only systemd is left in the container"
+            ["systemd", "systemd-journal"],
+            "only systemd and its journal are left in the container"
         );
     }
 
-    /// Process ids inside the container's PID namespace.
-    fn processes(&self) -> Vec<u32> {
-        std::fs::read_dir(self.path("/proc"))
+    /// The names (`comm`) of the processes in the container's PID namespace.
+    fn processes(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.path("/proc"))
             .unwrap()
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .collect()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter_map(|pid| std::fs::read_to_string(self.path(&format!("/proc/{pid}/comm"))).ok())
+            .map(|comm| comm.trim_end().to_owned())
+            .collect();
+        names.sort();
+        names
     }
 }
 
@@ -596,6 +633,22 @@ fn the_shipped_unit_installs_starts_restarts_survives_a_reboot_and_stops_under_a
         "ReadWritePaths=/var/lib/sios"
     );
     first.invoke();
+
+    // `journalctl -u sios`, as the unit's header says: the kernel's log and
+    // every child's, each child's line tagged with its name.
+    let journal = first.ok(&["journalctl", "-u", "sios", "--no-pager", "-o", "cat"]);
+    for expected in [
+        "kernel listening",
+        "[audit]",
+        "audit service ready",
+        "[memory]",
+        "appliance up in",
+    ] {
+        assert!(
+            journal.contains(expected),
+            "{expected:?} is not in the journal:\n{journal}"
+        );
+    }
 
     // Each sandboxed process keeps its own cgroups when systemd applies the
     // unit's resource settings again (Delegate=yes; without it, systemd moves
