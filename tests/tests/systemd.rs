@@ -683,7 +683,7 @@ fn the_shipped_unit_installs_starts_restarts_survives_a_reboot_and_stops_under_a
     // state directory to it, and nothing in the unit may undo that (systemd
     // sets up StateDirectory= for every command a unit runs: when the unit
     // still had an ExecStartPost, that reset it to 0700 root:root, racing
-    // the kernel; about 1 start in 13 failed here).
+    // the kernel: 2 runs of this test in 10 failed here).
     std::fs::write(
         machine.state_dir().join("config.toml"),
         format!("[policy]\nclient_gid = {CLIENT_GID}\n"),
