@@ -65,6 +65,29 @@ fn required(met: bool, missing: &str, to_do: &str) -> bool {
     met
 }
 
+/// `sios memory put --namespace NS --subject SUBJECT KEY VALUE`, then `extra`:
+/// the arguments, for whichever way a test runs the CLI.
+pub fn memory_put_args<'a>(
+    namespace: &'a str,
+    subject: &'a str,
+    key: &'a str,
+    value: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "memory",
+        "put",
+        "--namespace",
+        namespace,
+        "--subject",
+        subject,
+        key,
+        value,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// Runs `command` to its end with `stdin` as its input (or none), capturing
 /// its output.
 pub fn output_with_stdin(command: &mut Command, stdin: Option<&str>) -> Output {

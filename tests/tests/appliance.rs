@@ -941,17 +941,9 @@ fn a_full_memory_disk_degrades_memory_alone_and_it_resumes_once_space_is_freed()
     let memory_dir = app.state_dir.join("memory");
     let _unmount = Unmount(memory_dir.clone());
     let ns = "client:ops/notes";
+    let value = "x".repeat(4096);
     let put = |app: &TestAppliance, key: &str| {
-        app.sios(&[
-            "memory",
-            "put",
-            "--namespace",
-            ns,
-            "--subject",
-            "alice",
-            key,
-            &"x".repeat(4096),
-        ])
+        app.sios(&sios_e2e::memory_put_args(ns, "alice", key, &value, &[]))
     };
     let kept = put(&app, "kept");
     assert!(kept.status.success(), "{}", stderr(&kept));

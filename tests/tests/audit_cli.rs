@@ -75,16 +75,7 @@ fn every_action_is_recorded_and_the_export_verifies_offline() {
     ok(&app.sios(&["brain", "enable", "file-type"]), "enable");
     let ns = "client:ops/notes";
     ok(
-        &app.sios(&[
-            "memory",
-            "put",
-            "--namespace",
-            ns,
-            "--subject",
-            "alice",
-            "k1",
-            "v1",
-        ]),
+        &app.sios(&sios_e2e::memory_put_args(ns, "alice", "k1", "v1", &[])),
         "memory put",
     );
     ok(

@@ -441,18 +441,7 @@ fn clients_of_different_uids_get_exactly_what_the_policy_gives_them() {
         client(
             &app,
             uid,
-            &[
-                "memory",
-                "put",
-                "--namespace",
-                ns,
-                "--subject",
-                "patient-7",
-                key,
-                value,
-                "--embedding",
-                "1,0,0",
-            ],
+            &sios_e2e::memory_put_args(ns, "patient-7", key, value, &["--embedding", "1,0,0"]),
         )
     };
     ok(
@@ -499,16 +488,7 @@ fn clients_of_different_uids_get_exactly_what_the_policy_gives_them() {
         ),
         (
             "write",
-            vec![
-                "memory",
-                "put",
-                "--namespace",
-                alice_ns,
-                "--subject",
-                "x",
-                "k",
-                "v",
-            ],
+            sios_e2e::memory_put_args(alice_ns, "x", "k", "v", &[]),
         ),
     ] {
         let out = client(&app, BOB, &args);

@@ -28,21 +28,13 @@ fn memory_round_trip_through_the_kernel() {
     let app = TestAppliance::start(Options::brains(&[]));
     let ns = "client:ops/crm";
     let put = |key: &str, subject: &str, value: &str, emb: &str| {
-        app.sios(&[
-            "memory",
-            "put",
-            "--namespace",
+        app.sios(&sios_e2e::memory_put_args(
             ns,
-            "--subject",
             subject,
             key,
             value,
-            "--embedding",
-            emb,
-            "--meta",
-            "source=test",
-            "--json",
-        ])
+            &["--embedding", emb, "--meta", "source=test", "--json"],
+        ))
     };
     let p = json(&put("a", "alice", "alpha", "1,0,0"), "put a");
     assert_eq!(p["namespace"], ns);
@@ -143,16 +135,8 @@ fn acknowledged_writes_survive_kill_9_of_the_kernel() {
                     for n in 0.. {
                         let key = format!("r{round}-w{writer}-{n}");
                         let value = format!("entry {key}");
-                        let out = app.sios(&[
-                            "memory",
-                            "put",
-                            "--namespace",
-                            ns,
-                            "--subject",
-                            "journal",
-                            &key,
-                            &value,
-                        ]);
+                        let out =
+                            app.sios(&sios_e2e::memory_put_args(ns, "journal", &key, &value, &[]));
                         if !out.status.success() {
                             // The kernel is gone; this write was never acknowledged.
                             break;
