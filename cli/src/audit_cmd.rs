@@ -19,7 +19,7 @@ use sios_audit::proof::{
     CONSISTENCY_FORMAT, ConsistencyProofFile, INCLUSION_FORMAT, InclusionProofFile,
 };
 use sios_audit::record::Record;
-use sios_audit::verify::{VerifyFailure, verify_bundle};
+use sios_audit::verify::{VerifyFailure, counted, verify_bundle};
 use sios_ipc::{
     AuditError, CheckpointPage, ConsistencyProof, Digest, InclusionProof, PublicKeyInfo,
     RecordPage, RecordTimings, RotationReport, SignedCheckpoint, StageTimings,
@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 pub enum AuditCommand {
     /// Print the last N records, oldest first.
     ///
-    /// One line per record: seq, time (ms since the epoch), kind, actor,
+    /// One line per record: seq, time (RFC 3339, UTC), kind, actor,
     /// action, resource, and for outcomes the result. With --json, one JSON
     /// object per line: {"seq", "time_unix_ms", "kind", "actor", "action",
     /// "resource", "prev", "hash", and when present "intent_seq", "result",
@@ -343,10 +343,10 @@ pub async fn run_audit<S: AuditSource>(
                     other => AuditCliError::Failed(other.to_string()),
                 })?;
             eprintln!(
-                "wrote {}: {} records, {} signed checkpoints, tree size {}, root {}",
+                "wrote {}: {}, {}, tree size {}, root {}",
                 file.display(),
-                summary.records,
-                summary.checkpoints,
+                counted(summary.records, "record"),
+                counted(summary.checkpoints, "signed checkpoint"),
                 summary.tree_size,
                 summary.root
             );

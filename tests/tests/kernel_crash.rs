@@ -366,7 +366,7 @@ fn killing_the_kernel_under_load_loses_no_answered_action_and_closes_the_rest() 
     // The one intent open in the export is the export's own: recorded
     // before the export ran, its outcome after (it has one in the log).
     assert!(
-        verified.contains("; 1 intents without outcome"),
+        verified.contains("; 1 intent without outcome"),
         "{verified}"
     );
 }

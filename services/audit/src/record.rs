@@ -528,11 +528,14 @@ impl Record {
     }
 
     /// One line for people: `seq time kind actor action resource [result] detail`.
+    /// One line for people: seq, time (RFC 3339, UTC, milliseconds), kind,
+    /// actor, action, resource, then the result, the decision and the detail.
     pub fn to_line(&self) -> String {
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.time_ms);
         let mut line = format!(
             "{:>8} {} {:<7} {} {} {}",
             self.seq,
-            self.time_ms,
+            humantime::format_rfc3339_millis(time),
             self.kind.name(),
             self.actor,
             self.action,
@@ -733,6 +736,20 @@ pub(crate) mod tests {
             detail: "exit status 0".into(),
         };
         vec![a, b, c]
+    }
+
+    #[test]
+    fn a_line_for_people_reads_the_time_in_utc() {
+        let chain = vector_chain();
+        // 1_700_000_000_000 ms after the epoch.
+        assert_eq!(
+            chain[0].to_line(),
+            "       7 2023-11-14T22:13:20.000Z intent  uid:1000 invoke brain:echo [allow]"
+        );
+        assert_eq!(
+            chain[1].to_line(),
+            "       8 2023-11-14T22:13:20.000Z outcome uid:1000 invoke brain:echo -> ok (intent 7)"
+        );
     }
 
     #[test]

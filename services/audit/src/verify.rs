@@ -46,18 +46,26 @@ impl fmt::Display for VerifyReport {
         let root: String = self.root.iter().map(|b| format!("{b:02x}")).collect();
         write!(
             f,
-            "OK: {} records ({} intents, {} outcomes, {} events; {} intents without outcome), \
-             {} signed checkpoints, {} policy texts, keys {} of log {}; root {root}",
-            self.records,
-            self.intents,
-            self.outcomes,
-            self.events,
-            self.open_intents,
-            self.checkpoints,
-            self.policies,
+            "OK: {} ({}, {}, {}; {} without outcome), {}, {}, keys {} of log {}; root {root}",
+            counted(self.records, "record"),
+            counted(self.intents, "intent"),
+            counted(self.outcomes, "outcome"),
+            counted(self.events, "event"),
+            counted(self.open_intents, "intent"),
+            counted(self.checkpoints, "signed checkpoint"),
+            counted(self.policies, "policy text"),
             self.keys.join(" -> "),
             self.origin
         )
+    }
+}
+
+/// `n` and the noun, in the plural unless `n` is 1 ("1 record", "3 records").
+pub fn counted(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 
