@@ -435,7 +435,8 @@ pub async fn run_audit<S: AuditSource>(
                 .map_err(|e| usage(format!("{}: not JSON: {e}", proof.display())))?;
             match value.get("format").and_then(|f| f.as_str()) {
                 Some(INCLUSION_FORMAT) => {
-                    let file: InclusionProofFile = serde_json::from_value(value).map_err(usage)?;
+                    let file: InclusionProofFile = serde_json::from_value(value)
+                        .map_err(|e| usage(format!("{}: a damaged proof: {e}", proof.display())))?;
                     match file.check(&[&key]) {
                         Ok((record, cp)) => out.line(&format!(
                             "OK: record {} ({} {} {}) is in the log {} of size {} signed by key {}",
@@ -454,8 +455,8 @@ pub async fn run_audit<S: AuditSource>(
                     }
                 }
                 Some(CONSISTENCY_FORMAT) => {
-                    let file: ConsistencyProofFile =
-                        serde_json::from_value(value).map_err(usage)?;
+                    let file: ConsistencyProofFile = serde_json::from_value(value)
+                        .map_err(|e| usage(format!("{}: a damaged proof: {e}", proof.display())))?;
                     match file.check(&[&key]) {
                         Ok((old, new)) => out.line(&format!(
                             "OK: the log {} of size {} is a prefix of its size {}, both signed by key {}",
@@ -471,8 +472,10 @@ pub async fn run_audit<S: AuditSource>(
                     }
                 }
                 other => Err(usage(format!(
-                    "{}: not a sios proof file (format {other:?})",
-                    proof.display()
+                    "{}: not a sios proof file: its \"format\" is {}; expected \"{INCLUSION_FORMAT}\" \
+                     (from `sios audit prove`) or \"{CONSISTENCY_FORMAT}\" (from `sios audit consistency`)",
+                    proof.display(),
+                    other.map_or_else(|| "missing".to_owned(), |f| format!("\"{f}\"")),
                 ))),
             }
         }

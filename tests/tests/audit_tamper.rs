@@ -80,6 +80,17 @@ fn tampering_with_any_kernel_recorded_kind_is_caught_and_the_record_named() {
     assert!(app.stop().success(), "appliance stopped cleanly");
     let (code, said) = verify(&app, &bundle, &pubkey);
     assert_eq!(code, Some(0), "the untouched export verifies: {said}");
+    // Something other than a key given as the key (here, the bundle): a
+    // usage error (2), not a verdict on the log, naming the file once.
+    let (code, said) = verify(&app, &bundle, &bundle);
+    assert_eq!(code, Some(2), "the bundle as its own key: {said}");
+    let named = bundle.display().to_string();
+    assert_eq!(
+        said.matches(&named).count(),
+        1,
+        "the file named once: {said}"
+    );
+    assert!(said.contains("not a sios key file"), "{said}");
 
     // Positions of the records in the bundle, decoded.
     let all = items(&bundle);

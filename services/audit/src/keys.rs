@@ -71,6 +71,18 @@ pub enum KeyError {
     BadName(String),
 }
 
+impl KeyError {
+    /// What went wrong, without the file's path: for a caller that names the
+    /// file itself.
+    pub fn reason(&self) -> String {
+        match self {
+            KeyError::Io { source, .. } => source.to_string(),
+            KeyError::Malformed { reason, .. } => format!("not a sios key file: {reason}"),
+            other => other.to_string(),
+        }
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
     move |source| KeyError::Io {
         path: path.to_owned(),
@@ -379,11 +391,13 @@ pub fn write_public(path: &Path, key: &PublicKey) -> Result<(), KeyError> {
 
 /// Reads a public key file (a verifier key line).
 pub fn read_public(path: &Path) -> Result<PublicKey, KeyError> {
-    let text = fs::read_to_string(path).map_err(io(path))?;
-    PublicKey::parse_vkey(text.trim()).map_err(|reason| KeyError::Malformed {
+    let malformed = |reason| KeyError::Malformed {
         path: path.to_owned(),
         reason,
-    })
+    };
+    let text = String::from_utf8(fs::read(path).map_err(io(path))?)
+        .map_err(|_| malformed("it is not text (a public key file is one line)".into()))?;
+    PublicKey::parse_vkey(text.trim()).map_err(malformed)
 }
 
 /// A fresh log name (the checkpoint origin and key name):

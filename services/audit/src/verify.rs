@@ -120,7 +120,7 @@ fn hex(b: &[u8]) -> String {
 pub fn verify_bundle(bundle: &Path, trusted: &Path) -> Result<VerifyReport, VerifyFailure> {
     let key = read_public(trusted).map_err(|e| VerifyFailure::Unreadable {
         path: trusted.to_owned(),
-        reason: e.to_string(),
+        reason: e.reason(),
     })?;
     let file = std::fs::File::open(bundle).map_err(|e| VerifyFailure::Unreadable {
         path: bundle.to_owned(),

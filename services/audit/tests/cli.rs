@@ -196,6 +196,34 @@ async fn export_verify_prove_and_keys_end_to_end() {
     .await
     .unwrap_err();
     assert_eq!(err.exit_code(), 1, "{err}");
+    // Not a proof, and a proof missing a part: usage errors (2) that say
+    // what the file should be, not verdicts on the log.
+    let other = dir.path().join("other.json");
+    for (text, says) in [
+        (
+            "{}",
+            "its \"format\" is missing; expected \"sios-oar-inclusion-proof/1\"",
+        ),
+        (
+            r#"{"format": "sios-oar-inclusion-proof/1"}"#,
+            "a damaged proof: missing field",
+        ),
+    ] {
+        std::fs::write(&other, text).unwrap();
+        let err = run_audit::<Local>(
+            AuditCommand::VerifyProof {
+                proof: other.clone(),
+                pubkey: pubkey.clone(),
+            },
+            None,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{err}");
+        let said = err.to_string();
+        assert!(said.starts_with(&other.display().to_string()), "{said}");
+        assert!(said.contains(says), "{said}");
+    }
     let cons = dir.path().join("consistency.json");
     let size = src.0.checkpoint().size;
     run_audit(
