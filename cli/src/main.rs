@@ -458,13 +458,22 @@ fn print_status(status: &StatusReport, json: bool) {
     if let Some(idle) = &status.cpu_idle {
         println!("cpu idle: {idle}");
     }
-    println!(
-        "{:<18} {:<7} {:<11} {:>8} {:>8} {:>9} {:>9}  SOCKET",
+    for line in process_table(&status.processes) {
+        println!("{line}");
+    }
+}
+
+/// `sios status`'s table: a header, a row per process, and under a process
+/// that stopped or failed, why. The NAME column is as wide as the longest name.
+fn process_table(processes: &[sios_ipc::ProcessStatus]) -> Vec<String> {
+    let w = name_column(processes.iter().map(|p| p.name.as_str()), 18);
+    let mut lines = vec![format!(
+        "{:<w$} {:<7} {:<11} {:>8} {:>8} {:>9} {:>9}  SOCKET",
         "NAME", "ROLE", "STATE", "PID", "RESTARTS", "UPTIME", "REQUESTS"
-    );
-    for p in &status.processes {
-        println!(
-            "{:<18} {:<7} {:<11} {:>8} {:>8} {:>9} {:>9}  {}",
+    )];
+    for p in processes {
+        lines.push(format!(
+            "{:<w$} {:<7} {:<11} {:>8} {:>8} {:>9} {:>9}  {}",
             p.name,
             p.role.as_str(),
             p.state.as_str(),
@@ -473,11 +482,17 @@ fn print_status(status: &StatusReport, json: bool) {
             p.uptime_s.map_or_else(|| "-".into(), human_duration),
             p.requests,
             p.socket.as_deref().unwrap_or("-"),
-        );
+        ));
         if let Some(err) = &p.last_error {
-            println!("  └ {err}");
+            lines.push(format!("  └ {err}"));
         }
     }
+    lines
+}
+
+/// The width of a table's NAME column: the longest name, and at least `min`.
+fn name_column<'a>(names: impl Iterator<Item = &'a str>, min: usize) -> usize {
+    names.map(|n| n.chars().count()).max().unwrap_or(0).max(min)
 }
 
 fn human_duration(seconds: f64) -> String {
@@ -599,13 +614,14 @@ async fn brain(layout: &StateLayout, command: BrainCommand) -> Result<ExitCode, 
                 let doc = serde_json::json!({ "brains": brains });
                 println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
             } else {
+                let w = name_column(brains.iter().map(|b| b.name.as_str()), 24);
                 println!(
-                    "{:<24} {:<12} {:<11} {:>8} {:>9}  MODEL SHA256",
+                    "{:<w$} {:<12} {:<11} {:>8} {:>9}  MODEL SHA256",
                     "NAME", "KIND", "STATE", "PID", "REQUESTS"
                 );
                 for b in &brains {
                     println!(
-                        "{:<24} {:<12} {:<11} {:>8} {:>9}  {}",
+                        "{:<w$} {:<12} {:<11} {:>8} {:>9}  {}",
                         b.name,
                         b.kind,
                         b.state.as_str(),
@@ -1055,4 +1071,48 @@ async fn sandbox_show(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sios_ipc::{ProcessState, ProcessStatus, Role};
+
+    fn process(name: &str, last_error: Option<&str>) -> ProcessStatus {
+        ProcessStatus {
+            name: name.into(),
+            role: Role::Brain,
+            pid: Some(4242),
+            state: ProcessState::Ready,
+            restarts: 0,
+            uptime_s: Some(75.0),
+            socket: Some(format!("/run/sios/brains/{name}.sock")),
+            requests: 3,
+            last_error: last_error.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn the_status_table_stays_aligned_whatever_the_names() {
+        let processes = [
+            process("echo", None),
+            process("defence-supply-chain", Some("exited with status 1")),
+            process("a-brain-with-a-name-longer-than-any-in-the-catalog", None),
+        ];
+        let lines = process_table(&processes);
+        let rows: Vec<&String> = lines.iter().filter(|l| !l.starts_with("  └")).collect();
+        assert_eq!(rows.len(), 4, "{lines:#?}");
+        // Every row's ROLE column (the header's "ROLE", each row's "brain")
+        // starts where the header's does.
+        let role_at = rows[0].find("ROLE").unwrap();
+        for row in &rows[1..] {
+            assert_eq!(
+                row.find(" brain ").map(|i| i + 1),
+                Some(role_at),
+                "{lines:#?}"
+            );
+        }
+        assert_eq!(lines[3], "  └ exited with status 1");
+        assert!(lines[2].contains("1m15s"), "{}", lines[2]);
+    }
 }
