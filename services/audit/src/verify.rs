@@ -534,6 +534,29 @@ impl Pass {
                 cp.origin
             )));
         }
+        // OAR.md §6.3: a rotation takes effect only through its hand-over
+        // checkpoint (size r + 1, signed by the old key and the new). Without
+        // it, anyone holding only the public key could append a `key.rotate`
+        // to a key of their own and sign whatever follows.
+        let previous = self.last_checkpoint;
+        if let Some((r, _)) = self
+            .keys
+            .iter()
+            .skip(1)
+            .find(|(r, _)| *r >= previous && r + 1 < cp.size)
+        {
+            return Err(invalid(
+                Some(*r),
+                Some(cp.size),
+                format!(
+                    "the key rotation in record {r} has no hand-over checkpoint of size {} signed by \
+                     the old key and the new (the next checkpoint has size {}): the old key never \
+                     approved the new one",
+                    r + 1,
+                    cp.size
+                ),
+            ));
+        }
         self.checkpoints += 1;
         self.last_checkpoint = cp.size;
         if cp.root != self.frontier.root() {

@@ -977,6 +977,51 @@ mod rotation {
     }
 }
 
+mod hand_over {
+    use super::*;
+    use sios_audit::bundle::{BundleReader, BundleWriter, Item};
+
+    /// Without its hand-over checkpoint (size r + 1, signed by both keys) a
+    /// rotation would let anyone holding only the public key append a
+    /// `key.rotate` to a key of their own and sign what follows; the
+    /// verifier refuses it and names the rotation record. (Found by the
+    /// independent verifier written from OAR.md: this verifier accepted it.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rotation_without_its_hand_over_checkpoint_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&dir.path().join("data")).unwrap();
+        actions(&log, 3).await;
+        let report = log.rotate_key("operator:uid:0".into()).await.unwrap();
+        actions(&log, 3).await;
+        let (bundle, key) = export(&log, dir.path(), "rotated").await;
+        verify_bundle(&bundle, &key).unwrap();
+        let mut reader = BundleReader::new(std::fs::File::open(&bundle).unwrap()).unwrap();
+        let mut items = Vec::new();
+        while let Some(item) = reader.next_item().unwrap() {
+            items.push(item);
+        }
+        let hand_over = format!("\n{}\n", report.seq + 1);
+        let before = items.len();
+        items.retain(|i| !matches!(i, Item::Checkpoint(n) if n.contains(&hand_over)));
+        assert_eq!(items.len(), before - 1, "the hand-over checkpoint found");
+        let forged = dir.path().join("forged.bundle");
+        let mut w = BundleWriter::new(std::fs::File::create(&forged).unwrap()).unwrap();
+        for item in &items {
+            match item {
+                Item::Key(k) => w.key(k).unwrap(),
+                Item::Record(r) => w.record(r).unwrap(),
+                Item::Policy(p) => w.policy(p).unwrap(),
+                Item::Checkpoint(c) => w.checkpoint(c).unwrap(),
+                Item::End { .. } => {}
+            }
+        }
+        w.finish().unwrap();
+        let err = verify_bundle(&forged, &key).unwrap_err();
+        assert_eq!(err.seq(), Some(report.seq), "{err}");
+        assert!(err.to_string().contains("no hand-over checkpoint"), "{err}");
+    }
+}
+
 mod erasure {
     use super::*;
 
