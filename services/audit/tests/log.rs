@@ -791,7 +791,7 @@ mod tamper {
         (dir, items, key)
     }
 
-    fn write(items: &[Item], path: &Path) {
+    pub(super) fn write(items: &[Item], path: &Path) {
         let mut w = BundleWriter::new(std::fs::File::create(path).unwrap()).unwrap();
         for i in items {
             match i {
@@ -979,7 +979,7 @@ mod rotation {
 
 mod hand_over {
     use super::*;
-    use sios_audit::bundle::{BundleReader, BundleWriter, Item};
+    use sios_audit::bundle::{BundleReader, Item};
 
     /// Without its hand-over checkpoint (size r + 1, signed by both keys) a
     /// rotation would let anyone holding only the public key append a
@@ -1005,17 +1005,7 @@ mod hand_over {
         items.retain(|i| !matches!(i, Item::Checkpoint(n) if n.contains(&hand_over)));
         assert_eq!(items.len(), before - 1, "the hand-over checkpoint found");
         let forged = dir.path().join("forged.bundle");
-        let mut w = BundleWriter::new(std::fs::File::create(&forged).unwrap()).unwrap();
-        for item in &items {
-            match item {
-                Item::Key(k) => w.key(k).unwrap(),
-                Item::Record(r) => w.record(r).unwrap(),
-                Item::Policy(p) => w.policy(p).unwrap(),
-                Item::Checkpoint(c) => w.checkpoint(c).unwrap(),
-                Item::End { .. } => {}
-            }
-        }
-        w.finish().unwrap();
+        super::tamper::write(&items, &forged);
         let err = verify_bundle(&forged, &key).unwrap_err();
         assert_eq!(err.seq(), Some(report.seq), "{err}");
         assert!(err.to_string().contains("no hand-over checkpoint"), "{err}");
