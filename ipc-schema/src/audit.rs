@@ -257,7 +257,10 @@ pub enum AuditError {
     Storage(String),
     #[error("draft {index} was refused: {reason}")]
     InvalidDraft { index: usize, reason: String },
-    #[error("no record {seq}: the log holds {size} records (0..{size})")]
+    #[error(
+        "no record {seq}: the log holds {size} records, seq 0 to {}; `sios audit tail` shows the latest",
+        .size.saturating_sub(1)
+    )]
     NoSuchRecord { seq: u64, size: u64 },
     #[error(
         "tree size {requested} is not available: the log holds {size} records; ask for a size between 1 and {size}"
@@ -413,6 +416,18 @@ pub trait Audit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_record_names_the_last_seq_there_is() {
+        let err = AuditError::NoSuchRecord {
+            seq: 999,
+            size: 212,
+        };
+        assert!(
+            err.to_string().contains("212 records, seq 0 to 211"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn digest_hex_round_trips() {
