@@ -783,12 +783,18 @@ mod tamper {
         }
         let (bundle, key) = export(&log, dir.path(), "good").await;
         verify_bundle(&bundle, &key).unwrap();
-        let mut r = BundleReader::new(std::fs::File::open(&bundle).unwrap()).unwrap();
+        let items = read(&bundle);
+        (dir, items, key)
+    }
+
+    /// The items of the bundle at `path`, in order.
+    pub(super) fn read(path: &Path) -> Vec<Item> {
+        let mut r = BundleReader::new(std::fs::File::open(path).unwrap()).unwrap();
         let mut items = Vec::new();
         while let Some(i) = r.next_item().unwrap() {
             items.push(i);
         }
-        (dir, items, key)
+        items
     }
 
     pub(super) fn write(items: &[Item], path: &Path) {
@@ -979,7 +985,7 @@ mod rotation {
 
 mod hand_over {
     use super::*;
-    use sios_audit::bundle::{BundleReader, Item};
+    use sios_audit::bundle::Item;
 
     /// Without its hand-over checkpoint (size r + 1, signed by both keys) a
     /// rotation would let anyone holding only the public key append a
@@ -995,11 +1001,7 @@ mod hand_over {
         actions(&log, 3).await;
         let (bundle, key) = export(&log, dir.path(), "rotated").await;
         verify_bundle(&bundle, &key).unwrap();
-        let mut reader = BundleReader::new(std::fs::File::open(&bundle).unwrap()).unwrap();
-        let mut items = Vec::new();
-        while let Some(item) = reader.next_item().unwrap() {
-            items.push(item);
-        }
+        let mut items = super::tamper::read(&bundle);
         let hand_over = format!("\n{}\n", report.seq + 1);
         let before = items.len();
         items.retain(|i| !matches!(i, Item::Checkpoint(n) if n.contains(&hand_over)));
