@@ -191,6 +191,11 @@ impl<R: Read> BundleReader<R> {
     pub fn offset(&self) -> u64 {
         self.offset
     }
+
+    /// Whether the end item has been read (anything after it is an error).
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
 }
 
 /// Reads until `buf` is full or the input ends; returns how much was read.

@@ -39,6 +39,9 @@ pub struct VerifyReport {
     /// Intents without an outcome (in flight at export time, or interrupted).
     pub open_intents: u64,
     pub policies: u64,
+    /// The last checkpoint's signed note, to keep for the next verification
+    /// (OAR.md §8.3).
+    pub last_checkpoint: String,
 }
 
 impl fmt::Display for VerifyReport {
@@ -75,10 +78,13 @@ pub enum VerifyFailure {
     /// The inputs could not be read (not evidence against the log).
     #[error("{path}: {reason}")]
     Unreadable { path: PathBuf, reason: String },
-    /// The log is not intact. `seq` is the first bad record (when one can be
-    /// named); `checkpoint` the checkpoint size involved, if any.
+    /// The log is not intact. `check` is the failing check's name in OAR.md
+    /// §8.1 (`"R-c"`, `"C-e"`, …); `seq` the record OAR.md §8.2 names (none
+    /// when no record is wrong: a checkpoint or another item was altered,
+    /// moved or added); `checkpoint` the checkpoint size involved, if any.
     #[error("{}", describe(*seq, *checkpoint, reason))]
     Invalid {
+        check: &'static str,
         seq: Option<u64>,
         checkpoint: Option<u64>,
         reason: String,
@@ -102,10 +108,24 @@ impl VerifyFailure {
             VerifyFailure::Unreadable { .. } => None,
         }
     }
+
+    /// The failing check's name in OAR.md §8.1, if the log is not intact.
+    pub fn check(&self) -> Option<&'static str> {
+        match self {
+            VerifyFailure::Invalid { check, .. } => Some(check),
+            VerifyFailure::Unreadable { .. } => None,
+        }
+    }
 }
 
-fn invalid(seq: Option<u64>, checkpoint: Option<u64>, reason: impl Into<String>) -> VerifyFailure {
+fn invalid(
+    check: &'static str,
+    seq: Option<u64>,
+    checkpoint: Option<u64>,
+    reason: impl Into<String>,
+) -> VerifyFailure {
     VerifyFailure::Invalid {
+        check,
         seq,
         checkpoint,
         reason: reason.into(),
@@ -116,8 +136,25 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// What a verification checks beyond the bundle itself (OAR.md §8.3).
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// A signed checkpoint note the auditor kept from an earlier
+    /// verification: the bundle must extend it.
+    pub extends: Option<String>,
+}
+
 /// Verifies the bundle at `bundle` against the public key file `trusted`.
 pub fn verify_bundle(bundle: &Path, trusted: &Path) -> Result<VerifyReport, VerifyFailure> {
+    verify_bundle_with(bundle, trusted, &VerifyOptions::default())
+}
+
+/// [`verify_bundle`], and the checks of `options`.
+pub fn verify_bundle_with(
+    bundle: &Path,
+    trusted: &Path,
+    options: &VerifyOptions,
+) -> Result<VerifyReport, VerifyFailure> {
     let key = read_public(trusted).map_err(|e| VerifyFailure::Unreadable {
         path: trusted.to_owned(),
         reason: e.reason(),
@@ -126,7 +163,7 @@ pub fn verify_bundle(bundle: &Path, trusted: &Path) -> Result<VerifyReport, Veri
         path: bundle.to_owned(),
         reason: e.to_string(),
     })?;
-    verify_reader(file, &key)
+    verify_reader_with(file, &key, options)
 }
 
 /// A signature check handed to the worker threads.
@@ -138,16 +175,33 @@ struct SigJob {
     keys: Vec<PublicKey>,
 }
 
+/// A failure and where in the bundle it was found: the number of records
+/// before the item that failed (`u64::MAX` for the checks at the end), so
+/// that the earliest of a structural failure and a signature failure (found
+/// on another thread) is the one reported.
+type Located = (u64, VerifyFailure);
+
 /// Verifies a bundle read from `input` against `trusted`.
 pub fn verify_reader(input: impl Read, trusted: &PublicKey) -> Result<VerifyReport, VerifyFailure> {
+    verify_reader_with(input, trusted, &VerifyOptions::default())
+}
+
+/// [`verify_reader`], and the checks of `options`.
+pub fn verify_reader_with(
+    input: impl Read,
+    trusted: &PublicKey,
+    options: &VerifyOptions,
+) -> Result<VerifyReport, VerifyFailure> {
+    let kept = options.extends.as_deref().map(Kept::parse).transpose()?;
+    let watch = kept.as_ref().map(|k| k.checkpoint.size);
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8);
     let (jobs_tx, jobs_rx) = mpsc::sync_channel::<SigJob>(256);
     let jobs_rx = Arc::new(Mutex::new(jobs_rx));
     // The earliest signature failure found, by checkpoint size.
-    let sig_failure: Arc<Mutex<Option<(u64, VerifyFailure)>>> = Arc::default();
-    std::thread::scope(|scope| {
+    let sig_failure: Arc<Mutex<Option<Located>>> = Arc::default();
+    let result = std::thread::scope(|scope| {
         for _ in 0..workers {
             let rx = jobs_rx.clone();
             let failure = sig_failure.clone();
@@ -163,6 +217,7 @@ pub fn verify_reader(input: impl Read, trusted: &PublicKey) -> Result<VerifyRepo
                     let refs: Vec<&PublicKey> = job.keys.iter().collect();
                     if let Err(e) = verify_checkpoint(&job.note, &refs) {
                         let f = invalid(
+                            "C-f",
                             Some(job.first),
                             Some(job.size),
                             format!(
@@ -177,25 +232,43 @@ pub fn verify_reader(input: impl Read, trusted: &PublicKey) -> Result<VerifyRepo
                 }
             });
         }
-        let result = Pass::new(trusted.clone()).run(input, &jobs_tx);
+        let result = Pass::new(trusted.clone(), watch).run(input, &jobs_tx);
         drop(jobs_tx);
         // Workers finish the queue; the scope joins them.
         result
-    })
-    .and_then(
-        |report| match sig_failure.lock().expect("failure lock").take() {
-            Some((_, f)) => Err(f),
-            None => Ok(report),
-        },
-    )
-    .map_err(|f| {
-        // A structural failure and a signature failure: report the earlier.
-        let sig = sig_failure.lock().expect("failure lock").take();
-        match (sig, f.seq()) {
-            (Some((_, s)), Some(seq)) if s.seq().is_some_and(|t| t < seq) => s,
-            _ => f,
-        }
-    })
+    });
+    // A signature failure stands at its checkpoint, after `size` records: it
+    // comes first unless the structural failure was found before that.
+    let sig = sig_failure.lock().expect("failure lock").take();
+    match (result, sig) {
+        (Err((at, f)), Some((size, s))) => Err(if size <= at { s } else { f }),
+        (Err((_, f)), None) | (Ok(_), Some((_, f))) => Err(f),
+        (Ok(pass), None) => pass.report(kept.as_ref()),
+    }
+}
+
+/// A failure whose record §8.2 names only once the next item is seen.
+enum Pending {
+    /// R-c: record `at` does not name its predecessor's hash. If the next
+    /// record does not name `hash` (record `at`'s) either, record `at`
+    /// changed; otherwise its predecessor did.
+    ChainBreak { at: u64, hash: Hash, named: Hash },
+    /// C-e with a valid signature: the records `first..size` are not the
+    /// ones signed. If the next record still names record `size - 1`'s hash,
+    /// they were rewritten with their links; otherwise record `size - 1`
+    /// changed (the only record that can change without breaking a link).
+    RootMismatch { size: u64, first: u64 },
+}
+
+/// The item before the current one, as the policy-text checks need it.
+#[derive(Clone, Copy)]
+enum Before {
+    /// A record with a `policy` field whose text has not come yet.
+    PolicyRecord {
+        seq: u64,
+        hash: Hash,
+    },
+    Other,
 }
 
 /// The state of one pass over the bundle.
@@ -210,17 +283,20 @@ struct Pass {
     listed_keys: Vec<String>,
     open: HashMap<u64, Hash>,
     closed: HashSet<u64>,
-    policies_needed: Vec<(u64, Hash)>,
-    policies_have: HashSet<Hash>,
+    before: Before,
+    policies: HashSet<Hash>,
     /// Records up to here are covered by a checkpoint whose root matched.
     verified_upto: u64,
     last_checkpoint: u64,
+    last_note: String,
     checkpoints: u64,
-    /// A checkpoint whose root did not match: (size, first record it newly covers).
-    root_mismatch: Option<(u64, u64)>,
     intents: u64,
     outcomes: u64,
     events: u64,
+    /// The size of the checkpoint the auditor kept (OAR.md §8.3), and the
+    /// root of the records' tree at that size once the pass gets there.
+    watch: Option<u64>,
+    watched_root: Option<Hash>,
 }
 
 fn tag(r: &Record) -> Hash {
@@ -234,8 +310,13 @@ fn tag(r: &Record) -> Hash {
         .into()
 }
 
+/// The `prev` field of a record's bytes, if they decode.
+fn prev_of(bytes: &[u8]) -> Option<Hash> {
+    Record::decode(bytes).ok().map(|r| r.prev)
+}
+
 impl Pass {
-    fn new(trusted: PublicKey) -> Pass {
+    fn new(trusted: PublicKey, watch: Option<u64>) -> Pass {
         Pass {
             trusted,
             origin: None,
@@ -246,15 +327,17 @@ impl Pass {
             listed_keys: Vec::new(),
             open: HashMap::new(),
             closed: HashSet::new(),
-            policies_needed: Vec::new(),
-            policies_have: HashSet::new(),
+            before: Before::Other,
+            policies: HashSet::new(),
             verified_upto: 0,
             last_checkpoint: 0,
+            last_note: String::new(),
             checkpoints: 0,
-            root_mismatch: None,
             intents: 0,
             outcomes: 0,
             events: 0,
+            watch,
+            watched_root: None,
         }
     }
 
@@ -262,87 +345,213 @@ impl Pass {
         self.frontier.size()
     }
 
-    fn run(
-        mut self,
-        input: impl Read,
-        jobs: &mpsc::SyncSender<SigJob>,
-    ) -> Result<VerifyReport, VerifyFailure> {
-        let bundle_err = |e: BundleError, next: u64| match e {
+    /// §8.2's "`v` if `v < i`, else none": the first record a bad
+    /// checkpoint here newly covers.
+    fn newly_covered(&self) -> Option<u64> {
+        (self.verified_upto < self.next()).then_some(self.verified_upto)
+    }
+
+    fn run(mut self, input: impl Read, jobs: &mpsc::SyncSender<SigJob>) -> Result<Pass, Located> {
+        let mut reader = BundleReader::new(input).map_err(|e| (0, self.framing(e, false)))?;
+        let mut pending: Option<Pending> = None;
+        loop {
+            let at = self.next();
+            let item = match reader.next_item() {
+                Ok(item) => item,
+                Err(e) => {
+                    if let Some(p) = pending.take() {
+                        return Err((at, self.resolve(p, None)));
+                    }
+                    return Err((at, self.framing(e, reader.ended())));
+                }
+            };
+            if let Some(p) = pending.take() {
+                match item {
+                    // §8.2 passes over policy texts and key lines.
+                    Some(Item::Policy(_) | Item::Key(_)) => {
+                        pending = Some(p);
+                        continue;
+                    }
+                    _ => return Err((at, self.resolve(p, item.as_ref()))),
+                }
+            }
+            let Some(item) = item else { break };
+            // P-a: a record that activates a policy is followed by its text.
+            if let Before::PolicyRecord { seq, hash } = self.before
+                && !matches!(item, Item::Policy(_))
+            {
+                return Err((
+                    at,
+                    invalid(
+                        "P-a",
+                        Some(seq),
+                        None,
+                        format!(
+                            "activates policy {} but its text does not follow it: it was removed",
+                            hex(&hash)
+                        ),
+                    ),
+                ));
+            }
+            let before = std::mem::replace(&mut self.before, Before::Other);
+            let step = match item {
+                Item::Key(line) => {
+                    self.listed_keys.push(line);
+                    Ok(None)
+                }
+                Item::Policy(text) => self.policy(&text, before).map(|()| None),
+                Item::Record(bytes) => self.record(&bytes),
+                Item::Checkpoint(note) => self.checkpoint(note, jobs),
+                Item::End {
+                    records,
+                    checkpoints,
+                } => self.end(records, checkpoints).map(|()| None),
+            };
+            match step {
+                Ok(p) => pending = p,
+                Err(f) => return Err((at, f)),
+            }
+        }
+        self.finish().map_err(|f| (u64::MAX, f))?;
+        Ok(self)
+    }
+
+    /// F: the bundle cannot be read from here on; after the end item, no
+    /// record is in question.
+    fn framing(&self, e: BundleError, after_end: bool) -> VerifyFailure {
+        let next = self.next();
+        match e {
             BundleError::Io(io) => VerifyFailure::Unreadable {
                 path: PathBuf::from("<bundle>"),
                 reason: io.to_string(),
             },
-            BundleError::Truncated(_) | BundleError::NoEnd(_) => invalid(
+            e if after_end => invalid("F", None, None, format!("{e}: bytes follow the end item")),
+            e @ (BundleError::Truncated(_) | BundleError::NoEnd(_)) => invalid(
+                "F",
                 Some(next),
                 None,
                 format!("{e}; record {next} onwards is missing"),
             ),
-            other => invalid(Some(next), None, other.to_string()),
-        };
-        let mut reader = BundleReader::new(input).map_err(|e| bundle_err(e, 0))?;
-        loop {
-            let item = match reader.next_item() {
-                Ok(Some(item)) => item,
-                Ok(None) => break,
-                Err(e) => {
-                    self.settle_root_mismatch(None)?;
-                    return Err(bundle_err(e, self.next()));
-                }
-            };
-            match item {
-                Item::Key(line) => self.listed_keys.push(line),
-                Item::Policy(text) => {
-                    self.policies_have
-                        .insert(Sha256::digest(text.as_bytes()).into());
-                }
-                Item::Record(bytes) => {
-                    let expected = self.next();
-                    match self.record(&bytes) {
-                        Ok(None) => self.settle_root_mismatch(Some((expected, false)))?,
-                        Ok(Some(chain_break)) => {
-                            // A root mismatch just before explains the break better.
-                            self.settle_root_mismatch(Some((expected, true)))?;
-                            return Err(chain_break);
-                        }
-                        Err(e) => {
-                            self.settle_root_mismatch(Some((expected, false)))?;
-                            return Err(e);
-                        }
-                    }
-                }
-                Item::Checkpoint(note) => {
-                    self.settle_root_mismatch(None)?;
-                    self.checkpoint(note, jobs)?;
-                }
-                Item::End {
-                    records,
-                    checkpoints,
-                } => {
-                    self.settle_root_mismatch(None)?;
-                    if records != self.next() || checkpoints != self.checkpoints {
-                        return Err(invalid(
-                            Some(self.next().min(records)),
-                            None,
-                            format!(
-                                "the bundle's end says {records} records and {checkpoints} checkpoints, \
-                                 but holds {} and {}: items were removed or added",
-                                self.next(),
-                                self.checkpoints
-                            ),
-                        ));
-                    }
-                }
-            }
+            other => invalid(
+                "F",
+                Some(next),
+                None,
+                format!("{other}; the bundle cannot be read from record {next} on"),
+            ),
         }
-        self.finish()
     }
 
-    /// Checks one record. Returns `Some(failure)` for a broken chain link,
-    /// which may instead be explained by a pending root mismatch.
-    fn record(&mut self, bytes: &[u8]) -> Result<Option<VerifyFailure>, VerifyFailure> {
+    /// Names the record a pending failure blames, now that `next` (the next
+    /// item other than a policy text or key line, or none) is known.
+    fn resolve(&self, pending: Pending, next: Option<&Item>) -> VerifyFailure {
+        let next_prev = match next {
+            Some(Item::Record(bytes)) => prev_of(bytes),
+            _ => None,
+        };
+        match pending {
+            Pending::ChainBreak { at, hash, named } => {
+                let (seq, how) = if next_prev.is_some_and(|p| p != hash) {
+                    (
+                        at,
+                        format!(
+                            "record {at} was altered: it does not name its predecessor's hash, and \
+                             its successor does not name its hash either"
+                        ),
+                    )
+                } else if next_prev.is_some() {
+                    (at - 1, format!("record {} was altered", at - 1))
+                } else {
+                    (
+                        at - 1,
+                        format!(
+                            "record {} was altered, or record {at}'s link to it was (nothing \
+                             after record {at} tells which)",
+                            at - 1
+                        ),
+                    )
+                };
+                invalid(
+                    "R-c",
+                    Some(seq),
+                    None,
+                    format!(
+                        "hash chain broken: record {at} names predecessor {} but record {} hashes \
+                         to {}; {how}",
+                        hex(&named),
+                        at - 1,
+                        hex(&self.last_hash)
+                    ),
+                )
+            }
+            Pending::RootMismatch { size, first } => {
+                let (seq, how) = if next_prev == Some(self.last_hash) {
+                    (
+                        first,
+                        format!(
+                            "the chain is intact, so records from {first} on were rewritten with \
+                             their links"
+                        ),
+                    )
+                } else {
+                    (
+                        size - 1,
+                        format!(
+                            "record {} was altered (the only one here that can change without \
+                             breaking a link)",
+                            size - 1
+                        ),
+                    )
+                };
+                invalid(
+                    "C-e",
+                    Some(seq),
+                    Some(size),
+                    format!(
+                        "altered: the records 0..{size} do not hash to the root signed in the \
+                         checkpoint of size {size}, whose signature is valid; {how}"
+                    ),
+                )
+            }
+        }
+    }
+
+    fn policy(&mut self, text: &str, before: Before) -> Result<(), VerifyFailure> {
+        let hash: Hash = Sha256::digest(text.as_bytes()).into();
+        match before {
+            Before::PolicyRecord { hash: want, .. } if want == hash => {
+                self.policies.insert(hash);
+                Ok(())
+            }
+            Before::PolicyRecord { seq, hash: want } => Err(invalid(
+                "P-b",
+                Some(seq),
+                None,
+                format!(
+                    "activates policy {} but the text after it hashes to {}: the text was altered",
+                    hex(&want),
+                    hex(&hash)
+                ),
+            )),
+            Before::Other => Err(invalid(
+                "P-c",
+                None,
+                None,
+                format!(
+                    "a policy text ({}) stands after record {}, which activates no policy: it was added",
+                    hex(&hash),
+                    self.next().saturating_sub(1)
+                ),
+            )),
+        }
+    }
+
+    /// Checks one record. A broken link is returned as pending: the next
+    /// item tells which record it blames.
+    fn record(&mut self, bytes: &[u8]) -> Result<Option<Pending>, VerifyFailure> {
         let expected = self.next();
         let r = Record::decode(bytes).map_err(|e| {
             invalid(
+                "R-a",
                 Some(expected),
                 None,
                 format!("the bytes at this position are not a valid canonical record: {e}"),
@@ -350,6 +559,7 @@ impl Pass {
         })?;
         if r.seq != expected {
             return Err(invalid(
+                "R-b",
                 Some(expected),
                 None,
                 format!(
@@ -359,29 +569,31 @@ impl Pass {
             ));
         }
         let hash = Record::hash_of(bytes);
-        let mut chain_break = None;
         if r.prev != self.last_hash {
-            // Record `expected - 1` was altered, or this record's link was.
-            // If the former is covered by a verified checkpoint, it is this one.
-            let blamed = if expected > self.verified_upto {
-                expected - 1
-            } else {
-                expected
-            };
-            chain_break = Some(invalid(
-                Some(blamed),
-                None,
-                format!(
-                    "hash chain broken: record {expected} names predecessor {} but record {} hashes to {} \
-                     (record {blamed} was altered)",
-                    hex(&r.prev),
-                    expected.saturating_sub(1),
-                    hex(&self.last_hash)
-                ),
-            ));
+            if expected == 0 || expected - 1 < self.verified_upto {
+                // Its predecessor is covered by a checkpoint that matched.
+                return Err(invalid(
+                    "R-c",
+                    Some(expected),
+                    None,
+                    format!(
+                        "hash chain broken: record {expected} names predecessor {} but record {} \
+                         hashes to {}, and a signed checkpoint covers it: record {expected} was altered",
+                        hex(&r.prev),
+                        expected.saturating_sub(1),
+                        hex(&self.last_hash)
+                    ),
+                ));
+            }
+            return Ok(Some(Pending::ChainBreak {
+                at: expected,
+                hash,
+                named: r.prev,
+            }));
         }
         if r.time_ms < self.last_time {
             return Err(invalid(
+                "R-d",
                 Some(expected),
                 None,
                 format!(
@@ -390,6 +602,7 @@ impl Pass {
                 ),
             ));
         }
+        let bad_outcome = |reason: String| invalid("R-e", Some(expected), None, reason);
         match &r.kind {
             Kind::Intent => {
                 self.intents += 1;
@@ -400,13 +613,9 @@ impl Pass {
                 match self.open.remove(intent_seq) {
                     Some(t) if t == tag(&r) => {}
                     Some(_) => {
-                        return Err(invalid(
-                            Some(expected),
-                            None,
-                            format!(
-                                "outcome of intent {intent_seq} does not repeat its actor, action and resource"
-                            ),
-                        ));
+                        return Err(bad_outcome(format!(
+                            "outcome of intent {intent_seq} does not repeat its actor, action and resource"
+                        )));
                     }
                     None => {
                         let why = if self.closed.contains(intent_seq) {
@@ -414,11 +623,9 @@ impl Pass {
                         } else {
                             "which is not an intent"
                         };
-                        return Err(invalid(
-                            Some(expected),
-                            None,
-                            format!("outcome names record {intent_seq}, {why}"),
-                        ));
+                        return Err(bad_outcome(format!(
+                            "outcome names record {intent_seq}, {why}"
+                        )));
                     }
                 }
                 self.closed.insert(*intent_seq);
@@ -434,6 +641,7 @@ impl Pass {
             };
             let key = PublicKey::from_bytes(&origin, pk).ok_or_else(|| {
                 invalid(
+                    "R-f",
                     Some(expected),
                     None,
                     "the public key it introduces is not a valid ML-DSA-65 key",
@@ -442,42 +650,18 @@ impl Pass {
             self.keys.push((r.seq, key));
         }
         if let Some(p) = r.policy {
-            self.policies_needed.push((r.seq, p));
+            self.before = Before::PolicyRecord {
+                seq: r.seq,
+                hash: p,
+            };
         }
         self.frontier.push(hash, |_, _, _| {});
+        if self.watch == Some(self.frontier.size()) {
+            self.watched_root = Some(self.frontier.root());
+        }
         self.last_hash = hash;
         self.last_time = r.time_ms;
-        Ok(chain_break)
-    }
-
-    /// After a checkpoint whose root did not match: if the next record's
-    /// link names the altered record, blame it exactly; otherwise blame the
-    /// first record the checkpoint newly covered.
-    fn settle_root_mismatch(
-        &mut self,
-        next_record: Option<(u64, bool)>,
-    ) -> Result<(), VerifyFailure> {
-        let Some((size, first)) = self.root_mismatch.take() else {
-            return Ok(());
-        };
-        let (seq, how) = match next_record {
-            Some((n, true)) if n == size => (
-                size - 1,
-                "does not hash to what the checkpoint signed nor to what its successor names",
-            ),
-            _ => (
-                first,
-                "is the first record not covered by a checkpoint whose root matches the records",
-            ),
-        };
-        Err(invalid(
-            Some(seq),
-            Some(size),
-            format!(
-                "altered: the records 0..{size} do not hash to the root signed in the checkpoint of size \
-                 {size}; record {seq} {how}"
-            ),
-        ))
+        Ok(None)
     }
 
     /// The keys a checkpoint of `size` must be signed by (OAR.md §6.3).
@@ -493,46 +677,42 @@ impl Pass {
         vec![in_force.clone()]
     }
 
+    fn signed_as_required(&self, note: &str, size: u64) -> Result<Checkpoint, NoteError> {
+        let keys = self.required_keys(size);
+        let refs: Vec<&PublicKey> = keys.iter().collect();
+        verify_checkpoint(note, &refs)
+    }
+
     fn checkpoint(
         &mut self,
         note: String,
         jobs: &mpsc::SyncSender<SigJob>,
-    ) -> Result<(), VerifyFailure> {
+    ) -> Result<Option<Pending>, VerifyFailure> {
         let here = self.next();
         let first = self.verified_upto;
-        let fail =
-            |reason: String| invalid(Some(first.min(here.saturating_sub(1))), Some(here), reason);
-        let (body, _) = open_note(&note).map_err(|e| {
-            fail(format!(
-                "checkpoint after record {}: {e}",
-                here.saturating_sub(1)
-            ))
-        })?;
-        let cp = Checkpoint::parse_body(body).map_err(|e: NoteError| {
-            fail(format!(
-                "checkpoint after record {}: {e}",
-                here.saturating_sub(1)
-            ))
-        })?;
+        let after = match here {
+            0 => "before any record".to_owned(),
+            n => format!("after record {}", n - 1),
+        };
+        let altered = |check, reason: String| {
+            invalid(
+                check,
+                self.newly_covered(),
+                None,
+                format!("the checkpoint {after} was altered: {reason}"),
+            )
+        };
+        let (body, _) = open_note(&note).map_err(|e| altered("C-a", e.to_string()))?;
+        let cp = Checkpoint::parse_body(body).map_err(|e| altered("C-a", e.to_string()))?;
         if cp.size != here || cp.size <= self.last_checkpoint {
-            // Records are missing before it (size too big) or were added.
-            return Err(invalid(
-                Some(cp.size.min(here)),
-                Some(cp.size),
-                format!(
-                    "a checkpoint claiming size {} stands after record {} (where only size {here} belongs): \
-                 records are missing, added or out of order",
-                    cp.size,
-                    here.saturating_sub(1)
-                ),
-            ));
+            return Err(self.misplaced(&note, &cp, here, &after));
         }
         let origin = self.origin.clone().unwrap_or_default();
         if cp.origin != origin {
-            return Err(fail(format!(
-                "its origin `{}` is not this log's (`{origin}`)",
-                cp.origin
-            )));
+            return Err(altered(
+                "C-c",
+                format!("its origin `{}` is not this log's (`{origin}`)", cp.origin),
+            ));
         }
         // OAR.md §6.3: a rotation takes effect only through its hand-over
         // checkpoint (size r + 1, signed by the old key and the new). Without
@@ -546,6 +726,7 @@ impl Pass {
             .find(|(r, _)| *r >= previous && r + 1 < cp.size)
         {
             return Err(invalid(
+                "C-d",
                 Some(*r),
                 Some(cp.size),
                 format!(
@@ -560,10 +741,26 @@ impl Pass {
         self.checkpoints += 1;
         self.last_checkpoint = cp.size;
         if cp.root != self.frontier.root() {
-            self.root_mismatch = Some((cp.size, first));
-            return Ok(());
+            // A bad signature says the checkpoint itself changed; a good one
+            // that the records did (OAR.md §8.2).
+            if let Err(e) = self.signed_as_required(&note, cp.size) {
+                return Err(invalid(
+                    "C-e",
+                    Some(first),
+                    Some(cp.size),
+                    format!(
+                        "the checkpoint {after} was altered: its root is not the records' and its \
+                         signature is not valid ({e})"
+                    ),
+                ));
+            }
+            return Ok(Some(Pending::RootMismatch {
+                size: cp.size,
+                first,
+            }));
         }
         let keys = self.required_keys(cp.size);
+        self.last_note.clone_from(&note);
         let job = SigJob {
             size: cp.size,
             first,
@@ -571,19 +768,104 @@ impl Pass {
             keys,
         };
         if jobs.send(job).is_err() {
-            return Err(fail("internal: the signature checkers stopped".into()));
+            return Err(invalid(
+                "C-f",
+                Some(first),
+                Some(cp.size),
+                "internal: the signature checkers stopped",
+            ));
         }
         self.verified_upto = cp.size;
-        Ok(())
+        Ok(None)
     }
 
-    fn finish(self) -> Result<VerifyReport, VerifyFailure> {
+    /// C-b: a checkpoint whose size does not belong here. A valid signature
+    /// by any key of the log so far means a genuine checkpoint in the wrong
+    /// place (records missing or inserted, or it was moved); none means the
+    /// checkpoint itself was altered (OAR.md §8.2).
+    fn misplaced(&self, note: &str, cp: &Checkpoint, here: u64, after: &str) -> VerifyFailure {
+        let size = cp.size;
+        let genuine = self
+            .keys
+            .iter()
+            .any(|(_, k)| verify_checkpoint(note, &[k]).is_ok());
+        let (seq, how) = if !genuine {
+            (
+                self.newly_covered(),
+                format!(
+                    "the checkpoint {after} claims size {size} and no key of the log signed it: \
+                     it was altered"
+                ),
+            )
+        } else if size > here {
+            (
+                Some(here),
+                format!(
+                    "a signed checkpoint of size {size} stands {after}: records {here}..{size} are \
+                     missing before it"
+                ),
+            )
+        } else if size > self.last_checkpoint {
+            (
+                Some(size),
+                format!(
+                    "a signed checkpoint of size {size} stands {after}: records {size}..{here} were \
+                     inserted before it, or it was moved"
+                ),
+            )
+        } else {
+            (
+                None,
+                format!(
+                    "a signed checkpoint of size {size} stands {after}, after the checkpoint of size \
+                     {}: it was repeated or moved",
+                    self.last_checkpoint
+                ),
+            )
+        };
+        invalid("C-b", seq, Some(size), how)
+    }
+
+    /// E-a: the end item's counts.
+    fn end(&self, records: u64, checkpoints: u64) -> Result<(), VerifyFailure> {
+        let have = self.next();
+        let seq = if records > have {
+            Some(have)
+        } else if records < have {
+            Some(records)
+        } else if checkpoints != self.checkpoints {
+            None
+        } else {
+            return Ok(());
+        };
+        Err(invalid(
+            "E-a",
+            seq,
+            None,
+            format!(
+                "the bundle's end says {} and {}, but holds {have} and {}: items were removed or \
+                 added",
+                counted(records, "record"),
+                counted(checkpoints, "checkpoint"),
+                self.checkpoints
+            ),
+        ))
+    }
+
+    /// End-a to End-d.
+    fn finish(&self) -> Result<(), VerifyFailure> {
         let size = self.next();
         if size == 0 {
-            return Err(invalid(Some(0), None, "the bundle holds no records"));
+            return Err(invalid(
+                "End-a",
+                Some(0),
+                None,
+                "the bundle holds no records",
+            ));
         }
         if self.verified_upto < size {
             return Err(invalid(
+                "End-b",
                 Some(self.verified_upto),
                 None,
                 format!(
@@ -595,6 +877,7 @@ impl Pass {
         if !self.keys.iter().any(|(_, k)| *k == self.trusted) {
             let ids: Vec<String> = self.keys.iter().map(|(_, k)| k.id_hex()).collect();
             return Err(invalid(
+                "End-c",
                 Some(0),
                 None,
                 format!(
@@ -612,27 +895,24 @@ impl Pass {
                 .unwrap_or(false);
             if !ok {
                 return Err(invalid(
+                    "End-d",
                     None,
                     None,
                     format!("the bundle lists a key that no record of the log introduces: {line}"),
                 ));
             }
         }
-        for (seq, hash) in &self.policies_needed {
-            if !self.policies_have.contains(hash) {
-                return Err(invalid(
-                    Some(*seq),
-                    None,
-                    format!(
-                        "activates policy {} whose text is not in the bundle",
-                        hex(hash)
-                    ),
-                ));
-            }
+        Ok(())
+    }
+
+    /// The report of a pass that succeeded, after OAR.md §8.3's checks.
+    fn report(self, kept: Option<&Kept>) -> Result<VerifyReport, VerifyFailure> {
+        if let Some(kept) = kept {
+            self.extends(kept)?;
         }
         Ok(VerifyReport {
             origin: self.origin.unwrap_or_default(),
-            records: size,
+            records: self.frontier.size(),
             checkpoints: self.checkpoints,
             root: self.frontier.root(),
             keys: self.keys.iter().map(|(_, k)| k.id_hex()).collect(),
@@ -640,9 +920,96 @@ impl Pass {
             outcomes: self.outcomes,
             events: self.events,
             open_intents: self.open.len() as u64,
-            policies: self.policies_have.len() as u64,
+            policies: self.policies.len() as u64,
+            last_checkpoint: self.last_note,
         })
     }
+
+    /// X-a to X-c: the bundle extends the checkpoint the auditor kept.
+    fn extends(&self, kept: &Kept) -> Result<(), VerifyFailure> {
+        let cp = &kept.checkpoint;
+        let origin = self.origin.as_deref().unwrap_or_default();
+        if cp.origin != origin {
+            return Err(unusable(format!(
+                "it is of the log `{}`, the bundle of `{origin}`",
+                cp.origin
+            )));
+        }
+        let have = self.frontier.size();
+        if cp.size > have {
+            return Err(invalid(
+                "X-b",
+                Some(have),
+                Some(cp.size),
+                format!(
+                    "the bundle holds {}, fewer than the {} of the checkpoint you kept: records \
+                     {have}..{} were cut from its end",
+                    counted(have, "record"),
+                    cp.size,
+                    cp.size
+                ),
+            ));
+        }
+        // Each key of a hand-over may sign it; otherwise the key in force.
+        let allowed = self.required_keys(cp.size);
+        if !allowed
+            .iter()
+            .any(|k| verify_checkpoint(&kept.note, &[k]).is_ok())
+        {
+            let ids: Vec<String> = allowed.iter().map(PublicKey::id_hex).collect();
+            return Err(unusable(format!(
+                "it is not validly signed by the key this log had in force at size {} ({})",
+                cp.size,
+                ids.join(" or ")
+            )));
+        }
+        let root = self.watched_root.expect("the pass saw the kept size");
+        if root != cp.root {
+            return Err(invalid(
+                "X-c",
+                None,
+                Some(cp.size),
+                format!(
+                    "the first {} of the bundle are not the ones in the checkpoint you kept (root {} \
+                     against {}): the operator's key signed two different histories",
+                    counted(cp.size, "record"),
+                    hex(&root),
+                    hex(&cp.root)
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A checkpoint the auditor kept (OAR.md §8.3), parsed.
+struct Kept {
+    note: String,
+    checkpoint: Checkpoint,
+}
+
+impl Kept {
+    fn parse(note: &str) -> Result<Kept, VerifyFailure> {
+        let (body, _) = open_note(note).map_err(|e| unusable(e.to_string()))?;
+        let checkpoint = Checkpoint::parse_body(body).map_err(|e| unusable(e.to_string()))?;
+        if checkpoint.size == 0 {
+            return Err(unusable("it has size 0".into()));
+        }
+        Ok(Kept {
+            note: note.to_owned(),
+            checkpoint,
+        })
+    }
+}
+
+/// X-a: the kept checkpoint is not one this log's keys signed.
+fn unusable(reason: String) -> VerifyFailure {
+    invalid(
+        "X-a",
+        None,
+        None,
+        format!("the checkpoint you kept cannot be used: {reason}"),
+    )
 }
 
 /// The names a record must follow (documented in OAR.md, used by tools).

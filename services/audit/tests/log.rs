@@ -8,6 +8,7 @@
 //! - `rules`: what the service refuses so that the log always verifies.
 //! - `recovery`: reopen continues the chain and the tree.
 //! - `tamper`: each kind of damage is caught and the first bad record named.
+//! - `naming`: OAR.md §8.2 row by row: the record each failure names, and the check.
 //! - `rotation`: the verifier follows key rotations.
 //! - `erasure`: erasing a subject key leaves the log verifying and the key gone from the file.
 //! - `proofs`: inclusion and consistency proofs from the store, checked offline.
@@ -1153,5 +1154,323 @@ mod proofs {
             }
         }
         log.close();
+    }
+}
+
+mod naming {
+    //! OAR.md §8.2, row by row: each kind of damage names the record whose
+    //! change alone explains it (or, when no record changed, none), and the
+    //! failing check of §8.1.
+    use super::tamper::{read, write};
+    use super::*;
+    use sios_audit::bundle::Item;
+    use sios_audit::checkpoint::{Checkpoint, open_note};
+    use sios_audit::verify::{VerifyOptions, verify_bundle_with};
+
+    /// Records 0 (`log.init`), 1..=6 (one batch), 7 (a policy activation),
+    /// 8..=13, 14..=19 (one batch each), a checkpoint after each batch; so
+    /// a checkpoint covers several records and only the last of each batch
+    /// stands right before one.
+    async fn fixture() -> (tempfile::TempDir, Vec<Item>, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&dir.path().join("data")).unwrap();
+        log.flush().await.unwrap();
+        let batch = |from: u64| (from..from + 6).map(event).collect::<Vec<_>>();
+        log.record(batch(1)).await.unwrap();
+        log.flush().await.unwrap();
+        let mut policy = RecordDraft::new(
+            "operator:uid:0",
+            "policy.activate",
+            "policy:default",
+            DraftKind::Event,
+        );
+        policy.policy_text = Some("permit(principal, action, resource);".into());
+        log.record(vec![policy]).await.unwrap();
+        log.flush().await.unwrap();
+        for from in [8, 14] {
+            log.record(batch(from)).await.unwrap();
+            log.flush().await.unwrap();
+        }
+        let (bundle, key) = export(&log, dir.path(), "good").await;
+        let report = verify_bundle(&bundle, &key).unwrap();
+        assert_eq!(report.records, 20);
+        let items = read(&bundle);
+        for size in [7, 8, 14, 20] {
+            at_checkpoint(&items, size);
+        }
+        (dir, items, key)
+    }
+
+    fn at_record(items: &[Item], seq: u64) -> usize {
+        items
+            .iter()
+            .position(|i| matches!(i, Item::Record(b) if Record::decode(b).unwrap().seq == seq))
+            .unwrap()
+    }
+
+    fn size_of(note: &str) -> u64 {
+        Checkpoint::parse_body(open_note(note).unwrap().0)
+            .unwrap()
+            .size
+    }
+
+    fn at_checkpoint(items: &[Item], size: u64) -> usize {
+        items
+            .iter()
+            .position(|i| matches!(i, Item::Checkpoint(n) if size_of(n) == size))
+            .unwrap_or_else(|| panic!("no checkpoint of size {size}"))
+    }
+
+    fn record_mut(items: &mut [Item], seq: u64) -> &mut Vec<u8> {
+        let i = at_record(items, seq);
+        match &mut items[i] {
+            Item::Record(b) => b,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Changes one character of the record's detail ("exit N"): still a
+    /// canonical record, with a different hash.
+    fn change_in_place(items: &mut [Item], seq: u64) {
+        let b = record_mut(items, seq);
+        let at = b.windows(5).position(|w| w == b"exit ").unwrap();
+        b[at] = b'E';
+    }
+
+    /// Rewrites the record's `prev` field to `prev`.
+    fn relink(items: &mut [Item], seq: u64, prev: [u8; 32]) {
+        let b = record_mut(items, seq);
+        let mut r = Record::decode(b).unwrap();
+        r.prev = prev;
+        *b = r.encode();
+    }
+
+    fn hash(items: &[Item], seq: u64) -> [u8; 32] {
+        match &items[at_record(items, seq)] {
+            Item::Record(b) => Record::hash_of(b),
+            _ => unreachable!(),
+        }
+    }
+
+    /// Verifies `items` and returns the failure: (check, record named, message).
+    fn failure(items: &[Item], dir: &Path, key: &Path) -> (&'static str, Option<u64>, String) {
+        let path = dir.join("tampered.bundle");
+        write(items, &path);
+        match verify_bundle(&path, key) {
+            Ok(r) => panic!("tampered bundle verified: {r}"),
+            Err(f) => (f.check().unwrap(), f.seq(), f.to_string()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_changed_in_place_is_named_by_its_successors_link() {
+        let (dir, mut items, key) = fixture().await;
+        change_in_place(&mut items, 10);
+        let (check, seq, why) = failure(&items, dir.path(), &key);
+        assert_eq!((check, seq), ("R-c", Some(10)), "{why}");
+    }
+
+    #[tokio::test]
+    async fn a_changed_link_breaks_both_links_and_names_its_record() {
+        let (dir, mut items, key) = fixture().await;
+        relink(&mut items, 10, [9; 32]);
+        let (check, seq, why) = failure(&items, dir.path(), &key);
+        assert_eq!((check, seq), ("R-c", Some(10)), "{why}");
+        assert!(
+            why.contains("its successor does not name its hash either"),
+            "{why}"
+        );
+    }
+
+    /// Record 13 is the last before a checkpoint: nothing tells a changed
+    /// record 12 from a changed link in record 13; the earlier is named and
+    /// the message says both.
+    #[tokio::test]
+    async fn a_changed_link_before_a_checkpoint_names_both_candidates() {
+        let (dir, mut items, key) = fixture().await;
+        relink(&mut items, 13, [9; 32]);
+        let (check, seq, why) = failure(&items, dir.path(), &key);
+        assert_eq!((check, seq), ("R-c", Some(12)), "{why}");
+        assert!(why.contains("or record 13's link to it was"), "{why}");
+    }
+
+    /// The last record can change without breaking a link; the checkpoint's
+    /// valid signature over another root says the records changed.
+    #[tokio::test]
+    async fn the_last_record_changed_is_named_through_the_signed_root() {
+        let (dir, mut items, key) = fixture().await;
+        change_in_place(&mut items, 19);
+        let (check, seq, why) = failure(&items, dir.path(), &key);
+        assert_eq!((check, seq), ("C-e", Some(19)), "{why}");
+        // Before a checkpoint with records after it, the successor's link names it.
+        let (dir, mut items, key) = fixture().await;
+        change_in_place(&mut items, 13);
+        let (check, seq, why) = failure(&items, dir.path(), &key);
+        assert_eq!((check, seq), ("C-e", Some(13)), "{why}");
+    }
+
+    #[tokio::test]
+    async fn records_rewritten_with_their_links_name_the_first_record_not_proven() {
+        let (dir, mut items, key) = fixture().await;
+        change_in_place(&mut items, 10);
+        for seq in 11..=14 {
+            let prev = hash(&items, seq - 1);
+            relink(&mut items, seq, prev);
+        }
+        let (check, seq, why) = failure(&items, dir.path(), &key);
+        assert_eq!((check, seq), ("C-e", Some(8)), "{why}");
+        assert!(why.contains("rewritten with their links"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn a_checkpoint_with_a_changed_size_is_altered_not_misplaced() {
+        let (dir, mut items, key) = fixture().await;
+        let i = at_checkpoint(&items, 14);
+        if let Item::Checkpoint(n) = &mut items[i] {
+            *n = n.replacen("\n14\n", "\n15\n", 1);
+        }
+        let (check, seq, why) = failure(&items, dir.path(), &key);
+        assert_eq!((check, seq), ("C-b", Some(8)), "{why}");
+        assert!(why.contains("no key of the log signed it"), "{why}");
+        // Its root changed instead: also the checkpoint, not the records.
+        let (dir, mut items, key) = fixture().await;
+        let i = at_checkpoint(&items, 14);
+        if let Item::Checkpoint(n) = &mut items[i] {
+            let root_at = n.find("\n14\n").unwrap() + 4;
+            let c = if n.as_bytes()[root_at] == b'A' {
+                "B"
+            } else {
+                "A"
+            };
+            n.replace_range(root_at..root_at + 1, c);
+        }
+        let (check, seq, why) = failure(&items, dir.path(), &key);
+        assert_eq!((check, seq), ("C-e", Some(8)), "{why}");
+        assert!(why.contains("signature is not valid"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn records_removed_before_the_last_checkpoint_are_named() {
+        let (dir, mut items, key) = fixture().await;
+        items.remove(at_record(&items, 19));
+        items.remove(at_record(&items, 18));
+        let (check, seq, why) = failure(&items, dir.path(), &key);
+        assert_eq!((check, seq), ("C-b", Some(18)), "{why}");
+        assert!(why.contains("missing before it"), "{why}");
+    }
+
+    /// No record is wrong: none is named.
+    #[tokio::test]
+    async fn a_repeated_checkpoint_names_no_record() {
+        let (dir, items, key) = fixture().await;
+        for size in [14, 20] {
+            let mut t = items.clone();
+            let i = at_checkpoint(&t, size);
+            t.insert(i + 1, t[i].clone());
+            let (check, seq, why) = failure(&t, dir.path(), &key);
+            assert_eq!((check, seq), ("C-b", None), "{why}");
+            assert!(why.contains("repeated or moved"), "{why}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_end_items_counts_and_bytes_after_it() {
+        let (dir, items, key) = fixture().await;
+        let path = dir.path().join("ends.bundle");
+        let patched = |records: u64, checkpoints: u64, extra: &[u8]| {
+            write(&items, &path);
+            let mut bytes = std::fs::read(&path).unwrap();
+            let n = bytes.len();
+            bytes[n - 16..n - 8].copy_from_slice(&records.to_be_bytes());
+            bytes[n - 8..].copy_from_slice(&checkpoints.to_be_bytes());
+            bytes.extend_from_slice(extra);
+            std::fs::write(&path, bytes).unwrap();
+            let f = verify_bundle(&path, &key).unwrap_err();
+            (f.check().unwrap(), f.seq(), f.to_string())
+        };
+        let cps = items
+            .iter()
+            .filter(|i| matches!(i, Item::Checkpoint(_)))
+            .count() as u64;
+        let (check, seq, why) = patched(20, cps + 1, b"");
+        assert_eq!((check, seq), ("E-a", None), "{why}");
+        let (check, seq, why) = patched(22, cps, b"");
+        assert_eq!((check, seq), ("E-a", Some(20)), "{why}");
+        let (check, seq, why) = patched(20, cps, b"R\0\0\0\0");
+        assert_eq!((check, seq), ("F", None), "{why}");
+        assert!(why.contains("bytes follow the end item"), "{why}");
+    }
+
+    #[tokio::test]
+    async fn a_policy_text_missing_altered_or_added_is_caught() {
+        let (dir, items, key) = fixture().await;
+        let p = items
+            .iter()
+            .position(|i| matches!(i, Item::Policy(_)))
+            .unwrap();
+        assert_eq!(p, at_record(&items, 7) + 1, "the text follows its record");
+        // Removed.
+        let mut t = items.clone();
+        t.remove(p);
+        let (check, seq, why) = failure(&t, dir.path(), &key);
+        assert_eq!((check, seq), ("P-a", Some(7)), "{why}");
+        // Altered.
+        let mut t = items.clone();
+        t[p] = Item::Policy("forbid(principal, action, resource);".into());
+        let (check, seq, why) = failure(&t, dir.path(), &key);
+        assert_eq!((check, seq), ("P-b", Some(7)), "{why}");
+        // Added after a record that activates nothing, or repeated.
+        for at in [at_record(&items, 3) + 1, p + 1] {
+            let mut t = items.clone();
+            t.insert(at, items[p].clone());
+            let (check, seq, why) = failure(&t, dir.path(), &key);
+            assert_eq!((check, seq), ("P-c", None), "{why}");
+        }
+    }
+
+    /// OAR.md §8.3: a bundle cut back to an earlier checkpoint verifies on
+    /// its own; against the later checkpoint the auditor kept, it does not.
+    #[tokio::test]
+    async fn a_kept_checkpoint_catches_a_shorter_log_and_a_second_history() {
+        let (dir, items, key) = fixture().await;
+        let kept = match &items[at_checkpoint(&items, 20)] {
+            Item::Checkpoint(n) => n.clone(),
+            _ => unreachable!(),
+        };
+        let with = |items: &[Item], kept: &str| {
+            let path = dir.path().join("cut.bundle");
+            write(items, &path);
+            let options = VerifyOptions {
+                extends: Some(kept.to_owned()),
+            };
+            verify_bundle_with(&path, &key, &options)
+        };
+        // The whole log extends its own last checkpoint, and the one before.
+        assert_eq!(with(&items, &kept).unwrap().last_checkpoint, kept);
+        let earlier = match &items[at_checkpoint(&items, 14)] {
+            Item::Checkpoint(n) => n.clone(),
+            _ => unreachable!(),
+        };
+        with(&items, &earlier).unwrap();
+        // Cut back to the checkpoint of size 14.
+        let cut = &items[..=at_checkpoint(&items, 14)];
+        let alone = dir.path().join("alone.bundle");
+        write(cut, &alone);
+        assert_eq!(verify_bundle(&alone, &key).unwrap().records, 14);
+        let f = with(cut, &kept).unwrap_err();
+        assert_eq!((f.check(), f.seq()), (Some("X-b"), Some(14)), "{f}");
+        assert!(f.to_string().contains("cut from its end"), "{f}");
+        // The operator's key signing another history of the same size.
+        let secret =
+            keys::SecretKey::load(&dir.path().join("data").join(keys::SECRET_FILE)).unwrap();
+        let mut other = Checkpoint::parse_body(open_note(&kept).unwrap().0).unwrap();
+        other.root = [9; 32];
+        let f = with(&items, &other.sign(&[&secret])).unwrap_err();
+        assert_eq!((f.check(), f.seq()), (Some("X-c"), None), "{f}");
+        assert!(f.to_string().contains("two different histories"), "{f}");
+        // A checkpoint no key of this log signed is refused as unusable.
+        let stranger = keys::SecretKey::generate(&other.origin).unwrap();
+        let f = with(&items, &other.sign(&[&stranger])).unwrap_err();
+        assert_eq!(f.check(), Some("X-a"), "{f}");
     }
 }
