@@ -19,7 +19,7 @@ use sios_audit::proof::{
     CONSISTENCY_FORMAT, ConsistencyProofFile, INCLUSION_FORMAT, InclusionProofFile,
 };
 use sios_audit::record::Record;
-use sios_audit::verify::{VerifyFailure, counted, verify_bundle};
+use sios_audit::verify::{VerifyFailure, VerifyOptions, VerifyReport, counted, verify_bundle_with};
 use sios_ipc::{
     AuditError, CheckpointPage, ConsistencyProof, Digest, InclusionProof, PublicKeyInfo,
     RecordPage, RecordTimings, RotationReport, SignedCheckpoint, StageTimings,
@@ -60,13 +60,34 @@ pub enum AuditCommand {
     ///
     /// Needs no appliance. Without BUNDLE, exports the running appliance's
     /// log to a temporary file and verifies that. On failure, names the first
-    /// bad record and why, and exits 1.
+    /// bad record and why (OAR.md §8.2), and exits 1.
+    ///
+    /// A bundle alone cannot show that it is the whole log: every prefix
+    /// ending at a checkpoint is a valid log. Keep the last checkpoint of
+    /// each bundle you verify (--keep-checkpoint) and check the next bundle
+    /// against it (--extends): a log cut short, or a second history signed
+    /// with the same key, is then caught.
     Verify {
         /// The bundle (`sios audit export`); default: the live log.
         bundle: Option<PathBuf>,
         /// The operator's public key file, as the auditor received it.
         #[arg(long, value_name = "FILE")]
         pubkey: PathBuf,
+        /// A checkpoint kept from an earlier verification: the bundle must
+        /// extend it (same records up to its size, and at least as many).
+        #[arg(long, value_name = "FILE")]
+        extends: Option<PathBuf>,
+        /// After a successful verification, write the bundle's last signed
+        /// checkpoint to FILE, for the next --extends.
+        #[arg(long, value_name = "FILE")]
+        keep_checkpoint: Option<PathBuf>,
+        /// One JSON object instead of text: {"ok": true, "origin",
+        /// "records", "checkpoints", "root", "keys", "intents", "outcomes",
+        /// "events", "open_intents", "policies"} or {"ok": false, "check"
+        /// (OAR.md §8.1), "seq" (the record named, or null), "checkpoint",
+        /// "reason"}.
+        #[arg(long)]
+        json: bool,
     },
     /// Print an inclusion proof of record SEQ in a signed checkpoint, as
     /// JSON that `sios audit verify-proof` checks offline.
@@ -352,7 +373,21 @@ pub async fn run_audit<S: AuditSource>(
             );
             Ok(())
         }
-        AuditCommand::Verify { bundle, pubkey } => {
+        AuditCommand::Verify {
+            bundle,
+            pubkey,
+            extends,
+            keep_checkpoint,
+            json,
+        } => {
+            let options = VerifyOptions {
+                extends: extends
+                    .map(|p| {
+                        std::fs::read_to_string(&p)
+                            .map_err(|e| usage(format!("{}: {e}", p.display())))
+                    })
+                    .transpose()?,
+            };
             let (path, _tmp) = match bundle {
                 Some(p) => (p, None),
                 None => {
@@ -368,14 +403,29 @@ pub async fn run_audit<S: AuditSource>(
                     (path, Some(TempDir(dir)))
                 }
             };
-            match verify_bundle(&path, &pubkey) {
-                Ok(report) => out.line(&report.to_string()),
+            match verify_bundle_with(&path, &pubkey, &options) {
+                Ok(report) => {
+                    if let Some(keep) = keep_checkpoint {
+                        keys::write_atomically(&keep, report.last_checkpoint.as_bytes())
+                            .map_err(usage)?;
+                    }
+                    if json {
+                        out.line(&report_json(&report).to_string())
+                    } else {
+                        out.line(&report.to_string())
+                    }
+                }
                 Err(VerifyFailure::Unreadable { path, reason }) => {
                     Err(usage(format!("{}: {reason}", path.display())))
                 }
-                Err(failure) => Err(AuditCliError::Failed(format!(
-                    "verification FAILED: {failure}"
-                ))),
+                Err(failure) => {
+                    if json {
+                        out.line(&failure_json(&failure).to_string())?;
+                    }
+                    Err(AuditCliError::Failed(format!(
+                        "verification FAILED: {failure}"
+                    )))
+                }
             }
         }
         AuditCommand::Prove {
@@ -524,6 +574,40 @@ pub fn timings_table(t: &RecordTimings) -> Vec<String> {
         }
     }
     lines
+}
+
+/// `sios audit verify --json`, when the log verifies.
+fn report_json(r: &VerifyReport) -> serde_json::Value {
+    serde_json::json!({
+        "ok": true,
+        "origin": r.origin,
+        "records": r.records,
+        "checkpoints": r.checkpoints,
+        "root": r.root.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        "keys": r.keys,
+        "intents": r.intents,
+        "outcomes": r.outcomes,
+        "events": r.events,
+        "open_intents": r.open_intents,
+        "policies": r.policies,
+    })
+}
+
+/// `sios audit verify --json`, when it does not.
+fn failure_json(f: &VerifyFailure) -> serde_json::Value {
+    let (checkpoint, reason) = match f {
+        VerifyFailure::Invalid {
+            checkpoint, reason, ..
+        } => (*checkpoint, reason.clone()),
+        VerifyFailure::Unreadable { .. } => (None, f.to_string()),
+    };
+    serde_json::json!({
+        "ok": false,
+        "check": f.check(),
+        "seq": f.seq(),
+        "checkpoint": checkpoint,
+        "reason": reason,
+    })
 }
 
 /// `sios audit timings --json`.

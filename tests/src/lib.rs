@@ -67,31 +67,14 @@ fn required(met: bool, missing: &str, to_do: &str) -> bool {
 
 /// The items of the export bundle at `bundle`, in order (OAR.md §7.1).
 pub fn bundle_items(bundle: &Path) -> Vec<sios_audit::bundle::Item> {
-    let file = std::fs::File::open(bundle).unwrap_or_else(|e| panic!("{}: {e}", bundle.display()));
-    let mut reader = sios_audit::bundle::BundleReader::new(file).expect("a bundle");
-    let mut items = Vec::new();
-    while let Some(item) = reader.next_item().expect("a readable bundle") {
-        items.push(item);
-    }
-    items
+    sios_audit::bundle::read_items(bundle).unwrap_or_else(|e| panic!("{}: {e}", bundle.display()))
 }
 
 /// Writes `items` as a bundle at `path`, the end item recounted, as a forger
 /// would: tampering then shows in what the items say, not in their count.
 pub fn write_bundle_items(path: &Path, items: &[sios_audit::bundle::Item]) {
-    use sios_audit::bundle::{BundleWriter, Item};
-    let mut w = BundleWriter::new(std::fs::File::create(path).expect("bundle file")).unwrap();
-    for item in items {
-        match item {
-            Item::Key(k) => w.key(k),
-            Item::Record(r) => w.record(r),
-            Item::Policy(p) => w.policy(p),
-            Item::Checkpoint(c) => w.checkpoint(c),
-            Item::End { .. } => continue,
-        }
-        .unwrap();
-    }
-    w.finish().unwrap();
+    sios_audit::bundle::write_items(path, items)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
 
 /// The independent verifier, `services/audit/verifier-py/oar_verify.py`,

@@ -33,6 +33,34 @@ pub enum Item {
     End { records: u64, checkpoints: u64 },
 }
 
+/// Reads every item of the bundle at `path`, the end item included.
+pub fn read_items(path: &std::path::Path) -> Result<Vec<Item>, BundleError> {
+    let mut reader = BundleReader::new(std::fs::File::open(path)?)?;
+    let mut items = Vec::new();
+    while let Some(item) = reader.next_item()? {
+        items.push(item);
+    }
+    Ok(items)
+}
+
+/// Writes `items` as a bundle at `path` with an end item that counts them
+/// (an `End` among `items` is skipped): how a bundle is cut back to an
+/// earlier checkpoint, and how tests make the damage a forger would, whose
+/// end item always agrees with the rest.
+pub fn write_items(path: &std::path::Path, items: &[Item]) -> io::Result<()> {
+    let mut w = BundleWriter::new(std::fs::File::create(path)?)?;
+    for item in items {
+        match item {
+            Item::Key(k) => w.key(k)?,
+            Item::Record(r) => w.record(r)?,
+            Item::Policy(p) => w.policy(p)?,
+            Item::Checkpoint(c) => w.checkpoint(c)?,
+            Item::End { .. } => {}
+        }
+    }
+    w.finish().map(drop)
+}
+
 /// Writes a bundle; counts what it wrote for the end item.
 #[derive(Debug)]
 pub struct BundleWriter<W: Write> {

@@ -374,7 +374,16 @@ pub fn sync_parent(path: &Path) -> Result<(), KeyError> {
 
 /// Writes `signing.pub` (0644) atomically.
 pub fn write_public(path: &Path, key: &PublicKey) -> Result<(), KeyError> {
-    let tmp = path.with_extension("pub.tmp");
+    write_atomically(path, format!("{}\n", key.to_vkey()).as_bytes())
+}
+
+/// Writes a file that others may read (0644) so that a crash leaves the old
+/// content or the new, never a mix: a temporary file beside it, synced, then
+/// renamed over it.
+pub fn write_atomically(path: &Path, content: &[u8]) -> Result<(), KeyError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -382,8 +391,7 @@ pub fn write_public(path: &Path, key: &PublicKey) -> Result<(), KeyError> {
         .mode(0o644)
         .open(&tmp)
         .map_err(io(&tmp))?;
-    file.write_all(format!("{}\n", key.to_vkey()).as_bytes())
-        .map_err(io(&tmp))?;
+    file.write_all(content).map_err(io(&tmp))?;
     file.sync_all().map_err(io(&tmp))?;
     fs::rename(&tmp, path).map_err(io(path))?;
     sync_parent(path)

@@ -843,11 +843,12 @@ impl Pass {
             seq,
             None,
             format!(
-                "the bundle's end says {} and {}, but holds {have} and {}: items were removed or \
+                "the bundle's end says {} and {}, but holds {} and {}: items were removed or \
                  added",
                 counted(records, "record"),
                 counted(checkpoints, "checkpoint"),
-                self.checkpoints
+                counted(have, "record"),
+                counted(self.checkpoints, "checkpoint")
             ),
         ))
     }

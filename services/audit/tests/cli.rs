@@ -109,52 +109,63 @@ async fn export_verify_prove_and_keys_end_to_end() {
     .await
     .unwrap();
     // Offline: no source at all.
-    run_audit::<Local>(
-        AuditCommand::Verify {
-            bundle: Some(bundle.clone()),
-            pubkey: pubkey.clone(),
-        },
-        None,
-    )
-    .await
-    .unwrap();
+    run_audit::<Local>(verify(Some(bundle.clone()), &pubkey), None)
+        .await
+        .unwrap();
+    // Keep its last checkpoint; the same bundle extends it, a shorter one not.
+    let kept = dir.path().join("kept.note");
+    let mut keep = verify(Some(bundle.clone()), &pubkey);
+    if let AuditCommand::Verify {
+        keep_checkpoint, ..
+    } = &mut keep
+    {
+        *keep_checkpoint = Some(kept.clone());
+    }
+    run_audit::<Local>(keep, None).await.unwrap();
+    assert!(
+        std::fs::read_to_string(&kept)
+            .unwrap()
+            .contains("\n\n\u{2014} ")
+    );
+    let extends = |bundle: &std::path::Path| {
+        let mut cmd = verify(Some(bundle.to_owned()), &pubkey);
+        if let AuditCommand::Verify { extends, json, .. } = &mut cmd {
+            *extends = Some(kept.clone());
+            *json = true;
+        }
+        cmd
+    };
+    run_audit::<Local>(extends(&bundle), None).await.unwrap();
+    use sios_audit::bundle::{Item, read_items, write_items};
+    let items = read_items(&bundle).unwrap();
+    let is_checkpoint = |i: &Item| matches!(i, Item::Checkpoint(_));
+    let last = items.iter().rposition(is_checkpoint).unwrap();
+    let before_last = items[..last].iter().rposition(is_checkpoint).unwrap();
+    let short = dir.path().join("short.bundle");
+    write_items(&short, &items[..=before_last]).unwrap();
+    run_audit::<Local>(verify(Some(short.clone()), &pubkey), None)
+        .await
+        .unwrap();
+    let err = run_audit::<Local>(extends(&short), None).await.unwrap_err();
+    assert_eq!(err.exit_code(), 1, "{err}");
+    assert!(err.to_string().contains("cut from its end"), "{err}");
     // The live log, verified through the source.
-    run_audit(
-        AuditCommand::Verify {
-            bundle: None,
-            pubkey: pubkey.clone(),
-        },
-        Some(&src),
-    )
-    .await
-    .unwrap();
+    run_audit(verify(None, &pubkey), Some(&src)).await.unwrap();
     // A damaged bundle: exit 1, the first bad record named.
     let mut bytes = std::fs::read(&bundle).unwrap();
     let at = bytes.windows(8).rposition(|w| w == b"brain:b2").unwrap();
     bytes[at + 7] = b'9';
     let bad = dir.path().join("bad.bundle");
     std::fs::write(&bad, bytes).unwrap();
-    let err = run_audit::<Local>(
-        AuditCommand::Verify {
-            bundle: Some(bad),
-            pubkey: pubkey.clone(),
-        },
-        None,
-    )
-    .await
-    .unwrap_err();
+    let err = run_audit::<Local>(verify(Some(bad), &pubkey), None)
+        .await
+        .unwrap_err();
     assert_eq!(err.exit_code(), 1, "{err}");
     assert!(err.to_string().contains("record"), "{err}");
     // Unreadable inputs are usage errors.
-    let err = run_audit::<Local>(
-        AuditCommand::Verify {
-            bundle: Some(dir.path().join("missing")),
-            pubkey: pubkey.clone(),
-        },
-        None,
-    )
-    .await
-    .unwrap_err();
+    let err = run_audit::<Local>(verify(Some(dir.path().join("missing")), &pubkey), None)
+        .await
+        .unwrap_err();
     assert_eq!(err.exit_code(), 2, "{err}");
     // Commands that need the appliance say so.
     let err = run_audit::<Local>(AuditCommand::Tail { n: 1, json: false }, None)
@@ -294,4 +305,15 @@ async fn timings_show_every_stage_of_both_kinds_of_call() {
     let empty_table = audit_cmd::timings_table(&none);
     let row: Vec<&str> = empty_table[2].split_whitespace().collect();
     assert_eq!(row, ["queued", "0", "-", "-", "-", "-"]);
+}
+
+/// `sios audit verify BUNDLE --pubkey PUBKEY`, nothing else.
+fn verify(bundle: Option<std::path::PathBuf>, pubkey: &std::path::Path) -> AuditCommand {
+    AuditCommand::Verify {
+        bundle,
+        pubkey: pubkey.to_owned(),
+        extends: None,
+        keep_checkpoint: None,
+        json: false,
+    }
 }

@@ -436,14 +436,14 @@ mod recovery {
         assert_eq!(summary.checkpoints, 5);
         let key = data.join(keys::PUBLIC_FILE);
         assert_eq!(verify_bundle(&bundle, &key).unwrap().records, latest.size);
-        let mut reader =
-            sios_audit::bundle::BundleReader::new(std::fs::File::open(&bundle).unwrap()).unwrap();
-        let mut notes = Vec::new();
-        while let Some(item) = reader.next_item().unwrap() {
-            if let sios_audit::bundle::Item::Checkpoint(note) = item {
-                notes.push(note);
-            }
-        }
+        let notes: Vec<String> = sios_audit::bundle::read_items(&bundle)
+            .unwrap()
+            .into_iter()
+            .filter_map(|item| match item {
+                sios_audit::bundle::Item::Checkpoint(note) => Some(note),
+                _ => None,
+            })
+            .collect();
         let listed: Vec<String> = page.checkpoints.into_iter().map(|c| c.note).collect();
         assert_eq!(notes, listed);
         assert_eq!(notes.last(), Some(&latest.note));
@@ -758,7 +758,7 @@ mod recovery {
 
 mod tamper {
     use super::*;
-    use sios_audit::bundle::{BundleReader, BundleWriter, Item};
+    use sios_audit::bundle::Item;
 
     /// A log of 12 actions, each call its own batch and (flushed) checkpoint,
     /// so checkpoint k has size k + 1.
@@ -790,26 +790,12 @@ mod tamper {
 
     /// The items of the bundle at `path`, in order.
     pub(super) fn read(path: &Path) -> Vec<Item> {
-        let mut r = BundleReader::new(std::fs::File::open(path).unwrap()).unwrap();
-        let mut items = Vec::new();
-        while let Some(i) = r.next_item().unwrap() {
-            items.push(i);
-        }
-        items
+        sios_audit::bundle::read_items(path).unwrap()
     }
 
+    /// Writes `items` as a bundle, the end item recounted.
     pub(super) fn write(items: &[Item], path: &Path) {
-        let mut w = BundleWriter::new(std::fs::File::create(path).unwrap()).unwrap();
-        for i in items {
-            match i {
-                Item::Key(k) => w.key(k).unwrap(),
-                Item::Record(r) => w.record(r).unwrap(),
-                Item::Policy(p) => w.policy(p).unwrap(),
-                Item::Checkpoint(c) => w.checkpoint(c).unwrap(),
-                Item::End { .. } => {}
-            }
-        }
-        w.finish().unwrap();
+        sios_audit::bundle::write_items(path, items).unwrap();
     }
 
     fn record_index(items: &[Item], seq: u64) -> usize {
