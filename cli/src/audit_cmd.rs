@@ -16,7 +16,7 @@ use clap::Subcommand;
 use sios_audit::export;
 use sios_audit::keys::{self, PublicKey};
 use sios_audit::proof::{
-    CONSISTENCY_FORMAT, ConsistencyProofFile, INCLUSION_FORMAT, InclusionProofFile,
+    CONSISTENCY_FORMAT, ConsistencyProofFile, INCLUSION_FORMAT, InclusionProofFile, ProofFileError,
 };
 use sios_audit::record::Record;
 use sios_audit::verify::{VerifyFailure, VerifyOptions, VerifyReport, counted, verify_bundle_with};
@@ -498,27 +498,31 @@ pub async fn run_audit<S: AuditSource>(
                             cp.size,
                             key.id_hex()
                         )),
-                        Err(e) => Err(AuditCliError::Failed(format!(
-                            "proof FAILED for record {}: {e}",
-                            file.seq
-                        ))),
+                        Err(e) => Err(proof_failure(e, format!("proof for record {}", file.seq))),
                     }
                 }
                 Some(CONSISTENCY_FORMAT) => {
                     let file: ConsistencyProofFile = serde_json::from_value(value)
                         .map_err(|e| usage(format!("{}: a damaged proof: {e}", proof.display())))?;
                     match file.check(&[&key]) {
-                        Ok((old, new)) => out.line(&format!(
-                            "OK: the log {} of size {} is a prefix of its size {}, both signed by key {}",
-                            new.origin,
-                            old.size,
-                            new.size,
-                            key.id_hex()
+                        Ok(checked) => out.line(&format!(
+                            "OK: the log {} of size {} is a prefix of its size {}, {}",
+                            checked.new.origin,
+                            checked.old.size,
+                            checked.new.size,
+                            match &checked.old_signed_by {
+                                None => format!("both signed by key {}", key.id_hex()),
+                                Some(id) => format!(
+                                    "signed by key {}; the smaller checkpoint is signed by key {id} \
+                                     (an earlier key) and proven by the larger",
+                                    key.id_hex()
+                                ),
+                            }
                         )),
-                        Err(e) => Err(AuditCliError::Failed(format!(
-                            "consistency proof FAILED ({} -> {}): {e}",
-                            file.old_size, file.new_size
-                        ))),
+                        Err(e) => Err(proof_failure(
+                            e,
+                            format!("consistency proof ({} -> {})", file.old_size, file.new_size),
+                        )),
                     }
                 }
                 other => Err(usage(format!(
@@ -574,6 +578,17 @@ pub fn timings_table(t: &RecordTimings) -> Vec<String> {
         }
     }
     lines
+}
+
+/// A proof that does not check out: evidence against the log (exit 1), or
+/// a key that cannot check it (exit 2: give the right key, OAR.md §7.2).
+fn proof_failure(e: ProofFileError, what: String) -> AuditCliError {
+    match e {
+        ProofFileError::OtherKey { .. } | ProofFileError::OtherLog { .. } => {
+            usage(format!("{what} NOT CHECKED: {e}"))
+        }
+        e => AuditCliError::Failed(format!("{what} FAILED: {e}")),
+    }
 }
 
 /// `sios audit verify --json`, when the log verifies.

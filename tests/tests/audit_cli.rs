@@ -188,11 +188,13 @@ fn every_action_is_recorded_and_the_export_verifies_offline() {
         &app.sios(&["audit", "export", &bundle.display().to_string()]),
         "export",
     );
+    let across = proofs_across_the_rotation(&app, &bundle, &work);
     let stopped = app.stop();
     assert!(stopped.success(), "appliance stopped cleanly");
 
     // Offline: no appliance runs any more.
     let pk = pubkey.display().to_string();
+    check_proofs_across_the_rotation(&app, &across, &pk);
     ok(
         &app.sios(&[
             "audit",
@@ -240,6 +242,92 @@ fn every_action_is_recorded_and_the_export_verifies_offline() {
     assert!(
         why.contains("record") || why.contains("checkpoint"),
         "the failure names what is bad: {why}"
+    );
+}
+
+/// Proof files made while the appliance runs, against the last checkpoint
+/// before the key rotation (OAR.md §7.2): a consistency proof from it to
+/// the latest, and an inclusion proof of record 0 in it.
+struct AcrossRotation {
+    consistency: std::path::PathBuf,
+    inclusion: std::path::PathBuf,
+}
+
+fn proofs_across_the_rotation(app: &TestAppliance, bundle: &Path, work: &Path) -> AcrossRotation {
+    let items = bundle_items(bundle);
+    let rotation = items
+        .iter()
+        .find_map(|i| match i {
+            Item::Record(b) => sios_audit::record::Record::decode(b)
+                .ok()
+                .filter(|r| r.action == "key.rotate"),
+            _ => None,
+        })
+        .expect("the export holds the rotation")
+        .seq;
+    let sizes: Vec<u64> = items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Checkpoint(n) => n.lines().nth(1).and_then(|l| l.parse().ok()),
+            _ => None,
+        })
+        .collect();
+    let old = sizes
+        .iter()
+        .copied()
+        .filter(|s| *s <= rotation)
+        .max()
+        .expect("a checkpoint before the rotation");
+    let new = *sizes.last().expect("checkpoints");
+    let across = AcrossRotation {
+        consistency: work.join("across-consistency.json"),
+        inclusion: work.join("across-inclusion.json"),
+    };
+    let (old, new) = (old.to_string(), new.to_string());
+    let path = |p: &Path| p.display().to_string();
+    ok(
+        &app.sios(&[
+            "audit",
+            "consistency",
+            &old,
+            &new,
+            "-o",
+            &path(&across.consistency),
+        ]),
+        "consistency across the rotation",
+    );
+    ok(
+        &app.sios(&[
+            "audit",
+            "prove",
+            "0",
+            "--tree-size",
+            &old,
+            "-o",
+            &path(&across.inclusion),
+        ]),
+        "prove in a checkpoint before the rotation",
+    );
+    across
+}
+
+/// With only the current key: the consistency proof checks out, and says
+/// the smaller checkpoint is proven by the larger; the inclusion proof is
+/// not called false but "not checked" (exit 2), naming the key that signed.
+fn check_proofs_across_the_rotation(app: &TestAppliance, across: &AcrossRotation, pk: &str) {
+    let consistency = across.consistency.display().to_string();
+    let said = ok(
+        &app.sios(&["audit", "verify-proof", &consistency, "--pubkey", pk]),
+        "verify-proof across the rotation",
+    );
+    assert!(said.contains("proven by the larger"), "{said}");
+    let inclusion = across.inclusion.display().to_string();
+    let out = app.sios(&["audit", "verify-proof", &inclusion, "--pubkey", pk]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("NOT CHECKED") && said.contains("key rotation"),
+        "{said}"
     );
 }
 

@@ -5,7 +5,7 @@
 
 pub use crate::merkle::{ProofError, verify_consistency, verify_inclusion};
 
-use crate::checkpoint::{Checkpoint, NoteError, verify_checkpoint};
+use crate::checkpoint::{Checkpoint, NoteError, open_note, verify_checkpoint};
 use crate::keys::PublicKey;
 use crate::merkle::Hash;
 use crate::record::{Record, RecordError};
@@ -50,6 +50,23 @@ pub enum ProofFileError {
     Record(#[from] RecordError),
     #[error("the checkpoint: {0}")]
     Checkpoint(#[from] NoteError),
+    /// Not evidence of tampering: the checkpoint was signed by another key
+    /// of the log, before or after a key rotation (OAR.md §7.2).
+    #[error(
+        "the checkpoint of size {size} is signed by key {signed_by} of log {origin}, not by the key \
+         you gave ({trusted}): it was made before or after a key rotation, so this key cannot check \
+         it. Check the proof with the key that signed it, or make the proof against a checkpoint \
+         the key you hold signed (`sios audit prove SEQ` uses the latest; `sios audit consistency \
+         OLD NEW` with NEW after the rotation), or verify the whole export, which follows rotations"
+    )]
+    OtherKey {
+        size: u64,
+        origin: String,
+        signed_by: String,
+        trusted: String,
+    },
+    #[error("the proof is about the log {origin}, and the key you gave is for the log {key_log}")]
+    OtherLog { origin: String, key_log: String },
     #[error("the proof is for size {proof}, the checkpoint has size {checkpoint}")]
     SizeMismatch { proof: u64, checkpoint: u64 },
     #[error("the record is seq {record}, the proof is for seq {proof}")]
@@ -102,7 +119,7 @@ impl InclusionProofFile {
                 self.format
             )));
         }
-        let cp = verify_any(&self.checkpoint, keys)?;
+        let cp = signed_by_one_of(&self.checkpoint, keys)?;
         if cp.size != self.tree_size {
             return Err(ProofFileError::SizeMismatch {
                 proof: self.tree_size,
@@ -139,16 +156,26 @@ impl ConsistencyProofFile {
         }
     }
 
-    /// Checks both checkpoints' signatures and the proof between them.
-    pub fn check(&self, keys: &[&PublicKey]) -> Result<(Checkpoint, Checkpoint), ProofFileError> {
+    /// Checks the new checkpoint's signature by one of `keys` and the proof
+    /// between the two; the old checkpoint's signature too if one of `keys`
+    /// signed it (OAR.md §7.2: a proof that passes proves the old body by the
+    /// new one, so one made before a key rotation needs no earlier key).
+    pub fn check(&self, keys: &[&PublicKey]) -> Result<ConsistencyChecked, ProofFileError> {
         if self.format != CONSISTENCY_FORMAT {
             return Err(ProofFileError::Format(format!(
                 "format is `{}`, expected `{CONSISTENCY_FORMAT}`",
                 self.format
             )));
         }
-        let old = verify_any(&self.old_checkpoint, keys)?;
-        let new = verify_any(&self.new_checkpoint, keys)?;
+        let new = signed_by_one_of(&self.new_checkpoint, keys)?;
+        let (old, old_signed_by) = match signed_by_one_of(&self.old_checkpoint, keys) {
+            Ok(cp) => (cp, None),
+            Err(ProofFileError::OtherKey { signed_by, .. }) => {
+                let (body, _) = open_note(&self.old_checkpoint)?;
+                (Checkpoint::parse_body(body)?, Some(signed_by))
+            }
+            Err(e) => return Err(e),
+        };
         for (cp, size) in [(&old, self.old_size), (&new, self.new_size)] {
             if cp.size != size {
                 return Err(ProofFileError::SizeMismatch {
@@ -168,18 +195,65 @@ impl ConsistencyProofFile {
             .map(|h| unhex32(h))
             .collect::<Result<Vec<_>, _>>()?;
         verify_consistency(old.size, new.size, &path, &old.root, &new.root)?;
-        Ok((old, new))
+        Ok(ConsistencyChecked {
+            old,
+            new,
+            old_signed_by,
+        })
     }
 }
 
-/// Verifies `note` with the first of `keys` that signed it.
-fn verify_any(note: &str, keys: &[&PublicKey]) -> Result<Checkpoint, NoteError> {
-    let mut last = None;
-    for key in keys {
-        match verify_checkpoint(note, &[key]) {
-            Ok(cp) => return Ok(cp),
-            Err(e) => last = Some(e),
+/// What a consistency proof that checks out established.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsistencyChecked {
+    pub old: Checkpoint,
+    pub new: Checkpoint,
+    /// The key id(s) that signed the old checkpoint, when none of the keys
+    /// given did: its body is then proven by the new checkpoint alone.
+    pub old_signed_by: Option<String>,
+}
+
+/// Verifies `note`: one of `keys` has a signature line on it, and every
+/// line by one of `keys` verifies. With no line by any of them, says which
+/// key of the log did sign it ([`ProofFileError::OtherKey`]).
+fn signed_by_one_of(note: &str, keys: &[&PublicKey]) -> Result<Checkpoint, ProofFileError> {
+    let (body, lines) = open_note(note)?;
+    let cp = Checkpoint::parse_body(body)?;
+    let ours: Vec<&PublicKey> = keys
+        .iter()
+        .copied()
+        .filter(|k| {
+            lines
+                .iter()
+                .any(|l| l.name == k.name() && l.key_id == k.id())
+        })
+        .collect();
+    if ours.is_empty() {
+        if let Some(k) = keys.iter().find(|k| k.name() != cp.origin) {
+            return Err(ProofFileError::OtherLog {
+                origin: cp.origin,
+                key_log: k.name().to_owned(),
+            });
         }
+        let trusted: Vec<String> = keys.iter().map(|k| k.id_hex()).collect();
+        let signed_by: Vec<String> = lines
+            .iter()
+            .filter(|l| l.name == cp.origin)
+            .map(|l| hex(&l.key_id))
+            .collect();
+        if signed_by.is_empty() {
+            return Err(ProofFileError::Checkpoint(NoteError::MissingSignature {
+                name: cp.origin,
+                key_id: trusted.join(" or "),
+            }));
+        }
+        return Err(ProofFileError::OtherKey {
+            size: cp.size,
+            origin: cp.origin,
+            signed_by: signed_by.join(" and "),
+            trusted: trusted.join(" or "),
+        });
     }
-    Err(last.unwrap_or_else(|| NoteError::Malformed("no public key to check it with".into())))
+    verify_checkpoint(note, &ours)?;
+    Ok(cp)
 }

@@ -1093,6 +1093,59 @@ mod proofs {
         assert!(log.prove_consistency(0, cp.size).is_err());
     }
 
+    /// OAR.md §7.2: a checkpoint made before a key rotation is signed by the
+    /// earlier key. A consistency proof from it to a later checkpoint needs
+    /// only the current key (the later checkpoint proves the earlier body);
+    /// an inclusion proof in it cannot be checked with the current key, and
+    /// says which key signed it instead of calling the proof false.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn proofs_across_a_key_rotation_need_only_the_current_key_or_say_which_key_signed() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let log = AuditLog::open(&data).unwrap();
+        let k0 = first_key(&data);
+        actions(&log, 3).await;
+        log.flush().await.unwrap();
+        let before = log.checkpoint();
+        log.rotate_key("operator:uid:0".into()).await.unwrap();
+        actions(&log, 3).await;
+        log.flush().await.unwrap();
+        let after = log.checkpoint();
+        let k1 = first_key(&data);
+        let proof = log.prove_consistency(before.size, after.size).unwrap();
+        let file = ConsistencyProofFile::new(&proof, &before.note, &after.note);
+        let checked = file.check(&[&k1]).unwrap();
+        assert_eq!(checked.old_signed_by, Some(k0.id_hex()));
+        // With both keys, both signatures are checked; a damaged path still fails.
+        assert_eq!(file.check(&[&k0, &k1]).unwrap().old_signed_by, None);
+        let mut bad = file.clone();
+        bad.path[0] = "00".repeat(32);
+        assert!(matches!(
+            bad.check(&[&k1]),
+            Err(sios_audit::proof::ProofFileError::Proof(_))
+        ));
+        // The old key cannot vouch for the new checkpoint.
+        assert!(matches!(
+            file.check(&[&k0]),
+            Err(sios_audit::proof::ProofFileError::OtherKey { .. })
+        ));
+        // Inclusion in the pre-rotation checkpoint: the key that signed it
+        // checks it; the current key says which key that was.
+        let record = log.read(2, 1, 1 << 20).unwrap().records.remove(0);
+        let inclusion = log.prove_inclusion(2, Some(before.size)).unwrap();
+        let file = InclusionProofFile::new(&record, &inclusion, &before.note);
+        file.check(&[&k0]).unwrap();
+        let err = file.check(&[&k1]).unwrap_err();
+        assert!(
+            matches!(&err, sios_audit::proof::ProofFileError::OtherKey { signed_by, .. } if *signed_by == k0.id_hex()),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("before or after a key rotation"),
+            "{err}"
+        );
+    }
+
     /// The store keeps only subtrees of 64 leaves or more and hashes smaller
     /// ones from the records: roots and proofs across those boundaries match
     /// a tree computed from every leaf, before and after a reopen.
