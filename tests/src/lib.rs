@@ -110,8 +110,8 @@ impl IndependentVerifier {
         })
     }
 
-    /// `oar_verify.py bundle BUNDLE --pubkey PUBKEY --json`.
-    pub fn bundle(&self, bundle: &Path, pubkey: &Path) -> Verdict {
+    /// `oar_verify.py bundle BUNDLE --pubkey PUBKEY --json`, then `extra`.
+    pub fn bundle(&self, bundle: &Path, pubkey: &Path, extra: &[&str]) -> Verdict {
         let out = Command::new(&self.python)
             .arg(&self.script)
             .arg("bundle")
@@ -119,14 +119,22 @@ impl IndependentVerifier {
             .arg("--pubkey")
             .arg(pubkey)
             .arg("--json")
+            .args(extra)
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .stdin(Stdio::null())
             .output()
             .expect("running the independent verifier");
+        Verdict::of(&out, "the independent verifier")
+    }
+}
+
+impl Verdict {
+    /// A verifier's exit code and the JSON object it printed on stdout.
+    fn of(out: &Output, who: &str) -> Verdict {
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let said = stdout.clone() + &String::from_utf8_lossy(&out.stderr);
         let json = serde_json::from_str(stdout.trim())
-            .unwrap_or_else(|e| panic!("the independent verifier's --json output ({e}): {said}"));
+            .unwrap_or_else(|e| panic!("{who}'s --json output ({e}): {said}"));
         Verdict {
             code: out.status.code(),
             json,
@@ -500,6 +508,14 @@ impl TestAppliance {
         let said = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
         (out.status.code(), said)
+    }
+
+    /// `sios audit verify BUNDLE --pubkey PUBKEY --json`, then `extra`.
+    pub fn audit_verify_json(&self, bundle: &Path, pubkey: &Path, extra: &[&str]) -> Verdict {
+        let (bundle, pubkey) = (bundle.display().to_string(), pubkey.display().to_string());
+        let mut args = vec!["audit", "verify", &bundle, "--pubkey", &pubkey, "--json"];
+        args.extend_from_slice(extra);
+        Verdict::of(&self.sios(&args), "sios audit verify")
     }
 
     pub fn status(&self) -> StatusReport {

@@ -1385,7 +1385,7 @@ mod naming {
         }
         let (check, seq, why) = failure(&items, dir.path(), &key);
         assert_eq!((check, seq), ("C-e", Some(8)), "{why}");
-        assert!(why.contains("signature is not valid"), "{why}");
+        assert!(why.contains("no signature on it is valid"), "{why}");
     }
 
     #[tokio::test]
@@ -1438,6 +1438,22 @@ mod naming {
         let (check, seq, why) = patched(20, cps, b"R\0\0\0\0");
         assert_eq!((check, seq), ("F", None), "{why}");
         assert!(why.contains("bytes follow the end item"), "{why}");
+    }
+
+    /// Not evidence against any log: a file that is not a bundle, named.
+    #[tokio::test]
+    async fn a_file_that_is_not_a_bundle_is_unreadable_not_a_verdict() {
+        let (dir, _, key) = fixture().await;
+        for (name, bytes) in [("empty", &b""[..]), ("text", &b"hello, auditor\n"[..])] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            let f = verify_bundle(&path, &key).unwrap_err();
+            assert!(
+                matches!(&f, VerifyFailure::Unreadable { path: p, .. } if *p == path),
+                "{f}"
+            );
+            assert!(f.to_string().contains("not a sios audit bundle"), "{f}");
+        }
     }
 
     #[tokio::test]
@@ -1505,11 +1521,16 @@ mod naming {
         let mut other = Checkpoint::parse_body(open_note(&kept).unwrap().0).unwrap();
         other.root = [9; 32];
         let f = with(&items, &other.sign(&[&secret])).unwrap_err();
-        assert_eq!((f.check(), f.seq()), (Some("X-c"), None), "{f}");
+        assert_eq!((f.check(), f.seq()), (Some("X-d"), None), "{f}");
         assert!(f.to_string().contains("two different histories"), "{f}");
-        // A checkpoint no key of this log signed is refused as unusable.
+        // A checkpoint no key of this log signed is not one of this log.
         let stranger = keys::SecretKey::generate(&other.origin).unwrap();
         let f = with(&items, &other.sign(&[&stranger])).unwrap_err();
+        assert_eq!(f.check(), Some("X-c"), "{f}");
+        // Nor is one of another log.
+        let mut foreign = other.clone();
+        foreign.origin = "sios/audit/elsewhere".into();
+        let f = with(&items, &foreign.sign(&[&stranger])).unwrap_err();
         assert_eq!(f.check(), Some("X-a"), "{f}");
     }
 }
