@@ -132,6 +132,16 @@ fn invalid(
     }
 }
 
+/// The records `from` up to, not including, `to`, with their verb, for
+/// operators: "record 7 is", "records 7 to 9 are".
+fn records(from: u64, to: u64) -> String {
+    if to <= from + 1 {
+        format!("record {from} is")
+    } else {
+        format!("records {from} to {} are", to - 1)
+    }
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -524,8 +534,9 @@ impl Pass {
                     Some(seq),
                     Some(size),
                     format!(
-                        "altered: the records 0..{size} do not hash to the root signed in the \
-                         checkpoint of size {size}, whose signature is valid; {how}"
+                        "altered: {} not what the checkpoint of size {size} signed (their root \
+                         differs, its signature is valid); {how}",
+                        records(0, size)
                     ),
                 )
             }
@@ -818,16 +829,17 @@ impl Pass {
             (
                 Some(here),
                 format!(
-                    "a signed checkpoint of size {size} stands {after}: records {here}..{size} are \
-                     missing before it"
+                    "a signed checkpoint of size {size} stands {after}: {} missing before it",
+                    records(here, size)
                 ),
             )
         } else if size > self.last_checkpoint {
             (
                 Some(size),
                 format!(
-                    "a signed checkpoint of size {size} stands {after}: records {size}..{here} were \
-                     inserted before it, or it was moved"
+                    "a signed checkpoint of size {size} stands {after}: {} inserted before it, \
+                     or it was moved",
+                    records(size, here)
                 ),
             )
         } else {
@@ -887,8 +899,8 @@ impl Pass {
                 Some(self.verified_upto),
                 None,
                 format!(
-                    "records {}..{size} are not covered by any signed checkpoint (truncated or appended)",
-                    self.verified_upto
+                    "{} not covered by any signed checkpoint (truncated or appended)",
+                    records(self.verified_upto, size)
                 ),
             ));
         }
@@ -960,11 +972,11 @@ impl Pass {
                 Some(have),
                 Some(cp.size),
                 format!(
-                    "the bundle holds {}, fewer than the {} of the checkpoint you kept: records \
-                     {have}..{} were cut from its end",
+                    "the bundle holds {}, fewer than the {} of the checkpoint you kept: {} cut \
+                     from its end",
                     counted(have, "record"),
                     cp.size,
-                    cp.size
+                    records(have, cp.size)
                 ),
             ));
         }
