@@ -382,10 +382,7 @@ pub async fn run_audit<S: AuditSource>(
         } => {
             let options = VerifyOptions {
                 extends: extends
-                    .map(|p| {
-                        std::fs::read_to_string(&p)
-                            .map_err(|e| usage(format!("{}: {e}", p.display())))
-                    })
+                    .map(|p| std::fs::read(&p).map_err(|e| usage(format!("{}: {e}", p.display()))))
                     .transpose()?,
             };
             let (path, _tmp) = match bundle {

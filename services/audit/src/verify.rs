@@ -149,9 +149,9 @@ fn hex(b: &[u8]) -> String {
 /// What a verification checks beyond the bundle itself (OAR.md §8.3).
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
-    /// A signed checkpoint note the auditor kept from an earlier
-    /// verification: the bundle must extend it.
-    pub extends: Option<String>,
+    /// The bytes of a signed checkpoint note the auditor kept from an
+    /// earlier verification: the bundle must extend it.
+    pub extends: Option<Vec<u8>>,
 }
 
 /// Verifies the bundle at `bundle` against the public key file `trusted`.
@@ -955,7 +955,7 @@ impl Pass {
         })
     }
 
-    /// X-a to X-c: the bundle extends the checkpoint the auditor kept.
+    /// X-a to X-d: the bundle extends the checkpoint the auditor kept.
     fn extends(&self, kept: &Kept) -> Result<(), VerifyFailure> {
         let cp = &kept.checkpoint;
         let origin = self.origin.as_deref().unwrap_or_default();
@@ -1025,7 +1025,9 @@ struct Kept {
 }
 
 impl Kept {
-    fn parse(note: &str) -> Result<Kept, VerifyFailure> {
+    fn parse(note: &[u8]) -> Result<Kept, VerifyFailure> {
+        let note = std::str::from_utf8(note)
+            .map_err(|_| unusable("it is not text (a signed note is UTF-8)".into()))?;
         let (body, _) = open_note(note).map_err(|e| unusable(e.to_string()))?;
         let checkpoint = Checkpoint::parse_body(body).map_err(|e| unusable(e.to_string()))?;
         if checkpoint.size == 0 {

@@ -1496,7 +1496,7 @@ mod naming {
             let path = dir.path().join("cut.bundle");
             write(items, &path);
             let options = VerifyOptions {
-                extends: Some(kept.to_owned()),
+                extends: Some(kept.as_bytes().to_vec()),
             };
             verify_bundle_with(&path, &key, &options)
         };
