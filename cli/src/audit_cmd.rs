@@ -85,7 +85,8 @@ pub enum AuditCommand {
         /// "records", "checkpoints", "root", "keys", "intents", "outcomes",
         /// "events", "open_intents", "policies"} or {"ok": false, "check"
         /// (OAR.md §8.1), "seq" (the record named, or null), "checkpoint",
-        /// "reason"}.
+        /// "reason"}; for input that cannot be read or is not a bundle (exit
+        /// 2), "check" is null.
         #[arg(long)]
         json: bool,
     },
@@ -412,8 +413,13 @@ pub async fn run_audit<S: AuditSource>(
                         out.line(&report.to_string())
                     }
                 }
-                Err(VerifyFailure::Unreadable { path, reason }) => {
-                    Err(usage(format!("{}: {reason}", path.display())))
+                Err(failure @ VerifyFailure::Unreadable { .. }) => {
+                    // Not a verdict on any log (exit 2), but a script asking
+                    // for JSON still gets an object saying why.
+                    if json {
+                        out.line(&failure_json(&failure).to_string())?;
+                    }
+                    Err(usage(failure))
                 }
                 Err(failure) => {
                     if json {

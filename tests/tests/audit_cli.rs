@@ -502,6 +502,17 @@ fn the_independent_verifier_agrees(
     let ours = app.audit_verify_json(&path, pubkey, &extends);
     agree("the tail cut, --extends the whole", &ours, &theirs);
     assert_eq!(ours.json["check"], "X-b", "{}", ours.said);
+    // Not a bundle at all: no verdict on any log (exit 2), still JSON.
+    let not_a_bundle = work.join("notes.txt");
+    std::fs::write(&not_a_bundle, "minutes of the board meeting\n").expect("a text file");
+    let ours = app.audit_verify_json(&not_a_bundle, pubkey, &[]);
+    assert_eq!(ours.code, Some(2), "{}", ours.said);
+    assert_eq!(ours.json["check"], Value::Null, "{}", ours.said);
+    assert!(
+        ours.said.contains("not a sios audit bundle") && ours.said.contains("notes.txt"),
+        "{}",
+        ours.said
+    );
     // The file itself cut short, and the wrong public key.
     let bytes = std::fs::read(bundle).expect("bundle");
     let short = work.join("short.oar");
