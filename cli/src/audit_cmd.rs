@@ -601,7 +601,7 @@ fn report_json(r: &VerifyReport) -> serde_json::Value {
         "origin": r.origin,
         "records": r.records,
         "checkpoints": r.checkpoints,
-        "root": r.root.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        "root": sios_audit::hex(&r.root),
         "keys": r.keys,
         "intents": r.intents,
         "outcomes": r.outcomes,

@@ -7,6 +7,7 @@
 use clap::Subcommand;
 use sha2::{Digest as _, Sha256};
 use sios_audit::bundle::{BundleReader, Item};
+use sios_audit::hex;
 use sios_audit::record::{Kind, Record};
 use sios_ipc::Effect;
 use sios_policy::{
@@ -294,10 +295,6 @@ pub struct Divergence {
     pub seq: u64,
     pub action: String,
     pub reason: String,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Re-decides every decision record of the bundle against the policy text

@@ -198,7 +198,7 @@ impl PublicKey {
     }
 
     pub fn id_hex(&self) -> String {
-        self.id.iter().map(|b| format!("{b:02x}")).collect()
+        crate::hex(&self.id)
     }
 
     /// ML-DSA-65 `Verify(pk, message, signature, ctx = "")`.
@@ -413,10 +413,7 @@ pub fn read_public(path: &Path) -> Result<PublicKey, KeyError> {
 pub fn fresh_name() -> Result<String, KeyError> {
     let mut id = [0u8; 8];
     getrandom::fill(&mut id).map_err(|e| KeyError::Random(e.to_string()))?;
-    Ok(format!(
-        "sios/audit/{}",
-        id.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    ))
+    Ok(format!("sios/audit/{}", crate::hex(&id)))
 }
 
 /// `sios keys init`: generates the key pair in `data_dir` (created 0700 if

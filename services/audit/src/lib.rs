@@ -35,3 +35,9 @@ mod writer_queue;
 mod zerofill;
 
 pub use store::{AuditLog, OpenError};
+
+/// Bytes as lower-case hex, the way OAR.md (§2) and every report of this
+/// crate write hashes, key ids and signatures.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

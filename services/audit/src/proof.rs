@@ -6,6 +6,7 @@
 pub use crate::merkle::{ProofError, verify_consistency, verify_inclusion};
 
 use crate::checkpoint::{Checkpoint, NoteError, open_note, verify_checkpoint};
+use crate::hex;
 use crate::keys::PublicKey;
 use crate::merkle::Hash;
 use crate::record::{Record, RecordError};
@@ -73,10 +74,6 @@ pub enum ProofFileError {
     SeqMismatch { record: u64, proof: u64 },
     #[error("the proof does not verify: {0}")]
     Proof(#[from] ProofError),
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn unhex(s: &str) -> Result<Vec<u8>, ProofFileError> {

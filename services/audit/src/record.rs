@@ -8,6 +8,7 @@
 //! encoding and therefore one hash.
 
 use crate::cbor::{CborError, Decoder, Encoder};
+use crate::hex;
 use crate::merkle::{Hash, leaf_hash};
 use serde_json::json;
 use sios_ipc::{ActionResult, Effect};
@@ -141,10 +142,6 @@ fn effect_name(e: Effect) -> &'static str {
         Effect::Allow => "allow",
         Effect::Deny => "deny",
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 impl Record {

@@ -13,6 +13,7 @@
 
 use crate::bundle::{BundleError, BundleReader, Item};
 use crate::checkpoint::{Checkpoint, open_note, verify_checkpoint};
+use crate::hex;
 use crate::keys::{PublicKey, read_public};
 use crate::merkle::{Frontier, Hash};
 use crate::record::{self, Kind, Record};
@@ -46,7 +47,7 @@ pub struct VerifyReport {
 
 impl fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let root: String = self.root.iter().map(|b| format!("{b:02x}")).collect();
+        let root = hex(&self.root);
         write!(
             f,
             "OK: {} ({}, {}, {}; {} without outcome), {}, {}, keys {} of log {}; root {root}",
@@ -140,10 +141,6 @@ fn records(from: u64, to: u64) -> String {
     } else {
         format!("records {from} to {} are", to - 1)
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// What a verification checks beyond the bundle itself (OAR.md §8.3).
