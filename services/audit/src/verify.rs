@@ -329,6 +329,12 @@ fn tag(r: &Record) -> Hash {
         .into()
 }
 
+/// Whether one signature line of `note` verifies under one of `keys`.
+fn signed_by_any<'k>(note: &str, keys: impl IntoIterator<Item = &'k PublicKey>) -> bool {
+    keys.into_iter()
+        .any(|k| verify_checkpoint(note, &[k]).is_ok())
+}
+
 /// The `prev` field of a record's bytes, if they decode.
 fn prev_of(bytes: &[u8]) -> Option<Hash> {
     Record::decode(bytes).ok().map(|r| r.prev)
@@ -707,9 +713,7 @@ impl Pass {
     /// to tell an altered checkpoint from altered records or a checkpoint
     /// in the wrong place; C-f decides whether it is signed as it must be.
     fn signed_by_some_key(&self, note: &str) -> bool {
-        self.keys
-            .iter()
-            .any(|(_, k)| verify_checkpoint(note, &[k]).is_ok())
+        signed_by_any(note, self.keys.iter().map(|(_, k)| k))
     }
 
     fn checkpoint(
@@ -979,10 +983,7 @@ impl Pass {
         }
         // Each key of a hand-over may sign it; otherwise the key in force.
         let allowed = self.required_keys(cp.size);
-        if !allowed
-            .iter()
-            .any(|k| verify_checkpoint(&kept.note, &[k]).is_ok())
-        {
+        if !signed_by_any(&kept.note, &allowed) {
             let ids: Vec<String> = allowed.iter().map(PublicKey::id_hex).collect();
             return Err(invalid(
                 "X-c",
