@@ -112,19 +112,33 @@ impl IndependentVerifier {
 
     /// `oar_verify.py bundle BUNDLE --pubkey PUBKEY --json`, then `extra`.
     pub fn bundle(&self, bundle: &Path, pubkey: &Path, extra: &[&str]) -> Verdict {
-        let out = Command::new(&self.python)
-            .arg(&self.script)
-            .arg("bundle")
-            .arg(bundle)
-            .arg("--pubkey")
-            .arg(pubkey)
-            .arg("--json")
-            .args(extra)
+        let out = self.bundle_output(bundle, pubkey, extra);
+        Verdict::of(&out, "the independent verifier")
+    }
+
+    /// The same, as it ran: on a usage error (exit 2) it prints no JSON.
+    pub fn bundle_output(&self, bundle: &Path, pubkey: &Path, extra: &[&str]) -> Output {
+        use std::ffi::OsStr;
+        let mut args = vec![
+            self.script.as_os_str(),
+            OsStr::new("bundle"),
+            bundle.as_os_str(),
+            OsStr::new("--pubkey"),
+            pubkey.as_os_str(),
+            OsStr::new("--json"),
+        ];
+        args.extend(extra.iter().map(OsStr::new));
+        self.python(&args)
+    }
+
+    /// Runs a Python script of the verifier's own (with its venv).
+    pub fn python(&self, args: &[&std::ffi::OsStr]) -> Output {
+        Command::new(&self.python)
+            .args(args)
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .stdin(Stdio::null())
             .output()
-            .expect("running the independent verifier");
-        Verdict::of(&out, "the independent verifier")
+            .expect("running the independent verifier's Python")
     }
 }
 
