@@ -2,7 +2,8 @@
 (`sample.oar`, trusted key `sample.pub`) and of small synthetic logs, each
 with the verdict OAR.md §8 says a verifier must reach: "ok", "usage" (not a
 bundle: exit 2), [check, seq] (the check of §8.1 that fails and the record
-§8.2 names, or null), or null (refused, which record is not compared).
+§8.2 names, or null), or null (refused; the case pins neither the check nor
+the record, only that both verifiers agree on them).
 
 The expectations were written from OAR.md alone, by the author of
 ../oar_verify.py, without reading sios's Rust code. The cases are built
