@@ -86,6 +86,11 @@ fn every_action_is_recorded_and_the_export_verifies_offline() {
         &app.sios(&["memory", "get", "--namespace", ns, "k1"]),
         "memory get",
     );
+    let exported = work.join("notes.jsonl").display().to_string();
+    ok(
+        &app.sios(&["memory", "export", "--namespace", ns, "-o", &exported]),
+        "memory export",
+    );
     ok(&app.sios(&["memory", "erase-subject", "alice"]), "erase");
     ok(&app.sios(&["keys", "rotate"]), "key rotate");
 
@@ -154,6 +159,7 @@ fn every_action_is_recorded_and_the_export_verifies_offline() {
     for (action, resource) in [
         ("memory_write", ns),
         ("memory_read", ns),
+        ("memory_export", ns),
         ("memory_erase", "alice"),
         ("key_rotate", ""),
         ("policy_load", ""),

@@ -82,6 +82,26 @@ fn ask_routes_deterministically_and_names_the_brains_and_records_that_contribute
         !brain_calls.is_empty(),
         "legal asked the embedding brain through the kernel"
     );
+    // Each call is an intent, and an outcome closes it.
+    for call in brain_calls
+        .iter()
+        .filter(|r| r.kind == sios_audit::record::Kind::Intent)
+    {
+        assert!(
+            records.iter().any(|r| matches!(
+                r.kind,
+                sios_audit::record::Kind::Outcome { intent_seq, .. } if intent_seq == call.seq
+            )),
+            "no outcome for the brain call in record {}",
+            call.seq
+        );
+    }
+    assert!(
+        brain_calls
+            .iter()
+            .any(|r| r.kind == sios_audit::record::Kind::Intent),
+        "{brain_calls:?}"
+    );
 }
 
 #[test]
