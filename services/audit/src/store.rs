@@ -1303,6 +1303,12 @@ impl Signer {
     /// A batch with intents is about to be committed: start signing its tree
     /// now, so that signature and commit overlap. Only a tree that is then
     /// committed gets published (see `signer_loop`).
+    ///
+    /// Waking this thread costs the writer 15-25 µs here. Signing on the
+    /// writer's own thread inside the commit instead (writeback started with
+    /// `sync_file_range`, then the signature, then `fdatasync`) was measured
+    /// on 2026-11-28 and is worse: the writeback did not proceed while the
+    /// writer signed, and an intent's commit took 484 µs against 348 µs.
     fn presign(&self, size: u64, root: Hash, key: Arc<SecretKey>) {
         let mut st = self.lock();
         if !st.busy {
