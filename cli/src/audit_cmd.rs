@@ -16,7 +16,8 @@ use clap::Subcommand;
 use sios_audit::export;
 use sios_audit::keys::{self, PublicKey};
 use sios_audit::proof::{
-    CONSISTENCY_FORMAT, ConsistencyProofFile, INCLUSION_FORMAT, InclusionProofFile, ProofFileError,
+    CONSISTENCY_FORMAT, ConsistencyProofFile, INCLUSION_FORMAT, InclusionProofFile, OldSignedBy,
+    ProofFileError,
 };
 use sios_audit::record::Record;
 use sios_audit::verify::{VerifyFailure, VerifyOptions, VerifyReport, counted, verify_bundle_with};
@@ -514,10 +515,17 @@ pub async fn run_audit<S: AuditSource>(
                             checked.old.size,
                             checked.new.size,
                             match &checked.old_signed_by {
-                                None => format!("both signed by key {}", key.id_hex()),
-                                Some(id) => format!(
+                                OldSignedBy::TheKeyGiven => {
+                                    format!("both signed by key {}", key.id_hex())
+                                }
+                                OldSignedBy::EarlierKey(id) => format!(
                                     "signed by key {}; the smaller checkpoint is signed by key {id} \
                                      (an earlier key) and proven by the larger",
+                                    key.id_hex()
+                                ),
+                                OldSignedBy::NoKeyOfTheLog(lines) => format!(
+                                    "signed by key {}; the smaller checkpoint is signed by no key \
+                                     of the log ({lines}) and proven by the larger",
                                     key.id_hex()
                                 ),
                             }
@@ -586,11 +594,10 @@ pub fn timings_table(t: &RecordTimings) -> Vec<String> {
 /// A proof that does not check out: evidence against the log (exit 1), or
 /// a key that cannot check it (exit 2: give the right key, OAR.md §7.2).
 fn proof_failure(e: ProofFileError, what: String) -> AuditCliError {
-    match e {
-        ProofFileError::OtherKey { .. } | ProofFileError::OtherLog { .. } => {
-            usage(format!("{what} NOT CHECKED: {e}"))
-        }
-        e => AuditCliError::Failed(format!("{what} FAILED: {e}")),
+    if e.not_checked() {
+        usage(format!("{what} NOT CHECKED: {e}"))
+    } else {
+        AuditCliError::Failed(format!("{what} FAILED: {e}"))
     }
 }
 

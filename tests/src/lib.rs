@@ -8,6 +8,7 @@
 
 use serde_json::Value;
 use sios_ipc::{KernelClient, ProcessState, StatusReport, transport};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -118,9 +119,7 @@ impl IndependentVerifier {
 
     /// The same, as it ran: on a usage error (exit 2) it prints no JSON.
     pub fn bundle_output(&self, bundle: &Path, pubkey: &Path, extra: &[&str]) -> Output {
-        use std::ffi::OsStr;
         let mut args = vec![
-            self.script.as_os_str(),
             OsStr::new("bundle"),
             bundle.as_os_str(),
             OsStr::new("--pubkey"),
@@ -128,11 +127,29 @@ impl IndependentVerifier {
             OsStr::new("--json"),
         ];
         args.extend(extra.iter().map(OsStr::new));
-        self.python(&args)
+        self.verifier(&args)
+    }
+
+    /// `oar_verify.py proof PROOF --pubkey PUBKEY`, as it ran: exit 0 (the
+    /// proof holds), 1 (it is false) or 3 (the key cannot check it).
+    pub fn proof_output(&self, proof: &Path, pubkey: &Path) -> Output {
+        self.verifier(&[
+            OsStr::new("proof"),
+            proof.as_os_str(),
+            OsStr::new("--pubkey"),
+            pubkey.as_os_str(),
+        ])
+    }
+
+    /// `oar_verify.py` with `args`.
+    fn verifier(&self, args: &[&OsStr]) -> Output {
+        let mut all = vec![self.script.as_os_str()];
+        all.extend_from_slice(args);
+        self.python(&all)
     }
 
     /// Runs a Python script of the verifier's own (with its venv).
-    pub fn python(&self, args: &[&std::ffi::OsStr]) -> Output {
+    pub fn python(&self, args: &[&OsStr]) -> Output {
         Command::new(&self.python)
             .args(args)
             .env("PYTHONDONTWRITEBYTECODE", "1")

@@ -1,13 +1,15 @@
-//! OAR.md §8 against expectations written from the text alone.
+//! OAR.md §7.2 and §8 against expectations written from the text alone.
 //!
 //! `services/audit/verifier-py/conformance/make_cases.py` builds about a
 //! hundred damaged, forged, cut or mis-kept bundles from a real export (and
 //! from small synthetic logs signed with keys of its own), each with the
 //! verdict the spec requires: accepted, not a bundle, or refused by a named
-//! check of §8.1 naming the record of §8.2. Its author wrote the
-//! expectations from OAR.md without reading sios's code. `sios audit verify`
-//! and the independent verifier must each reach that verdict, and the same
-//! one as each other.
+//! check of §8.1 naming the record of §8.2. It also builds tampered proof
+//! files, each to be found true, false, or not checkable with the key
+//! given. Its author wrote the expectations from OAR.md without reading
+//! sios's code. sios (`audit verify`, `audit verify-proof`) and the
+//! independent verifier must each reach that verdict, and the same one as
+//! each other.
 
 use serde_json::Value;
 use sios_e2e::{IndependentVerifier, bin_dir, source_tree};
@@ -17,20 +19,40 @@ use std::process::{Command, Output};
 /// One case of the manifest `make_cases.py` writes.
 struct Case {
     name: String,
-    bundle: PathBuf,
+    kind: Kind,
+    /// The bundle or proof file.
+    file: PathBuf,
     pubkey: PathBuf,
     extra: Vec<String>,
     description: String,
-    /// "ok", "usage", `[check, seq]`, or null (refused by any check).
+    /// Bundles: "ok", "usage", `[check, seq]`, or null (refused by any
+    /// check). Proofs: "ok", "failed" or "not-checked".
     expect: Value,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Bundle,
+    Proof,
 }
 
 impl Case {
     fn from_json(v: &Value) -> Case {
         let text = |k: &str| v[k].as_str().unwrap_or_else(|| panic!("{k} in {v}"));
+        let kind = match text("kind") {
+            "bundle" => Kind::Bundle,
+            "proof" => Kind::Proof,
+            other => panic!("unknown kind of case {other:?} in {v}"),
+        };
         Case {
             name: text("name").into(),
-            bundle: text("bundle").into(),
+            kind,
+            file: text(if kind == Kind::Bundle {
+                "bundle"
+            } else {
+                "proof"
+            })
+            .into(),
             pubkey: text("pubkey").into(),
             extra: v["extra"]
                 .as_array()
@@ -44,7 +66,7 @@ impl Case {
     }
 }
 
-/// A verifier's verdict, reduced to what OAR.md §8 fixes.
+/// A verifier's verdict, reduced to what OAR.md fixes.
 #[derive(Debug, PartialEq)]
 enum Got {
     Ok,
@@ -55,6 +77,29 @@ enum Got {
         check: Value,
         seq: Value,
     },
+    /// A proof is false.
+    Failed,
+    /// The key given cannot check a proof (§7.2): no verdict on it.
+    NotChecked,
+}
+
+/// A proof verifier's verdict: `not_checked` is its exit code for "the key
+/// cannot check it" (sios: 2, with "NOT CHECKED" said; the independent
+/// verifier: 3).
+fn got_proof(out: &Output, who: &str, not_checked: i32) -> Result<Got, String> {
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match out.status.code() {
+        Some(0) => Ok(Got::Ok),
+        Some(1) => Ok(Got::Failed),
+        Some(code) if code == not_checked && (code != 2 || said.contains("NOT CHECKED")) => {
+            Ok(Got::NotChecked)
+        }
+        code => Err(format!("{who}: exit {code:?}: {said}")),
+    }
 }
 
 fn got(out: &Output, who: &str) -> Result<Got, String> {
@@ -85,6 +130,8 @@ fn meets(got: &Got, expect: &Value) -> bool {
     match (got, expect) {
         (Got::Ok, Value::String(s)) => s == "ok",
         (Got::Usage, Value::String(s)) => s == "usage",
+        (Got::Failed, Value::String(s)) => s == "failed",
+        (Got::NotChecked, Value::String(s)) => s == "not-checked",
         (Got::Refused { .. }, Value::Null) => true,
         (Got::Refused { check, seq }, Value::Array(want)) => {
             want.len() == 2 && *check == want[0] && *seq == want[1]
@@ -96,20 +143,40 @@ fn meets(got: &Got, expect: &Value) -> bool {
 /// Both verifiers on one case: `None` when both reach the required verdict.
 fn check(case: &Case, sios: &Path, independent: &IndependentVerifier) -> Option<String> {
     let extra: Vec<&str> = case.extra.iter().map(String::as_str).collect();
-    let ours = Command::new(sios)
-        .args(["audit", "verify"])
-        .arg(&case.bundle)
-        .arg("--pubkey")
-        .arg(&case.pubkey)
-        .arg("--json")
-        .args(&extra)
-        .output()
-        .expect("running sios audit verify");
-    let theirs = independent.bundle_output(&case.bundle, &case.pubkey, &extra);
-    let (ours, theirs) = (
-        got(&ours, "sios audit verify"),
-        got(&theirs, "the independent verifier"),
-    );
+    let run_sios = |args: &[&str]| {
+        Command::new(sios)
+            .args(args)
+            .arg(&case.file)
+            .arg("--pubkey")
+            .arg(&case.pubkey)
+            .args(&extra)
+            .output()
+            .expect("running sios")
+    };
+    let (ours, theirs) = match case.kind {
+        Kind::Bundle => (
+            got(
+                &run_sios(&["audit", "verify", "--json"]),
+                "sios audit verify",
+            ),
+            got(
+                &independent.bundle_output(&case.file, &case.pubkey, &extra),
+                "the independent verifier",
+            ),
+        ),
+        Kind::Proof => (
+            got_proof(
+                &run_sios(&["audit", "verify-proof"]),
+                "sios audit verify-proof",
+                2,
+            ),
+            got_proof(
+                &independent.proof_output(&case.file, &case.pubkey),
+                "the independent verifier",
+                3,
+            ),
+        ),
+    };
     let fine = |g: &Result<Got, String>| g.as_ref().is_ok_and(|g| meets(g, &case.expect));
     if fine(&ours) && fine(&theirs) && ours == theirs {
         return None;
@@ -144,10 +211,19 @@ fn both_verifiers_reach_the_verdict_oar_md_requires_in_every_conformance_case() 
         .iter()
         .map(Case::from_json)
         .collect();
-    assert!(cases.len() >= 100, "only {} cases", cases.len());
+    assert!(cases.len() >= 120, "only {} cases", cases.len());
     // Every kind of verdict is exercised, not just refusals.
-    for kind in ["ok", "usage"] {
-        assert!(cases.iter().any(|c| c.expect == kind), "no {kind} case");
+    for (kind, verdict) in [
+        (Kind::Bundle, "ok"),
+        (Kind::Bundle, "usage"),
+        (Kind::Proof, "ok"),
+        (Kind::Proof, "failed"),
+        (Kind::Proof, "not-checked"),
+    ] {
+        assert!(
+            cases.iter().any(|c| c.kind == kind && c.expect == verdict),
+            "no {verdict} case"
+        );
     }
 
     // Two at a time: each case runs two verifier processes.

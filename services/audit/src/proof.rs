@@ -68,12 +68,42 @@ pub enum ProofFileError {
     },
     #[error("the proof is about the log {origin}, and the key you gave is for the log {key_log}")]
     OtherLog { origin: String, key_log: String },
+    /// No line by any key of the log at all: nothing the trusted key could
+    /// check, and not evidence either way (OAR.md §7.2).
+    #[error(
+        "the checkpoint of size {size} carries no signature by any key of log {origin} \
+         ({lines}), so the key you gave ({trusted}) cannot check it. Ask the appliance for a \
+         proof against a checkpoint it signs now (`sios audit prove SEQ`, `sios audit \
+         consistency OLD NEW`), or verify the whole export"
+    )]
+    NoKeyOfTheLog {
+        size: u64,
+        origin: String,
+        /// The signature lines it does carry, e.g. "its only line is by someone/else+1a2b3c4d".
+        lines: String,
+        trusted: String,
+    },
+    #[error("the two checkpoints are of different logs: {old} and {new}")]
+    DifferentLogs { old: String, new: String },
     #[error("the proof is for size {proof}, the checkpoint has size {checkpoint}")]
     SizeMismatch { proof: u64, checkpoint: u64 },
     #[error("the record is seq {record}, the proof is for seq {proof}")]
     SeqMismatch { record: u64, proof: u64 },
     #[error("the proof does not verify: {0}")]
     Proof(#[from] ProofError),
+}
+
+impl ProofFileError {
+    /// The key given cannot check the proof (OAR.md §7.2): not a verdict on
+    /// the proof, which may well be true; the remedy is another key or proof.
+    pub fn not_checked(&self) -> bool {
+        matches!(
+            self,
+            ProofFileError::OtherKey { .. }
+                | ProofFileError::OtherLog { .. }
+                | ProofFileError::NoKeyOfTheLog { .. }
+        )
+    }
 }
 
 fn unhex(s: &str) -> Result<Vec<u8>, ProofFileError> {
@@ -165,13 +195,16 @@ impl ConsistencyProofFile {
             )));
         }
         let new = signed_by_one_of(&self.new_checkpoint, keys)?;
-        let (old, old_signed_by) = match signed_by_one_of(&self.old_checkpoint, keys) {
-            Ok(cp) => (cp, None),
-            Err(ProofFileError::OtherKey { signed_by, .. }) => {
-                let (body, _) = open_note(&self.old_checkpoint)?;
-                (Checkpoint::parse_body(body)?, Some(signed_by))
+        // The old checkpoint's lines are checked only where one of `keys`
+        // made them; its body is what the proof then establishes.
+        let (old, signers) = signers(&self.old_checkpoint, keys)?;
+        let old_signed_by = match signers {
+            Signers::Trusted(ours) => {
+                verify_checkpoint(&self.old_checkpoint, &ours)?;
+                OldSignedBy::TheKeyGiven
             }
-            Err(e) => return Err(e),
+            Signers::OtherKeysOfTheLog(ids) => OldSignedBy::EarlierKey(ids),
+            Signers::NoKeyOfTheLog(lines) => OldSignedBy::NoKeyOfTheLog(lines),
         };
         for (cp, size) in [(&old, self.old_size), (&new, self.new_size)] {
             if cp.size != size {
@@ -182,9 +215,10 @@ impl ConsistencyProofFile {
             }
         }
         if old.origin != new.origin {
-            return Err(ProofFileError::Format(
-                "the checkpoints are of different logs".into(),
-            ));
+            return Err(ProofFileError::DifferentLogs {
+                old: old.origin,
+                new: new.origin,
+            });
         }
         let path = self
             .path
@@ -205,15 +239,37 @@ impl ConsistencyProofFile {
 pub struct ConsistencyChecked {
     pub old: Checkpoint,
     pub new: Checkpoint,
-    /// The key id(s) that signed the old checkpoint, when none of the keys
-    /// given did: its body is then proven by the new checkpoint alone.
-    pub old_signed_by: Option<String>,
+    /// Who signed the old checkpoint. Unless one of the keys given did, its
+    /// body is proven by the new checkpoint alone.
+    pub old_signed_by: OldSignedBy,
 }
 
-/// Verifies `note`: one of `keys` has a signature line on it, and every
-/// line by one of `keys` verifies. With no line by any of them, says which
-/// key of the log did sign it ([`ProofFileError::OtherKey`]).
-fn signed_by_one_of(note: &str, keys: &[&PublicKey]) -> Result<Checkpoint, ProofFileError> {
+/// Who signed the old checkpoint of a consistency proof.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OldSignedBy {
+    /// One of the keys given; its signature was checked.
+    TheKeyGiven,
+    /// Other keys of the log (their ids), e.g. the key before a rotation.
+    EarlierKey(String),
+    /// No key of the log: the signature lines it carries, in words.
+    NoKeyOfTheLog(String),
+}
+
+/// Who signed a note, as far as the keys given can tell.
+enum Signers<'k> {
+    /// These of the keys given have a line on it (not yet verified).
+    Trusted(Vec<&'k PublicKey>),
+    /// Only other keys of the note's log: their ids.
+    OtherKeysOfTheLog(String),
+    /// No key of the note's log: its lines, in words.
+    NoKeyOfTheLog(String),
+}
+
+/// Parses `note` and sorts its signature lines by who made them.
+fn signers<'k>(
+    note: &str,
+    keys: &[&'k PublicKey],
+) -> Result<(Checkpoint, Signers<'k>), ProofFileError> {
     let (body, lines) = open_note(note)?;
     let cp = Checkpoint::parse_body(body)?;
     let ours: Vec<&PublicKey> = keys
@@ -225,32 +281,61 @@ fn signed_by_one_of(note: &str, keys: &[&PublicKey]) -> Result<Checkpoint, Proof
                 .any(|l| l.name == k.name() && l.key_id == k.id())
         })
         .collect();
-    if ours.is_empty() {
-        if let Some(k) = keys.iter().find(|k| k.name() != cp.origin) {
-            return Err(ProofFileError::OtherLog {
-                origin: cp.origin,
-                key_log: k.name().to_owned(),
-            });
+    if !ours.is_empty() {
+        return Ok((cp, Signers::Trusted(ours)));
+    }
+    let of_the_log: Vec<String> = lines
+        .iter()
+        .filter(|l| l.name == cp.origin)
+        .map(|l| hex(&l.key_id))
+        .collect();
+    if !of_the_log.is_empty() {
+        return Ok((cp, Signers::OtherKeysOfTheLog(of_the_log.join(" and "))));
+    }
+    let others: Vec<String> = lines
+        .iter()
+        .map(|l| format!("{}+{}", l.name, hex(&l.key_id)))
+        .collect();
+    let said = match others.len() {
+        0 => "it carries no signature line".to_owned(),
+        1 => format!("its only signature line is by {}", others[0]),
+        _ => format!("its signature lines are by {}", others.join(", ")),
+    };
+    Ok((cp, Signers::NoKeyOfTheLog(said)))
+}
+
+/// Verifies `note`: one of `keys` has a signature line on it, and every
+/// line by one of `keys` verifies. Without such a line, says why the keys
+/// cannot check it: the note is of another log, or signed by other keys of
+/// its log, or by no key of its log.
+fn signed_by_one_of(note: &str, keys: &[&PublicKey]) -> Result<Checkpoint, ProofFileError> {
+    let (cp, signers) = signers(note, keys)?;
+    let trusted = || {
+        keys.iter()
+            .map(|k| k.id_hex())
+            .collect::<Vec<_>>()
+            .join(" or ")
+    };
+    match (signers, keys.iter().find(|k| k.name() != cp.origin)) {
+        (Signers::Trusted(ours), _) => {
+            verify_checkpoint(note, &ours)?;
+            Ok(cp)
         }
-        let trusted: Vec<String> = keys.iter().map(|k| k.id_hex()).collect();
-        let signed_by: Vec<String> = lines
-            .iter()
-            .filter(|l| l.name == cp.origin)
-            .map(|l| hex(&l.key_id))
-            .collect();
-        if signed_by.is_empty() {
-            return Err(ProofFileError::Checkpoint(NoteError::MissingSignature {
-                name: cp.origin,
-                key_id: trusted.join(" or "),
-            }));
-        }
-        return Err(ProofFileError::OtherKey {
+        (_, Some(other)) => Err(ProofFileError::OtherLog {
+            origin: cp.origin,
+            key_log: other.name().to_owned(),
+        }),
+        (Signers::OtherKeysOfTheLog(signed_by), None) => Err(ProofFileError::OtherKey {
             size: cp.size,
             origin: cp.origin,
-            signed_by: signed_by.join(" and "),
-            trusted: trusted.join(" or "),
-        });
+            signed_by,
+            trusted: trusted(),
+        }),
+        (Signers::NoKeyOfTheLog(lines), None) => Err(ProofFileError::NoKeyOfTheLog {
+            size: cp.size,
+            origin: cp.origin,
+            lines,
+            trusted: trusted(),
+        }),
     }
-    verify_checkpoint(note, &ours)?;
-    Ok(cp)
 }

@@ -1058,7 +1058,7 @@ mod erasure {
 
 mod proofs {
     use super::*;
-    use sios_audit::proof::{ConsistencyProofFile, InclusionProofFile};
+    use sios_audit::proof::{ConsistencyProofFile, InclusionProofFile, OldSignedBy};
 
     #[tokio::test]
     async fn inclusion_and_consistency_proofs_from_the_store_verify_offline() {
@@ -1115,9 +1115,12 @@ mod proofs {
         let proof = log.prove_consistency(before.size, after.size).unwrap();
         let file = ConsistencyProofFile::new(&proof, &before.note, &after.note);
         let checked = file.check(&[&k1]).unwrap();
-        assert_eq!(checked.old_signed_by, Some(k0.id_hex()));
+        assert_eq!(checked.old_signed_by, OldSignedBy::EarlierKey(k0.id_hex()));
         // With both keys, both signatures are checked; a damaged path still fails.
-        assert_eq!(file.check(&[&k0, &k1]).unwrap().old_signed_by, None);
+        assert_eq!(
+            file.check(&[&k0, &k1]).unwrap().old_signed_by,
+            OldSignedBy::TheKeyGiven
+        );
         let mut bad = file.clone();
         bad.path[0] = "00".repeat(32);
         assert!(matches!(

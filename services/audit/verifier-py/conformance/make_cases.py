@@ -12,8 +12,11 @@ with that verifier's own encoders.
     python make_cases.py OUT_DIR
 
 writes every case's files into OUT_DIR and lists them in OUT_DIR/cases.json
-as {name, bundle, pubkey, extra, description, expect}; the sios test
-tests/tests/audit_conformance.rs runs both verifiers on each."""
+as {name, kind: "bundle", bundle, pubkey, extra, description, expect}. Then
+come tampered copies of two real proofs (§7.2), as {name, kind: "proof",
+proof, pubkey, extra, description, expect} with expect "ok", "failed" or
+"not-checked". The sios test tests/tests/audit_conformance.rs runs both
+verifiers on each."""
 import base64, json, os, struct, sys
 sys.dont_write_bytecode = True  # keep the checkout clean
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -356,10 +359,97 @@ case("Xd-two-histories", log_items(main, {3, 6, 10}), "synthetic log --extends a
 case("Xb-synthetic-cut", log_items(main[:6], {3, 6}), "synthetic log cut to 6 --extends its kept 10", ("X-b", 6),
      pub=f"{OUT}/own.pub", extra=["--extends", write_note("kept-main-10", sign_note([(own, opk)], main))])
 
+# --- proof files (§7.2) ------------------------------------------------------
+# An inclusion proof of record 250 and a consistency proof from 13 to 240,
+# both made by the appliance that exported sample.oar. Verdicts: "ok",
+# "failed" (the proof is false), or "not-checked" (no signature by the
+# trusted key to check it against: not a verdict on the proof).
+import copy
+inc = json.load(open(os.path.join(HERE, "inclusion-250.json")))
+con = json.load(open(os.path.join(HERE, "consistency-13-240.json")))
+K0, FRESH = f"{OUT}/old-K0.pub", f"{OUT}/fresh.pub"
+
+def flip_hex(h, k):
+    return h[:k] + ("0" if h[k] != "0" else "1") + h[k + 1:]
+
+def note_split(note):
+    cut = note.rfind("\n\n") + 2
+    return note[:cut], note[cut:].split("\n")[:-1]
+
+def flip_note_sig(note, which=-1):
+    body, lines = note_split(note)
+    pre, b = lines[which].rsplit(" ", 1)
+    raw = bytearray(base64.b64decode(b)); raw[500] ^= 1
+    lines[which] = pre + " " + base64.b64encode(bytes(raw)).decode()
+    return body + "\n".join(lines) + "\n"
+
+def keep_lines(note, kid_hex):
+    body, lines = note_split(note)
+    kept = [l for l in lines if base64.b64decode(l.rsplit(" ", 1)[1])[:4].hex() == kid_hex]
+    return body + "\n".join(kept) + "\n"
+
+k1_line_240 = [l for l in note_split(con["new_checkpoint"])[1]
+               if base64.b64decode(l.rsplit(" ", 1)[1])[:4].hex() == "435e692f"][0]
+other = mldsa.MLDSA65PrivateKey.generate()
+def foreign(note, name):
+    body, _ = note_split(note)
+    pk = other.public_key().public_bytes_raw()
+    return body + EM + name + " " + base64.b64encode(ov.key_id(name, pk) + other.sign(body.encode())).decode() + "\n"
+
+proof_cases = []
+def proof(name, obj, desc, expect, pub=PUB):
+    path = f"{OUT}/proof-{name}.json"
+    with open(path, "w") as f:
+        json.dump(obj, f)
+    proof_cases.append({"name": name, "kind": "proof", "proof": path, "pubkey": pub, "extra": [],
+                        "description": desc, "expect": expect})
+
+proof("inc-250-ok", inc, "the inclusion proof of record 250, untouched", "ok")
+x = copy.deepcopy(inc); x["record"] = flip_hex(x["record"], 100)
+proof("inc-record-byte", x, "a byte of the record changed", "failed")
+x = copy.deepcopy(inc); x["path"][3] = flip_hex(x["path"][3], 10)
+proof("inc-path-elem", x, "a hash of the path changed", "failed")
+x = copy.deepcopy(inc); x["seq"] = 251
+proof("inc-seq", x, "the proof claims seq 251", "failed")
+x = copy.deepcopy(inc); x["tree_size"] = 286
+proof("inc-treesize", x, "the proof claims tree size 286", "failed")
+x = copy.deepcopy(inc); x["checkpoint"] = flip_note_sig(x["checkpoint"])
+proof("inc-sig-flipped", x, "the checkpoint's signature flipped", "failed")
+x = copy.deepcopy(inc); x["checkpoint"] = foreign(x["checkpoint"], "sios/audit/c5511230df39d7e3")
+proof("inc-signed-by-other-key-same-name", x, "the checkpoint re-signed by another key under the log's name", "not-checked")
+x = copy.deepcopy(inc); x["checkpoint"] = foreign(x["checkpoint"], "someone/else")
+proof("inc-signed-by-other-name", x, "the checkpoint re-signed by another key under another name", "not-checked")
+proof("inc-250-trust-K0", inc, "the untouched proof, trusting the earlier key K0", "not-checked", pub=K0)
+proof("inc-250-fresh-key", inc, "the untouched proof, trusting a fresh key of the same name", "not-checked", pub=FRESH)
+proof("con-ok", con, "the consistency proof 13 -> 240, untouched (13 signed by K0, 240 by both)", "ok")
+proof("con-trust-K0", con, "the untouched consistency proof, trusting K0", "ok", pub=K0)
+x = copy.deepcopy(con); x["new_checkpoint"] = keep_lines(x["new_checkpoint"], "5288d319")
+proof("con-new-only-K0", x, "checkpoint 240 keeps only K0's line, K1 trusted", "not-checked")
+x = copy.deepcopy(con); x["path"][2] = flip_hex(x["path"][2], 0)
+proof("con-path-elem", x, "a hash of the consistency path changed", "failed")
+x = copy.deepcopy(con)
+x["new_checkpoint"] = flip_note_sig(x["new_checkpoint"], 1 if note_split(con["new_checkpoint"])[1][1] == k1_line_240 else 0)
+proof("con-new-K1-sig", x, "K1's signature on checkpoint 240 flipped", "failed")
+x = copy.deepcopy(con); x["old_checkpoint"] = flip_note_sig(x["old_checkpoint"])
+proof("con-old-K0-sig", x, "K0's signature on checkpoint 13 flipped: the larger checkpoint proves its body", "ok")
+x = copy.deepcopy(con); x["old_checkpoint"] = x["old_checkpoint"] + k1_line_240 + "\n"
+proof("con-old-bad-K1-line", x, "checkpoint 240's K1 line appended to checkpoint 13 (invalid there)", "failed")
+x = copy.deepcopy(con)
+x["old_size"], x["new_size"], x["old_checkpoint"], x["new_checkpoint"] = 240, 13, con["new_checkpoint"], con["old_checkpoint"]
+proof("con-swapped", x, "old and new swapped: the new one (13) has no K1 line", "not-checked")
+x = copy.deepcopy(con); x["new_checkpoint"] = x["new_checkpoint"].replace("sios/audit/c55", "sios/audit/c56", 1)
+proof("con-new-origin-body", x, "checkpoint 240's origin changed in its body only", "failed")
+x = copy.deepcopy(con); x["new_checkpoint"] = x["new_checkpoint"].replace("sios/audit/c55", "sios/audit/c56")
+proof("con-new-origin-and-lines", x, "checkpoint 240's origin changed in its body and its lines", "not-checked")
+x = copy.deepcopy(con); x["old_checkpoint"] = x["old_checkpoint"].replace("sios/audit/c55", "sios/audit/c56")
+proof("con-old-origin", x, "checkpoint 13's origin changed", "failed")
+x = copy.deepcopy(con); x["old_checkpoint"] = x["old_checkpoint"].replace("\n13\n", "\n14\n"); x["old_size"] = 14
+proof("con-old-size", x, "checkpoint 13 and the proof claim size 14", "failed")
+
 # --- the manifest ----------------------------------------------------------
-manifest = [{"name": name, "bundle": path, "pubkey": pub, "extra": extra, "description": desc,
-             "expect": list(expect) if isinstance(expect, tuple) else expect}
-            for name, path, pub, extra, desc, expect in cases]
+manifest = [{"name": name, "kind": "bundle", "bundle": path, "pubkey": pub, "extra": extra,
+             "description": desc, "expect": list(expect) if isinstance(expect, tuple) else expect}
+            for name, path, pub, extra, desc, expect in cases] + proof_cases
 assert len({c["name"] for c in manifest}) == len(manifest), "case names repeat"
 with open(os.path.join(OUT, "cases.json"), "w") as f:
     json.dump(manifest, f, indent=1)
