@@ -103,6 +103,12 @@ pub enum AuditCommand {
         output: Option<PathBuf>,
     },
     /// Check a proof file (from `prove` or `consistency`) offline.
+    ///
+    /// Exit status: 0, the proof holds; 1, it is false (evidence against
+    /// the log); 2, NOT CHECKED: the key given has no signature on the
+    /// checkpoint the proof rests on (made before or after a key rotation,
+    /// or signed by no key of the log), which says nothing either way, or
+    /// a usage error. OAR.md §7.2 defines the checks.
     VerifyProof {
         /// The proof file, or - for standard input.
         proof: PathBuf,
