@@ -79,7 +79,8 @@ pub enum ProofFileError {
     NoKeyOfTheLog {
         size: u64,
         origin: String,
-        /// The signature lines it does carry, e.g. "its only line is by someone/else+1a2b3c4d".
+        /// The signature lines it does carry, in words, e.g. "its only
+        /// signature line is by someone/else+1a2b3c4d".
         lines: String,
         trusted: String,
     },
