@@ -263,12 +263,8 @@ fn proofs_across_the_rotation(app: &TestAppliance, bundle: &Path, work: &Path) -
     let items = bundle_items(bundle);
     let rotation = items
         .iter()
-        .find_map(|i| match i {
-            Item::Record(b) => sios_audit::record::Record::decode(b)
-                .ok()
-                .filter(|r| r.action == "key.rotate"),
-            _ => None,
-        })
+        .filter_map(record_of)
+        .find(|r| r.action == "key.rotate")
         .expect("the export holds the rotation")
         .seq;
     let sizes: Vec<u64> = items
@@ -582,16 +578,18 @@ fn agree(how: &str, ours: &Verdict, theirs: &Verdict) {
     }
 }
 
+/// The record an item holds (a real export's records all decode).
+fn record_of(item: &Item) -> Option<sios_audit::record::Record> {
+    match item {
+        Item::Record(bytes) => Some(sios_audit::record::Record::decode(bytes).expect("a record")),
+        _ => None,
+    }
+}
+
 /// A record that a run of records may pass through: no policy text follows
 /// it and it introduces no key (a rotation's hand-over checkpoint must stay).
 fn plain_record(item: &Item) -> bool {
-    match item {
-        Item::Record(bytes) => {
-            let r = sios_audit::record::Record::decode(bytes).expect("a record");
-            r.policy.is_none() && r.public_key.is_none()
-        }
-        _ => false,
-    }
+    record_of(item).is_some_and(|r| r.policy.is_none() && r.public_key.is_none())
 }
 
 /// `items` with the checkpoints inside two runs of plain records taken out:
@@ -624,15 +622,8 @@ fn with_runs_of_records(items: &[Item]) -> Vec<Item> {
         }
         None
     };
-    let is_event = |item: &Item| match item {
-        Item::Record(bytes) => matches!(
-            sios_audit::record::Record::decode(bytes)
-                .expect("a record")
-                .kind,
-            sios_audit::record::Kind::Event
-        ),
-        _ => false,
-    };
+    let is_event =
+        |item: &Item| record_of(item).is_some_and(|r| r.kind == sios_audit::record::Kind::Event);
     let records: Vec<usize> = (0..items.len())
         .filter(|&i| matches!(items[i], Item::Record(_)))
         .collect();
@@ -667,10 +658,7 @@ fn tamperings(export: &[Item]) -> Vec<(&'static str, Vec<Item>)> {
     let records = positions(|i| matches!(i, Item::Record(_)));
     let checkpoints = positions(|i| matches!(i, Item::Checkpoint(_)));
     let policies = positions(|i| matches!(i, Item::Policy(_)));
-    let decode = |at: usize| match &items[at] {
-        Item::Record(b) => Record::decode(b).expect("a record"),
-        _ => unreachable!("not a record"),
-    };
+    let decode = |at: usize| record_of(&items[at]).expect("a record");
     // A middle record with a record right after it, and no policy text.
     let mid = *records[records.len() / 2..]
         .iter()
