@@ -16,8 +16,8 @@ use clap::Subcommand;
 use sios_audit::export;
 use sios_audit::keys::{self, PublicKey};
 use sios_audit::proof::{
-    CONSISTENCY_FORMAT, ConsistencyProofFile, INCLUSION_FORMAT, InclusionProofFile, OldSignedBy,
-    ProofFileError,
+    CONSISTENCY_FORMAT, CheckWith, ConsistencyProofFile, INCLUSION_FORMAT, InclusionProofFile,
+    OldSignedBy, ProofFileError,
 };
 use sios_audit::record::Record;
 use sios_audit::verify::{VerifyFailure, VerifyOptions, VerifyReport, counted, verify_bundle_with};
@@ -104,17 +104,31 @@ pub enum AuditCommand {
     },
     /// Check a proof file (from `prove` or `consistency`) offline.
     ///
+    /// A proof rests on a signed checkpoint. With --pubkey alone, that
+    /// checkpoint must carry a signature by the key given. A proof made
+    /// before a key rotation is signed by an earlier key: give that key, or
+    /// give --bundle an export of the same log, from which the key the log
+    /// had in force at each size is taken.
+    ///
     /// Exit status: 0, the proof holds; 1, it is false (evidence against
-    /// the log); 2, NOT CHECKED: the key given has no signature on the
-    /// checkpoint the proof rests on (made before or after a key rotation,
-    /// or signed by no key of the log), which says nothing either way, or
-    /// a usage error. OAR.md §7.2 defines the checks.
+    /// the log), or the export given with --bundle does not verify; 2, NOT
+    /// CHECKED: the key(s) to check with have no signature on the checkpoint
+    /// the proof rests on (made before or after a key rotation, or signed
+    /// by no key of the log), which says nothing either way, or a usage
+    /// error. OAR.md §7.2 defines the checks.
     VerifyProof {
         /// The proof file, or - for standard input.
         proof: PathBuf,
         /// The operator's public key file.
         #[arg(long, value_name = "FILE")]
         pubkey: PathBuf,
+        /// An export of the same log (`sios audit export`), verified first
+        /// with the same key. Each checkpoint of the proof is then checked
+        /// with the key(s) the log had in force at its size (following key
+        /// rotations), and where the export reaches that size, it must have
+        /// the export's root there.
+        #[arg(long, value_name = "FILE")]
+        bundle: Option<PathBuf>,
     },
     /// Print a consistency proof between the signed checkpoints of tree sizes
     /// OLD and NEW (both must be stored checkpoints), as JSON that
@@ -389,6 +403,7 @@ pub async fn run_audit<S: AuditSource>(
             json,
         } => {
             let options = VerifyOptions {
+                roots_at: Vec::new(),
                 extends: extends
                     .map(|p| std::fs::read(&p).map_err(|e| usage(format!("{}: {e}", p.display()))))
                     .transpose()?,
@@ -481,75 +496,163 @@ pub async fn run_audit<S: AuditSource>(
                 output.as_deref(),
             )
         }
-        AuditCommand::VerifyProof { proof, pubkey } => {
-            let key = read_pubkey(&pubkey)?;
-            let text = if proof.as_os_str() == "-" {
-                let mut t = String::new();
-                std::io::Read::read_to_string(&mut std::io::stdin(), &mut t).map_err(usage)?;
-                t
-            } else {
-                std::fs::read_to_string(&proof)
-                    .map_err(|e| usage(format!("{}: {e}", proof.display())))?
+        AuditCommand::VerifyProof {
+            proof,
+            pubkey,
+            bundle,
+        } => verify_proof(&proof, &pubkey, bundle.as_deref(), &mut out),
+    }
+}
+
+/// A proof file, by its `format`.
+enum ProofFile {
+    Inclusion(InclusionProofFile),
+    Consistency(ConsistencyProofFile),
+}
+
+impl ProofFile {
+    fn read(path: &Path) -> Result<ProofFile, AuditCliError> {
+        let text = if path.as_os_str() == "-" {
+            let mut t = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut t).map_err(usage)?;
+            t
+        } else {
+            std::fs::read_to_string(path).map_err(|e| usage(format!("{}: {e}", path.display())))?
+        };
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| usage(format!("{}: not JSON: {e}", path.display())))?;
+        let damaged =
+            |e: serde_json::Error| usage(format!("{}: a damaged proof: {e}", path.display()));
+        match value.get("format").and_then(|f| f.as_str()) {
+            Some(INCLUSION_FORMAT) => Ok(ProofFile::Inclusion(
+                serde_json::from_value(value).map_err(damaged)?,
+            )),
+            Some(CONSISTENCY_FORMAT) => Ok(ProofFile::Consistency(
+                serde_json::from_value(value).map_err(damaged)?,
+            )),
+            other => Err(usage(format!(
+                "{}: not a sios proof file: its \"format\" is {}; expected \"{INCLUSION_FORMAT}\" \
+                 (from `sios audit prove`) or \"{CONSISTENCY_FORMAT}\" (from `sios audit consistency`)",
+                path.display(),
+                other.map_or_else(|| "missing".to_owned(), |f| format!("\"{f}\"")),
+            ))),
+        }
+    }
+
+    /// The sizes its checkpoints claim, as far as they can be read: the
+    /// roots an export must report to check them against.
+    fn checkpoint_sizes(&self) -> Vec<u64> {
+        let notes = match self {
+            ProofFile::Inclusion(f) => vec![&f.checkpoint],
+            ProofFile::Consistency(f) => vec![&f.old_checkpoint, &f.new_checkpoint],
+        };
+        notes
+            .into_iter()
+            .filter_map(|note| {
+                let (body, _) = sios_audit::checkpoint::open_note(note).ok()?;
+                Some(
+                    sios_audit::checkpoint::Checkpoint::parse_body(body)
+                        .ok()?
+                        .size,
+                )
+            })
+            .collect()
+    }
+}
+
+/// `sios audit verify-proof`.
+fn verify_proof(
+    path: &Path,
+    pubkey: &Path,
+    bundle: Option<&Path>,
+    out: &mut Out,
+) -> Result<(), AuditCliError> {
+    let key = read_pubkey(pubkey)?;
+    let file = ProofFile::read(path)?;
+    let log = match bundle {
+        None => None,
+        Some(bundle) => {
+            let options = VerifyOptions {
+                roots_at: file.checkpoint_sizes(),
+                ..VerifyOptions::default()
             };
-            let value: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| usage(format!("{}: not JSON: {e}", proof.display())))?;
-            match value.get("format").and_then(|f| f.as_str()) {
-                Some(INCLUSION_FORMAT) => {
-                    let file: InclusionProofFile = serde_json::from_value(value)
-                        .map_err(|e| usage(format!("{}: a damaged proof: {e}", proof.display())))?;
-                    match file.check(&[&key]) {
-                        Ok((record, cp)) => out.line(&format!(
-                            "OK: record {} ({} {} {}) is in the log {} of size {} signed by key {}",
-                            record.seq,
-                            record.kind.name(),
-                            record.action,
-                            record.resource,
-                            cp.origin,
-                            cp.size,
-                            key.id_hex()
-                        )),
-                        Err(e) => Err(proof_failure(e, format!("proof for record {}", file.seq))),
-                    }
+            match verify_bundle_with(bundle, pubkey, &options) {
+                Ok(report) => Some(report),
+                Err(failure @ VerifyFailure::Unreadable { .. }) => {
+                    return Err(usage(format!("--bundle: {failure}")));
                 }
-                Some(CONSISTENCY_FORMAT) => {
-                    let file: ConsistencyProofFile = serde_json::from_value(value)
-                        .map_err(|e| usage(format!("{}: a damaged proof: {e}", proof.display())))?;
-                    match file.check(&[&key]) {
-                        Ok(checked) => out.line(&format!(
-                            "OK: the log {} of size {} is a prefix of its size {}, {}",
-                            checked.new.origin,
-                            checked.old.size,
-                            checked.new.size,
-                            match &checked.old_signed_by {
-                                OldSignedBy::TheKeyGiven => {
-                                    format!("both signed by key {}", key.id_hex())
-                                }
-                                OldSignedBy::EarlierKey(id) => format!(
-                                    "signed by key {}; the smaller checkpoint is signed by key {id} \
-                                     (an earlier key) and proven by the larger",
-                                    key.id_hex()
-                                ),
-                                OldSignedBy::NoKeyOfTheLog(lines) => format!(
-                                    "signed by key {}; the smaller checkpoint is signed by no key \
-                                     of the log ({lines}) and proven by the larger",
-                                    key.id_hex()
-                                ),
-                            }
-                        )),
-                        Err(e) => Err(proof_failure(
-                            e,
-                            format!("consistency proof ({} -> {})", file.old_size, file.new_size),
-                        )),
-                    }
+                Err(failure) => {
+                    return Err(AuditCliError::Failed(format!(
+                        "the export given with --bundle does not verify, so it cannot vouch for \
+                         any key: {failure}"
+                    )));
                 }
-                other => Err(usage(format!(
-                    "{}: not a sios proof file: its \"format\" is {}; expected \"{INCLUSION_FORMAT}\" \
-                     (from `sios audit prove`) or \"{CONSISTENCY_FORMAT}\" (from `sios audit consistency`)",
-                    proof.display(),
-                    other.map_or_else(|| "missing".to_owned(), |f| format!("\"{f}\"")),
-                ))),
             }
         }
+    };
+    let keys = [&key];
+    let with = match &log {
+        None => CheckWith::Keys(&keys),
+        Some(log) => CheckWith::Export { log, trusted: &key },
+    };
+    // Who signed a checkpoint of `size`, in the words of the reply.
+    let signed_by = |size: u64| {
+        let ids: Vec<String> = with.keys_for(size).iter().map(|k| k.id_hex()).collect();
+        match (&log, ids.len()) {
+            (None, _) => format!("key {}", ids.join(" or ")),
+            (Some(_), 1) => format!("key {} (in force at that size, per the export)", ids[0]),
+            (Some(_), _) => format!(
+                "keys {} (the hand-over of a key rotation, per the export)",
+                ids.join(" and ")
+            ),
+        }
+    };
+    match file {
+        ProofFile::Inclusion(file) => match file.check_with(with) {
+            Ok((record, cp)) => out.line(&format!(
+                "OK: record {} ({} {} {}) is in the log {} of size {} signed by {}",
+                record.seq,
+                record.kind.name(),
+                record.action,
+                record.resource,
+                cp.origin,
+                cp.size,
+                signed_by(cp.size)
+            )),
+            Err(e) => Err(proof_failure(e, format!("proof for record {}", file.seq))),
+        },
+        ProofFile::Consistency(file) => match file.check_with(with) {
+            Ok(checked) => out.line(&format!(
+                "OK: the log {} of size {} is a prefix of its size {}, {}",
+                checked.new.origin,
+                checked.old.size,
+                checked.new.size,
+                match &checked.old_signed_by {
+                    OldSignedBy::TheKeyGiven => {
+                        let (old, new) = (signed_by(checked.old.size), signed_by(checked.new.size));
+                        if old == new {
+                            format!("both signed by {new}")
+                        } else {
+                            format!("signed by {new}; the smaller checkpoint by {old}")
+                        }
+                    }
+                    OldSignedBy::EarlierKey(id) => format!(
+                        "signed by {}; the smaller checkpoint is signed by key {id} (an earlier \
+                         key) and proven by the larger",
+                        signed_by(checked.new.size)
+                    ),
+                    OldSignedBy::NoKeyOfTheLog(lines) => format!(
+                        "signed by {}; the smaller checkpoint is signed by no key of the log \
+                         ({lines}) and proven by the larger",
+                        signed_by(checked.new.size)
+                    ),
+                }
+            )),
+            Err(e) => Err(proof_failure(
+                e,
+                format!("consistency proof ({} -> {})", file.old_size, file.new_size),
+            )),
+        },
     }
 }
 

@@ -130,15 +130,18 @@ impl IndependentVerifier {
         self.verifier(&args)
     }
 
-    /// `oar_verify.py proof PROOF --pubkey PUBKEY`, as it ran: exit 0 (the
-    /// proof holds), 1 (it is false) or 3 (the key cannot check it).
-    pub fn proof_output(&self, proof: &Path, pubkey: &Path) -> Output {
-        self.verifier(&[
+    /// `oar_verify.py proof PROOF --pubkey PUBKEY EXTRA...` (e.g. `--bundle
+    /// FILE`), as it ran: exit 0 (the proof holds), 1 (it is false) or 3
+    /// (the key cannot check it).
+    pub fn proof_output(&self, proof: &Path, pubkey: &Path, extra: &[&str]) -> Output {
+        let mut args = vec![
             OsStr::new("proof"),
             proof.as_os_str(),
             OsStr::new("--pubkey"),
             pubkey.as_os_str(),
-        ])
+        ];
+        args.extend(extra.iter().map(OsStr::new));
+        self.verifier(&args)
     }
 
     /// `oar_verify.py` with `args`.

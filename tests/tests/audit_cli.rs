@@ -200,7 +200,7 @@ fn every_action_is_recorded_and_the_export_verifies_offline() {
 
     // Offline: no appliance runs any more.
     let pk = pubkey.display().to_string();
-    check_proofs_across_the_rotation(&app, &across, &pk);
+    check_proofs_across_the_rotation(&app, &across, &pk, &bundle);
     ok(
         &app.sios(&[
             "audit",
@@ -316,7 +316,14 @@ fn proofs_across_the_rotation(app: &TestAppliance, bundle: &Path, work: &Path) -
 /// With only the current key: the consistency proof checks out, and says
 /// the smaller checkpoint is proven by the larger; the inclusion proof is
 /// not called false but "not checked" (exit 2), naming the key that signed.
-fn check_proofs_across_the_rotation(app: &TestAppliance, across: &AcrossRotation, pk: &str) {
+/// With the export (which holds the rotation) as well, the inclusion proof
+/// checks out with the current key, and both name the earlier key in force.
+fn check_proofs_across_the_rotation(
+    app: &TestAppliance,
+    across: &AcrossRotation,
+    pk: &str,
+    bundle: &Path,
+) {
     let consistency = across.consistency.display().to_string();
     let said = ok(
         &app.sios(&["audit", "verify-proof", &consistency, "--pubkey", pk]),
@@ -331,6 +338,25 @@ fn check_proofs_across_the_rotation(app: &TestAppliance, across: &AcrossRotation
         said.contains("NOT CHECKED") && said.contains("key rotation"),
         "{said}"
     );
+    let export = bundle.display().to_string();
+    for proof in [&inclusion, &consistency] {
+        let said = ok(
+            &app.sios(&[
+                "audit",
+                "verify-proof",
+                proof,
+                "--pubkey",
+                pk,
+                "--bundle",
+                &export,
+            ]),
+            "verify-proof with the export",
+        );
+        assert!(
+            said.contains("in force at that size, per the export"),
+            "{said}"
+        );
+    }
 }
 
 #[test]

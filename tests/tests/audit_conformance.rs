@@ -171,7 +171,7 @@ fn check(case: &Case, sios: &Path, independent: &IndependentVerifier) -> Option<
                 2,
             ),
             got_proof(
-                &independent.proof_output(&case.file, &case.pubkey),
+                &independent.proof_output(&case.file, &case.pubkey, &extra),
                 "the independent verifier",
                 3,
             ),
@@ -223,6 +223,15 @@ fn both_verifiers_reach_the_verdict_oar_md_requires_in_every_conformance_case() 
         assert!(
             cases.iter().any(|c| c.kind == kind && c.expect == verdict),
             "no {verdict} case"
+        );
+    }
+    // Proofs are also checked with an export (OAR.md §7.2), both ways.
+    for verdict in ["ok", "failed"] {
+        assert!(
+            cases.iter().any(|c| c.kind == Kind::Proof
+                && c.extra.first().is_some_and(|a| a == "--bundle")
+                && c.expect == verdict),
+            "no {verdict} proof case with --bundle"
         );
     }
 

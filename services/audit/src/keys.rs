@@ -132,6 +132,8 @@ impl PartialEq for PublicKey {
     }
 }
 
+impl Eq for PublicKey {}
+
 impl PublicKey {
     /// From a name and the 1952 bytes of FIPS 204 `pkEncode`.
     pub fn from_bytes(name: &str, bytes: &[u8]) -> Option<PublicKey> {
@@ -397,6 +399,29 @@ pub fn write_atomically(path: &Path, content: &[u8]) -> Result<(), KeyError> {
     sync_parent(path)
 }
 
+/// The key(s) that must sign a log's checkpoint of `size` (OAR.md §6.3),
+/// given the log's keys, each with the seq of the record that introduced
+/// it, oldest first: the old key and the new for a rotation's hand-over
+/// checkpoint (size `r + 1`), otherwise the newest key introduced before
+/// `size - 1`. Empty only if `history` is.
+pub fn in_force(history: &[(u64, PublicKey)], size: u64) -> Vec<&PublicKey> {
+    let Some((_, first)) = history.first() else {
+        return Vec::new();
+    };
+    let mut in_force = first;
+    for pair in history.windows(2) {
+        let [(_, old), (seq, new)] = pair else {
+            unreachable!("windows of two")
+        };
+        if seq + 1 < size {
+            in_force = new;
+        } else if seq + 1 == size {
+            return vec![old, new];
+        }
+    }
+    vec![in_force]
+}
+
 /// Reads a public key file (a verifier key line).
 pub fn read_public(path: &Path) -> Result<PublicKey, KeyError> {
     let malformed = |reason| KeyError::Malformed {
@@ -457,6 +482,37 @@ mod tests {
         bad[100] ^= 1;
         assert!(!key.public().verify(b"hello", &bad));
         assert!(!key.public().verify(b"hello", &sig[..100]));
+    }
+
+    /// OAR.md §6.3 with keys introduced at records 0, 5 and 9: each key
+    /// signs from its introduction (exclusive) through its successor's
+    /// hand-over, which both sign.
+    #[test]
+    fn the_key_in_force_follows_rotations_and_hand_overs() {
+        let k: Vec<PublicKey> = (0..3u8)
+            .map(|n| {
+                SecretKey::from_seed("sios/audit/test", [n; 32])
+                    .unwrap()
+                    .public()
+                    .clone()
+            })
+            .collect();
+        let history = vec![(0, k[0].clone()), (5, k[1].clone()), (9, k[2].clone())];
+        let expected: [(u64, &[usize]); 8] = [
+            (1, &[0]),
+            (5, &[0]),
+            (6, &[0, 1]),
+            (7, &[1]),
+            (10, &[1, 2]),
+            (11, &[2]),
+            (1000, &[2]),
+            (0, &[0]),
+        ];
+        for (size, want) in expected {
+            let want: Vec<&PublicKey> = want.iter().map(|&i| &k[i]).collect();
+            assert_eq!(in_force(&history, size), want, "size {size}");
+        }
+        assert!(in_force(&[], 3).is_empty());
     }
 
     #[test]

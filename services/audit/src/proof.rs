@@ -2,14 +2,21 @@
 //! proof of one record in a signed checkpoint, and a consistency proof
 //! between two signed checkpoints. `sios audit prove` writes the JSON forms
 //! defined here; `sios audit verify-proof` checks them.
+//!
+//! A proof is checked with the keys the auditor holds ([`CheckWith::Keys`]),
+//! or with a verified export of the same log ([`CheckWith::Export`]), whose
+//! key history tells which key signed the log's checkpoint of each size, so
+//! that a proof made before a key rotation can be checked with the current
+//! key alone (OAR.md §7.2).
 
 pub use crate::merkle::{ProofError, verify_consistency, verify_inclusion};
 
-use crate::checkpoint::{Checkpoint, NoteError, open_note, verify_checkpoint};
+use crate::checkpoint::{Checkpoint, NoteError, NoteSignature, open_note, verify_checkpoint};
 use crate::hex;
-use crate::keys::PublicKey;
+use crate::keys::{self, PublicKey};
 use crate::merkle::Hash;
 use crate::record::{Record, RecordError};
+use crate::verify::VerifyReport;
 use serde::{Deserialize, Serialize};
 use sios_ipc::{ConsistencyProof, InclusionProof};
 
@@ -58,7 +65,8 @@ pub enum ProofFileError {
          you gave ({trusted}): it was made before or after a key rotation, so this key cannot check \
          it. Check the proof with the key that signed it, or make the proof against a checkpoint \
          the key you hold signed (`sios audit prove SEQ` uses the latest; `sios audit consistency \
-         OLD NEW` with NEW after the rotation), or verify the whole export, which follows rotations"
+         OLD NEW` with NEW after the rotation), or give --bundle an export of the log, whose key \
+         history says which key signed it"
     )]
     OtherKey {
         size: u64,
@@ -72,7 +80,7 @@ pub enum ProofFileError {
     /// check, and not evidence either way (OAR.md §7.2).
     #[error(
         "the checkpoint of size {size} carries no signature by any key of log {origin} \
-         ({lines}), so the key you gave ({trusted}) cannot check it. Ask the appliance for a \
+         ({lines}), so key {trusted} cannot check it. Ask the appliance for a \
          proof against a checkpoint it signs now (`sios audit prove SEQ`, `sios audit \
          consistency OLD NEW`), or verify the whole export"
     )]
@@ -83,6 +91,32 @@ pub enum ProofFileError {
         /// signature line is by someone/else+1a2b3c4d".
         lines: String,
         trusted: String,
+    },
+    /// With an export: the checkpoint lacks the line of the key the export
+    /// has in force at its size, and carries another key of the log.
+    #[error(
+        "the checkpoint of size {size} is signed by key {signed_by} of log {origin}, not by the key \
+         the export you gave has in force at that size ({in_force}), so it cannot be checked with \
+         this export. If the checkpoint was made after the export's last key rotation, check it \
+         with a newer export (`sios audit export`)"
+    )]
+    NotInForce {
+        size: u64,
+        origin: String,
+        signed_by: String,
+        in_force: String,
+    },
+    /// With an export: a validly signed checkpoint whose root is not the
+    /// export's at its size. The key signed two different histories.
+    #[error(
+        "the checkpoint of size {size} has root {root}, but the export you gave, which verifies \
+         with the same key, has root {export_root} at that size: the operator's key signed two \
+         different histories"
+    )]
+    NotTheExportsTree {
+        size: u64,
+        root: String,
+        export_root: String,
     },
     #[error("the two checkpoints are of different logs: {old} and {new}")]
     DifferentLogs { old: String, new: String },
@@ -103,7 +137,63 @@ impl ProofFileError {
             ProofFileError::OtherKey { .. }
                 | ProofFileError::OtherLog { .. }
                 | ProofFileError::NoKeyOfTheLog { .. }
+                | ProofFileError::NotInForce { .. }
         )
+    }
+}
+
+/// What a proof's checkpoints are checked with (OAR.md §7.2).
+#[derive(Clone, Copy, Debug)]
+pub enum CheckWith<'k> {
+    /// Public keys the auditor holds. A checkpoint must carry a line by one
+    /// of them, and every line by one of them must verify.
+    Keys(&'k [&'k PublicKey]),
+    /// A verified export of the same log (its report, which carries the
+    /// log's key history and the roots at the proof's sizes) and the key it
+    /// was verified with. A checkpoint must carry valid lines by every key
+    /// the log has in force at its size (OAR.md §6.3), and where the export
+    /// reaches its size, have the export's root.
+    Export {
+        log: &'k VerifyReport,
+        trusted: &'k PublicKey,
+    },
+}
+
+impl<'k> CheckWith<'k> {
+    /// The keys an inclusion proof's checkpoint, or a consistency proof's
+    /// new one, of `size` is checked with.
+    pub fn keys_for(&self, size: u64) -> Vec<&'k PublicKey> {
+        match *self {
+            CheckWith::Keys(keys) => keys.to_vec(),
+            CheckWith::Export { log, .. } => keys::in_force(&log.key_history, size),
+        }
+    }
+
+    /// The keys whose lines on a consistency proof's old checkpoint are
+    /// checked, where it carries any: with an export, the trusted key too.
+    fn keys_for_old(&self, size: u64) -> Vec<&'k PublicKey> {
+        let mut keys = self.keys_for(size);
+        if let CheckWith::Export { trusted, .. } = *self
+            && !keys.contains(&trusted)
+        {
+            keys.push(trusted);
+        }
+        keys
+    }
+
+    /// A checkpoint the export also covers must have the export's root.
+    fn agrees(&self, cp: &Checkpoint) -> Result<(), ProofFileError> {
+        if let CheckWith::Export { log, .. } = *self
+            && let Some(root) = log.roots.get(&cp.size)
+            && *root != cp.root
+        {
+            return Err(ProofFileError::NotTheExportsTree {
+                size: cp.size,
+                root: hex(&cp.root),
+                export_root: hex(root),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -138,16 +228,21 @@ impl InclusionProofFile {
         }
     }
 
-    /// Checks the checkpoint's signature by `key` (any of `keys`), the
-    /// record's canonical form, and the audit path to the signed root.
+    /// Checks the checkpoint's signature by one of `keys`, the record's
+    /// canonical form, and the audit path to the signed root.
     pub fn check(&self, keys: &[&PublicKey]) -> Result<(Record, Checkpoint), ProofFileError> {
+        self.check_with(CheckWith::Keys(keys))
+    }
+
+    /// [`InclusionProofFile::check`], with the checkpoint checked as `with` says.
+    pub fn check_with(&self, with: CheckWith) -> Result<(Record, Checkpoint), ProofFileError> {
         if self.format != INCLUSION_FORMAT {
             return Err(ProofFileError::Format(format!(
                 "format is `{}`, expected `{INCLUSION_FORMAT}`",
                 self.format
             )));
         }
-        let cp = signed_by_one_of(&self.checkpoint, keys)?;
+        let cp = signed_as_required(&self.checkpoint, with)?;
         if cp.size != self.tree_size {
             return Err(ProofFileError::SizeMismatch {
                 proof: self.tree_size,
@@ -189,17 +284,23 @@ impl ConsistencyProofFile {
     /// signed it (OAR.md §7.2: a proof that passes proves the old body by the
     /// new one, so one made before a key rotation needs no earlier key).
     pub fn check(&self, keys: &[&PublicKey]) -> Result<ConsistencyChecked, ProofFileError> {
+        self.check_with(CheckWith::Keys(keys))
+    }
+
+    /// [`ConsistencyProofFile::check`], with the checkpoints checked as
+    /// `with` says.
+    pub fn check_with(&self, with: CheckWith) -> Result<ConsistencyChecked, ProofFileError> {
         if self.format != CONSISTENCY_FORMAT {
             return Err(ProofFileError::Format(format!(
                 "format is `{}`, expected `{CONSISTENCY_FORMAT}`",
                 self.format
             )));
         }
-        let new = signed_by_one_of(&self.new_checkpoint, keys)?;
-        // The old checkpoint's lines are checked only where one of `keys`
-        // made them; its body is what the proof then establishes.
-        let (old, signers) = signers(&self.old_checkpoint, keys)?;
-        let old_signed_by = match signers {
+        let new = signed_as_required(&self.new_checkpoint, with)?;
+        // The old checkpoint's lines are checked only where a key checked
+        // with made them; its body is what the proof then establishes.
+        let (old, lines) = parse(&self.old_checkpoint)?;
+        let old_signed_by = match signers(&old, &lines, &with.keys_for_old(old.size)) {
             Signers::Trusted(ours) => {
                 verify_checkpoint(&self.old_checkpoint, &ours)?;
                 OldSignedBy::TheKeyGiven
@@ -221,6 +322,7 @@ impl ConsistencyProofFile {
                 new: new.origin,
             });
         }
+        with.agrees(&old)?;
         let path = self
             .path
             .iter()
@@ -248,7 +350,8 @@ pub struct ConsistencyChecked {
 /// Who signed the old checkpoint of a consistency proof.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OldSignedBy {
-    /// One of the keys given; its signature was checked.
+    /// One of the keys checked with (the key given; with an export, also
+    /// the key in force at its size); its signature was checked.
     TheKeyGiven,
     /// Other keys of the log (their ids), e.g. the key before a rotation.
     EarlierKey(String),
@@ -266,13 +369,15 @@ enum Signers<'k> {
     NoKeyOfTheLog(String),
 }
 
-/// Parses `note` and sorts its signature lines by who made them.
-fn signers<'k>(
-    note: &str,
-    keys: &[&'k PublicKey],
-) -> Result<(Checkpoint, Signers<'k>), ProofFileError> {
+/// Parses a signed note into its checkpoint body and signature lines.
+fn parse(note: &str) -> Result<(Checkpoint, Vec<NoteSignature>), ProofFileError> {
     let (body, lines) = open_note(note)?;
-    let cp = Checkpoint::parse_body(body)?;
+    Ok((Checkpoint::parse_body(body)?, lines))
+}
+
+/// Sorts a note's signature lines by who made them: `keys`, other keys of
+/// the note's log, or none of its log.
+fn signers<'k>(cp: &Checkpoint, lines: &[NoteSignature], keys: &[&'k PublicKey]) -> Signers<'k> {
     let ours: Vec<&PublicKey> = keys
         .iter()
         .copied()
@@ -283,7 +388,7 @@ fn signers<'k>(
         })
         .collect();
     if !ours.is_empty() {
-        return Ok((cp, Signers::Trusted(ours)));
+        return Signers::Trusted(ours);
     }
     let of_the_log: Vec<String> = lines
         .iter()
@@ -291,52 +396,71 @@ fn signers<'k>(
         .map(|l| hex(&l.key_id))
         .collect();
     if !of_the_log.is_empty() {
-        return Ok((cp, Signers::OtherKeysOfTheLog(of_the_log.join(" and "))));
+        return Signers::OtherKeysOfTheLog(of_the_log.join(" and "));
     }
     let others: Vec<String> = lines
         .iter()
         .map(|l| format!("{}+{}", l.name, hex(&l.key_id)))
         .collect();
-    let said = match others.len() {
+    Signers::NoKeyOfTheLog(match others.len() {
         0 => "it carries no signature line".to_owned(),
         1 => format!("its only signature line is by {}", others[0]),
         _ => format!("its signature lines are by {}", others.join(", ")),
-    };
-    Ok((cp, Signers::NoKeyOfTheLog(said)))
+    })
 }
 
-/// Verifies `note`: one of `keys` has a signature line on it, and every
-/// line by one of `keys` verifies. Without such a line, says why the keys
-/// cannot check it: the note is of another log, or signed by other keys of
-/// its log, or by no key of its log.
-fn signed_by_one_of(note: &str, keys: &[&PublicKey]) -> Result<Checkpoint, ProofFileError> {
-    let (cp, signers) = signers(note, keys)?;
-    let trusted = || {
+/// Verifies an inclusion proof's checkpoint, or a consistency proof's new
+/// one, as `with` requires: with keys, one of them has a line on it and
+/// every line by one of them verifies; with an export, every key in force
+/// at its size has a line that verifies (a rotation's hand-over checkpoint
+/// needs two), and its root is the export's. Without a line by any of the
+/// keys, says why they cannot check it: the note is of another log, or
+/// signed by other keys of its log, or by no key of its log.
+fn signed_as_required(note: &str, with: CheckWith) -> Result<Checkpoint, ProofFileError> {
+    let (cp, lines) = parse(note)?;
+    let keys = with.keys_for(cp.size);
+    let ids = |joint: &str| {
         keys.iter()
             .map(|k| k.id_hex())
             .collect::<Vec<_>>()
-            .join(" or ")
+            .join(joint)
     };
-    match (signers, keys.iter().find(|k| k.name() != cp.origin)) {
+    match (
+        signers(&cp, &lines, &keys),
+        keys.iter().find(|k| k.name() != cp.origin),
+    ) {
         (Signers::Trusted(ours), _) => {
-            verify_checkpoint(note, &ours)?;
+            let required = match with {
+                CheckWith::Keys(_) => &ours,
+                CheckWith::Export { .. } => &keys,
+            };
+            verify_checkpoint(note, required)?;
+            with.agrees(&cp)?;
             Ok(cp)
         }
         (_, Some(other)) => Err(ProofFileError::OtherLog {
             origin: cp.origin,
             key_log: other.name().to_owned(),
         }),
-        (Signers::OtherKeysOfTheLog(signed_by), None) => Err(ProofFileError::OtherKey {
-            size: cp.size,
-            origin: cp.origin,
-            signed_by,
-            trusted: trusted(),
+        (Signers::OtherKeysOfTheLog(signed_by), None) => Err(match with {
+            CheckWith::Keys(_) => ProofFileError::OtherKey {
+                size: cp.size,
+                origin: cp.origin,
+                signed_by,
+                trusted: ids(" or "),
+            },
+            CheckWith::Export { .. } => ProofFileError::NotInForce {
+                size: cp.size,
+                origin: cp.origin,
+                signed_by,
+                in_force: ids(" and "),
+            },
         }),
         (Signers::NoKeyOfTheLog(lines), None) => Err(ProofFileError::NoKeyOfTheLog {
             size: cp.size,
             origin: cp.origin,
             lines,
-            trusted: trusted(),
+            trusted: ids(" or "),
         }),
     }
 }

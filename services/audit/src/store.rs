@@ -692,9 +692,8 @@ impl AuditLog {
             let root = writer.tree.frontier.root();
             match last_stored {
                 Some((stored_size, note)) if stored_size == size => {
-                    let keys_in_force = writer.required_keys_for(size, &key_history);
-                    let refs: Vec<&PublicKey> = keys_in_force.iter().collect();
-                    let cp = verify_checkpoint(&note, &refs).map_err(|e| {
+                    let in_force = keys::in_force(&key_history, size);
+                    let cp = verify_checkpoint(&note, &in_force).map_err(|e| {
                         corrupt(format!(
                             "the latest checkpoint (size {size}) does not verify: {e}"
                         ))
@@ -1856,19 +1855,6 @@ impl Writer {
         };
         let refs: Vec<&SecretKey> = keys.iter().map(|k| k.as_ref()).collect();
         cp.sign(&refs)
-    }
-
-    /// The keys whose signatures a checkpoint of `size` needs (OAR.md §6.3).
-    fn required_keys_for(&self, size: u64, history: &[(u64, PublicKey)]) -> Vec<PublicKey> {
-        let mut in_force = &history[0].1;
-        for (i, (seq, key)) in history.iter().enumerate().skip(1) {
-            if seq + 1 < size {
-                in_force = key;
-            } else if seq + 1 == size {
-                return vec![history[i - 1].1.clone(), key.clone()];
-            }
-        }
-        vec![in_force.clone()]
     }
 
     fn persist_checkpoint(&mut self, size: u64, note: &str) -> Result<(), AuditError> {

@@ -14,11 +14,11 @@
 use crate::bundle::{BundleError, BundleReader, Item};
 use crate::checkpoint::{Checkpoint, open_note, verify_checkpoint};
 use crate::hex;
-use crate::keys::{PublicKey, read_public};
+use crate::keys::{self, PublicKey, read_public};
 use crate::merkle::{Frontier, Hash};
 use crate::record::{self, Kind, Record};
 use sha2::{Digest as _, Sha256};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -43,6 +43,13 @@ pub struct VerifyReport {
     /// The last checkpoint's signed note, to keep for the next verification
     /// (OAR.md §8.3).
     pub last_checkpoint: String,
+    /// The log's keys, each with the seq of the record that introduced it,
+    /// oldest first: what [`keys::in_force`] needs to say which key signs
+    /// the log's checkpoint of a given size (OAR.md §6.3).
+    pub key_history: Vec<(u64, PublicKey)>,
+    /// The root of the first `size` records, for each size asked for in
+    /// [`VerifyOptions::roots_at`] that the bundle reaches.
+    pub roots: BTreeMap<u64, Hash>,
 }
 
 impl fmt::Display for VerifyReport {
@@ -149,6 +156,10 @@ pub struct VerifyOptions {
     /// The bytes of a signed checkpoint note the auditor kept from an
     /// earlier verification: the bundle must extend it.
     pub extends: Option<Vec<u8>>,
+    /// Tree sizes whose roots the report carries ([`VerifyReport::roots`]),
+    /// e.g. those of a proof's checkpoints, to check them against the
+    /// verified log (OAR.md §7.2).
+    pub roots_at: Vec<u64>,
 }
 
 /// Verifies the bundle at `bundle` against the public key file `trusted`.
@@ -212,7 +223,12 @@ pub fn verify_reader_with(
     options: &VerifyOptions,
 ) -> Result<VerifyReport, VerifyFailure> {
     let kept = options.extends.as_deref().map(Kept::parse).transpose()?;
-    let watch = kept.as_ref().map(|k| k.checkpoint.size);
+    let watch: HashSet<u64> = kept
+        .as_ref()
+        .map(|k| k.checkpoint.size)
+        .into_iter()
+        .chain(options.roots_at.iter().copied())
+        .collect();
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8);
@@ -312,10 +328,11 @@ struct Pass {
     intents: u64,
     outcomes: u64,
     events: u64,
-    /// The size of the checkpoint the auditor kept (OAR.md §8.3), and the
-    /// root of the records' tree at that size once the pass gets there.
-    watch: Option<u64>,
-    watched_root: Option<Hash>,
+    /// The sizes whose roots are wanted: the checkpoint the auditor kept
+    /// (OAR.md §8.3) and [`VerifyOptions::roots_at`]; and those roots, once
+    /// the pass gets there.
+    watch: HashSet<u64>,
+    roots: BTreeMap<u64, Hash>,
 }
 
 fn tag(r: &Record) -> Hash {
@@ -341,7 +358,7 @@ fn prev_of(bytes: &[u8]) -> Option<Hash> {
 }
 
 impl Pass {
-    fn new(trusted: PublicKey, watch: Option<u64>) -> Pass {
+    fn new(trusted: PublicKey, watch: HashSet<u64>) -> Pass {
         Pass {
             trusted,
             origin: None,
@@ -362,7 +379,7 @@ impl Pass {
             outcomes: 0,
             events: 0,
             watch,
-            watched_root: None,
+            roots: BTreeMap::new(),
         }
     }
 
@@ -687,8 +704,9 @@ impl Pass {
             };
         }
         self.frontier.push(hash, |_, _, _| {});
-        if self.watch == Some(self.frontier.size()) {
-            self.watched_root = Some(self.frontier.root());
+        if self.watch.contains(&self.frontier.size()) {
+            self.roots
+                .insert(self.frontier.size(), self.frontier.root());
         }
         self.last_hash = hash;
         self.last_time = r.time_ms;
@@ -697,15 +715,10 @@ impl Pass {
 
     /// The keys a checkpoint of `size` must be signed by (OAR.md §6.3).
     fn required_keys(&self, size: u64) -> Vec<PublicKey> {
-        let mut in_force = &self.keys[0].1;
-        for (i, (seq, key)) in self.keys.iter().enumerate().skip(1) {
-            if seq + 1 < size {
-                in_force = key;
-            } else if seq + 1 == size {
-                return vec![self.keys[i - 1].1.clone(), key.clone()];
-            }
-        }
-        vec![in_force.clone()]
+        keys::in_force(&self.keys, size)
+            .into_iter()
+            .cloned()
+            .collect()
     }
 
     /// OAR.md §8.2 "signed by some key of the log": one signature line of
@@ -947,6 +960,8 @@ impl Pass {
             checkpoints: self.checkpoints,
             root: self.frontier.root(),
             keys: self.keys.iter().map(|(_, k)| k.id_hex()).collect(),
+            key_history: self.keys,
+            roots: self.roots,
             intents: self.intents,
             outcomes: self.outcomes,
             events: self.events,
@@ -997,7 +1012,10 @@ impl Pass {
                 ),
             ));
         }
-        let root = self.watched_root.expect("the pass saw the kept size");
+        let root = *self
+            .roots
+            .get(&cp.size)
+            .expect("the pass watched the kept size, and X-b checked the bundle reaches it");
         if root != cp.root {
             return Err(invalid(
                 "X-d",

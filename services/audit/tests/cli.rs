@@ -157,7 +157,7 @@ async fn export_verify_prove_and_keys_end_to_end() {
     bytes[at + 7] = b'9';
     let bad = dir.path().join("bad.bundle");
     std::fs::write(&bad, bytes).unwrap();
-    let err = run_audit::<Local>(verify(Some(bad), &pubkey), None)
+    let err = run_audit::<Local>(verify(Some(bad.clone()), &pubkey), None)
         .await
         .unwrap_err();
     assert_eq!(err.exit_code(), 1, "{err}");
@@ -184,15 +184,29 @@ async fn export_verify_prove_and_keys_end_to_end() {
     )
     .await
     .unwrap();
-    run_audit::<Local>(
-        AuditCommand::VerifyProof {
-            proof: proof.clone(),
-            pubkey: pubkey.clone(),
-        },
-        None,
-    )
-    .await
-    .unwrap();
+    let verify_proof = |bundle: Option<&std::path::Path>| AuditCommand::VerifyProof {
+        proof: proof.clone(),
+        pubkey: pubkey.clone(),
+        bundle: bundle.map(std::path::Path::to_owned),
+    };
+    run_audit::<Local>(verify_proof(None), None).await.unwrap();
+    // With an export: it must verify first (a damaged one is a failed
+    // check, exit 1; a missing one a usage error, exit 2).
+    run_audit::<Local>(verify_proof(Some(&bundle)), None)
+        .await
+        .unwrap();
+    let err = run_audit::<Local>(verify_proof(Some(&bad)), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 1, "{err}");
+    assert!(
+        err.to_string().contains("--bundle does not verify"),
+        "{err}"
+    );
+    let err = run_audit::<Local>(verify_proof(Some(&dir.path().join("missing"))), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 2, "{err}");
     let text = std::fs::read_to_string(&proof)
         .unwrap()
         .replacen("\"seq\": 3", "\"seq\": 4", 1);
@@ -201,6 +215,7 @@ async fn export_verify_prove_and_keys_end_to_end() {
         AuditCommand::VerifyProof {
             proof,
             pubkey: pubkey.clone(),
+            bundle: None,
         },
         None,
     )
@@ -225,6 +240,7 @@ async fn export_verify_prove_and_keys_end_to_end() {
             AuditCommand::VerifyProof {
                 proof: other.clone(),
                 pubkey: pubkey.clone(),
+                bundle: None,
             },
             None,
         )
@@ -251,6 +267,7 @@ async fn export_verify_prove_and_keys_end_to_end() {
         AuditCommand::VerifyProof {
             proof: cons,
             pubkey: pubkey.clone(),
+            bundle: None,
         },
         None,
     )

@@ -1058,7 +1058,8 @@ mod erasure {
 
 mod proofs {
     use super::*;
-    use sios_audit::proof::{ConsistencyProofFile, InclusionProofFile, OldSignedBy};
+    use sios_audit::proof::{CheckWith, ConsistencyProofFile, InclusionProofFile, OldSignedBy};
+    use sios_audit::verify::{VerifyOptions, verify_reader_with};
 
     #[tokio::test]
     async fn inclusion_and_consistency_proofs_from_the_store_verify_offline() {
@@ -1147,6 +1148,41 @@ mod proofs {
             err.to_string().contains("before or after a key rotation"),
             "{err}"
         );
+        // With an export that holds the rotation, the current key alone
+        // checks it: the export's key history says K0 was in force at its
+        // size, and the export's tree has its root there.
+        let (bundle, _) = export(&log, dir.path(), "rotated").await;
+        let options = VerifyOptions {
+            roots_at: vec![before.size],
+            ..VerifyOptions::default()
+        };
+        let report = verify_reader_with(std::fs::File::open(&bundle).unwrap(), &k1, &options)
+            .expect("the export verifies");
+        let with = CheckWith::Export {
+            log: &report,
+            trusted: &k1,
+        };
+        assert_eq!(with.keys_for(before.size), vec![&k0]);
+        file.check_with(with).unwrap();
+        // The export's root is what exposes a second history signed by the
+        // same key: against a report with another root at that size, the
+        // same validly signed proof fails (and is not "not checked").
+        let mut other_root = report.clone();
+        other_root.roots.insert(before.size, [7; 32]);
+        let err = file
+            .check_with(CheckWith::Export {
+                log: &other_root,
+                trusted: &k1,
+            })
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                sios_audit::proof::ProofFileError::NotTheExportsTree { .. }
+            ),
+            "{err}"
+        );
+        assert!(!err.not_checked());
     }
 
     /// The store keeps only subtrees of 64 leaves or more and hashes smaller
@@ -1500,6 +1536,7 @@ mod naming {
             write(items, &path);
             let options = VerifyOptions {
                 extends: Some(kept.as_bytes().to_vec()),
+                ..VerifyOptions::default()
             };
             verify_bundle_with(&path, &key, &options)
         };

@@ -397,11 +397,11 @@ def foreign(note, name):
     return body + EM + name + " " + base64.b64encode(ov.key_id(name, pk) + other.sign(body.encode())).decode() + "\n"
 
 proof_cases = []
-def proof(name, obj, desc, expect, pub=PUB):
+def proof(name, obj, desc, expect, pub=PUB, extra=()):
     path = f"{OUT}/proof-{name}.json"
     with open(path, "w") as f:
         json.dump(obj, f)
-    proof_cases.append({"name": name, "kind": "proof", "proof": path, "pubkey": pub, "extra": [],
+    proof_cases.append({"name": name, "kind": "proof", "proof": path, "pubkey": pub, "extra": list(extra),
                         "description": desc, "expect": expect})
 
 proof("inc-250-ok", inc, "the inclusion proof of record 250, untouched", "ok")
@@ -445,6 +445,29 @@ x = copy.deepcopy(con); x["old_checkpoint"] = x["old_checkpoint"].replace("sios/
 proof("con-old-origin", x, "checkpoint 13's origin changed", "failed")
 x = copy.deepcopy(con); x["old_checkpoint"] = x["old_checkpoint"].replace("\n13\n", "\n14\n"); x["old_size"] = 14
 proof("con-old-size", x, "checkpoint 13 and the proof claim size 14", "failed")
+
+# With the export given too (§7.2, "Checking a proof with an export"): the
+# keys in force at each size come from its verified key history.
+EXPORT = ["--bundle", os.path.join(HERE, "sample.oar")]
+proof("inc-250-trust-K0-export", inc, "trusting K0, with the export: K1 is in force at 287", "ok",
+      pub=K0, extra=EXPORT)
+proof("con-ok-export", con, "the untouched consistency proof, with the export", "ok", extra=EXPORT)
+x = copy.deepcopy(con); x["new_checkpoint"] = keep_lines(x["new_checkpoint"], "5288d319")
+proof("con-new-only-K0-export", x, "checkpoint 240 (a hand-over) keeps only K0's line, with the export: K1's is missing",
+      "failed", extra=EXPORT)
+x = copy.deepcopy(con); x["old_checkpoint"] = flip_note_sig(x["old_checkpoint"])
+proof("con-old-K0-sig-export", x, "K0's signature on checkpoint 13 flipped, with the export: K0 is in force at 13",
+      "failed", extra=EXPORT)
+# Two histories signed by one key (the synthetic log and its fork at record
+# 5, above): a true proof of record 2 in the fork's signed tree of size 7
+# holds alone, but the export of the other history has another root at 7.
+fork_inc = {"format": "sios-oar-inclusion-proof/1", "seq": 2, "tree_size": 7, "record": fork[2].hex(),
+            "path": [h.hex() for h in ov.gen_inclusion(2, fork[:7])],
+            "checkpoint": sign_note([(own, opk)], fork[:7]).decode()}
+proof("inc-fork-alone", fork_inc, "a proof in a fork's signed tree of size 7, checked alone", "ok",
+      pub=f"{OUT}/own.pub")
+proof("inc-fork-export", fork_inc, "the same proof, with the export of the other history (its root at 7 differs)",
+      "failed", pub=f"{OUT}/own.pub", extra=["--bundle", f"{OUT}/ok-synthetic.oar"])
 
 # --- the manifest ----------------------------------------------------------
 manifest = [{"name": name, "kind": "bundle", "bundle": path, "pubkey": pub, "extra": extra,
