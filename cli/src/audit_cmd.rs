@@ -129,6 +129,14 @@ pub enum AuditCommand {
         /// the export's root there.
         #[arg(long, value_name = "FILE")]
         bundle: Option<PathBuf>,
+        /// One JSON object instead of text: {"ok": true, "verdict": "holds",
+        /// "proof": "inclusion" or "consistency", "origin", "signed_by" (key
+        /// ids), and "seq", "kind", "actor", "action", "resource",
+        /// "tree_size", "root"; or "old_size", "new_size", "old_root",
+        /// "new_root", "old_signature"} or {"ok": false, "verdict": "fails"
+        /// (exit 1), "not-checked" or "usage" (exit 2), "reason"}.
+        #[arg(long)]
+        json: bool,
     },
     /// Print a consistency proof between the signed checkpoints of tree sizes
     /// OLD and NEW (both must be stored checkpoints), as JSON that
@@ -500,7 +508,8 @@ pub async fn run_audit<S: AuditSource>(
             proof,
             pubkey,
             bundle,
-        } => verify_proof(&proof, &pubkey, bundle.as_deref(), &mut out),
+            json,
+        } => verify_proof(&proof, &pubkey, bundle.as_deref(), json, &mut out),
     }
 }
 
@@ -560,13 +569,78 @@ impl ProofFile {
     }
 }
 
-/// `sios audit verify-proof`.
+/// `sios audit verify-proof`: the verdict in words, or with `json` as one
+/// JSON object, and the exit status that goes with it.
 fn verify_proof(
     path: &Path,
     pubkey: &Path,
     bundle: Option<&Path>,
+    json: bool,
     out: &mut Out,
 ) -> Result<(), AuditCliError> {
+    match check_proof(path, pubkey, bundle) {
+        Ok((text, fields)) => {
+            if json {
+                let mut object = serde_json::json!({"ok": true, "verdict": "holds"});
+                object
+                    .as_object_mut()
+                    .expect("an object")
+                    .extend(fields.as_object().expect("an object").clone());
+                out.line(&object.to_string())
+            } else {
+                out.line(&text)
+            }
+        }
+        Err(verdict) => {
+            let (name, error) = match verdict {
+                ProofVerdict::Fails(why) => ("fails", AuditCliError::Failed(why)),
+                ProofVerdict::NotChecked(why) => ("not-checked", usage(why)),
+                ProofVerdict::Usage(error) => ("usage", error),
+            };
+            if json {
+                out.line(
+                    &serde_json::json!({"ok": false, "verdict": name, "reason": error.to_string()})
+                        .to_string(),
+                )?;
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Why `sios audit verify-proof` does not say OK.
+enum ProofVerdict {
+    /// The proof is false, or the export given does not verify (exit 1).
+    Fails(String),
+    /// The keys to check with have no line on the checkpoint (exit 2).
+    NotChecked(String),
+    /// The inputs are not usable (exit 2).
+    Usage(AuditCliError),
+}
+
+impl From<AuditCliError> for ProofVerdict {
+    fn from(e: AuditCliError) -> ProofVerdict {
+        ProofVerdict::Usage(e)
+    }
+}
+
+/// A proof that does not check out: evidence against the log (exit 1), or
+/// a key that cannot check it (exit 2: give the right key, OAR.md §7.2).
+fn proof_failure(e: ProofFileError, what: String) -> ProofVerdict {
+    if e.not_checked() {
+        ProofVerdict::NotChecked(format!("{what} NOT CHECKED: {e}"))
+    } else {
+        ProofVerdict::Fails(format!("{what} FAILED: {e}"))
+    }
+}
+
+/// Checks a proof file: on success, the line to print and the fields of
+/// the JSON reply.
+fn check_proof(
+    path: &Path,
+    pubkey: &Path,
+    bundle: Option<&Path>,
+) -> Result<(String, serde_json::Value), ProofVerdict> {
     let key = read_pubkey(pubkey)?;
     let file = ProofFile::read(path)?;
     let log = match bundle {
@@ -579,10 +653,10 @@ fn verify_proof(
             match verify_bundle_with(bundle, pubkey, &options) {
                 Ok(report) => Some(report),
                 Err(failure @ VerifyFailure::Unreadable { .. }) => {
-                    return Err(usage(format!("--bundle: {failure}")));
+                    return Err(usage(format!("--bundle: {failure}")).into());
                 }
                 Err(failure) => {
-                    return Err(AuditCliError::Failed(format!(
+                    return Err(ProofVerdict::Fails(format!(
                         "the export given with --bundle does not verify, so it cannot vouch for \
                          any key: {failure}"
                     )));
@@ -595,9 +669,11 @@ fn verify_proof(
         None => CheckWith::Keys(&keys),
         Some(log) => CheckWith::Export { log, trusted: &key },
     };
+    let ids =
+        |size: u64| -> Vec<String> { with.keys_for(size).iter().map(|k| k.id_hex()).collect() };
     // Who signed a checkpoint of `size`, in the words of the reply.
     let signed_by = |size: u64| {
-        let ids: Vec<String> = with.keys_for(size).iter().map(|k| k.id_hex()).collect();
+        let ids = ids(size);
         match (&log, ids.len()) {
             (None, _) => format!("key {}", ids.join(" or ")),
             (Some(_), 1) => format!("key {} (in force at that size, per the export)", ids[0]),
@@ -608,8 +684,11 @@ fn verify_proof(
         }
     };
     match file {
-        ProofFile::Inclusion(file) => match file.check_with(with) {
-            Ok((record, cp)) => out.line(&format!(
+        ProofFile::Inclusion(file) => {
+            let (record, cp) = file
+                .check_with(with)
+                .map_err(|e| proof_failure(e, format!("proof for record {}", file.seq)))?;
+            let text = format!(
                 "OK: record {} ({} {} {}) is in the log {} of size {} signed by {}",
                 record.seq,
                 record.kind.name(),
@@ -618,41 +697,70 @@ fn verify_proof(
                 cp.origin,
                 cp.size,
                 signed_by(cp.size)
-            )),
-            Err(e) => Err(proof_failure(e, format!("proof for record {}", file.seq))),
-        },
-        ProofFile::Consistency(file) => match file.check_with(with) {
-            Ok(checked) => out.line(&format!(
-                "OK: the log {} of size {} is a prefix of its size {}, {}",
-                checked.new.origin,
-                checked.old.size,
-                checked.new.size,
-                match &checked.old_signed_by {
-                    OldSignedBy::TheKeyGiven => {
-                        let (old, new) = (signed_by(checked.old.size), signed_by(checked.new.size));
-                        if old == new {
-                            format!("both signed by {new}")
-                        } else {
-                            format!("signed by {new}; the smaller checkpoint by {old}")
-                        }
+            );
+            let fields = serde_json::json!({
+                "proof": "inclusion",
+                "origin": cp.origin,
+                "seq": record.seq,
+                "kind": record.kind.name(),
+                "actor": record.actor,
+                "action": record.action,
+                "resource": record.resource,
+                "tree_size": cp.size,
+                "root": sios_audit::hex(&cp.root),
+                "signed_by": ids(cp.size),
+            });
+            Ok((text, fields))
+        }
+        ProofFile::Consistency(file) => {
+            let checked = file.check_with(with).map_err(|e| {
+                proof_failure(
+                    e,
+                    format!("consistency proof ({} -> {})", file.old_size, file.new_size),
+                )
+            })?;
+            let (old, new) = (&checked.old, &checked.new);
+            let smaller = match &checked.old_signed_by {
+                OldSignedBy::TheKeyGiven => {
+                    let (by_old, by_new) = (signed_by(old.size), signed_by(new.size));
+                    if by_old == by_new {
+                        format!("both signed by {by_new}")
+                    } else {
+                        format!("signed by {by_new}; the smaller checkpoint by {by_old}")
                     }
-                    OldSignedBy::EarlierKey(id) => format!(
-                        "signed by {}; the smaller checkpoint is signed by key {id} (an earlier \
-                         key) and proven by the larger",
-                        signed_by(checked.new.size)
-                    ),
-                    OldSignedBy::NoKeyOfTheLog(lines) => format!(
-                        "signed by {}; the smaller checkpoint is signed by no key of the log \
-                         ({lines}) and proven by the larger",
-                        signed_by(checked.new.size)
-                    ),
                 }
-            )),
-            Err(e) => Err(proof_failure(
-                e,
-                format!("consistency proof ({} -> {})", file.old_size, file.new_size),
-            )),
-        },
+                OldSignedBy::EarlierKey(id) => format!(
+                    "signed by {}; the smaller checkpoint is signed by key {id} (an earlier key) \
+                     and proven by the larger",
+                    signed_by(new.size)
+                ),
+                OldSignedBy::NoKeyOfTheLog(lines) => format!(
+                    "signed by {}; the smaller checkpoint is signed by no key of the log \
+                     ({lines}) and proven by the larger",
+                    signed_by(new.size)
+                ),
+            };
+            let text = format!(
+                "OK: the log {} of size {} is a prefix of its size {}, {smaller}",
+                new.origin, old.size, new.size,
+            );
+            let old_signature = match &checked.old_signed_by {
+                OldSignedBy::TheKeyGiven => "checked",
+                OldSignedBy::EarlierKey(_) => "by an earlier key, proven by the larger",
+                OldSignedBy::NoKeyOfTheLog(_) => "by no key of the log, proven by the larger",
+            };
+            let fields = serde_json::json!({
+                "proof": "consistency",
+                "origin": new.origin,
+                "old_size": old.size,
+                "new_size": new.size,
+                "old_root": sios_audit::hex(&old.root),
+                "new_root": sios_audit::hex(&new.root),
+                "signed_by": ids(new.size),
+                "old_signature": old_signature,
+            });
+            Ok((text, fields))
+        }
     }
 }
 
@@ -698,16 +806,6 @@ pub fn timings_table(t: &RecordTimings) -> Vec<String> {
         }
     }
     lines
-}
-
-/// A proof that does not check out: evidence against the log (exit 1), or
-/// a key that cannot check it (exit 2: give the right key, OAR.md §7.2).
-fn proof_failure(e: ProofFileError, what: String) -> AuditCliError {
-    if e.not_checked() {
-        usage(format!("{what} NOT CHECKED: {e}"))
-    } else {
-        AuditCliError::Failed(format!("{what} FAILED: {e}"))
-    }
 }
 
 /// `sios audit verify --json`, when the log verifies.

@@ -357,6 +357,41 @@ fn check_proofs_across_the_rotation(
             "{said}"
         );
     }
+    // The same verdicts as JSON, for scripts: the exit status and the
+    // object's verdict agree.
+    let json = |args: &[&str]| {
+        let out = app.sios(args);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {out:?}"));
+        (out.status.code(), v)
+    };
+    let (code, v) = json(&[
+        "audit",
+        "verify-proof",
+        &inclusion,
+        "--pubkey",
+        pk,
+        "--json",
+    ]);
+    assert_eq!(
+        (code, &v["verdict"]),
+        (Some(2), &"not-checked".into()),
+        "{v}"
+    );
+    let (code, v) = json(&[
+        "audit",
+        "verify-proof",
+        &inclusion,
+        "--pubkey",
+        pk,
+        "--bundle",
+        &export,
+        "--json",
+    ]);
+    assert_eq!((code, &v["verdict"]), (Some(0), &"holds".into()), "{v}");
+    assert_eq!(v["proof"], "inclusion", "{v}");
+    assert_eq!(v["seq"], 0, "{v}");
+    assert_eq!(v["signed_by"].as_array().map(Vec::len), Some(1), "{v}");
 }
 
 #[test]

@@ -188,6 +188,7 @@ async fn export_verify_prove_and_keys_end_to_end() {
         proof: proof.clone(),
         pubkey: pubkey.clone(),
         bundle: bundle.map(std::path::Path::to_owned),
+        json: false,
     };
     run_audit::<Local>(verify_proof(None), None).await.unwrap();
     // With an export: it must verify first (a damaged one is a failed
@@ -216,6 +217,7 @@ async fn export_verify_prove_and_keys_end_to_end() {
             proof,
             pubkey: pubkey.clone(),
             bundle: None,
+            json: false,
         },
         None,
     )
@@ -241,6 +243,7 @@ async fn export_verify_prove_and_keys_end_to_end() {
                 proof: other.clone(),
                 pubkey: pubkey.clone(),
                 bundle: None,
+                json: false,
             },
             None,
         )
@@ -268,6 +271,7 @@ async fn export_verify_prove_and_keys_end_to_end() {
             proof: cons,
             pubkey: pubkey.clone(),
             bundle: None,
+            json: false,
         },
         None,
     )
