@@ -359,35 +359,28 @@ fn check_proofs_across_the_rotation(
     }
     // The same verdicts as JSON, for scripts: the exit status and the
     // object's verdict agree.
-    let json = |args: &[&str]| {
-        let out = app.sios(args);
+    let inclusion_json = |extra: &[&str]| {
+        let mut args = vec![
+            "audit",
+            "verify-proof",
+            &inclusion,
+            "--pubkey",
+            pk,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = app.sios(&args);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {out:?}"));
         (out.status.code(), v)
     };
-    let (code, v) = json(&[
-        "audit",
-        "verify-proof",
-        &inclusion,
-        "--pubkey",
-        pk,
-        "--json",
-    ]);
+    let (code, v) = inclusion_json(&[]);
     assert_eq!(
         (code, &v["verdict"]),
         (Some(2), &"not-checked".into()),
         "{v}"
     );
-    let (code, v) = json(&[
-        "audit",
-        "verify-proof",
-        &inclusion,
-        "--pubkey",
-        pk,
-        "--bundle",
-        &export,
-        "--json",
-    ]);
+    let (code, v) = inclusion_json(&["--bundle", &export]);
     assert_eq!((code, &v["verdict"]), (Some(0), &"holds".into()), "{v}");
     assert_eq!(v["proof"], "inclusion", "{v}");
     assert_eq!(v["seq"], 0, "{v}");
