@@ -12,6 +12,7 @@
 //! running (for commands that need it). A closed stdout (`| head`) ends
 //! quietly with 0.
 
+use crate::progress::{Meter, Unit};
 use clap::Subcommand;
 use sios_audit::export;
 use sios_audit::keys::{self, PublicKey};
@@ -249,6 +250,31 @@ impl<S: AuditSource> export::Source for Exporter<'_, S> {
     }
 }
 
+/// Exports the live log to a new file at `path`, drawing its progress on a
+/// terminal.
+async fn export_live<S: AuditSource>(
+    s: &S,
+    path: &Path,
+) -> Result<export::ExportSummary, export::ExportError> {
+    let meter = Meter::on_terminal("exporting the audit log", Unit::Records);
+    let progress = meter.as_ref().map(Meter::progress);
+    export::write_bundle_with(&Exporter(s), path, progress.as_ref()).await
+}
+
+/// Verifies the bundle file at `path`, drawing its progress on a terminal.
+fn verify_file(
+    path: &Path,
+    pubkey: &Path,
+    options: VerifyOptions,
+) -> Result<VerifyReport, VerifyFailure> {
+    let meter = Meter::on_terminal("verifying", Unit::Bytes);
+    let options = VerifyOptions {
+        progress: meter.as_ref().map(Meter::progress),
+        ..options
+    };
+    verify_bundle_with(path, pubkey, &options)
+}
+
 /// A failure of an audit or keys command, with its exit status.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditCliError {
@@ -387,12 +413,10 @@ pub async fn run_audit<S: AuditSource>(
         }
         AuditCommand::Export { file } => {
             let s = source(source_opt)?;
-            let summary = export::write_bundle(&Exporter(s), &file)
-                .await
-                .map_err(|e| match e {
-                    export::ExportError::Io(io) => usage(format!("{}: {io}", file.display())),
-                    other => AuditCliError::Failed(other.to_string()),
-                })?;
+            let summary = export_live(s, &file).await.map_err(|e| match e {
+                export::ExportError::Io(io) => usage(format!("{}: {io}", file.display())),
+                other => AuditCliError::Failed(other.to_string()),
+            })?;
             eprintln!(
                 "wrote {}: {}, {}, tree size {}, root {}",
                 file.display(),
@@ -411,10 +435,10 @@ pub async fn run_audit<S: AuditSource>(
             json,
         } => {
             let options = VerifyOptions {
-                roots_at: Vec::new(),
                 extends: extends
                     .map(|p| std::fs::read(&p).map_err(|e| usage(format!("{}: {e}", p.display()))))
                     .transpose()?,
+                ..VerifyOptions::default()
             };
             let (path, _tmp) = match bundle {
                 Some(p) => (p, None),
@@ -425,13 +449,13 @@ pub async fn run_audit<S: AuditSource>(
                     std::fs::create_dir_all(&dir).map_err(usage)?;
                     let path = dir.join("live.bundle");
                     let _ = std::fs::remove_file(&path);
-                    export::write_bundle(&Exporter(s), &path)
+                    export_live(s, &path)
                         .await
                         .map_err(|e| AuditCliError::Failed(e.to_string()))?;
                     (path, Some(TempDir(dir)))
                 }
             };
-            match verify_bundle_with(&path, &pubkey, &options) {
+            match verify_file(&path, &pubkey, options) {
                 Ok(report) => {
                     if let Some(keep) = keep_checkpoint {
                         keys::write_atomically(&keep, report.last_checkpoint.as_bytes())
@@ -650,7 +674,7 @@ fn check_proof(
                 roots_at: file.checkpoint_sizes(),
                 ..VerifyOptions::default()
             };
-            match verify_bundle_with(bundle, pubkey, &options) {
+            match verify_file(bundle, pubkey, options) {
                 Ok(report) => Some(report),
                 Err(failure @ VerifyFailure::Unreadable { .. }) => {
                     return Err(usage(format!("--bundle: {failure}")).into());

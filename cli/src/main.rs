@@ -4,6 +4,7 @@
 mod audit_cmd;
 mod memory_cmd;
 mod policy_cmd;
+mod progress;
 
 use audit_cmd::{AuditCommand, AuditSource, KeysCommand};
 use clap::{Parser, Subcommand};

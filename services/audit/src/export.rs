@@ -7,6 +7,7 @@
 //! (`checkpoints` lists every one signed, stored yet or not).
 
 use crate::bundle::BundleWriter;
+use crate::progress::Progress;
 use crate::record::Record;
 use crate::store::AuditLog;
 use sios_ipc::{AuditError, CheckpointPage, Digest, PublicKeyInfo, RecordPage, SignedCheckpoint};
@@ -74,8 +75,24 @@ pub async fn write_to<S: Source, W: Write>(
     source: &S,
     out: W,
 ) -> Result<ExportSummary, ExportError> {
+    write_to_with(source, out, None).await
+}
+
+/// [`write_to`], telling `progress` the records written of those the
+/// bundle will hold, page by page.
+pub async fn write_to_with<S: Source, W: Write>(
+    source: &S,
+    out: W,
+    progress: Option<&Progress>,
+) -> Result<ExportSummary, ExportError> {
     let latest = source.checkpoint().await?;
     let target = latest.size;
+    let report = |done| {
+        if let Some(p) = progress {
+            p.report(done, target)
+        }
+    };
+    report(0);
     let mut w = BundleWriter::new(out)?;
     for key in source.public_keys().await? {
         w.key(&key.vkey)?;
@@ -86,6 +103,7 @@ pub async fn write_to<S: Source, W: Write>(
     let mut seq = 0u64;
     let mut count_cp = 0u64;
     while seq < target {
+        report(seq);
         let page = source.read(seq, PAGE.min(target - seq)).await?;
         if page.records.is_empty() {
             return Err(ExportError::Gap {
@@ -143,6 +161,7 @@ pub async fn write_to<S: Source, W: Write>(
         }
     }
     w.finish()?.flush()?;
+    report(seq);
     Ok(ExportSummary {
         records: seq,
         checkpoints: count_cp,
@@ -156,11 +175,20 @@ pub async fn write_bundle<S: Source>(
     source: &S,
     path: &Path,
 ) -> Result<ExportSummary, ExportError> {
+    write_bundle_with(source, path, None).await
+}
+
+/// [`write_bundle`], telling `progress` how far it got ([`write_to_with`]).
+pub async fn write_bundle_with<S: Source>(
+    source: &S,
+    path: &Path,
+    progress: Option<&Progress>,
+) -> Result<ExportSummary, ExportError> {
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(path)?;
-    let summary = write_to(source, &file).await?;
+    let summary = write_to_with(source, &file, progress).await?;
     file.sync_all()?;
     Ok(summary)
 }

@@ -16,6 +16,7 @@
 //! - [`export`]: writing a bundle from a log or from any [`export::Source`].
 //! - [`verify`]: offline verification of a bundle (§8).
 //! - [`proof`]: checking single inclusion / consistency proofs offline.
+//! - [`progress`]: how far an export or a verification got, for a display.
 //! - [`service`]: the tarpc `Audit` service over an [`AuditLog`].
 
 pub mod bundle;
@@ -25,6 +26,7 @@ pub mod export;
 pub mod keys;
 pub mod linking;
 pub mod merkle;
+pub mod progress;
 pub mod proof;
 pub mod record;
 pub mod resign;

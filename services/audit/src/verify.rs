@@ -16,6 +16,7 @@ use crate::checkpoint::{Checkpoint, open_note, verify_checkpoint};
 use crate::hex;
 use crate::keys::{self, PublicKey, read_public};
 use crate::merkle::{Frontier, Hash};
+use crate::progress::{Counting, Progress};
 use crate::record::{self, Kind, Record};
 use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -160,6 +161,9 @@ pub struct VerifyOptions {
     /// e.g. those of a proof's checkpoints, to check them against the
     /// verified log (OAR.md §7.2).
     pub roots_at: Vec<u64>,
+    /// Told the bytes of the bundle file read, of its size, as the pass
+    /// goes ([`verify_bundle_with`] only).
+    pub progress: Option<Progress>,
 }
 
 /// Verifies the bundle at `bundle` against the public key file `trusted`.
@@ -177,11 +181,19 @@ pub fn verify_bundle_with(
         path: trusted.to_owned(),
         reason: e.reason(),
     })?;
-    let file = std::fs::File::open(bundle).map_err(|e| VerifyFailure::Unreadable {
+    let unreadable = |e: std::io::Error| VerifyFailure::Unreadable {
         path: bundle.to_owned(),
         reason: e.to_string(),
-    })?;
-    verify_reader_with(file, &key, options).map_err(|f| match f {
+    };
+    let file = std::fs::File::open(bundle).map_err(unreadable)?;
+    let result = match &options.progress {
+        Some(progress) => {
+            let size = file.metadata().map_err(unreadable)?.len();
+            verify_reader_with(Counting::new(file, size, progress.clone()), &key, options)
+        }
+        None => verify_reader_with(file, &key, options),
+    };
+    result.map_err(|f| match f {
         VerifyFailure::Unreadable { path, reason } if path.as_os_str() == BUNDLE => {
             VerifyFailure::Unreadable {
                 path: bundle.to_owned(),

@@ -5,6 +5,8 @@
 #[path = "../../../cli/src/audit_cmd.rs"]
 #[allow(dead_code)]
 mod audit_cmd;
+#[path = "../../../cli/src/progress.rs"]
+mod progress;
 
 use audit_cmd::{AuditCliError, AuditCommand, AuditSource, KeysCommand, run_audit, run_keys};
 use sios_audit::AuditLog;

@@ -15,8 +15,9 @@
 
 use sios_audit::AuditLog;
 use sios_audit::keys::{self, PublicKey};
+use sios_audit::progress::Progress;
 use sios_audit::record::Record;
-use sios_audit::verify::{VerifyFailure, verify_bundle};
+use sios_audit::verify::{VerifyFailure, VerifyOptions, verify_bundle, verify_bundle_with};
 use sios_ipc::{ActionResult, Decision, Digest, DraftKind, Effect, RecordDraft};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -429,13 +430,34 @@ mod recovery {
         );
 
         let bundle = dir.path().join("unflushed.bundle");
-        let summary = sios_audit::export::write_bundle(&log, &bundle)
-            .await
-            .unwrap();
+        // Both report their progress: the export in records, the
+        // verification in bytes, from nothing to all of it.
+        let reports = |seen: &std::sync::Arc<std::sync::Mutex<Vec<(u64, u64)>>>| {
+            let seen = seen.clone();
+            Progress::new(move |done, total| seen.lock().unwrap().push((done, total)))
+        };
+        let exported = std::sync::Arc::default();
+        let summary =
+            sios_audit::export::write_bundle_with(&log, &bundle, Some(&reports(&exported)))
+                .await
+                .unwrap();
         assert_eq!(summary.tree_size, latest.size);
         assert_eq!(summary.checkpoints, 5);
         let key = data.join(keys::PUBLIC_FILE);
-        assert_eq!(verify_bundle(&bundle, &key).unwrap().records, latest.size);
+        let verified = std::sync::Arc::default();
+        let options = VerifyOptions {
+            progress: Some(reports(&verified)),
+            ..VerifyOptions::default()
+        };
+        let report = verify_bundle_with(&bundle, &key, &options).unwrap();
+        assert_eq!(report.records, latest.size);
+        let bytes = std::fs::metadata(&bundle).unwrap().len();
+        for (seen, total) in [(&exported, latest.size), (&verified, bytes)] {
+            let seen: &Vec<(u64, u64)> = &seen.lock().unwrap();
+            assert_eq!(seen.first(), Some(&(0, total)), "{seen:?}");
+            assert_eq!(seen.last(), Some(&(total, total)), "{seen:?}");
+            assert!(seen.windows(2).all(|w| w[0].0 <= w[1].0), "{seen:?}");
+        }
         let notes: Vec<String> = sios_audit::bundle::read_items(&bundle)
             .unwrap()
             .into_iter()
@@ -1059,7 +1081,7 @@ mod erasure {
 mod proofs {
     use super::*;
     use sios_audit::proof::{CheckWith, ConsistencyProofFile, InclusionProofFile, OldSignedBy};
-    use sios_audit::verify::{VerifyOptions, verify_reader_with};
+    use sios_audit::verify::verify_reader_with;
 
     #[tokio::test]
     async fn inclusion_and_consistency_proofs_from_the_store_verify_offline() {
@@ -1243,7 +1265,6 @@ mod naming {
     use super::*;
     use sios_audit::bundle::Item;
     use sios_audit::checkpoint::{Checkpoint, open_note};
-    use sios_audit::verify::{VerifyOptions, verify_bundle_with};
 
     /// Records 0 (`log.init`), 1..=6 (one batch), 7 (a policy activation),
     /// 8..=13, 14..=19 (one batch each), a checkpoint after each batch; so
