@@ -423,6 +423,9 @@ mod tests {
         let (queue, log, _) = probe();
         current_thread().block_on(async {
             tokio::spawn(queue.clone().commit_here());
+            // Let the task start first: a job queued before it runs goes to
+            // the background thread (by design), which made this test race.
+            tokio::task::yield_now().await;
             add(&queue, 7).await.unwrap();
         });
         let log = log.lock().unwrap();
@@ -472,6 +475,8 @@ mod tests {
         let (done, wait) = std::sync::mpsc::channel();
         current_thread().block_on(async {
             tokio::spawn(queue.clone().commit_here());
+            // Let the task start first (see the test above).
+            tokio::task::yield_now().await;
             // The control job is queued first: the inline job must not
             // overtake it.
             queue.submit(Job::Control(done)).unwrap();
