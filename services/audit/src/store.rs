@@ -66,6 +66,13 @@
 //! (detail [`ABANDONED_DETAIL`]) before anything else is written. Within one
 //! session (the audit service restarted alone) open intents stay open: the
 //! kernel that made them is alive and may still record their outcomes.
+//!
+//! # Submodules
+//! - `signer`: the signer thread, and how a signature reaches the intent
+//!   calls waiting for it;
+//! - `notes`: signed checkpoint notes between signing and storing;
+//! - `validate`: the rules a `record` call must meet before any of it is
+//!   written.
 
 use crate::checkpoint::{Checkpoint, verify_checkpoint};
 use crate::keys::{self, KeyError, PublicKey, SecretKey};
@@ -85,12 +92,22 @@ use sios_ipc::{
     ConsistencyProof, Digest, DraftKind, InclusionProof, PublicKeyInfo, Receipt, RecordDraft,
     RecordPage, RecordTimings, RotationReport, SignedCheckpoint, StageTimings,
 };
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+
+mod notes;
+mod signer;
+mod validate;
+
+pub use notes::NOTES_PER_STORE;
+use notes::{NotePage, UnstoredNotes, insert_notes};
+pub use signer::IDLE_SIGN;
+use signer::{Signer, Waiter};
+use validate::check_call;
 
 pub const DB_FILE: &str = "audit.redb";
 /// The `meta.format` value of this layout.
@@ -1228,293 +1245,6 @@ fn recover_key(
     Ok(key)
 }
 
-/// An intent call waiting for the checkpoint that covers its records.
-struct Waiter {
-    reply: oneshot::Sender<Result<Vec<Receipt>, AuditError>>,
-    receipts: Vec<Receipt>,
-    /// When the batch holding its intent was committed (for
-    /// [`StageTimings::answered`]).
-    committed_at: Instant,
-}
-
-/// What the signer thread works from; guarded by `Signer::state`.
-#[derive(Default)]
-struct SignerState {
-    /// The latest committed tree not yet signed, the key to sign it with,
-    /// and when the oldest unsigned commit happened.
-    target: Option<(u64, Hash, Arc<SecretKey>, Instant)>,
-    /// Intent calls whose records are in `target`.
-    waiters: Vec<Waiter>,
-    /// A tree being committed right now, to sign while the commit runs.
-    tentative: Option<(u64, Hash, Arc<SecretKey>)>,
-    /// The signature of the last tentative tree: used if that very tree
-    /// (same size and root, hence same body) is committed.
-    presigned: Option<(u64, Hash, String)>,
-    /// Sign now even without waiters (flush, rotation, shutdown).
-    urgent: bool,
-    /// True while a signature is being computed.
-    busy: bool,
-    /// Looks in a row that found nothing to sign (see `signer_loop`).
-    empty_looks: u32,
-    /// The signer waits without a deadline: a commit must wake it.
-    asleep: bool,
-    stop: bool,
-}
-
-/// The signer thread. It signs the latest committed tree whenever an intent
-/// waits for it (or, with only outcomes and events committed, after
-/// [`IDLE_SIGN`]); one signature covers every batch committed before it
-/// started. The writer never waits for it, so commits and signatures overlap.
-struct Signer {
-    state: Arc<(Mutex<SignerState>, std::sync::Condvar)>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-/// How long committed records may stay without a signed checkpoint when no
-/// intent waits for one.
-pub const IDLE_SIGN: Duration = Duration::from_millis(20);
-
-/// Looks every [`IDLE_SIGN`] that find nothing to sign before the signer
-/// stops looking and waits to be woken (one second): a busy log's outcomes
-/// then wake nobody, and an idle log's signer does not tick for ever.
-const EMPTY_LOOKS_BEFORE_SLEEP: u32 = 50;
-
-impl Signer {
-    fn start(shared: Arc<Shared>, origin: String) -> std::io::Result<Signer> {
-        let state: Arc<(Mutex<SignerState>, std::sync::Condvar)> = Arc::default();
-        let st = state.clone();
-        let thread = std::thread::Builder::new()
-            .name("audit-signer".into())
-            .spawn(move || {
-                signs_without_preempting();
-                signer_loop(&st, &shared, &origin)
-            })?;
-        Ok(Signer {
-            state,
-            thread: Some(thread),
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, SignerState> {
-        self.state.0.lock().expect("signer lock")
-    }
-
-    /// A batch with intents is about to be committed: start signing its tree
-    /// now, so that signature and commit overlap. Only a tree that is then
-    /// committed gets published (see `signer_loop`).
-    ///
-    /// Waking this thread costs the writer 15-25 µs here. Signing on the
-    /// writer's own thread inside the commit instead (writeback started with
-    /// `sync_file_range`, then the signature, then `fdatasync`) was measured
-    /// on 2026-11-28 and is worse: the writeback did not proceed while the
-    /// writer signed, and an intent's commit took 484 µs against 348 µs.
-    fn presign(&self, size: u64, root: Hash, key: Arc<SecretKey>) {
-        let mut st = self.lock();
-        if !st.busy {
-            st.tentative = Some((size, root, key));
-            drop(st);
-            self.state.1.notify_all();
-        }
-    }
-
-    /// A batch of `size` records with `root` is committed. If the signature
-    /// of exactly this tree is already made (the usual case for a batch with
-    /// intents: signing took less time than the commit), it is published
-    /// and the waiters answered right here, by the writer, sparing
-    /// them a wake-up of the signer thread; otherwise the signer does it.
-    /// Without waiters the tree is only noted: the signer signs it within
-    /// [`IDLE_SIGN`] without being woken.
-    fn committed(
-        &self,
-        shared: &Shared,
-        size: u64,
-        root: Hash,
-        key: Arc<SecretKey>,
-        mut waiters: Vec<Waiter>,
-    ) {
-        let mut st = self.lock();
-        if !waiters.is_empty() {
-            let ready = st.presigned.take_if(|p| p.0 == size && p.1 == root);
-            if let Some((_, _, note)) = ready {
-                // This signature covers every batch committed before.
-                if st.target.as_ref().is_some_and(|t| t.0 <= size) {
-                    st.target = None;
-                }
-                if st.tentative.as_ref().is_some_and(|t| t.0 <= size) {
-                    st.tentative = None;
-                }
-                waiters.append(&mut st.waiters);
-                drop(st);
-                publish(shared, size, root, note, waiters);
-                return;
-            }
-        }
-        let since = st.target.as_ref().map_or_else(Instant::now, |t| t.3);
-        st.target = Some((size, root, key, since));
-        // Without waiters, a looking signer finds this tree within IDLE_SIGN
-        // (see `signer_loop`): waking it would cost every outcome a wake-up
-        // of the other CPU just as its reply is sent (measured: 30 µs per
-        // action at one client). Only a signer that stopped looking is woken.
-        let wake = !waiters.is_empty() || st.asleep;
-        st.waiters.extend(waiters);
-        drop(st);
-        if wake {
-            self.state.1.notify_all();
-        }
-    }
-
-    /// Signs whatever is committed and unsigned, and waits until done.
-    fn drain(&self) {
-        let mut st = self.lock();
-        st.urgent = true;
-        self.state.1.notify_all();
-        while st.target.is_some() || st.busy {
-            st = self.state.1.wait(st).expect("signer lock");
-        }
-        st.urgent = false;
-    }
-
-    /// Signs what is pending, then ends the thread (which lets go of the database).
-    fn stop(&mut self) {
-        self.drain();
-        self.lock().stop = true;
-        self.state.1.notify_all();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// Makes the calling thread (the signer) `SCHED_BATCH`: its wake-ups never
-/// preempt a running thread. The writer wakes the signer just before it
-/// commits (to sign while the commit runs); as a normal thread, the signer
-/// preempted the writer on its own CPU and delayed the commit it was meant
-/// to overlap by ~85 µs at one client (measured: an intent's preparation
-/// took 109 µs instead of 23). As a batch thread it runs on the idle CPU or
-/// once the writer blocks in the commit's `fdatasync`, and keeps its normal
-/// share of CPU time. An unprivileged thread may always lower itself to
-/// `SCHED_BATCH`; if the kernel refuses, the signer still works, only slower.
-fn signs_without_preempting() {
-    let param = libc::sched_param { sched_priority: 0 };
-    #[allow(unsafe_code)]
-    // SAFETY: pid 0 names the calling thread only; `param` is a valid,
-    // initialised struct that outlives the call.
-    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
-    if rc != 0 {
-        tracing::warn!(
-            error = %std::io::Error::last_os_error(),
-            "could not make the signer thread SCHED_BATCH; intents may wait longer"
-        );
-    }
-}
-
-fn signer_loop(state: &(Mutex<SignerState>, std::sync::Condvar), shared: &Shared, origin: &str) {
-    let (lock, cv) = state;
-    let mut st = lock.lock().expect("signer lock");
-    loop {
-        if st.stop {
-            return;
-        }
-        let due = match &st.target {
-            None => None,
-            Some(_) if st.urgent || !st.waiters.is_empty() => Some(Duration::ZERO),
-            Some(t) => Some(IDLE_SIGN.saturating_sub(t.3.elapsed())),
-        };
-        if due != Some(Duration::ZERO)
-            && let Some((size, root, key)) = st.tentative.take()
-        {
-            st.busy = true;
-            drop(st);
-            let body = Checkpoint {
-                origin: origin.to_owned(),
-                size,
-                root,
-            };
-            let note = body.sign(&[key.as_ref()]);
-            st = lock.lock().expect("signer lock");
-            st.presigned = Some((size, root, note));
-            st.busy = false;
-            cv.notify_all();
-            continue;
-        }
-        if due.is_some() {
-            st.empty_looks = 0;
-        }
-        match due {
-            // A commit nobody waits for sets `target` without waking this
-            // thread unless it is asleep (see `Signer::committed`): look
-            // again within IDLE_SIGN, until a second of looks found nothing.
-            None if st.empty_looks < EMPTY_LOOKS_BEFORE_SLEEP => {
-                st.empty_looks += 1;
-                st = cv.wait_timeout(st, IDLE_SIGN).expect("signer lock").0;
-                continue;
-            }
-            None => {
-                st.asleep = true;
-                st = cv.wait(st).expect("signer lock");
-                st.asleep = false;
-                // Whatever woke it (a commit, an intent's presign) is activity:
-                // look again for a while rather than fall straight back asleep.
-                st.empty_looks = 0;
-                continue;
-            }
-            Some(wait) if !wait.is_zero() => {
-                st = cv.wait_timeout(st, wait).expect("signer lock").0;
-                continue;
-            }
-            Some(_) => {}
-        }
-        let (size, root, key, _) = st.target.take().expect("target checked above");
-        let waiters = std::mem::take(&mut st.waiters);
-        let presigned = st.presigned.take().filter(|p| p.0 == size && p.1 == root);
-        if st.tentative.as_ref().is_some_and(|t| t.0 <= size) {
-            st.tentative = None;
-        }
-        st.busy = true;
-        drop(st);
-        let note = match presigned {
-            // The same body, already signed while the batch was committing.
-            Some((_, _, note)) => note,
-            None => Checkpoint {
-                origin: origin.to_owned(),
-                size,
-                root,
-            }
-            .sign(&[key.as_ref()]),
-        };
-        publish(shared, size, root, note, waiters);
-        st = lock.lock().expect("signer lock");
-        st.busy = false;
-        cv.notify_all();
-    }
-}
-
-/// Makes a signed checkpoint the latest, queues it to be stored with the
-/// next commit, and answers the intent calls it covers.
-fn publish(shared: &Shared, size: u64, root: Hash, note: String, waiters: Vec<Waiter>) {
-    shared.stats.signatures.fetch_add(1, Ordering::Relaxed);
-    // Queued before it becomes the latest: whoever saw it as the latest
-    // then finds it in `checkpoints` too.
-    shared
-        .unstored
-        .lock()
-        .expect("unstored lock")
-        .push(size, note.clone(), Instant::now());
-    let mut latest = shared.latest.lock().expect("latest lock");
-    if size > latest.size {
-        *latest = signed(size, root, note);
-    }
-    drop(latest);
-    let answered = &shared.stats.timings.intents.answered;
-    for mut w in waiters {
-        for r in &mut w.receipts {
-            r.checkpoint_size = Some(size);
-        }
-        let _ = w.reply.send(Ok(w.receipts));
-        answered.record(w.committed_at.elapsed());
-    }
-}
-
 struct Writer {
     shared: Arc<Shared>,
     tree: TreeState,
@@ -1630,112 +1360,6 @@ impl crate::writer_queue::Worker for Writer {
 /// One queued `record` call: its drafts and where to answer.
 type Call = (Vec<RecordDraft>, Reply);
 type Reply = oneshot::Sender<Result<Vec<Receipt>, AuditError>>;
-
-/// One page of [`AuditLog::checkpoints`] being filled.
-struct NotePage {
-    out: Vec<SignedCheckpoint>,
-    bytes: usize,
-    max: u64,
-    max_bytes: usize,
-}
-
-impl NotePage {
-    /// Adds the note of tree `size` unless the page is full (then `false`).
-    fn take(&mut self, size: u64, note: &str) -> Result<bool, AuditError> {
-        if self.out.len() as u64 >= self.max
-            || (!self.out.is_empty() && self.bytes + note.len() > self.max_bytes)
-        {
-            return Ok(false);
-        }
-        self.bytes += note.len();
-        let cp = crate::checkpoint::open_note(note)
-            .ok()
-            .and_then(|(body, _)| Checkpoint::parse_body(body).ok())
-            .ok_or_else(|| storage(format!("stored checkpoint {size} is malformed")))?;
-        self.out.push(signed(cp.size, cp.root, note.to_owned()));
-        Ok(true)
-    }
-
-    /// The largest tree size on the page, or `after` if none.
-    fn covered(&self, after: u64) -> u64 {
-        self.out.last().map_or(after, |c| c.size)
-    }
-}
-
-/// Signed checkpoints are stored in batches of this many (or once the oldest
-/// has waited [`IDLE_FLUSH`]), not one with every commit. Storing one
-/// touches the `checkpoints` table, which adds pages to the commit that
-/// carries it; at one client every outcome carried the note signed for the
-/// intent before it, and took 35-65 µs longer for it (measured through the
-/// service, `cargo bench -p sios-audit --bench audit`). A note not yet
-/// stored is kept in memory and served like a stored one; a crash loses at
-/// most these, every record they cover is durable, and the next start signs
-/// the recovered tree again (OAR.md §10, "Acknowledgement").
-pub const NOTES_PER_STORE: usize = 16;
-
-/// Checkpoints signed but not yet stored, oldest first, each with when it
-/// was signed. A note leaves only once a commit holding it is durable, so
-/// every signed checkpoint is always either here or in the table (readers
-/// look here first, see [`AuditLog::checkpoints`]).
-#[derive(Default)]
-struct UnstoredNotes {
-    notes: Vec<(u64, String, Instant)>,
-    /// A commit that held them failed: the next one carries them.
-    retry: bool,
-}
-
-impl UnstoredNotes {
-    fn push(&mut self, size: u64, note: String, now: Instant) {
-        self.notes.push((size, note, now));
-    }
-
-    /// Copies of all of them, smallest tree first.
-    fn all(&self) -> Vec<(u64, String)> {
-        let mut all: Vec<_> = self
-            .notes
-            .iter()
-            .map(|(size, note, _)| (*size, note.clone()))
-            .collect();
-        all.sort_unstable_by_key(|n| n.0);
-        all
-    }
-
-    /// Copies of all of them if a record commit should carry them now (see
-    /// [`NOTES_PER_STORE`]), else none.
-    fn due(&self, now: Instant) -> Vec<(u64, String)> {
-        let due = self.retry
-            || self.notes.len() >= NOTES_PER_STORE
-            || self
-                .notes
-                .first()
-                .is_some_and(|n| now.saturating_duration_since(n.2) >= IDLE_FLUSH);
-        if due { self.all() } else { Vec::new() }
-    }
-
-    /// A commit holding `notes` is durable: they are in the table now.
-    /// Only those leave; any signed meanwhile stay, whatever their size.
-    fn stored(&mut self, notes: &[(u64, String)]) {
-        if !notes.is_empty() {
-            self.notes
-                .retain(|n| !notes.iter().any(|(size, _)| *size == n.0));
-            self.retry = false;
-        }
-    }
-
-    /// A commit holding `notes` failed: they stay, and go with the next.
-    fn not_stored(&mut self, notes: &[(u64, String)]) {
-        self.retry |= !notes.is_empty();
-    }
-}
-
-/// Stores signed checkpoint notes, keyed by tree size, in `txn`.
-fn insert_notes(txn: &WriteTransaction, notes: &[(u64, String)]) -> Result<(), AuditError> {
-    let mut table = txn.open_table(CHECKPOINTS).map_err(storage)?;
-    for (size, note) in notes {
-        table.insert(*size, note.as_str()).map_err(storage)?;
-    }
-    Ok(())
-}
 
 /// One `record` call, validated and turned into records.
 struct Prepared {
@@ -2481,114 +2105,6 @@ impl Writer {
         }
         Ok(())
     }
-}
-
-/// Checks one call's drafts against the rules of OAR.md §3.3 and §4 that a
-/// record must meet to keep the log verifiable. `base` is the first seq the
-/// call would get.
-fn check_call(
-    drafts: &[RecordDraft],
-    base: u64,
-    open: &BTreeMap<u64, Hash>,
-) -> Result<(), AuditError> {
-    let mut opened: HashMap<u64, Hash> = HashMap::new();
-    let mut closed: HashSet<u64> = HashSet::new();
-    for (index, d) in drafts.iter().enumerate() {
-        let refuse = |reason: String| AuditError::InvalidDraft { index, reason };
-        for (name, v) in [
-            ("actor", &d.actor),
-            ("action", &d.action),
-            ("resource", &d.resource),
-        ] {
-            if v.is_empty() || v.len() > record::MAX_NAME {
-                return Err(refuse(format!(
-                    "{name} must be 1..{} bytes",
-                    record::MAX_NAME
-                )));
-            }
-        }
-        if d.action == record::ACTION_LOG_INIT || d.action == record::ACTION_KEY_ROTATE {
-            return Err(refuse(format!(
-                "action `{}` is reserved for the audit service",
-                d.action
-            )));
-        }
-        if d.detail.len() > record::MAX_DETAIL {
-            return Err(refuse(format!(
-                "detail is longer than {} bytes",
-                record::MAX_DETAIL
-            )));
-        }
-        if d.input_digests.len() > record::MAX_LIST || d.output_digests.len() > record::MAX_LIST {
-            return Err(refuse(format!("more than {} digests", record::MAX_LIST)));
-        }
-        if (!d.input_digests.is_empty() || !d.output_digests.is_empty()) && d.subject.is_none() {
-            return Err(refuse(
-                "input/output digests need a subject to key them".into(),
-            ));
-        }
-        if let Some(s) = &d.subject
-            && (s.is_empty() || s.len() > record::MAX_NAME)
-        {
-            return Err(refuse("subject must be 1..512 bytes".into()));
-        }
-        if let Some(dec) = &d.decision
-            && (dec.policy_ids.len() > record::MAX_LIST
-                || dec
-                    .policy_ids
-                    .iter()
-                    .any(|id| id.is_empty() || id.len() > record::MAX_NAME))
-        {
-            return Err(refuse(
-                "policy ids must be 1..512 bytes, at most 1024 of them".into(),
-            ));
-        }
-        if let Some(b) = &d.brain
-            && (b.id.is_empty() || b.id.len() > record::MAX_NAME)
-        {
-            return Err(refuse("brain id must be 1..512 bytes".into()));
-        }
-        if let Some(t) = &d.policy_text
-            && t.len() > MAX_POLICY_TEXT
-        {
-            return Err(refuse(format!(
-                "policy text is longer than {MAX_POLICY_TEXT} bytes"
-            )));
-        }
-        let seq = base + index as u64;
-        match &d.kind {
-            DraftKind::Intent => {
-                opened.insert(seq, intent_tag(&d.actor, &d.action, &d.resource));
-            }
-            DraftKind::Outcome { intent_seq, result } => {
-                if let sios_ipc::ActionResult::Error(m) = result
-                    && (m.is_empty() || m.len() > record::MAX_DETAIL)
-                {
-                    return Err(refuse("an error message must be 1..4096 bytes".into()));
-                }
-                let tag = if closed.contains(intent_seq) {
-                    None
-                } else if let Some(t) = opened.get(intent_seq) {
-                    Some(*t)
-                } else {
-                    open.get(intent_seq).copied()
-                };
-                let Some(tag) = tag else {
-                    return Err(refuse(format!(
-                        "intent {intent_seq} is not open: no such intent, or it already has its outcome"
-                    )));
-                };
-                if tag != intent_tag(&d.actor, &d.action, &d.resource) {
-                    return Err(refuse(format!(
-                        "an outcome must repeat its intent's actor, action and resource (intent {intent_seq} differs)"
-                    )));
-                }
-                closed.insert(*intent_seq);
-            }
-            DraftKind::Event => {}
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
