@@ -773,19 +773,29 @@ impl Appliance {
 
     /// Stops a brain and keeps it stopped, across appliance restarts too.
     pub async fn disable_brain(&self, name: &str) -> Result<BrainStatus, ControlError> {
-        let slot = self.brain_slot(name)?;
-        self.persist_disabled(name, true)?;
-        if !slot.command(SlotCommand::Disable).await {
-            return Err(ControlError::ShuttingDown);
-        }
-        Self::status_of(slot)
+        self.set_brain_disabled(name, true).await
     }
 
     /// Starts a disabled brain; returns when it is ready or failed.
     pub async fn enable_brain(&self, name: &str) -> Result<BrainStatus, ControlError> {
+        self.set_brain_disabled(name, false).await
+    }
+
+    /// Records the choice first (so it holds across restarts), then tells
+    /// the brain's slot.
+    async fn set_brain_disabled(
+        &self,
+        name: &str,
+        disabled: bool,
+    ) -> Result<BrainStatus, ControlError> {
         let slot = self.brain_slot(name)?;
-        self.persist_disabled(name, false)?;
-        if !slot.command(SlotCommand::Enable).await {
+        self.persist_disabled(name, disabled)?;
+        let command = if disabled {
+            SlotCommand::Disable
+        } else {
+            SlotCommand::Enable
+        };
+        if !slot.command(command).await {
             return Err(ControlError::ShuttingDown);
         }
         Self::status_of(slot)
