@@ -54,6 +54,21 @@ fn tempdir() -> tempfile::TempDir {
     }
 }
 
+/// Runs `task(0)` to `task(n - 1)` at once, as tasks of the current
+/// runtime, and returns how long until the last one finished.
+async fn concurrently<F, Fut>(n: u64, task: F) -> Duration
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..n).map(|c| tokio::spawn(task(c))).collect();
+    for done in futures::future::join_all(tasks).await {
+        done.unwrap();
+    }
+    t.elapsed()
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -753,24 +768,19 @@ fn main() {
         // As in the service: commits on a runtime thread.
         let committer = tokio::spawn(log.commit_here());
         let per_task = if quick { 20 } else { 60 };
-        let t = Instant::now();
-        let tasks: Vec<_> = (0..64u64)
-            .map(|task| {
-                let log = log.clone();
-                tokio::spawn(async move {
-                    for c in 0..per_task {
-                        let drafts = (0..64u64)
-                            .map(|i| intent(task * 1_000_000 + c * 64 + i))
-                            .collect();
-                        log.record(drafts).await.unwrap();
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.unwrap();
-        }
-        let rate = (64 * per_task * 64) as f64 / t.elapsed().as_secs_f64();
+        let took = concurrently(64, |task| {
+            let log = log.clone();
+            async move {
+                for c in 0..per_task {
+                    let drafts = (0..64u64)
+                        .map(|i| intent(task * 1_000_000 + c * 64 + i))
+                        .collect();
+                    log.record(drafts).await.unwrap();
+                }
+            }
+        })
+        .await;
+        let rate = (64 * per_task * 64) as f64 / took.as_secs_f64();
         let batches = log
             .stats()
             .batches
@@ -817,29 +827,23 @@ fn main() {
         // 64 clients (one connection each), each doing actions back to back.
         let clients: Vec<AuditClient> = futures::future::join_all((0..64).map(|_| connect())).await;
         let per_client = if quick { 30 } else { 100 };
-        let t = Instant::now();
-        let tasks: Vec<_> = clients
-            .into_iter()
-            .enumerate()
-            .map(|(c, client)| {
-                tokio::spawn(async move {
-                    for i in 0..per_client {
-                        let d = intent(c as u64 * 1000 + i);
-                        let r = client
-                            .record(ctx(), vec![d.clone()])
-                            .await
-                            .unwrap()
-                            .unwrap();
-                        let o = outcome(d, r[0].seq);
-                        client.record(ctx(), vec![o]).await.unwrap().unwrap();
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.unwrap();
-        }
-        let rate = (64 * per_client * 2) as f64 / t.elapsed().as_secs_f64();
+        let took = concurrently(64, |c| {
+            let client = clients[c as usize].clone();
+            async move {
+                for i in 0..per_client {
+                    let d = intent(c * 1000 + i);
+                    let r = client
+                        .record(ctx(), vec![d.clone()])
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    let o = outcome(d, r[0].seq);
+                    client.record(ctx(), vec![o]).await.unwrap().unwrap();
+                }
+            }
+        })
+        .await;
+        let rate = (64 * per_client * 2) as f64 / took.as_secs_f64();
         // The same 64 actions at a time, sent as the kernel sends them: its
         // request handlers share one connection through a `Recorder`, which
         // coalesces the calls that meet in flight into shared requests.
@@ -851,47 +855,36 @@ fn main() {
                 DEFAULT_MAX_FRAME_BYTES,
             )
         };
-        let t = Instant::now();
-        let tasks: Vec<_> = (0..64u64)
-            .map(|c| {
-                let recorder = recorder.clone();
-                tokio::spawn(async move {
-                    for i in 0..per_client {
-                        let d = intent(c * 1000 + i);
-                        let r = recorder.record(vec![d.clone()]).await.unwrap();
-                        recorder.record(vec![outcome(d, r[0].seq)]).await.unwrap();
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.unwrap();
-        }
-        let recorder_rate = (64 * per_client * 2) as f64 / t.elapsed().as_secs_f64();
+        let took = concurrently(64, |c| {
+            let recorder = recorder.clone();
+            async move {
+                for i in 0..per_client {
+                    let d = intent(c * 1000 + i);
+                    let r = recorder.record(vec![d.clone()]).await.unwrap();
+                    recorder.record(vec![outcome(d, r[0].seq)]).await.unwrap();
+                }
+            }
+        })
+        .await;
+        let recorder_rate = (64 * per_client * 2) as f64 / took.as_secs_f64();
         let stats = recorder.stats();
         let per_request = stats.calls as f64 / stats.requests as f64;
         // 64 clients, each sending calls of 64 intents back to back.
         let clients: Vec<AuditClient> = futures::future::join_all((0..64).map(|_| connect())).await;
         let calls = if quick { 5 } else { 15 };
-        let t = Instant::now();
-        let tasks: Vec<_> = clients
-            .into_iter()
-            .enumerate()
-            .map(|(c, client)| {
-                tokio::spawn(async move {
-                    for k in 0..calls {
-                        let drafts = (0..64u64)
-                            .map(|i| intent(c as u64 * 100_000 + k * 64 + i))
-                            .collect();
-                        client.record(ctx(), drafts).await.unwrap().unwrap();
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.unwrap();
-        }
-        let rate64 = (64 * calls * 64) as f64 / t.elapsed().as_secs_f64();
+        let took = concurrently(64, |c| {
+            let client = clients[c as usize].clone();
+            async move {
+                for k in 0..calls {
+                    let drafts = (0..64u64)
+                        .map(|i| intent(c * 100_000 + k * 64 + i))
+                        .collect();
+                    client.record(ctx(), drafts).await.unwrap().unwrap();
+                }
+            }
+        })
+        .await;
+        let rate64 = (64 * calls * 64) as f64 / took.as_secs_f64();
         (rate, (recorder_rate, per_request), rate64)
     });
     // One client, one action at a time, as one caller with a single-threaded
@@ -1088,23 +1081,19 @@ fn main() {
     let (verify_rate, checkpoints, bundle_mb) = runtime.block_on(async {
         let dir = tempdir();
         let log = AuditLog::open(&dir.path().join("data")).unwrap();
-        let tasks: Vec<_> = (0..8u64)
-            .map(|task| {
-                let log = log.clone();
-                tokio::spawn(async move {
-                    let mut done = 0;
-                    while done < n / 8 {
-                        let k = 1024.min(n / 8 - done);
-                        let drafts = (0..k).map(|i| event(task * n + done + i)).collect();
-                        log.record(drafts).await.unwrap();
-                        done += k;
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.unwrap();
-        }
+        concurrently(8, |task| {
+            let log = log.clone();
+            async move {
+                let mut done = 0;
+                while done < n / 8 {
+                    let k = 1024.min(n / 8 - done);
+                    let drafts = (0..k).map(|i| event(task * n + done + i)).collect();
+                    log.record(drafts).await.unwrap();
+                    done += k;
+                }
+            }
+        })
+        .await;
         log.flush().await.unwrap();
         let bundle = dir.path().join("export.bundle");
         let summary = sios_audit::export::write_bundle(&log, &bundle)
