@@ -119,24 +119,23 @@ impl IndependentVerifier {
 
     /// The same, as it ran: on a usage error (exit 2) it prints no JSON.
     pub fn bundle_output(&self, bundle: &Path, pubkey: &Path, extra: &[&str]) -> Output {
-        let mut args = vec![
-            OsStr::new("bundle"),
-            bundle.as_os_str(),
-            OsStr::new("--pubkey"),
-            pubkey.as_os_str(),
-            OsStr::new("--json"),
-        ];
-        args.extend(extra.iter().map(OsStr::new));
-        self.verifier(&args)
+        let mut args = vec!["--json"];
+        args.extend_from_slice(extra);
+        self.on_file("bundle", bundle, pubkey, &args)
     }
 
     /// `oar_verify.py proof PROOF --pubkey PUBKEY EXTRA...` (e.g. `--bundle
     /// FILE`), as it ran: exit 0 (the proof holds), 1 (it is false) or 3
     /// (the key cannot check it).
     pub fn proof_output(&self, proof: &Path, pubkey: &Path, extra: &[&str]) -> Output {
+        self.on_file("proof", proof, pubkey, extra)
+    }
+
+    /// `oar_verify.py COMMAND FILE --pubkey PUBKEY EXTRA...`.
+    fn on_file(&self, command: &str, file: &Path, pubkey: &Path, extra: &[&str]) -> Output {
         let mut args = vec![
-            OsStr::new("proof"),
-            proof.as_os_str(),
+            OsStr::new(command),
+            file.as_os_str(),
             OsStr::new("--pubkey"),
             pubkey.as_os_str(),
         ];
