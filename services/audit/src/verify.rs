@@ -235,12 +235,19 @@ pub fn verify_reader_with(
     options: &VerifyOptions,
 ) -> Result<VerifyReport, VerifyFailure> {
     let kept = options.extends.as_deref().map(Kept::parse).transpose()?;
-    let watch: HashSet<u64> = kept
+    let mut watch: Vec<u64> = kept
         .as_ref()
         .map(|k| k.checkpoint.size)
         .into_iter()
         .chain(options.roots_at.iter().copied())
+        // No tree of size 0 is ever reached; waiting for one would block
+        // every larger size behind it.
+        .filter(|&size| size > 0)
         .collect();
+    // Largest first, so the next size wanted is the last: one comparison
+    // per record on the pass's hot path.
+    watch.sort_unstable_by(|a, b| b.cmp(a));
+    watch.dedup();
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8);
@@ -342,8 +349,9 @@ struct Pass {
     events: u64,
     /// The sizes whose roots are wanted: the checkpoint the auditor kept
     /// (OAR.md §8.3) and [`VerifyOptions::roots_at`]; and those roots, once
-    /// the pass gets there.
-    watch: HashSet<u64>,
+    /// the pass gets there. `watch` is sorted largest first, and loses each
+    /// size once its root is taken.
+    watch: Vec<u64>,
     roots: BTreeMap<u64, Hash>,
 }
 
@@ -370,7 +378,7 @@ fn prev_of(bytes: &[u8]) -> Option<Hash> {
 }
 
 impl Pass {
-    fn new(trusted: PublicKey, watch: HashSet<u64>) -> Pass {
+    fn new(trusted: PublicKey, watch: Vec<u64>) -> Pass {
         Pass {
             trusted,
             origin: None,
@@ -716,7 +724,8 @@ impl Pass {
             };
         }
         self.frontier.push(hash, |_, _, _| {});
-        if self.watch.contains(&self.frontier.size()) {
+        if self.watch.last() == Some(&self.frontier.size()) {
+            self.watch.pop();
             self.roots
                 .insert(self.frontier.size(), self.frontier.root());
         }
