@@ -550,7 +550,17 @@ impl ProofFile {
             std::io::Read::read_to_string(&mut std::io::stdin(), &mut t).map_err(usage)?;
             t
         } else {
-            std::fs::read_to_string(path).map_err(|e| usage(format!("{}: {e}", path.display())))?
+            std::fs::read_to_string(path).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::InvalidData {
+                    usage(format!(
+                        "{}: not a sios proof file: it is not text (a proof is JSON, from \
+                         `sios audit prove` or `sios audit consistency`)",
+                        path.display()
+                    ))
+                } else {
+                    usage(format!("{}: {e}", path.display()))
+                }
+            })?
         };
         let value: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| usage(format!("{}: not JSON: {e}", path.display())))?;

@@ -256,6 +256,21 @@ async fn export_verify_prove_and_keys_end_to_end() {
         assert!(said.starts_with(&other.display().to_string()), "{said}");
         assert!(said.contains(says), "{said}");
     }
+    // Bytes that are not text at all: the same kind of answer.
+    std::fs::write(&other, [0xff, 0xfe, 0x00, 0x9c]).unwrap();
+    let err = run_audit::<Local>(
+        AuditCommand::VerifyProof {
+            proof: other.clone(),
+            pubkey: pubkey.clone(),
+            bundle: None,
+            json: false,
+        },
+        None,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.exit_code(), 2, "{err}");
+    assert!(err.to_string().contains("it is not text"), "{err}");
     let cons = dir.path().join("consistency.json");
     let size = src.0.checkpoint().size;
     run_audit(
