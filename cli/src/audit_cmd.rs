@@ -23,8 +23,9 @@ use sios_audit::proof::{
 use sios_audit::record::Record;
 use sios_audit::verify::{VerifyFailure, VerifyOptions, VerifyReport, counted, verify_bundle_with};
 use sios_ipc::{
-    AuditError, CheckpointPage, ConsistencyProof, Digest, InclusionProof, PublicKeyInfo,
-    RecordPage, RecordTimings, RotationReport, SignedCheckpoint, StageTimings,
+    AuditError, CheckpointPage, ConsistencyProof, Digest, FollowSession, FollowSummary,
+    InclusionProof, PublicKeyInfo, RecordPage, RecordTimings, RotationReport, SignedCheckpoint,
+    StageTimings,
 };
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -40,13 +41,24 @@ pub enum AuditCommand {
     /// "resource", "prev", "hash", and when present "intent_seq", "result",
     /// "error", "decision", "subject", "inputs", "outputs", "brain", "policy",
     /// "detail"}; hashes in hex.
+    ///
+    /// With --follow, keeps printing records as they are written, like
+    /// `tail -f`, until Ctrl-C. Following is one action in the log: its
+    /// intent is recorded when it starts (`audit_read` on `audit:follow`)
+    /// and its outcome when it stops; the reads in between are not recorded
+    /// one by one. A follower killed without Ctrl-C is ended by the kernel
+    /// after 30 s of silence, and the outcome says so.
     Tail {
-        /// How many records.
+        /// How many records (with --follow: how many existing ones to show
+        /// before the new ones).
         #[arg(default_value_t = 20)]
         n: u64,
         /// One JSON object per record instead of text.
         #[arg(long)]
         json: bool,
+        /// Keep printing new records until Ctrl-C (or SIGTERM).
+        #[arg(short, long)]
+        follow: bool,
     },
     /// Write the whole log to a self-contained bundle: records, signed
     /// checkpoints, public keys and policy texts (OAR.md §7).
@@ -229,6 +241,70 @@ pub trait AuditSource {
     async fn record_timings(&self) -> Result<RecordTimings, AuditError>;
 }
 
+/// What `sios audit tail --follow` needs of the running appliance: a follow
+/// session (`sios_ipc::Kernel::audit_follow_start` and the two calls after
+/// it). Separate from [`AuditSource`] because only a live kernel has one.
+#[allow(async_fn_in_trait)]
+pub trait FollowSource {
+    async fn follow_start(&self, back: u64) -> Result<FollowSession, AuditError>;
+    async fn follow_next(
+        &self,
+        session: u64,
+        max: u64,
+        wait_ms: u64,
+    ) -> Result<RecordPage, AuditError>;
+    async fn follow_stop(&self, session: u64) -> Result<FollowSummary, AuditError>;
+}
+
+/// How long one follow request waits for a record: short enough that a
+/// dead kernel is noticed promptly, long enough to cost nothing when idle.
+const FOLLOW_WAIT_MS: u64 = 2_000;
+
+/// `sios audit tail --follow`: prints the last `back` records, then each
+/// new one as it is written, until SIGINT or SIGTERM; then ends the session,
+/// so that its outcome is recorded, and says what it delivered on stderr.
+pub async fn follow<S: FollowSource>(s: &S, back: u64, json: bool) -> Result<(), AuditCliError> {
+    let mut out = Out { closed: false };
+    let started = s.follow_start(back).await?;
+    let stop = sios_ipc::process::shutdown_signal();
+    tokio::pin!(stop);
+    let mut shown = 0u64;
+    let ended = loop {
+        let page = tokio::select! {
+            signal = &mut stop => break signal.map_err(|e| usage(format!("waiting for Ctrl-C: {e}"))),
+            page = s.follow_next(started.session, 1024, FOLLOW_WAIT_MS) => page?,
+        };
+        print_records(&mut out, &page, json)?;
+        shown += page.records.len() as u64;
+        if out.closed {
+            // The reader went away (e.g. `| head`): end as it would.
+            break Ok("the reader closed standard output");
+        }
+    };
+    let summary = s.follow_stop(started.session).await?;
+    let why = ended?;
+    eprintln!(
+        "followed the audit log from seq {} to {}: {shown} records shown; stopped ({why})",
+        started.from_seq, summary.next_seq
+    );
+    Ok(())
+}
+
+/// Prints a page of records, one line each (text, or JSON with `json`).
+fn print_records(out: &mut Out, page: &RecordPage, json: bool) -> Result<(), AuditCliError> {
+    for bytes in &page.records {
+        let record = Record::decode(bytes).map_err(|e| {
+            AuditCliError::Failed(format!("the log returned an invalid record: {e}"))
+        })?;
+        if json {
+            out.line(&record.to_json(&Record::hash_of(bytes)).to_string())?;
+        } else {
+            out.line(&record.to_line())?;
+        }
+    }
+    Ok(())
+}
+
 /// Lets the library's exporter read through an [`AuditSource`].
 struct Exporter<'a, S>(&'a S);
 
@@ -385,21 +461,12 @@ pub async fn run_audit<S: AuditSource>(
 ) -> Result<(), AuditCliError> {
     let mut out = Out { closed: false };
     match cmd {
-        AuditCommand::Tail { n, json } => {
-            let s = source(source_opt)?;
-            let page = s.tail(n).await?;
-            for bytes in &page.records {
-                let record = Record::decode(bytes).map_err(|e| {
-                    AuditCliError::Failed(format!("the log returned an invalid record: {e}"))
-                })?;
-                let hash = Record::hash_of(bytes);
-                if json {
-                    out.line(&record.to_json(&hash).to_string())?;
-                } else {
-                    out.line(&record.to_line())?;
-                }
-            }
-            Ok(())
+        AuditCommand::Tail { follow: true, .. } => Err(usage(
+            "--follow needs a live kernel; `sios audit tail --follow` runs it through `follow`",
+        )),
+        AuditCommand::Tail { n, json, .. } => {
+            let page = source(source_opt)?.tail(n).await?;
+            print_records(&mut out, &page, json)
         }
         AuditCommand::Timings { json } => {
             let timings = source(source_opt)?.record_timings().await?;

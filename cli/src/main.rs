@@ -850,6 +850,14 @@ impl AuditSource for Kernel {
     }
 }
 
+impl audit_cmd::FollowSource for Kernel {
+    forward_to_kernel! { audit -> sios_ipc::AuditError;
+        follow_start(back: u64) -> sios_ipc::FollowSession => audit_follow_start;
+        follow_next(session: u64, max: u64, wait_ms: u64) -> sios_ipc::RecordPage => audit_follow_next;
+        follow_stop(session: u64) -> sios_ipc::FollowSummary => audit_follow_stop;
+    }
+}
+
 impl MemoryTarget for Kernel {
     forward_to_kernel! { memory -> sios_ipc::MemoryError;
         put(request: sios_ipc::PutRequest) -> sios_ipc::PutResponse => memory_put;
@@ -890,7 +898,18 @@ async fn audit(layout: &StateLayout, cmd: AuditCommand) -> Result<ExitCode, CliE
     } else {
         None
     };
-    match audit_cmd::run_audit(cmd, kernel.as_ref()).await {
+    let result = match (cmd, &kernel) {
+        (
+            AuditCommand::Tail {
+                n,
+                json,
+                follow: true,
+            },
+            Some(kernel),
+        ) => audit_cmd::follow(kernel, n, json).await,
+        (cmd, kernel) => audit_cmd::run_audit(cmd, kernel.as_ref()).await,
+    };
+    match result {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(err) => Err(match &kernel {
             Some(kernel) => kernel.audit_failure(err),

@@ -353,6 +353,31 @@ pub struct RestartReport {
     pub state: ProcessState,
 }
 
+/// A session ends when its follower has sent no request for this long.
+pub const FOLLOW_IDLE_SECS: u64 = 30;
+/// The longest one `audit_follow_next` waits for a record.
+pub const FOLLOW_MAX_WAIT_MS: u64 = 10_000;
+/// At most this many follow sessions run at once (each polls the audit
+/// service while it waits).
+pub const MAX_FOLLOWERS: usize = 8;
+
+/// A follow session, as `audit_follow_start` opened it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct FollowSession {
+    /// Names the session in the calls that follow (random, not guessable).
+    pub session: u64,
+    /// The seq of the first record the session will deliver.
+    pub from_seq: u64,
+}
+
+/// What a follow session delivered, as its end reported it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct FollowSummary {
+    pub delivered: u64,
+    /// The seq the next record after the delivered ones will have.
+    pub next_seq: u64,
+}
+
 /// The kernel's client-facing service, on the client socket.
 #[tarpc::service]
 pub trait Kernel {
@@ -400,6 +425,25 @@ pub trait Kernel {
     ) -> Result<crate::audit::ConsistencyProof, ControlError>;
     async fn audit_public_keys() -> Result<Vec<crate::audit::PublicKeyInfo>, ControlError>;
     async fn audit_policy_text(hash: crate::audit::Digest) -> Result<String, ControlError>;
+    /// Starts following the log (`sios audit tail --follow`). Following is
+    /// one action, decided as `audit_read` on `audit:follow`: its intent is
+    /// recorded now, its outcome when the session ends (`audit_follow_stop`,
+    /// no request from the follower for [`FOLLOW_IDLE_SECS`], or shutdown).
+    /// The reads inside the session are not recorded one by one, or each
+    /// would add records for the next to show. `back`: how many of the
+    /// latest records to deliver first.
+    async fn audit_follow_start(back: u64) -> Result<FollowSession, ControlError>;
+    /// The records after the session's cursor (at most `max`), waiting up to
+    /// `wait_ms` (capped at [`FOLLOW_MAX_WAIT_MS`]) for at least one; an
+    /// empty page when none came. Only the client that started the session
+    /// may use it.
+    async fn audit_follow_next(
+        session: u64,
+        max: u64,
+        wait_ms: u64,
+    ) -> Result<crate::audit::RecordPage, ControlError>;
+    /// Ends a follow session; its outcome is recorded before this returns.
+    async fn audit_follow_stop(session: u64) -> Result<FollowSummary, ControlError>;
     /// Rotates the operator's signing key (decided as `key_rotate`, recorded).
     async fn key_rotate() -> Result<crate::audit::RotationReport, ControlError>;
 

@@ -5,6 +5,7 @@
 //! says. That identity travels with every request on the connection.
 
 use crate::appliance::{Appliance, Requester};
+use crate::audit_follow::Followers;
 use sios_ipc::audit::{
     CheckpointPage, ConsistencyProof, Digest, InclusionProof, PublicKeyInfo, RecordPage,
     RecordTimings, RotationReport, SignedCheckpoint,
@@ -17,7 +18,7 @@ use sios_ipc::{
     BrainStatus, Caller, ControlError, InferRequest, InferResponse, InvokeError, Kernel,
     RestartReport, StatusReport,
 };
-use sios_ipc::{InvokeTimings, PolicyInfo};
+use sios_ipc::{FollowSession, FollowSummary, InvokeTimings, PolicyInfo};
 use sios_policy::{Action, Resource};
 use std::sync::Arc;
 use tarpc::context::Context;
@@ -293,6 +294,35 @@ impl Kernel for KernelServer {
         audit_public_keys() -> Vec<PublicKeyInfo> => "public-keys", public_keys;
         audit_policy_text(hash: Digest) -> String => "policy-text", policy_text;
         audit_record_timings() -> RecordTimings => "record-timings", record_timings;
+    }
+
+    async fn audit_follow_start(
+        self,
+        _: Context,
+        back: u64,
+    ) -> Result<FollowSession, ControlError> {
+        Followers::start(&self.appliance, &self.caller, back).await
+    }
+
+    async fn audit_follow_next(
+        self,
+        _: Context,
+        session: u64,
+        max: u64,
+        wait_ms: u64,
+    ) -> Result<RecordPage, ControlError> {
+        self.appliance
+            .followers
+            .next(&self.caller, session, max, wait_ms)
+            .await
+    }
+
+    async fn audit_follow_stop(
+        self,
+        _: Context,
+        session: u64,
+    ) -> Result<FollowSummary, ControlError> {
+        self.appliance.followers.stop(&self.caller, session).await
     }
 
     async fn key_rotate(self, _: Context) -> Result<RotationReport, ControlError> {

@@ -98,6 +98,8 @@ pub struct Appliance {
     pub governor: Governor,
     /// `[performance] low_latency_idle`, held for the appliance's lifetime.
     idle: sios_ipc::idle::IdleLatency,
+    /// The live `sios audit tail --follow` sessions.
+    pub(crate) followers: crate::audit_follow::Followers,
 }
 
 /// Who asks for an inference, as the kernel established it.
@@ -343,6 +345,7 @@ impl Appliance {
             recorder,
             governor,
             idle,
+            followers: Default::default(),
         };
         let appliance = Arc::new(appliance);
         let _ = this.set(Arc::downgrade(&appliance));
@@ -886,6 +889,8 @@ impl Appliance {
     /// memory, then audit; each stop is recorded in the audit log before the
     /// next group stops, so every stop but the audit service's own is on record.
     pub async fn stop(&self) {
+        // Their outcomes need the audit service, which stops last.
+        self.followers.end_all().await;
         let (brains, services): (Vec<_>, Vec<_>) =
             self.slots.iter().partition(|s| s.role == Role::Brain);
         futures::future::join_all(brains.iter().map(|s| s.command(SlotCommand::Stop))).await;

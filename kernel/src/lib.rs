@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`appliance`]: the set of processes, start/stop order, the request path.
 //! - [`operations`]: audit, policy, sandbox and memory requests, each governed.
+//! - [`audit_follow`]: `sios audit tail --follow`, one recorded action per session.
 //! - [`memory_access`]: every memory request, for clients and brains alike.
 //! - [`governance`]: the policy in force; deciding every request.
 //! - [`supervisor`]: one task per child: spawn, readiness, restart policy.
@@ -16,6 +17,7 @@
 pub mod api;
 pub mod appliance;
 pub mod ask;
+pub mod audit_follow;
 pub mod disk;
 pub mod governance;
 pub mod memory_access;

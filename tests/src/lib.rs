@@ -521,9 +521,15 @@ impl TestAppliance {
     }
 
     pub fn sios_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        output_with_stdin(&mut self.sios_command(args), stdin)
+    }
+
+    /// The `sios` CLI against this appliance, to spawn (for commands that
+    /// keep running, such as `sios audit tail --follow`).
+    pub fn sios_command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(self.bin.join("sios"));
         command.arg("--state-dir").arg(&self.state_dir).args(args);
-        output_with_stdin(&mut command, stdin)
+        command
     }
 
     /// `sios status --json`, parsed; its exit status checked against what

@@ -98,9 +98,16 @@ async fn export_verify_prove_and_keys_end_to_end() {
     )
     .await
     .unwrap();
-    run_audit(AuditCommand::Tail { n: 3, json: true }, Some(&src))
-        .await
-        .unwrap();
+    run_audit(
+        AuditCommand::Tail {
+            n: 3,
+            json: true,
+            follow: false,
+        },
+        Some(&src),
+    )
+    .await
+    .unwrap();
     let bundle = dir.path().join("log.bundle");
     run_audit(
         AuditCommand::Export {
@@ -170,9 +177,16 @@ async fn export_verify_prove_and_keys_end_to_end() {
         .unwrap_err();
     assert_eq!(err.exit_code(), 2, "{err}");
     // Commands that need the appliance say so.
-    let err = run_audit::<Local>(AuditCommand::Tail { n: 1, json: false }, None)
-        .await
-        .unwrap_err();
+    let err = run_audit::<Local>(
+        AuditCommand::Tail {
+            n: 1,
+            json: false,
+            follow: false,
+        },
+        None,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, AuditCliError::NotRunning));
     // prove -> verify-proof, and a consistency proof.
     let proof = dir.path().join("proof.json");
