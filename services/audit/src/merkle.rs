@@ -55,7 +55,10 @@ impl Frontier {
 
     /// Rebuilds the frontier of a tree of `size` leaves from its stored
     /// complete subtrees.
-    pub fn from_source<S: NodeSource>(size: u64, source: &S) -> Result<Frontier, S::Error> {
+    pub fn from_source<S: NodeSource + ?Sized>(
+        size: u64,
+        source: &S,
+    ) -> Result<Frontier, S::Error> {
         let mut subtrees = Vec::new();
         let mut start = 0u64;
         for level in (0..64u8).rev() {
@@ -146,7 +149,11 @@ fn split(n: u64) -> u64 {
 
 /// `MTH(D[start..end])` where `start` is a multiple of the largest power of
 /// two not above `end - start` (always true for the ranges proofs need).
-pub fn range_root<S: NodeSource>(source: &S, start: u64, end: u64) -> Result<Hash, S::Error> {
+pub fn range_root<S: NodeSource + ?Sized>(
+    source: &S,
+    start: u64,
+    end: u64,
+) -> Result<Hash, S::Error> {
     let n = end - start;
     if n.is_power_of_two() && start.is_multiple_of(n) {
         let level = n.trailing_zeros() as u8;
@@ -159,7 +166,7 @@ pub fn range_root<S: NodeSource>(source: &S, start: u64, end: u64) -> Result<Has
 }
 
 /// The root of the tree of the first `size` leaves.
-pub fn root_of<S: NodeSource>(source: &S, size: u64) -> Result<Hash, S::Error> {
+pub fn root_of<S: NodeSource + ?Sized>(source: &S, size: u64) -> Result<Hash, S::Error> {
     if size == 0 {
         Ok(empty_root())
     } else {
@@ -179,7 +186,7 @@ pub enum ProofRequestError<E> {
 }
 
 /// RFC 9162 §2.1.3.1: the audit path of leaf `index` in the tree of `size`.
-pub fn prove_inclusion<S: NodeSource>(
+pub fn prove_inclusion<S: NodeSource + ?Sized>(
     source: &S,
     index: u64,
     size: u64,
@@ -193,7 +200,7 @@ pub fn prove_inclusion<S: NodeSource>(
 }
 
 /// PATH(m, D[start..end]), appended bottom-up.
-fn path_rec<S: NodeSource>(
+fn path_rec<S: NodeSource + ?Sized>(
     source: &S,
     m: u64,
     start: u64,
@@ -217,7 +224,7 @@ fn path_rec<S: NodeSource>(
 
 /// RFC 9162 §2.1.4.1: the consistency proof from `old` to `new` leaves.
 /// Empty when `old == new`.
-pub fn prove_consistency<S: NodeSource>(
+pub fn prove_consistency<S: NodeSource + ?Sized>(
     source: &S,
     old: u64,
     new: u64,
@@ -233,7 +240,7 @@ pub fn prove_consistency<S: NodeSource>(
 }
 
 /// SUBPROOF(m, D[start..end], b).
-fn subproof<S: NodeSource>(
+fn subproof<S: NodeSource + ?Sized>(
     source: &S,
     m: u64,
     start: u64,

@@ -389,6 +389,23 @@ fn stopped() -> AuditError {
 }
 
 /// Reads tree nodes inside one read (or write) transaction.
+/// How many records `table` holds (their seqs run from 0 without a gap).
+fn record_count(table: &impl ReadableTable<u64, &'static [u8]>) -> Result<u64, AuditError> {
+    Ok(table
+        .last()
+        .map_err(storage)?
+        .map_or(0, |(k, _)| k.value() + 1))
+}
+
+/// A proof the store could not make: its own storage error as it is, any
+/// other as a storage error (the sizes were checked before asking).
+fn proof_failed(err: merkle::ProofRequestError<AuditError>) -> AuditError {
+    match err {
+        merkle::ProofRequestError::Source(e) => e,
+        other => storage(other),
+    }
+}
+
 struct TxnNodes<'a, R: ReadableTable<u64, &'static [u8]>, N: ReadableTable<u64, [u8; 32]>> {
     records: &'a R,
     nodes: &'a N,
@@ -936,10 +953,7 @@ impl AuditLog {
     ) -> Result<RecordPage, AuditError> {
         let txn = self.begin_read()?;
         let table = txn.open_table(RECORDS).map_err(storage)?;
-        let tree_size = table
-            .last()
-            .map_err(storage)?
-            .map_or(0, |(k, _)| k.value() + 1);
+        let tree_size = record_count(&table)?;
         let mut records = Vec::new();
         let mut bytes = 0usize;
         for entry in table.range(from_seq..).map_err(storage)? {
@@ -965,11 +979,26 @@ impl AuditLog {
     /// Records committed so far.
     pub fn size(&self) -> Result<u64, AuditError> {
         let txn = self.begin_read()?;
-        let table = txn.open_table(RECORDS).map_err(storage)?;
-        Ok(table
-            .last()
-            .map_err(storage)?
-            .map_or(0, |(k, _)| k.value() + 1))
+        record_count(&txn.open_table(RECORDS).map_err(storage)?)
+    }
+
+    /// Runs `f` on the stored tree (records and interior nodes) of one read
+    /// transaction and the number of records it holds.
+    fn with_tree<T>(
+        &self,
+        f: impl FnOnce(&dyn NodeSource<Error = AuditError>, u64) -> Result<T, AuditError>,
+    ) -> Result<T, AuditError> {
+        let txn = self.begin_read()?;
+        let records = txn.open_table(RECORDS).map_err(storage)?;
+        let nodes = txn.open_table(NODES).map_err(storage)?;
+        let have = record_count(&records)?;
+        f(
+            &TxnNodes {
+                records: &records,
+                nodes: &nodes,
+            },
+            have,
+        )
     }
 
     /// Stored checkpoints with size > `after_size`, up to `max` and `max_bytes`.
@@ -1020,36 +1049,24 @@ impl AuditLog {
         tree_size: Option<u64>,
     ) -> Result<InclusionProof, AuditError> {
         let size = tree_size.unwrap_or_else(|| self.checkpoint().size);
-        let txn = self.begin_read()?;
-        let records = txn.open_table(RECORDS).map_err(storage)?;
-        let nodes = txn.open_table(NODES).map_err(storage)?;
-        let have = records
-            .last()
-            .map_err(storage)?
-            .map_or(0, |(k, _)| k.value() + 1);
-        if size == 0 || size > have {
-            return Err(AuditError::BadTreeSize {
-                requested: size,
-                size: have,
-            });
-        }
-        if seq >= size {
-            return Err(AuditError::NoSuchRecord { seq, size });
-        }
-        let source = TxnNodes {
-            records: &records,
-            nodes: &nodes,
-        };
-        let leaf = source.node(0, seq)?;
-        let path = merkle::prove_inclusion(&source, seq, size).map_err(|e| match e {
-            merkle::ProofRequestError::Source(e) => e,
-            other => storage(other),
-        })?;
-        Ok(InclusionProof {
-            seq,
-            tree_size: size,
-            leaf_hash: Digest(leaf),
-            path: path.into_iter().map(Digest).collect(),
+        self.with_tree(|source, have| {
+            if size == 0 || size > have {
+                return Err(AuditError::BadTreeSize {
+                    requested: size,
+                    size: have,
+                });
+            }
+            if seq >= size {
+                return Err(AuditError::NoSuchRecord { seq, size });
+            }
+            let leaf = source.node(0, seq)?;
+            let path = merkle::prove_inclusion(source, seq, size).map_err(proof_failed)?;
+            Ok(InclusionProof {
+                seq,
+                tree_size: size,
+                leaf_hash: Digest(leaf),
+                path: path.into_iter().map(Digest).collect(),
+            })
         })
     }
 
@@ -1059,52 +1076,32 @@ impl AuditLog {
         old_size: u64,
         new_size: u64,
     ) -> Result<ConsistencyProof, AuditError> {
-        let txn = self.begin_read()?;
-        let records = txn.open_table(RECORDS).map_err(storage)?;
-        let nodes = txn.open_table(NODES).map_err(storage)?;
-        let have = records
-            .last()
-            .map_err(storage)?
-            .map_or(0, |(k, _)| k.value() + 1);
-        if new_size > have || new_size == 0 {
-            return Err(AuditError::BadTreeSize {
-                requested: new_size,
-                size: have,
-            });
-        }
-        if old_size == 0 || old_size > new_size {
-            return Err(AuditError::BadTreeSize {
-                requested: old_size,
-                size: new_size,
-            });
-        }
-        let source = TxnNodes {
-            records: &records,
-            nodes: &nodes,
-        };
-        let path = merkle::prove_consistency(&source, old_size, new_size).map_err(|e| match e {
-            merkle::ProofRequestError::Source(e) => e,
-            other => storage(other),
-        })?;
-        Ok(ConsistencyProof {
-            old_size,
-            new_size,
-            path: path.into_iter().map(Digest).collect(),
+        self.with_tree(|source, have| {
+            if new_size > have || new_size == 0 {
+                return Err(AuditError::BadTreeSize {
+                    requested: new_size,
+                    size: have,
+                });
+            }
+            if old_size == 0 || old_size > new_size {
+                return Err(AuditError::BadTreeSize {
+                    requested: old_size,
+                    size: new_size,
+                });
+            }
+            let path =
+                merkle::prove_consistency(source, old_size, new_size).map_err(proof_failed)?;
+            Ok(ConsistencyProof {
+                old_size,
+                new_size,
+                path: path.into_iter().map(Digest).collect(),
+            })
         })
     }
 
     /// The root of the tree of `size` records, computed from the store.
     pub fn root_at(&self, size: u64) -> Result<Hash, AuditError> {
-        let txn = self.begin_read()?;
-        let records = txn.open_table(RECORDS).map_err(storage)?;
-        let nodes = txn.open_table(NODES).map_err(storage)?;
-        merkle::root_of(
-            &TxnNodes {
-                records: &records,
-                nodes: &nodes,
-            },
-            size,
-        )
+        self.with_tree(|source, _| merkle::root_of(source, size))
     }
 
     /// Every key the log has had, oldest first.
