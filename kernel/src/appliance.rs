@@ -289,15 +289,7 @@ impl Appliance {
         create_private_dir(&layout.brain_socket_dir())?;
         for (index, manifest) in brains.into_iter().enumerate() {
             let program = brain_program(&config, &layout, manifest, index, sandboxed)?;
-            let facts = BrainFacts {
-                labels: manifest.labels.clone(),
-                sensitivity: manifest.sensitivity.level(),
-                namespaces: manifest.capabilities.memory_namespaces.clone(),
-                calls: manifest.capabilities.calls.clone(),
-                kind: manifest.kind,
-                model_sha256: manifest.model.sha256.clone(),
-                inputs: manifest.input_specs(),
-            };
+            let facts = BrainFacts::of(manifest);
             let socket = layout.brain_socket(&manifest.name);
             let listener = bind(&socket)?;
             pending.push(Slot::new(
@@ -830,15 +822,7 @@ impl Appliance {
         let program = brain_program(&self.config, &self.layout, &manifest, index, self.sandboxed)
             .map_err(|e| reload_error(e.to_string()))?;
         slot.set_program(program);
-        slot.set_brain_facts(BrainFacts {
-            labels: manifest.labels.clone(),
-            sensitivity: manifest.sensitivity.level(),
-            namespaces: manifest.capabilities.memory_namespaces.clone(),
-            calls: manifest.capabilities.calls.clone(),
-            kind: manifest.kind,
-            model_sha256: manifest.model.sha256.clone(),
-            inputs: manifest.input_specs(),
-        });
+        slot.set_brain_facts(BrainFacts::of(&manifest));
         tracing::info!(brain = name, sha256 = %manifest.model.sha256, "reloading");
         if slot.state() != ProcessState::Disabled && !slot.command(SlotCommand::Restart).await {
             return Err(ControlError::ShuttingDown);

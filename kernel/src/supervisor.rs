@@ -55,6 +55,21 @@ pub struct BrainFacts {
     pub inputs: Vec<TensorSpec>,
 }
 
+impl BrainFacts {
+    /// What the kernel keeps of `manifest` (at start and at each reload).
+    pub fn of(manifest: &sios_manifest::Manifest) -> BrainFacts {
+        BrainFacts {
+            labels: manifest.labels.clone(),
+            sensitivity: manifest.sensitivity.level(),
+            namespaces: manifest.capabilities.memory_namespaces.clone(),
+            calls: manifest.capabilities.calls.clone(),
+            kind: manifest.kind,
+            model_sha256: manifest.model.sha256.clone(),
+            inputs: manifest.input_specs(),
+        }
+    }
+}
+
 /// Operator commands for one slot's task.
 #[derive(Debug)]
 pub enum SlotCommand {
