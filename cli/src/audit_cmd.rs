@@ -66,7 +66,9 @@ pub enum AuditCommand {
     /// The bundle ends at the latest signed checkpoint. Hand it to an auditor
     /// with the public key (`sios keys export-public`).
     Export {
-        /// The bundle file to create (must not exist).
+        /// The bundle file to create (must not exist). It appears under
+        /// this name only once complete and synced; an export that fails
+        /// or is interrupted leaves nothing there.
         file: PathBuf,
     },
     /// Verify a bundle offline: every record, the hash chain, the Merkle tree

@@ -35,6 +35,7 @@
 
 use clap::{ArgGroup, Subcommand};
 use sios_ipc::memory::{ExportHeader, ExportLine, base64, import_chunks};
+use sios_ipc::new_file::NewFile;
 use sios_ipc::{
     CompactReport, Embedding, EraseReport, ExportCursor, ExportPage, ExportRequest, ExportScope,
     ImportReport, ImportRequest, Item, ListPage, ListRequest, MAX_PAGE_ITEMS, MemoryError,
@@ -164,7 +165,10 @@ pub enum MemoryCommand {
     /// Write a namespace or a subject as JSON Lines (services/memory/EXPORT.md).
     ///
     /// The file is plaintext: it is the customer's data, leaving the
-    /// appliance's encryption. Keep it accordingly.
+    /// appliance's encryption. Keep it accordingly. With --output it is
+    /// created readable by its owner only (0600), and appears under its
+    /// name only once complete: an export that fails or is interrupted
+    /// leaves no shorter file there.
     #[command(group(ArgGroup::new("scope").required(true).args(["namespace", "subject"])))]
     Export {
         #[arg(long, short)]
@@ -614,20 +618,25 @@ async fn run_inner(
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
+            // Customer data: the owner's only. Buffered, since it is written
+            // a line at a time.
             let mut file = match &output {
-                Some(path) => Some(
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .open(path)
-                        .map_err(|e| usage(format!("{}: {e}", path.display())))?,
-                ),
+                Some(path) => {
+                    let new = NewFile::create(path, 0o600)
+                        .map_err(|e| usage(format!("{}: {e}", path.display())))?;
+                    let writer = std::io::BufWriter::new(
+                        new.file()
+                            .try_clone()
+                            .map_err(|e| usage(format!("{}: {e}", path.display())))?,
+                    );
+                    Some((new, writer))
+                }
                 None => None,
             };
             let mut write_line = |out: &mut Out<'_>, line: String| -> Result<(), MemoryCliError> {
                 match &mut file {
-                    Some(f) => {
-                        writeln!(f, "{line}").map_err(|e| usage(format!("writing the export: {e}")))
+                    Some((_, w)) => {
+                        writeln!(w, "{line}").map_err(|e| usage(format!("writing the export: {e}")))
                     }
                     None => out.line(&line),
                 }
@@ -645,12 +654,8 @@ async fn run_inner(
                     .await
                 {
                     Ok(page) => page,
-                    Err(e) if e.is_not_found() && count == 0 => {
-                        if let Some(path) = &output {
-                            let _ = std::fs::remove_file(path);
-                        }
-                        return out.negative(&e);
-                    }
+                    // Nothing was written: the partial file goes with `file`.
+                    Err(e) if e.is_not_found() && count == 0 => return out.negative(&e),
                     Err(e) => return Err(e.into()),
                 };
                 // The header goes out with the first page, so a refused export
@@ -667,8 +672,11 @@ async fn run_inner(
                     _ => break,
                 }
             }
-            if let Some(f) = &mut file {
-                f.sync_all()
+            if let Some((new, writer)) = file {
+                writer
+                    .into_inner()
+                    .map_err(|e| usage(format!("writing the export: {}", e.error())))?;
+                new.commit()
                     .map_err(|e| usage(format!("writing the export: {e}")))?;
             }
             if let Some(path) = &output {
@@ -740,6 +748,8 @@ mod tests {
     #[derive(Default)]
     struct Fake {
         items: RefCell<BTreeMap<(String, String), Item>>,
+        /// Export pages served before the service "goes away".
+        export_pages_left: std::cell::Cell<Option<u32>>,
     }
 
     impl MemoryTarget for Fake {
@@ -849,6 +859,12 @@ mod tests {
             })
         }
         async fn export(&self, r: ExportRequest) -> Result<ExportPage, MemoryError> {
+            if let Some(left) = self.export_pages_left.get() {
+                if left == 0 {
+                    return Err(MemoryError::Unavailable("the service went away".into()));
+                }
+                self.export_pages_left.set(Some(left - 1));
+            }
             let items: Vec<Item> = self
                 .items
                 .borrow()
@@ -1161,6 +1177,23 @@ mod tests {
             2,
             "never overwrites"
         );
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "customer data: the owner's only");
+        // The service goes away after the first item: exit 1, and nothing
+        // under the name, not even the first item.
+        fake.export_pages_left.set(Some(1));
+        let cut = dir.join("cut.jsonl");
+        let (code, _, err) = sios(&fake, &["export", "-n", "b", "-o", cut.to_str().unwrap()]);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("went away"), "{err}");
+        let mut left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["alice.jsonl"], "a failed export left a file");
+        fake.export_pages_left.set(None);
         let (_, stdout_export, _) = sios(&fake, &["export", "-n", "b"]);
         assert_eq!(stdout_export.lines().count(), 3);
         assert_eq!(sios(&fake, &["export", "-s", "nobody"]).0, 1);

@@ -12,6 +12,7 @@
 //! - [`process`]: logging and shutdown signals, the same in every process.
 //! - [`activation`]: how a child receives the listening socket the kernel bound for it.
 //! - [`storage`]: whether a disk takes writes again, before a closed store is reopened.
+//! - [`new_file`]: exports that appear at their path complete or not at all.
 //! - [`idle`]: holding every CPU out of halting idle states (`[performance] low_latency_idle`).
 
 pub mod activation;
@@ -21,6 +22,7 @@ pub mod idle;
 pub mod kserve;
 pub mod latency;
 pub mod memory;
+pub mod new_file;
 pub mod process;
 pub mod recorder;
 pub mod services;

@@ -171,6 +171,9 @@ pub async fn write_to_with<S: Source, W: Write>(
 }
 
 /// Writes the bundle to a new file at `path` (fails if it exists), synced.
+/// The file appears at `path` only once complete (`sios_ipc::new_file`):
+/// an export that fails or is killed half way leaves no shorter bundle
+/// there to be mistaken for the log.
 pub async fn write_bundle<S: Source>(
     source: &S,
     path: &Path,
@@ -184,11 +187,10 @@ pub async fn write_bundle_with<S: Source>(
     path: &Path,
     progress: Option<&Progress>,
 ) -> Result<ExportSummary, ExportError> {
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)?;
-    let summary = write_to_with(source, &file, progress).await?;
-    file.sync_all()?;
+    // Hashes and signatures only, no customer content: readable like the
+    // public key it is verified with.
+    let file = sios_ipc::new_file::NewFile::create(path, 0o644)?;
+    let summary = write_to_with(source, file.file(), progress).await?;
+    file.commit()?;
     Ok(summary)
 }

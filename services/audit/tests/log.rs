@@ -533,6 +533,54 @@ mod recovery {
         assert_eq!(report.records, summary.tree_size);
     }
 
+    /// An export that fails half way (here: the log stops answering after
+    /// the first record was written) leaves no file at its path, not even a
+    /// shorter bundle; a later export to the same path then succeeds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_export_that_fails_half_way_leaves_no_file() {
+        use sios_audit::export::{Source, write_bundle};
+        use sios_ipc::{CheckpointPage, PublicKeyInfo, RecordPage, SignedCheckpoint};
+        /// The log, until it is asked for its checkpoints.
+        struct Failing<'a>(&'a AuditLog);
+        impl Source for Failing<'_> {
+            async fn read(&self, from: u64, max: u64) -> Result<RecordPage, sios_ipc::AuditError> {
+                Source::read(self.0, from, max).await
+            }
+            async fn checkpoint(&self) -> Result<SignedCheckpoint, sios_ipc::AuditError> {
+                Source::checkpoint(self.0).await
+            }
+            async fn checkpoints(
+                &self,
+                _: u64,
+                _: u64,
+            ) -> Result<CheckpointPage, sios_ipc::AuditError> {
+                Err(sios_ipc::AuditError::Unavailable(
+                    "the service went away".into(),
+                ))
+            }
+            async fn public_keys(&self) -> Result<Vec<PublicKeyInfo>, sios_ipc::AuditError> {
+                Source::public_keys(self.0).await
+            }
+            async fn policy_text(&self, hash: Digest) -> Result<String, sios_ipc::AuditError> {
+                Source::policy_text(self.0, hash).await
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let log = AuditLog::open(&data).unwrap();
+        actions(&log, 3).await;
+        let out = dir.path().join("exports");
+        std::fs::create_dir(&out).unwrap();
+        let bundle = out.join("log.bundle");
+        let err = write_bundle(&Failing(&log), &bundle).await.unwrap_err();
+        assert!(err.to_string().contains("went away"), "{err}");
+        let left: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
+        assert!(left.is_empty(), "a failed export left {left:?}");
+        let summary = write_bundle(&log, &bundle).await.unwrap();
+        let report = verify_bundle(&bundle, &data.join(keys::PUBLIC_FILE)).unwrap();
+        assert_eq!(report.records, summary.tree_size);
+    }
+
     /// OAR.md §10 "Abandoned intents": a new kernel session closes the
     /// intents the previous one left open, with `process-died`; a restart
     /// within one session leaves them open for the live kernel to finish.

@@ -1,0 +1,149 @@
+//! Output files that appear complete or not at all.
+//!
+//! An export written straight to its final path leaves a shorter file there
+//! when the writer fails or is killed half way. A memory export has no
+//! trailer, so a file cut at a line boundary reads as a complete export with
+//! fewer items, and an operator can hand it on without knowing. So exports
+//! are written under a hidden name beside the target
+//! (`.NAME.PID.partial`), synced, and only then linked to their real name:
+//! - the real name never exists unless the file is complete and durable;
+//! - it is never overwritten (`link` fails if the name exists, with no
+//!   window in which a check and a create could race);
+//! - a failed or abandoned write removes its partial file; one killed with
+//!   SIGKILL leaves only the hidden `.partial` file, whose name says what it
+//!   is.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+/// A file being written for `path`; see the module doc.
+#[derive(Debug)]
+pub struct NewFile {
+    path: PathBuf,
+    partial: PathBuf,
+    file: File,
+    done: bool,
+}
+
+impl NewFile {
+    /// Starts a new file for `path`, created with permission bits `mode`
+    /// (before the umask). Fails with `AlreadyExists` if `path` exists.
+    pub fn create(path: &Path, mode: u32) -> io::Result<NewFile> {
+        if path.symlink_metadata().is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the file exists; sios does not overwrite it (choose another name or remove it)",
+            ));
+        }
+        let name = path
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))?;
+        let mut hidden = std::ffi::OsString::from(".");
+        hidden.push(name);
+        hidden.push(format!(".{}.partial", std::process::id()));
+        let partial = path.with_file_name(hidden);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&partial)?;
+        Ok(NewFile {
+            path: path.to_owned(),
+            partial,
+            file,
+            done: false,
+        })
+    }
+
+    /// The open file, to write to.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Makes the file durable and gives it its name. Fails with
+    /// `AlreadyExists` if something took the name meanwhile (the partial
+    /// file is then removed and the other file left alone).
+    pub fn commit(mut self) -> io::Result<()> {
+        self.file.sync_all()?;
+        std::fs::hard_link(&self.partial, &self.path)?;
+        self.done = true;
+        std::fs::remove_file(&self.partial)?;
+        let dir = match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        File::open(dir)?.sync_all()
+    }
+}
+
+impl Drop for NewFile {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_name_appears_only_once_the_file_is_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let new = NewFile::create(&path, 0o600).unwrap();
+        new.file().write_all(b"line\n").unwrap();
+        assert!(!path.exists(), "visible before commit");
+        let hidden = format!(".out.jsonl.{}.partial", std::process::id());
+        assert_eq!(entries(dir.path()), vec![hidden]);
+        new.commit().unwrap();
+        assert_eq!(entries(dir.path()), vec!["out.jsonl".to_owned()]);
+        assert_eq!(std::fs::read(&path).unwrap(), b"line\n");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn an_abandoned_file_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.oar");
+        let new = NewFile::create(&path, 0o644).unwrap();
+        new.file().write_all(b"half").unwrap();
+        drop(new);
+        assert!(entries(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn an_existing_file_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        std::fs::write(&path, b"keep").unwrap();
+        let err = NewFile::create(&path, 0o600).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        // Taken between create and commit: the commit fails, the other
+        // file stays, and the partial one goes.
+        let later = dir.path().join("later");
+        let new = NewFile::create(&later, 0o600).unwrap();
+        new.file().write_all(b"mine").unwrap();
+        std::fs::write(&later, b"theirs").unwrap();
+        let err = new.commit().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&later).unwrap(), b"theirs");
+        assert_eq!(std::fs::read(&path).unwrap(), b"keep");
+        assert_eq!(entries(dir.path()), vec!["later", "out"]);
+    }
+}
