@@ -236,3 +236,40 @@ fn a_shutdown_records_the_outcome_of_a_running_follow() {
         "the outcome says the appliance shut down: {ended}"
     );
 }
+
+#[test]
+fn a_follower_killed_outright_is_ended_after_its_silence() {
+    if !require_setup() {
+        return;
+    }
+    let app = TestAppliance::start(Options::brains(&["voice-activity"]));
+    let mut follower = Follower::start(&app, "1");
+    let own = follower.expect("its own intent", |r| r["resource"] == "audit:follow");
+    follower.child.kill().expect("SIGKILL the follower");
+    follower.child.wait().expect("reap the follower");
+
+    // The kernel notices the silence after FOLLOW_IDLE_SECS and records how
+    // the action ended; until then it is still open.
+    let silence = Duration::from_secs(sios_ipc::FOLLOW_IDLE_SECS);
+    let give_up = Instant::now() + silence + Duration::from_secs(30);
+    let ended = loop {
+        let log = records(&app);
+        if let Some(outcome) = outcome_of(&log, &own) {
+            break outcome.clone();
+        }
+        assert!(
+            Instant::now() < give_up,
+            "no outcome {:?} after the follower died",
+            silence + Duration::from_secs(30)
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    assert_eq!(ended["result"], "error", "{ended}");
+    let error = ended["error"].as_str().unwrap_or_default();
+    assert!(error.contains("went away"), "{ended}");
+    let took = ended["time_unix_ms"].as_u64().unwrap() - own["time_unix_ms"].as_u64().unwrap();
+    assert!(
+        took >= silence.as_millis() as u64,
+        "ended after {took} ms, before {silence:?} of silence"
+    );
+}
