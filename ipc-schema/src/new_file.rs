@@ -12,6 +12,10 @@
 //! - a failed or abandoned write removes its partial file; one killed with
 //!   SIGKILL leaves only the hidden `.partial` file, whose name says what it
 //!   is.
+//!
+//! [`replace`] is the same for files that are meant to be overwritten (state
+//! files, a public key exported again): the new content replaces the old by
+//! `rename`, so a crash leaves the old file or the new, never a mix.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -24,6 +28,8 @@ pub struct NewFile {
     path: PathBuf,
     partial: PathBuf,
     file: File,
+    /// Whether `commit` replaces a file already at `path`.
+    replacing: bool,
     done: bool,
 }
 
@@ -37,6 +43,10 @@ impl NewFile {
                 "the file exists; sios does not overwrite it (choose another name or remove it)",
             ));
         }
+        NewFile::open(path, mode, false)
+    }
+
+    fn open(path: &Path, mode: u32, replacing: bool) -> io::Result<NewFile> {
         let name = path
             .file_name()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))?;
@@ -53,6 +63,7 @@ impl NewFile {
             path: path.to_owned(),
             partial,
             file,
+            replacing,
             done: false,
         })
     }
@@ -67,15 +78,30 @@ impl NewFile {
     /// file is then removed and the other file left alone).
     pub fn commit(mut self) -> io::Result<()> {
         self.file.sync_all()?;
-        std::fs::hard_link(&self.partial, &self.path)?;
-        self.done = true;
-        std::fs::remove_file(&self.partial)?;
+        if self.replacing {
+            std::fs::rename(&self.partial, &self.path)?;
+            self.done = true;
+        } else {
+            std::fs::hard_link(&self.partial, &self.path)?;
+            self.done = true;
+            std::fs::remove_file(&self.partial)?;
+        }
         let dir = match self.path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
         };
         File::open(dir)?.sync_all()
     }
+}
+
+/// Writes `content` to `path`, replacing any file there, so that a crash
+/// leaves the old content or the new, never a mix (see the module doc).
+/// A new file gets permission bits `mode` (before the umask).
+pub fn replace(path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
+    use std::io::Write as _;
+    let new = NewFile::open(path, mode, true)?;
+    new.file().write_all(content)?;
+    new.commit()
 }
 
 impl Drop for NewFile {
@@ -125,6 +151,22 @@ mod tests {
         new.file().write_all(b"half").unwrap();
         drop(new);
         assert!(entries(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn replace_overwrites_whole_and_leaves_no_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        replace(&path, b"[\"one\"]", 0o644).unwrap();
+        replace(&path, b"[]", 0o644).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"[]");
+        assert_eq!(entries(dir.path()), vec!["state.json"]);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
+        // A directory in the way: the error names it, nothing is left over.
+        std::fs::create_dir(dir.path().join("taken")).unwrap();
+        assert!(replace(&dir.path().join("taken"), b"x", 0o644).is_err());
+        assert_eq!(entries(dir.path()), vec!["state.json", "taken"]);
     }
 
     #[test]

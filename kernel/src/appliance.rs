@@ -1053,18 +1053,9 @@ fn brain_status(slot: &Slot) -> Option<BrainStatus> {
 }
 
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new
-/// file, never a torn one: write a temporary file, fsync it, rename it over.
+/// file, never a torn one. The kernel's own state, in its private directory.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    sios_ipc::new_file::replace(path, bytes, 0o644)
 }
 
 fn stopped(slot: &Slot) -> Transition {

@@ -380,23 +380,9 @@ pub fn write_public(path: &Path, key: &PublicKey) -> Result<(), KeyError> {
 }
 
 /// Writes a file that others may read (0644) so that a crash leaves the old
-/// content or the new, never a mix: a temporary file beside it, synced, then
-/// renamed over it.
+/// content or the new, never a mix (`sios_ipc::new_file::replace`).
 pub fn write_atomically(path: &Path, content: &[u8]) -> Result<(), KeyError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    file.write_all(content).map_err(io(&tmp))?;
-    file.sync_all().map_err(io(&tmp))?;
-    fs::rename(&tmp, path).map_err(io(path))?;
-    sync_parent(path)
+    sios_ipc::new_file::replace(path, content, 0o644).map_err(io(path))
 }
 
 /// The key(s) that must sign a log's checkpoint of `size` (OAR.md §6.3),
