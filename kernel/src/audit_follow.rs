@@ -315,8 +315,5 @@ async fn wait_for_records(
 async fn read(appliance: &Appliance, from_seq: u64, max: u64) -> Result<RecordPage, String> {
     let client = appliance.audit_client()?;
     let ctx = sios_ipc::transport::context_with_timeout(Duration::from_secs(30));
-    match client.read(ctx, from_seq, max).await {
-        Ok(result) => result.map_err(|e| e.to_string()),
-        Err(rpc) => Err(format!("the audit service did not answer: {rpc}")),
-    }
+    crate::operations::audit_answer(client.read(ctx, from_seq, max).await)
 }

@@ -63,6 +63,17 @@ impl From<Refusal<MemoryError>> for MemoryError {
 
 const SERVICE_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The audit service's answer to one call, in words for an outcome record
+/// or an operator: its own error, or that it did not answer.
+pub(crate) fn audit_answer<T>(
+    answer: Result<Result<T, sios_ipc::AuditError>, tarpc::client::RpcError>,
+) -> Result<T, String> {
+    match answer {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(rpc) => Err(format!("the audit service did not answer: {rpc}")),
+    }
+}
+
 impl Appliance {
     /// Decides, records the intent, runs `run`, records the outcome.
     pub async fn governed<T, E, Fut>(
@@ -204,10 +215,7 @@ impl Appliance {
             Resource::AuditLog,
             format!("audit:{what}"),
             || async move {
-                match query(client, transport::context_with_timeout(SERVICE_TIMEOUT)).await {
-                    Ok(result) => result.map_err(|e| e.to_string()),
-                    Err(rpc) => Err(format!("the audit service did not answer: {rpc}")),
-                }
+                audit_answer(query(client, transport::context_with_timeout(SERVICE_TIMEOUT)).await)
             },
         )
         .await
@@ -229,13 +237,11 @@ impl Appliance {
             Resource::Appliance,
             "appliance:signing-key".into(),
             || async move {
-                match client
-                    .rotate_key(transport::context_with_timeout(SERVICE_TIMEOUT), by)
-                    .await
-                {
-                    Ok(result) => result.map_err(|e| e.to_string()),
-                    Err(rpc) => Err(format!("the audit service did not answer: {rpc}")),
-                }
+                audit_answer(
+                    client
+                        .rotate_key(transport::context_with_timeout(SERVICE_TIMEOUT), by)
+                        .await,
+                )
             },
         )
         .await
