@@ -82,6 +82,62 @@ where
     }
 }
 
+/// Wraps a request handler so that each request runs to completion on its
+/// own task, whatever the client does meanwhile.
+///
+/// tarpc drops a handler's future when its client cancels the request, when
+/// the request's deadline passes, or when the connection closes. For the
+/// kernel that would be wrong: an action whose intent is already recorded
+/// could stop between acting and recording its outcome, or stop half done,
+/// leaving an open intent in the audit log while the appliance runs on.
+/// Detached, the action finishes and its outcome is recorded; only the reply
+/// is lost, because nobody waits for it.
+///
+/// `handle` is usually `move |ctx, req| server.clone().serve().serve(ctx, req)`:
+/// the closure names the concrete service, so the compiler can prove its
+/// future `Send`, which a generic `Serve` bound cannot yet express.
+pub fn detached<Req, Resp, Fut, F>(
+    handle: F,
+) -> tarpc::server::ServeFn<
+    Req,
+    Resp,
+    impl FnOnce(tarpc::context::Context, Req) -> DetachedReply<Resp> + Clone,
+>
+where
+    Req: tarpc::RequestName,
+    Resp: Send + 'static,
+    Fut: std::future::Future<Output = Result<Resp, tarpc::ServerError>> + Send + 'static,
+    F: FnOnce(tarpc::context::Context, Req) -> Fut + Clone,
+{
+    tarpc::server::serve(move |ctx, req| {
+        let task = tokio::spawn(handle(ctx, req));
+        DetachedReply(task)
+    })
+}
+
+/// The reply of a [`detached`] request: its task's result, or a server error
+/// if the task panicked (the panic itself is logged by the task's runtime).
+#[derive(Debug)]
+pub struct DetachedReply<Resp>(tokio::task::JoinHandle<Result<Resp, tarpc::ServerError>>);
+
+impl<Resp> std::future::Future for DetachedReply<Resp> {
+    type Output = Result<Resp, tarpc::ServerError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|joined| {
+            joined.unwrap_or_else(|err| {
+                Err(tarpc::ServerError::new(
+                    io::ErrorKind::Other,
+                    format!("the request's handler failed ({err}); see the kernel log"),
+                ))
+            })
+        })
+    }
+}
+
 /// Accepts connections on `listener` for ever and hands each to
 /// `on_connection` (which typically spawns [`serve_connection`] with the
 /// service it builds for that peer). A failed accept is logged and retried.

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use tarpc::server::Serve as _;
 use tokio::sync::{mpsc, oneshot};
 
 /// How long the kernel waits for the audit service to acknowledge a record
@@ -219,7 +220,14 @@ impl Appliance {
                     // The peer of a socket pair is the kernel itself: the span is
                     // what names the brain when its channel misbehaves.
                     tokio::spawn(tracing::Instrument::instrument(
-                        transport::serve_connection(stream, max_frame, server.serve()),
+                        transport::serve_connection(
+                            stream,
+                            max_frame,
+                            // A brain-to-brain call is an action like any
+                            // other: it runs to its outcome record even if
+                            // the calling brain gives up on it.
+                            transport::detached(move |ctx, req| server.serve().serve(ctx, req)),
+                        ),
                         tracing::warn_span!("brain_channel", brain = %brain),
                     ));
                 }

@@ -12,6 +12,7 @@ use sios_kernel::appliance::{self, Appliance};
 use sios_kernel::service_manager;
 use std::path::PathBuf;
 use std::time::Instant;
+use tarpc::server::Serve as _;
 
 /// The sios supervisor. Prefer `sios up`, which runs this.
 #[derive(Parser, Debug)]
@@ -125,7 +126,9 @@ async fn run(config: Config, layout: StateLayout) -> anyhow::Result<()> {
             tokio::spawn(transport::serve_connection(
                 stream,
                 max_frame,
-                server.serve(),
+                // Every action runs to its outcome record, even when the
+                // client cancels, times out or hangs up first.
+                transport::detached(move |ctx, req| server.serve().serve(ctx, req)),
             ));
         }
     }));

@@ -258,6 +258,31 @@ pub fn is_zombie_or_gone(pid: u32) -> bool {
         .unwrap_or(true)
 }
 
+/// `pid` and every process below it (a sandboxed brain's launcher has the
+/// brain itself as a child).
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for task in tasks.flatten() {
+                let children = std::fs::read_to_string(task.path().join("children"));
+                for c in children.unwrap_or_default().split_whitespace() {
+                    out.extend(c.parse::<u32>().ok());
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Sends `sig` to `pid`, ignoring a process that is already gone.
+pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
+
 /// True when running as root; otherwise fails (in CI, which runs as root)
 /// or skips loudly, saying what needs root.
 pub fn require_root(what: &str) -> bool {

@@ -17,7 +17,9 @@
 //!   the export verifies offline with `sios audit verify --pubkey`.
 
 use sios_audit::record::{Kind, Record};
-use sios_e2e::{Options, TestAppliance, ctx, is_zombie_or_gone, require_setup};
+use sios_e2e::{
+    Options, TestAppliance, ctx, is_zombie_or_gone, process_tree, require_setup, signal,
+};
 use sios_ipc::{ActionResult, InferRequest, KernelClient, ProcessState, Tensor};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -95,30 +97,6 @@ impl Rng {
     }
 }
 
-/// `pid` and every process below it (a sandboxed brain's launcher has the
-/// brain itself as a child).
-fn tree(pid: u32) -> Vec<u32> {
-    let mut out = vec![pid];
-    let mut i = 0;
-    while i < out.len() {
-        let p = out[i];
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
-            for task in tasks.flatten() {
-                let children = std::fs::read_to_string(task.path().join("children"));
-                for c in children.unwrap_or_default().split_whitespace() {
-                    out.extend(c.parse::<u32>().ok());
-                }
-            }
-        }
-        i += 1;
-    }
-    out
-}
-
-fn signal(pid: u32, sig: nix::sys::signal::Signal) {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
-}
-
 #[test]
 fn killing_the_kernel_under_load_loses_no_answered_action_and_closes_the_rest() {
     if !require_setup() {
@@ -143,7 +121,7 @@ fn killing_the_kernel_under_load_loses_no_answered_action_and_closes_the_rest() 
         let kernel = app.pid("kernel");
         let children: Vec<u32> = ["audit", "memory", BRAIN]
             .iter()
-            .flat_map(|name| tree(app.pid(name)))
+            .flat_map(|name| process_tree(app.pid(name)))
             .collect();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let answered_before = seen.lock().unwrap().answered.len();
@@ -182,7 +160,7 @@ fn killing_the_kernel_under_load_loses_no_answered_action_and_closes_the_rest() 
         if round == FROZEN_ROUND {
             // Every client's next request gets its intent recorded, then
             // waits for a brain that cannot answer.
-            for &pid in &tree(app.pid(BRAIN)) {
+            for &pid in &process_tree(app.pid(BRAIN)) {
                 signal(pid, nix::sys::signal::Signal::SIGSTOP);
             }
             std::thread::sleep(Duration::from_millis(300));

@@ -1,0 +1,164 @@
+//! A client that gives up cannot cut an action short (OAR.md §5: every
+//! intent gets its outcome). tarpc drops a request's handler when the client
+//! cancels it, when its deadline passes, or when the connection closes; the
+//! kernel runs each request on its own task so that the action still runs to
+//! its outcome record and only the reply goes unread.
+//!
+//! The brain is frozen (SIGSTOP) so that each request is surely past its
+//! intent record and waiting on the brain when its client gives up, in the
+//! three ways a client can: its deadline passes, it cancels, and its process
+//! is killed. Once the brain is thawed, every intent must get an `ok`
+//! outcome with the brain's outputs while the appliance keeps running.
+
+use serde_json::Value;
+use sios_e2e::{
+    Options, TestAppliance, ctx, fixture, fixture_request, json_text, process_tree, require_setup,
+    signal,
+};
+use sios_ipc::transport;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use sios_e2e::expect_success as ok;
+
+const BRAIN: &str = "file-type";
+/// How long each client waits before giving up on the frozen brain.
+const PATIENCE: Duration = Duration::from_millis(300);
+
+/// The log's invoke intents and, for each, its outcome if it has one.
+fn invokes(app: &TestAppliance) -> Vec<(Value, Option<Value>)> {
+    let records: Vec<Value> = ok(
+        &app.sios(&["audit", "tail", "100000", "--json"]),
+        "audit tail",
+    )
+    .lines()
+    .map(|l| serde_json::from_str(l).expect("a JSON record per line"))
+    .collect();
+    records
+        .iter()
+        .filter(|r| r["kind"] == "intent" && r["action"] == "invoke")
+        .map(|intent| {
+            let outcome = records
+                .iter()
+                .find(|r| r["kind"] == "outcome" && r["intent_seq"] == intent["seq"]);
+            (intent.clone(), outcome.cloned())
+        })
+        .collect()
+}
+
+/// Polls the log until `done` holds for its invokes, or panics after 30 s
+/// with `what` and the invokes seen.
+fn wait_for_invokes(
+    app: &TestAppliance,
+    what: &str,
+    done: impl Fn(&[(Value, Option<Value>)]) -> bool,
+) -> Vec<(Value, Option<Value>)> {
+    let give_up = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = invokes(app);
+        if done(&seen) {
+            return seen;
+        }
+        assert!(
+            Instant::now() < give_up,
+            "{what}; the log's invokes: {seen:#?}\n--- kernel log ---\n{}",
+            app.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_action_whose_client_gives_up_still_runs_to_its_outcome_record() {
+    if !require_setup() {
+        return;
+    }
+    let app = TestAppliance::start(Options::brains(&[BRAIN]));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let brain = process_tree(app.pid(BRAIN));
+    for &pid in &brain {
+        signal(pid, Signal::SIGSTOP);
+    }
+
+    runtime.block_on(async {
+        let client = app.client().await;
+        // 1. The request's deadline passes.
+        let expired = client
+            .invoke(
+                transport::context_with_timeout(PATIENCE),
+                BRAIN.into(),
+                fixture_request(BRAIN),
+            )
+            .await;
+        assert!(
+            matches!(expired, Err(tarpc::client::RpcError::DeadlineExceeded)),
+            "a frozen brain cannot answer within the deadline: {expired:?}"
+        );
+        // 2. The client cancels: dropping the call sends tarpc's Cancel.
+        let cancelled = tokio::time::timeout(
+            PATIENCE,
+            client.invoke(ctx(), BRAIN.into(), fixture_request(BRAIN)),
+        )
+        .await;
+        assert!(
+            cancelled.is_err(),
+            "the frozen brain answered: {cancelled:?}"
+        );
+    });
+
+    // 3. The client's process dies with its request in flight.
+    let input = app.dir.path().join("request.json");
+    std::fs::write(&input, json_text(&fixture(BRAIN).request)).expect("request file");
+    let mut cli = app
+        .sios_command(&["invoke", BRAIN, "--input", &input.display().to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn sios invoke");
+    wait_for_invokes(
+        &app,
+        "the killed client's intent was never recorded",
+        |seen| seen.len() == 3,
+    );
+    cli.kill().expect("kill the client");
+    cli.wait().expect("reap the client");
+    std::thread::sleep(PATIENCE);
+
+    for &pid in &brain {
+        signal(pid, Signal::SIGCONT);
+    }
+    let seen = wait_for_invokes(
+        &app,
+        "an intent whose client gave up never got its outcome: the kernel dropped the action",
+        |seen| seen.iter().all(|(_, outcome)| outcome.is_some()),
+    );
+    assert_eq!(seen.len(), 3, "{seen:#?}");
+    for (intent, outcome) in &seen {
+        let outcome = outcome.as_ref().expect("checked above");
+        assert_eq!(
+            outcome["result"], "ok",
+            "the brain answered, so the action succeeded: {intent} → {outcome}"
+        );
+        assert!(
+            outcome["outputs"]
+                .as_array()
+                .is_some_and(|outputs| !outputs.is_empty()),
+            "the outcome records the outputs nobody read: {outcome}"
+        );
+    }
+
+    // The appliance serves on as before.
+    let answer = runtime.block_on(async {
+        app.client()
+            .await
+            .invoke(ctx(), BRAIN.into(), fixture_request(BRAIN))
+            .await
+    });
+    assert!(
+        matches!(answer, Ok(Ok(_))),
+        "a later request is answered: {answer:?}"
+    );
+}
