@@ -20,6 +20,7 @@
 use crate::latency::Histogram;
 use crate::services::ServiceInfo;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 use std::fmt;
 
 /// Most drafts one [`Audit::record`] call (or one call of
@@ -172,6 +173,61 @@ impl RecordDraft {
             detail: String::new(),
         }
     }
+}
+
+/// Longest actor, action, resource, subject, brain id or policy id of a
+/// record, in bytes (OAR.md §3.3).
+pub const MAX_NAME_BYTES: usize = 512;
+/// Longest detail or error message of a record, in bytes.
+pub const MAX_DETAIL_BYTES: usize = 4096;
+
+impl RecordDraft {
+    /// Makes the draft's free-text fields fit the record's limits.
+    ///
+    /// Several of them carry words a client or a brain chose: the brain name
+    /// of a `restart`, the namespaces of a search, a brain's error message.
+    /// Were they passed on as they are, a long one would make the audit
+    /// service refuse the draft, and the action could not be recorded at all
+    /// (its denial neither). So a field over its limit keeps its first bytes
+    /// and ends in `… [N bytes, sha256:HEX]`: still readable, and naming the
+    /// whole text without holding it. The same input always fits the same way,
+    /// so an intent and its outcome keep equal names.
+    pub fn fit_to_limits(&mut self) {
+        for name in [&mut self.actor, &mut self.action, &mut self.resource] {
+            fit(name, MAX_NAME_BYTES);
+        }
+        if let Some(subject) = &mut self.subject {
+            fit(subject, MAX_NAME_BYTES);
+        }
+        fit(&mut self.detail, MAX_DETAIL_BYTES);
+        if let DraftKind::Outcome {
+            result: ActionResult::Error(reason),
+            ..
+        } = &mut self.kind
+        {
+            if reason.is_empty() {
+                // The record format needs a reason; an empty one says nothing.
+                reason.push_str("failed (no reason given)");
+            }
+            fit(reason, MAX_DETAIL_BYTES);
+        }
+    }
+}
+
+/// Shortens `text` to at most `limit` bytes as [`RecordDraft::fit_to_limits`]
+/// describes; leaves a text that fits untouched.
+fn fit(text: &mut String, limit: usize) {
+    if text.len() <= limit {
+        return;
+    }
+    let digest = Digest(Sha256::digest(text.as_bytes()).into());
+    let tail = format!("… [{} bytes, sha256:{}]", text.len(), digest.to_hex());
+    let mut keep = limit.saturating_sub(tail.len());
+    while !text.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    text.truncate(keep);
+    text.push_str(&tail);
 }
 
 /// What the audit service promises for one appended record.
@@ -426,6 +482,73 @@ mod tests {
         assert!(
             err.to_string().contains("212 records, seq 0 to 211"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn an_oversized_field_keeps_its_head_and_names_the_whole_by_hash() {
+        // A multi-byte character sits across the cut, which must not split it.
+        let long = format!("{}é{}", "a".repeat(400), "z".repeat(9000));
+        let mut draft = RecordDraft::new(
+            "uid:1000",
+            "process_restart",
+            format!("process:{long}"),
+            DraftKind::Outcome {
+                intent_seq: 7,
+                result: ActionResult::Error(long.clone()),
+            },
+        );
+        draft.detail = long.clone();
+        let before = draft.clone();
+        draft.fit_to_limits();
+        let whole = Digest(Sha256::digest(format!("process:{long}").as_bytes()).into());
+        assert!(
+            draft.resource.len() <= MAX_NAME_BYTES,
+            "{}",
+            draft.resource.len()
+        );
+        assert!(draft.resource.starts_with("process:aaaa"));
+        assert!(
+            draft
+                .resource
+                .ends_with(&format!("… [9410 bytes, sha256:{}]", whole.to_hex())),
+            "{}",
+            draft.resource
+        );
+        assert!(draft.detail.len() <= MAX_DETAIL_BYTES);
+        let DraftKind::Outcome {
+            result: ActionResult::Error(reason),
+            ..
+        } = &draft.kind
+        else {
+            panic!("the kind is kept")
+        };
+        assert!(reason.len() <= MAX_DETAIL_BYTES && reason.contains("é"));
+        // Names that fit are untouched, and fitting is deterministic.
+        assert_eq!(draft.actor, before.actor);
+        let mut again = before;
+        again.fit_to_limits();
+        assert_eq!(again, draft);
+    }
+
+    #[test]
+    fn an_empty_error_gets_a_reason() {
+        let mut draft = RecordDraft::new(
+            "kernel",
+            "invoke",
+            "brain:x",
+            DraftKind::Outcome {
+                intent_seq: 1,
+                result: ActionResult::Error(String::new()),
+            },
+        );
+        draft.fit_to_limits();
+        assert_eq!(
+            draft.kind,
+            DraftKind::Outcome {
+                intent_seq: 1,
+                result: ActionResult::Error("failed (no reason given)".into()),
+            }
         );
     }
 

@@ -144,7 +144,12 @@ impl Recorder {
     /// Records `drafts` as one call ([`Audit::record`]'s promise: durable,
     /// and for a call with an intent, covered by a signed checkpoint, when
     /// this returns `Ok`). Must run inside a tokio runtime.
-    pub async fn record(&self, drafts: Vec<RecordDraft>) -> Result<Vec<Receipt>, RecordError> {
+    ///
+    /// Every draft is first fitted to the record's limits
+    /// ([`RecordDraft::fit_to_limits`]), so no client-chosen name can make
+    /// an action unrecordable.
+    pub async fn record(&self, mut drafts: Vec<RecordDraft>) -> Result<Vec<Receipt>, RecordError> {
+        drafts.iter_mut().for_each(RecordDraft::fit_to_limits);
         let (reply, answer) = oneshot::channel();
         let start = {
             let mut queue = self.inner.queue();

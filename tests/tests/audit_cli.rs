@@ -387,6 +387,40 @@ fn check_proofs_across_the_rotation(
     assert_eq!(v["signed_by"].as_array().map(Vec::len), Some(1), "{v}");
 }
 
+/// A name is the client's choice and may be longer than a record field
+/// allows: it is fitted into the record (its head, its length and its
+/// SHA-256), never a reason to leave the action unrecorded.
+#[test]
+fn an_oversized_name_is_recorded_shortened_and_the_action_still_answered() {
+    if !require_setup() {
+        return;
+    }
+    let app = TestAppliance::start(Options::brains(&["voice-activity"]));
+    let name = "n".repeat(5000);
+    let out = app.sios(&["restart", &name]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "there is no such process");
+    assert!(
+        stderr.contains("no process named") && !stderr.contains("record"),
+        "the operator hears that the name is unknown, not that the audit failed: {stderr}"
+    );
+    let records = tail(&app);
+    let (intent, outcome) = intent_and_outcome(&records, "restart", "process:nnnn");
+    let resource = intent["resource"].as_str().expect("resource");
+    assert!(resource.len() <= 512, "{resource}");
+    assert!(
+        resource.contains("… [5008 bytes, sha256:"),
+        "the fitted name says how long the whole was: {resource}"
+    );
+    assert_eq!(outcome["resource"], intent["resource"]);
+    assert_eq!(outcome["result"], "error", "{outcome}");
+    let error = outcome["error"].as_str().expect("error text");
+    assert!(
+        error.len() <= 4096 && error.starts_with("no process named `nnnn"),
+        "{error}"
+    );
+}
+
 #[test]
 fn killing_the_audit_service_loses_no_acknowledged_record() {
     if !require_setup() {

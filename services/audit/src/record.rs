@@ -17,10 +17,11 @@ use sios_ipc::{ActionResult, Effect};
 pub const FORMAT_VERSION: u64 = 1;
 /// Length of an ML-DSA-65 public key (FIPS 204 `pkEncode`).
 pub const PUBLIC_KEY_LEN: usize = 1952;
-/// Longest actor, action or resource, in bytes.
-pub const MAX_NAME: usize = 512;
+/// Longest actor, action or resource, in bytes (the kernel fits its drafts
+/// to the same limits).
+pub const MAX_NAME: usize = sios_ipc::audit::MAX_NAME_BYTES;
 /// Longest detail or error message, in bytes.
-pub const MAX_DETAIL: usize = 4096;
+pub const MAX_DETAIL: usize = sios_ipc::audit::MAX_DETAIL_BYTES;
 /// Most input (or output) hashes, deciding policy ids.
 pub const MAX_LIST: usize = 1024;
 
