@@ -25,10 +25,11 @@ use sios_ipc::{
 };
 use sios_policy::{Action, Resource};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 /// How often a waiting session looks for new records. The log has no
 /// notification for readers; a quarter second is prompt for a person
@@ -43,8 +44,10 @@ const MAX_PAGE: u64 = 4096;
 pub struct Followers {
     sessions: Mutex<HashMap<u64, Session>>,
     next_id: AtomicU64,
-    /// Set by [`Followers::end_all`]: the appliance is stopping.
-    closing: AtomicBool,
+    /// Cancelled by [`Followers::end_all`]: the appliance is stopping. It
+    /// also wakes sessions that wait for records, so that each one reads
+    /// its Shutdown and records its outcome while the audit service runs.
+    closing: CancellationToken,
 }
 
 impl std::fmt::Debug for Followers {
@@ -120,7 +123,7 @@ impl Followers {
         back: u64,
     ) -> Result<FollowSession, ControlError> {
         let followers = &appliance.followers;
-        if followers.closing.load(Ordering::Relaxed) {
+        if followers.closing.is_cancelled() {
             return Err(ControlError::ShuttingDown);
         }
         let id = followers.next_id.fetch_add(1, Ordering::Relaxed) + 1;
@@ -141,6 +144,13 @@ impl Followers {
                             // Admitted and recorded: take a place, or say why not.
                             {
                                 let mut sessions = appliance.followers.sessions.lock().unwrap();
+                                // Checked under the lock that `end_all` takes
+                                // after closing: a session is either seen and
+                                // ended by it, or never begins.
+                                if appliance.followers.closing.is_cancelled() {
+                                    let _ = started.send(Err(()));
+                                    return Err(Ended::Shutdown);
+                                }
                                 if sessions.len() >= MAX_FOLLOWERS {
                                     return Err(Ended::TooMany);
                                 }
@@ -181,7 +191,7 @@ impl Followers {
     }
 
     fn sender(&self, caller: &Caller, session: u64) -> Result<mpsc::Sender<Command>, ControlError> {
-        if self.closing.load(Ordering::Relaxed) {
+        if self.closing.is_cancelled() {
             return Err(ControlError::ShuttingDown);
         }
         let sessions = self.sessions.lock().unwrap();
@@ -226,7 +236,7 @@ impl Followers {
     /// seconds, until their outcomes are recorded (each session leaves the
     /// table only then), so that none is left open in the log.
     pub async fn end_all(&self) {
-        self.closing.store(true, Ordering::Relaxed);
+        self.closing.cancel();
         let senders: Vec<_> = {
             let sessions = self.sessions.lock().unwrap();
             sessions.values().map(|s| s.commands.clone()).collect()
@@ -269,7 +279,8 @@ async fn run_session(
         };
         match command {
             Command::Next { max, wait, reply } => {
-                let page = wait_for_records(appliance, cursor, max, wait).await;
+                let closing = &appliance.followers.closing;
+                let page = wait_for_records(appliance, cursor, max, wait, closing).await;
                 if let Ok(page) = &page {
                     cursor += page.records.len() as u64;
                     delivered += page.records.len() as u64;
@@ -292,22 +303,28 @@ async fn run_session(
     }
 }
 
-/// Reads from `cursor` on, polling until a record comes or `wait` passes.
+/// Reads from `cursor` on, polling until a record comes, `wait` passes or
+/// the appliance starts to stop.
 async fn wait_for_records(
     appliance: &Appliance,
     cursor: u64,
     max: u64,
     wait: Duration,
+    closing: &CancellationToken,
 ) -> Result<RecordPage, ControlError> {
     let deadline = Instant::now() + wait;
     loop {
         let page = read(appliance, cursor, max)
             .await
             .map_err(ControlError::Failed)?;
-        if !page.records.is_empty() || Instant::now() >= deadline {
+        if !page.records.is_empty() || Instant::now() >= deadline || closing.is_cancelled() {
             return Ok(page);
         }
-        tokio::time::sleep(POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
+        let pause = POLL.min(deadline.saturating_duration_since(Instant::now()));
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = closing.cancelled() => {}
+        }
     }
 }
 

@@ -5,7 +5,9 @@
 //! follow still running before the audit service stops.
 
 use serde_json::Value;
-use sios_e2e::{Options, TestAppliance, expect_success as ok, fixture, json_text, require_setup};
+use sios_e2e::{
+    Options, TestAppliance, ctx, expect_success as ok, fixture, json_text, require_setup,
+};
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
@@ -234,6 +236,64 @@ fn a_shutdown_records_the_outcome_of_a_running_follow() {
     assert!(
         error.contains("shut down"),
         "the outcome says the appliance shut down: {ended}"
+    );
+}
+
+/// A follower may wait up to `FOLLOW_MAX_WAIT_MS` for records, longer than
+/// a shutdown waits for follow sessions to end. The shutdown wakes it, so its
+/// outcome is recorded before anything stops, not found later by whatever
+/// record the stopping writes.
+#[test]
+fn a_shutdown_wakes_a_follower_waiting_as_long_as_it_may() {
+    if !require_setup() {
+        return;
+    }
+    let mut app = TestAppliance::start(Options::brains(&["voice-activity"]));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let client = runtime.block_on(app.client());
+    let session = runtime
+        .block_on(client.audit_follow_start(ctx(), 0))
+        .expect("answer")
+        .expect("a follow session")
+        .session;
+    let waiting = runtime.spawn(async move {
+        client
+            .audit_follow_next(ctx(), session, 10, sios_ipc::FOLLOW_MAX_WAIT_MS)
+            .await
+    });
+    // Its request is with the kernel, waiting on a quiet log.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!waiting.is_finished(), "the quiet log keeps it waiting");
+
+    assert!(app.stop().success(), "the appliance stops cleanly");
+    drop(runtime.block_on(waiting));
+
+    let app = TestAppliance::restart_in(app);
+    let log = records(&app);
+    let follows = follow_intents(&log);
+    assert_eq!(follows.len(), 1, "{follows:#?}");
+    let ended = outcome_of(&log, follows[0]).expect("an outcome recorded at shutdown");
+    assert!(
+        ended["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("shut down"),
+        "{ended}"
+    );
+    let first_stop = log
+        .iter()
+        .find(|r| r["action"] == "process.stopped")
+        .expect("the shutdown's process.stopped records");
+    assert!(
+        ended["seq"].as_u64() < first_stop["seq"].as_u64(),
+        "the follow's outcome ({}) comes before the first process stopped ({}): the \
+         shutdown woke the waiting follower rather than give up on it",
+        ended["seq"],
+        first_stop["seq"]
     );
 }
 
