@@ -107,6 +107,23 @@ pub struct Tensor {
     pub data: TensorData,
 }
 
+/// An upper bound of the bytes `tensors` take in a sios frame (bincode 1:
+/// 8-byte lengths, 4-byte enum tags), without encoding them. Lets a brain
+/// refuse a reply that no frame could carry before it tries to send it.
+pub fn encoded_bytes_bound(tensors: &[Tensor]) -> usize {
+    tensors
+        .iter()
+        .map(|t| {
+            let data = match &t.data {
+                TensorData::Packed(bytes) => 8 + bytes.len(),
+                TensorData::Strings(items) => 8 + items.iter().map(|s| 8 + s.len()).sum::<usize>(),
+            };
+            8 + t.name.len() + 4 + 8 + 8 * t.shape.len() + 4 + data
+        })
+        .sum::<usize>()
+        + 8
+}
+
 /// Rust element types that map one-to-one onto a packed [`DataType`].
 pub trait Element: Copy + Sized {
     const DATATYPE: DataType;

@@ -9,6 +9,7 @@
 //! - [`memory_access`]: every memory request, for clients and brains alike.
 //! - [`governance`]: the policy in force; deciding every request.
 //! - [`supervisor`]: one task per child: spawn, readiness, restart policy.
+//! - [`child_log`]: children's stderr, passed on with bounded memory and rate.
 //! - [`spawn`]: the single launch path (through `sios-launch`) for every child.
 //! - [`ask`]: `sios ask`, the deterministic multi-brain pipeline.
 //! - [`disk`]: the state directory's free space, for `sios status`.
@@ -18,6 +19,7 @@ pub mod api;
 pub mod appliance;
 pub mod ask;
 pub mod audit_follow;
+pub mod child_log;
 pub mod disk;
 pub mod governance;
 pub mod memory_access;

@@ -12,6 +12,7 @@
 //! model whose hash does not match its manifest) is marked failed at once.
 //! Other children are never touched.
 
+use crate::child_log;
 use crate::spawn::{self, Program};
 use sios_config::SupervisorConfig;
 use sios_ipc::{
@@ -27,7 +28,6 @@ use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::io::AsyncBufReadExt;
 use tokio::sync::{mpsc, oneshot};
 
 /// The live connection to a ready child.
@@ -127,6 +127,8 @@ pub struct Slot {
     /// The last line the child wrote to stderr: often the reason it died.
     last_stderr: Mutex<Option<String>>,
     commands: mpsc::UnboundedSender<SlotCommand>,
+    /// Woken by [`Slot::connection_lost`]: the slot's task restarts the child.
+    lost: tokio::sync::Notify,
 }
 
 impl Slot {
@@ -162,6 +164,7 @@ impl Slot {
             requests: AtomicU64::new(0),
             last_stderr: Mutex::new(None),
             commands,
+            lost: tokio::sync::Notify::new(),
         };
         (Arc::new(slot), queue)
     }
@@ -266,13 +269,16 @@ impl Slot {
         self.commands.send(make(done)).is_ok() && answered.await.is_ok()
     }
 
-    /// Called by the router when a ready child's connection broke mid-request,
-    /// so that no further requests are sent until it is probed ready again.
+    /// Called by the router when a ready child's connection broke mid-request:
+    /// no further requests are sent to it, and its slot's task restarts it
+    /// (a crash like any other, with back-off and an audit record), since a
+    /// child that is alive but unreachable would otherwise never serve again.
     pub fn connection_lost(&self) {
         let mut live = self.live();
         if live.state == ProcessState::Ready {
             live.connection = None;
             live.state = ProcessState::Restarting;
+            self.lost.notify_one();
         }
     }
 }
@@ -651,6 +657,20 @@ async fn run_incarnation(
                 stop_child(&mut child, config).await;
                 return from_command(command);
             }
+            () = slot.lost.notified() => {
+                if slot.live().connection.is_some() {
+                    // A notice meant for an earlier incarnation.
+                    continue;
+                }
+                stop_child(&mut child, config).await;
+                if let Some(task) = stderr_done { let _ = task.await; }
+                return Ended::Exited(
+                    "its connection to the kernel broke mid-request while it still ran; \
+                     restarted so that it serves again"
+                        .into(),
+                    false,
+                );
+            }
         }
     }
 }
@@ -794,14 +814,48 @@ async fn probe_ready(
 
 /// Copies the child's stderr to the kernel's, line by line and tagged with
 /// its name, remembering the last line as the likely reason for a death.
+/// Bounded ([`child_log`]): a long line is cut, a flood is thinned, and
+/// what was dropped is said.
 async fn forward_stderr(slot: Arc<Slot>, stderr: tokio::process::ChildStderr) {
-    let mut lines = tokio::io::BufReader::new(stderr).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        eprintln!("[{}] {line}", slot.name);
-        let trimmed = line.trim();
+    let mut reader = tokio::io::BufReader::new(stderr);
+    let mut throttle = child_log::Throttle::new(child_log::LINES_PER_SECOND);
+    let name = &slot.name;
+    loop {
+        let line = match child_log::next_line(&mut reader, child_log::MAX_LINE_BYTES).await {
+            Ok(Some(line)) => line,
+            Ok(None) => break,
+            Err(err) => {
+                tracing::warn!(process = %name, error = %err, "cannot read its stderr any more");
+                break;
+            }
+        };
+        let text = String::from_utf8_lossy(&line.text);
+        let cut = match line.cut {
+            0 => String::new(),
+            n => format!(" [… {n} more bytes dropped]"),
+        };
+        let trimmed = text.trim();
         if !trimmed.is_empty() {
-            *slot.last_stderr.lock().unwrap_or_else(|p| p.into_inner()) = Some(trimmed.to_owned());
+            *slot.last_stderr.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(format!("{trimmed}{cut}"));
         }
+        match throttle.admit(Instant::now()) {
+            child_log::Verdict::Pass { dropped } => {
+                say_dropped(name, dropped);
+                eprintln!("[{name}] {text}{cut}");
+            }
+            child_log::Verdict::Drop => {}
+        }
+    }
+    say_dropped(name, throttle.unreported());
+}
+
+fn say_dropped(name: &str, dropped: u64) {
+    if dropped > 0 {
+        eprintln!(
+            "[{name}] ({dropped} lines dropped: more than {} a second)",
+            child_log::LINES_PER_SECOND
+        );
     }
 }
 

@@ -297,6 +297,27 @@ fn a_hostile_brain_gets_only_its_own_rights_over_its_channel() {
         // The kernel answered the hostile brain's own requests all along.
         assert!(requests(&client, "hostile").await >= 5);
     });
+
+    // 6. A reply no frame can carry: the brain's connection to the kernel
+    //    breaks while its process lives on. The request fails as lost, and
+    //    the kernel restarts the brain rather than leave it unreachable.
+    let before = appliance.pid("hostile");
+    let broken = runtime.block_on(async {
+        let client = appliance.client().await;
+        client
+            .invoke(ctx(), "hostile".into(), text(&["overlong-reply"]))
+            .await
+            .unwrap()
+    });
+    assert!(
+        matches!(broken, Err(sios_ipc::InvokeError::Lost { .. })),
+        "{broken:?}"
+    );
+    appliance.wait_for("hostile", "ready again under a new pid", |p| {
+        p.state == sios_ipc::ProcessState::Ready && p.pid.is_some_and(|pid| pid != before)
+    });
+    let report = runtime.block_on(async { attack(&appliance.client().await, &["calls"]).await });
+    assert_eq!(outcome(&report, "call_allowed").0, "ok", "{report:#?}");
     // The kernel said which brain's channel it dropped, and why, each time
     // (the socket pair's peer credentials are the kernel's own).
     let log = appliance.log_text();
@@ -319,9 +340,10 @@ fn a_hostile_brain_gets_only_its_own_rights_over_its_channel() {
     let records = sios_e2e::audit_records(&appliance.state_dir);
     // Every request for the router came from the hostile brain's channel,
     // whatever it claimed, and each was denied: intent with the deny
-    // decision, then a denied outcome. Three rounds of `calls` reached the
+    // decision, then a denied outcome. Four rounds of `calls` reached the
     // policy with the forbidden callee three times each (plain, claim in the
-    // id, claim in the text); the rounds after a flood never got through.
+    // id, claim in the text): three before the restart, one after; the
+    // rounds after a flood never got through.
     let router: Vec<_> = records
         .iter()
         .filter(|r| r.resource == "brain:router")
@@ -334,7 +356,7 @@ fn a_hostile_brain_gets_only_its_own_rights_over_its_channel() {
         .iter()
         .filter(|r| r.kind.name() == "intent")
         .collect();
-    assert_eq!(intents.len(), 9, "{router:#?}");
+    assert_eq!(intents.len(), 12, "{router:#?}");
     for intent in &intents {
         assert!(
             format!("{:?}", intent.decision).contains("Deny"),
@@ -346,7 +368,7 @@ fn a_hostile_brain_gets_only_its_own_rights_over_its_channel() {
             .iter()
             .filter(|r| format!("{:?}", r.kind).contains("Denied"))
             .count(),
-        9
+        12
     );
     // Its memory attempts on others' namespaces: each denied and recorded
     // under its own identity, never under the one it claimed.

@@ -148,8 +148,9 @@ fn serve(brain: Started, max_frame_bytes: usize, started: Instant) -> anyhow::Re
         }
         None => None,
     };
-    let (server, _worker) = BrainServer::start(engine, DEFAULT_QUEUE_DEPTH, kernel)
-        .context("cannot start the inference thread")?;
+    let (server, _worker) =
+        BrainServer::start(engine, DEFAULT_QUEUE_DEPTH, max_frame_bytes, kernel)
+            .context("cannot start the inference thread")?;
     tokio.block_on(
         async move {
             let listener = tokio::net::UnixListener::from_std(listener)
@@ -163,7 +164,7 @@ fn serve(brain: Started, max_frame_bytes: usize, started: Instant) -> anyhow::Re
                 "ready"
             );
             server
-                .run(listener, max_frame_bytes)
+                .run(listener)
                 .await
                 .context("stopped accepting connections")
         }

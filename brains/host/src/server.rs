@@ -103,7 +103,13 @@ struct Shared {
     /// For `embed_via` brains: the upstream brain and which of its outputs
     /// to take, and the channel to the kernel to ask it through.
     upstream: Option<(crate::engine::Upstream, sios_ipc::BrainSupportClient)>,
+    /// The frame limit shared with the kernel: no reply may exceed it.
+    max_frame_bytes: usize,
 }
+
+/// Room in a reply frame for everything but the output tensors (tarpc's
+/// envelope, the request id, model name and version).
+const REPLY_OVERHEAD_BYTES: usize = 4096;
 
 impl BrainServer {
     /// Moves `engine` onto its inference thread (see [`spawn_worker`]) and
@@ -111,6 +117,7 @@ impl BrainServer {
     pub fn start(
         engine: Engine,
         queue_depth: usize,
+        max_frame_bytes: usize,
         kernel: Option<sios_ipc::BrainSupportClient>,
     ) -> io::Result<(BrainServer, JoinHandle<()>)> {
         let upstream = match (engine.upstream().cloned(), kernel) {
@@ -139,6 +146,7 @@ impl BrainServer {
                 served: AtomicU64::new(0),
                 jobs,
                 upstream,
+                max_frame_bytes,
             }),
         };
         Ok((server, worker))
@@ -151,7 +159,8 @@ impl BrainServer {
 
     /// Serves every connection accepted on `listener` until accepting fails
     /// for good.
-    pub async fn run(self, listener: UnixListener, max_frame_bytes: usize) -> io::Result<()> {
+    pub async fn run(self, listener: UnixListener) -> io::Result<()> {
+        let max_frame_bytes = self.shared.max_frame_bytes;
         accept_loop(listener, |stream| {
             let connection = serve_connection(stream, max_frame_bytes, self.clone().serve());
             tokio::spawn(connection.instrument(tracing::Span::current()));
@@ -217,6 +226,20 @@ impl Brain for BrainServer {
         };
         self.shared.jobs.send(job).await.map_err(|_| stopped())?;
         let outputs = answer.await.map_err(|_| stopped())??;
+        // A reply over the frame limit could not be sent: the connection
+        // would break mid-request and the kernel would lose the brain until
+        // it restarted. Say what happened and what to do instead.
+        let reply_bytes = sios_ipc::tensor::encoded_bytes_bound(&outputs) + REPLY_OVERHEAD_BYTES;
+        if reply_bytes > self.shared.max_frame_bytes {
+            return Err(BrainError::Output {
+                name: outputs.first().map(|t| t.name.clone()).unwrap_or_default(),
+                reason: format!(
+                    "the outputs take about {reply_bytes} bytes, more than the {}-byte frame limit; \
+                     send fewer inputs per request (or raise [limits] max_frame_bytes)",
+                    self.shared.max_frame_bytes
+                ),
+            });
+        }
         self.shared.served.fetch_add(1, Ordering::Relaxed);
         Ok(InferResponse {
             id: request.id,

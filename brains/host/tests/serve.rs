@@ -187,6 +187,44 @@ async fn serves_each_catalog_brain_and_counts_what_it_served() {
     }
 }
 
+/// A reply that no frame could carry is refused with words that say what to
+/// do, and the connection (so the kernel's hold on the brain) survives it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_reply_over_the_frame_limit_is_refused_and_the_connection_lives_on() {
+    let Some(_) = common::build_or_skip(
+        "a_reply_over_the_frame_limit_is_refused_and_the_connection_lives_on",
+    ) else {
+        return;
+    };
+    const LIMIT: usize = 64 * 1024;
+    let mut command = command(&common::manifest_path("text-embedding"), &common::library());
+    command.arg("--max-frame-bytes").arg(LIMIT.to_string());
+    let brain = spawn(command);
+    let stream = tokio::net::UnixStream::connect(&brain.socket)
+        .await
+        .unwrap();
+    let client = BrainClient::new(client_config(), framed(stream, LIMIT)).spawn();
+    let texts = |n: usize| InferRequest {
+        id: None,
+        inputs: vec![Tensor::from_strings(
+            "text",
+            vec![n as u64],
+            &vec!["a short sentence"; n],
+        )],
+    };
+    // 64 embeddings of 384 floats: about 98 KB, over the 64 KiB limit.
+    let refused = client.infer(ctx(), texts(64)).await.unwrap();
+    match refused {
+        Err(BrainError::Output { reason, .. }) => assert!(
+            reason.contains("frame limit") && reason.contains("fewer inputs"),
+            "{reason}"
+        ),
+        other => panic!("an oversized reply must be refused: {other:?}"),
+    }
+    let answered = client.infer(ctx(), texts(2)).await.unwrap();
+    assert!(answered.is_ok(), "{answered:?}");
+}
+
 #[test]
 fn refuses_to_start_unless_telemetry_is_disabled() {
     for value in [None, Some("0")] {

@@ -20,6 +20,9 @@
 //!   the brain channel, which offers no operator action;
 //! - `garbage`: a flood of frames that are not sios messages;
 //! - `oversized`: a frame header announcing more than any frame limit;
+//! - `overlong-reply`: answers with a tensor as large as the frame limit,
+//!   a reply it cannot send: its connection to the kernel breaks while the
+//!   process lives on, and the kernel must restart it;
 //! - `fatal:<what>`, `allocate:<mib>`: the `fatal` and `allocate` modes, from
 //!   a brain the kernel runs (tests/tests/violations.rs): the process dies by
 //!   seccomp or by the OOM killer mid-request.
@@ -529,18 +532,33 @@ impl Brain for Hostile {
                 "operator" => self.operator().await,
                 "garbage" => self.garbage().await,
                 "oversized" => self.oversized().await,
+                "overlong-reply" => vec![line(phase, "sent", "a reply over the frame limit")],
                 // Sandbox violations (for the kernel's exit reports and
                 // restarts); anything else is an unknown phase.
                 other => vec![self.sandbox(other)],
             });
         }
-        let report = Tensor::from_strings("report", vec![report.len() as u64], &report);
+        let mut outputs = vec![Tensor::from_strings(
+            "report",
+            vec![report.len() as u64],
+            &report,
+        )];
+        if phases.iter().any(|p| p == "overlong-reply") {
+            // A reply no frame can carry: sending it breaks the connection
+            // to the kernel while this process lives on.
+            let size = self.shared.max_frame_bytes;
+            outputs.push(Tensor::from_elements(
+                "padding",
+                vec![size as u64],
+                &vec![0u8; size],
+            ));
+        }
         self.shared.served.fetch_add(1, Ordering::Relaxed);
         Ok(InferResponse {
             id: request.id,
             model_name: self.shared.info.name.clone(),
             model_version: self.shared.info.model_sha256.clone(),
-            outputs: vec![report],
+            outputs,
         })
     }
 }
