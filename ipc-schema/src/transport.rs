@@ -10,12 +10,16 @@
 
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
+use std::future::Future;
 use std::io;
 use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tarpc::server::{BaseChannel, Channel, Serve};
 use tarpc::tokio_serde::formats::Bincode;
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 /// Default largest frame: 16 MiB, room for a 4 Mi-element FP32 tensor plus
@@ -67,6 +71,24 @@ where
     S::Req: for<'de> Deserialize<'de>,
     S::Resp: Serialize,
 {
+    serve_connection_limited(stream, max_frame_bytes, usize::MAX, serve).await;
+}
+
+/// [`serve_connection`] with at most `max_in_flight` requests of this
+/// connection open at once; tarpc refuses one more with the server error
+/// "server throttled the request." (sent along with the next reply). For sockets
+/// whose peers are not the kernel itself, so that one peer pipelining
+/// requests cannot make the process hold any number of them in memory.
+pub async fn serve_connection_limited<S>(
+    stream: UnixStream,
+    max_frame_bytes: usize,
+    max_in_flight: usize,
+    serve: S,
+) where
+    S: Serve + Clone,
+    S::Req: for<'de> Deserialize<'de>,
+    S::Resp: Serialize,
+{
     let peer = peer_label(&stream);
     let mut failure = None;
     let transport =
@@ -74,6 +96,7 @@ where
             .inspect_err(|err| failure = Some(describe_error(err, max_frame_bytes)));
     // `inspect_err` keeps the Sink half, so the channel can still reply.
     BaseChannel::with_defaults(transport)
+        .max_concurrent_requests(max_in_flight)
         .execute(serve)
         .for_each_concurrent(None, |response| response)
         .await;
@@ -93,10 +116,16 @@ where
 /// Detached, the action finishes and its outcome is recorded; only the reply
 /// is lost, because nobody waits for it.
 ///
-/// `handle` is usually `move |ctx, req| server.clone().serve().serve(ctx, req)`:
-/// the closure names the concrete service, so the compiler can prove its
-/// future `Send`, which a generic `Serve` bound cannot yet express.
+/// At most `max_in_flight` detached requests of one connection run at once;
+/// more wait for a place. (tarpc forgets a cancelled request at once, so
+/// without this a client that sent and cancelled in a loop could start any
+/// number of them.) Build one per connection.
+///
+/// `handle` is usually `move |ctx, req| server.serve().serve(ctx, req)`: the
+/// closure names the concrete service, so the compiler can prove its future
+/// `Send`, which a generic `Serve` bound cannot yet express.
 pub fn detached<Req, Resp, Fut, F>(
+    max_in_flight: usize,
     handle: F,
 ) -> tarpc::server::ServeFn<
     Req,
@@ -106,37 +135,34 @@ pub fn detached<Req, Resp, Fut, F>(
 where
     Req: tarpc::RequestName,
     Resp: Send + 'static,
-    Fut: std::future::Future<Output = Result<Resp, tarpc::ServerError>> + Send + 'static,
+    Fut: Future<Output = Result<Resp, tarpc::ServerError>> + Send + 'static,
     F: FnOnce(tarpc::context::Context, Req) -> Fut + Clone,
 {
-    tarpc::server::serve(move |ctx, req| {
-        let task = tokio::spawn(handle(ctx, req));
-        DetachedReply(task)
+    let places = Arc::new(Semaphore::new(max_in_flight));
+    tarpc::server::serve(move |ctx, req| -> DetachedReply<Resp> {
+        let work = handle(ctx, req);
+        Box::pin(async move {
+            let place = places.acquire_owned().await.map_err(|_| {
+                tarpc::ServerError::new(io::ErrorKind::Other, "the server is stopping".into())
+            })?;
+            let task = tokio::spawn(async move {
+                let _place = place;
+                work.await
+            });
+            task.await.unwrap_or_else(|err| {
+                Err(tarpc::ServerError::new(
+                    io::ErrorKind::Other,
+                    format!("the request's handler failed ({err}); see the server's log"),
+                ))
+            })
+        })
     })
 }
 
 /// The reply of a [`detached`] request: its task's result, or a server error
-/// if the task panicked (the panic itself is logged by the task's runtime).
-#[derive(Debug)]
-pub struct DetachedReply<Resp>(tokio::task::JoinHandle<Result<Resp, tarpc::ServerError>>);
-
-impl<Resp> std::future::Future for DetachedReply<Resp> {
-    type Output = Result<Resp, tarpc::ServerError>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0).poll(cx).map(|joined| {
-            joined.unwrap_or_else(|err| {
-                Err(tarpc::ServerError::new(
-                    io::ErrorKind::Other,
-                    format!("the request's handler failed ({err}); see the kernel log"),
-                ))
-            })
-        })
-    }
-}
+/// if the task panicked (the panic itself is logged by the runtime).
+pub type DetachedReply<Resp> =
+    Pin<Box<dyn Future<Output = Result<Resp, tarpc::ServerError>> + Send>>;
 
 /// Accepts connections on `listener` for ever and hands each to
 /// `on_connection` (which typically spawns [`serve_connection`] with the
@@ -223,4 +249,106 @@ pub fn client_config() -> tarpc::client::Config {
     config.max_in_flight_requests = 4096;
     config.pending_request_buffer = 1024;
     config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tarpc::service]
+    trait Slow {
+        /// Waits for the gate, then returns how many had finished before it.
+        async fn work() -> usize;
+    }
+
+    #[derive(Clone)]
+    struct SlowServer {
+        started: Arc<AtomicUsize>,
+        finished: Arc<AtomicUsize>,
+        gate: Arc<Semaphore>,
+    }
+
+    impl Slow for SlowServer {
+        async fn work(self, _: tarpc::context::Context) -> usize {
+            self.started.fetch_add(1, Ordering::SeqCst);
+            self.gate.acquire().await.expect("open").forget();
+            self.finished.fetch_add(1, Ordering::SeqCst)
+        }
+    }
+
+    async fn until(what: &str, check: impl Fn() -> bool) {
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while !check() {
+            assert!(Instant::now() < give_up, "never: {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn detached_requests_outlive_their_client_and_both_limits_hold() {
+        let server = SlowServer {
+            started: Arc::default(),
+            finished: Arc::default(),
+            gate: Arc::new(Semaphore::new(0)),
+        };
+        let (ours, theirs) = UnixStream::pair().expect("socket pair");
+        let serving = server.clone();
+        // Two detached at once; three open on the channel.
+        tokio::spawn(serve_connection_limited(
+            ours,
+            1 << 20,
+            3,
+            detached(2, move |ctx, req| serving.serve().serve(ctx, req)),
+        ));
+        let client = SlowClient::new(client_config(), framed(theirs, 1 << 20)).spawn();
+        let ctx = || context_with_timeout(Duration::from_secs(30));
+
+        // Two requests start, and their client gives up on both.
+        for _ in 0..2 {
+            let gave_up = tokio::time::timeout(Duration::from_millis(50), client.work(ctx())).await;
+            assert!(gave_up.is_err(), "the gate is shut: {gave_up:?}");
+        }
+        until("both cancelled requests started", || {
+            server.started.load(Ordering::SeqCst) == 2
+        })
+        .await;
+
+        // The channel forgot them, but they still hold both places: the next
+        // requests wait, and past three open ones the channel refuses more.
+        // (Spawned in order on this one-thread runtime, they reach the
+        // server in order: the fourth is the one refused.)
+        let sent: Vec<_> = (0..4)
+            .map(|_| {
+                let client = client.clone();
+                tokio::spawn(async move { client.work(ctx()).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(server.started.load(Ordering::SeqCst), 2, "no third place");
+
+        // The cancelled two run to their end, then the waiting three. (tarpc
+        // sends the refusal with the next replies, not on its own.)
+        server.gate.add_permits(2);
+        until("the cancelled requests finished", || {
+            server.finished.load(Ordering::SeqCst) == 2
+        })
+        .await;
+        server.gate.add_permits(3);
+        let mut answers = Vec::new();
+        for task in sent {
+            answers.push(task.await.expect("task"));
+        }
+        let refused = answers.pop().expect("four");
+        assert!(
+            matches!(
+                &refused,
+                Err(tarpc::client::RpcError::Server(e)) if e.detail.contains("throttled")
+            ),
+            "{refused:?}"
+        );
+        let mut answers: Vec<usize> = answers.into_iter().map(|a| a.expect("answered")).collect();
+        answers.sort_unstable();
+        assert_eq!(answers, vec![2, 3, 4]);
+    }
 }

@@ -14,6 +14,7 @@ use sios_ipc::memory::{
     CompactReport, EraseReport, ExportPage, ExportRequest, ImportReport, ImportRequest, Item,
     ListPage, ListRequest, MemoryError, PutRequest, PutResponse, SearchRequest, SearchResponse,
 };
+use sios_ipc::transport;
 use sios_ipc::{
     BrainStatus, Caller, ControlError, InferRequest, InferResponse, InvokeError, Kernel,
     RestartReport, StatusReport,
@@ -22,7 +23,65 @@ use sios_ipc::{FollowSession, FollowSummary, InvokeTimings, PolicyInfo};
 use sios_policy::{Action, Resource};
 use std::sync::Arc;
 use tarpc::context::Context;
-use tokio::net::UnixStream;
+use tarpc::server::Serve as _;
+use tokio::net::{UnixListener, UnixStream};
+
+/// Requests one client connection may have open at once. Each may hold a
+/// frame of up to `max_frame_bytes` in memory, so a client pipelining
+/// requests must meet a limit; one more is refused with the server error
+/// "server throttled the request.". The CLI sends one at a time; a program
+/// that multiplexes its users over one connection gets this many.
+pub const MAX_IN_FLIGHT_PER_CLIENT: usize = 64;
+
+/// Requests one brain's channel may have open at once: above the brain
+/// host's queue depth (64), since an `embed_via` brain calls its upstream
+/// once for each request it serves.
+pub const MAX_IN_FLIGHT_PER_BRAIN: usize = 256;
+
+/// Serves the client socket until accepting fails for good. Each peer is
+/// identified once (SO_PEERCRED); its requests run detached, so that each
+/// action runs to its outcome record even if the client gives up
+/// ([`transport::detached`]), at most [`MAX_IN_FLIGHT_PER_CLIENT`] at once.
+pub async fn serve_clients(
+    listener: UnixListener,
+    appliance: Arc<Appliance>,
+    max_frame_bytes: usize,
+) -> std::io::Result<()> {
+    transport::accept_loop(listener, move |stream| {
+        if let Some(server) = KernelServer::for_connection(&appliance, &stream) {
+            tokio::spawn(transport::serve_connection_limited(
+                stream,
+                max_frame_bytes,
+                MAX_IN_FLIGHT_PER_CLIENT,
+                transport::detached(MAX_IN_FLIGHT_PER_CLIENT, move |ctx, req| {
+                    server.serve().serve(ctx, req)
+                }),
+            ));
+        }
+    })
+    .await
+}
+
+/// Serves one brain's private channel (its descriptor 4) until it closes:
+/// the brain is known by the channel alone. Brain-to-brain calls are actions
+/// like any other, so they too run detached to their outcome records.
+pub async fn serve_brain_channel(
+    stream: UnixStream,
+    appliance: Arc<Appliance>,
+    brain: String,
+    max_frame_bytes: usize,
+) {
+    let server = BrainSupportServer::new(appliance, brain);
+    transport::serve_connection_limited(
+        stream,
+        max_frame_bytes,
+        MAX_IN_FLIGHT_PER_BRAIN,
+        transport::detached(MAX_IN_FLIGHT_PER_BRAIN, move |ctx, req| {
+            sios_ipc::BrainSupport::serve(server).serve(ctx, req)
+        }),
+    )
+    .await;
+}
 
 /// Audit reads: each is decided (`audit_read` on the log) and, when
 /// allowed, forwarded to the audit service method of the same shape. One

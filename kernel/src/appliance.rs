@@ -1,14 +1,12 @@
 //! The appliance: every supervised process, started in order, routed to, and
 //! stopped in reverse order.
 
-use crate::api::BrainSupportServer;
 use crate::governance::{Governor, Ruling};
 use crate::spawn::Program;
 use crate::supervisor::{
     self, BrainFacts, ChannelServer, Connection, Slot, SlotCommand, Transition,
 };
 use sios_config::{Config, StateLayout};
-use sios_ipc::BrainSupport as _;
 use sios_ipc::audit::{ActionResult, BrainRef, DraftKind, Receipt, RecordDraft};
 use sios_ipc::latency::LiveHistogram;
 use sios_ipc::recorder::Recorder;
@@ -25,7 +23,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tarpc::server::Serve as _;
 use tokio::sync::{mpsc, oneshot};
 
 /// How long the kernel waits for the audit service to acknowledge a record
@@ -216,17 +213,14 @@ impl Appliance {
             let max_frame = config.limits.max_frame_bytes;
             ChannelServer(Arc::new(move |brain: &str, stream| {
                 if let Some(appliance) = this.get().and_then(std::sync::Weak::upgrade) {
-                    let server = BrainSupportServer::new(appliance, brain.to_owned());
                     // The peer of a socket pair is the kernel itself: the span is
                     // what names the brain when its channel misbehaves.
                     tokio::spawn(tracing::Instrument::instrument(
-                        transport::serve_connection(
+                        crate::api::serve_brain_channel(
                             stream,
+                            appliance,
+                            brain.to_owned(),
                             max_frame,
-                            // A brain-to-brain call is an action like any
-                            // other: it runs to its outcome record even if
-                            // the calling brain gives up on it.
-                            transport::detached(move |ctx, req| server.serve().serve(ctx, req)),
                         ),
                         tracing::warn_span!("brain_channel", brain = %brain),
                     ));

@@ -5,14 +5,10 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use nix::fcntl::{Flock, FlockArg};
 use sios_config::{Config, StateLayout};
-use sios_ipc::Kernel as _;
-use sios_ipc::transport;
-use sios_kernel::api::KernelServer;
 use sios_kernel::appliance::{self, Appliance};
 use sios_kernel::service_manager;
 use std::path::PathBuf;
 use std::time::Instant;
-use tarpc::server::Serve as _;
 
 /// The sios supervisor. Prefer `sios up`, which runs this.
 #[derive(Parser, Debug)]
@@ -120,18 +116,11 @@ async fn run(config: Config, layout: StateLayout) -> anyhow::Result<()> {
         share_with_group(&layout.kernel_socket(), gid, 0o660)?;
     }
     let client_listener = tokio::net::UnixListener::from_std(client_listener)?;
-    let for_clients = std::sync::Arc::clone(&appliance);
-    let serving = tokio::spawn(transport::accept_loop(client_listener, move |stream| {
-        if let Some(server) = KernelServer::for_connection(&for_clients, &stream) {
-            tokio::spawn(transport::serve_connection(
-                stream,
-                max_frame,
-                // Every action runs to its outcome record, even when the
-                // client cancels, times out or hangs up first.
-                transport::detached(move |ctx, req| server.serve().serve(ctx, req)),
-            ));
-        }
-    }));
+    let serving = tokio::spawn(sios_kernel::api::serve_clients(
+        client_listener,
+        std::sync::Arc::clone(&appliance),
+        max_frame,
+    ));
     tracing::info!(socket = %layout.kernel_socket().display(), state_dir = %layout.root.display(), "kernel listening");
 
     let starting = appliance.start(pending);

@@ -37,8 +37,7 @@
 //! (`kernel/policy/benches/decide.rs`).
 
 use sios_e2e::{bin_dir, source_tree};
-use sios_ipc::{InferRequest, Kernel as _, KernelClient, transport};
-use sios_kernel::api::KernelServer;
+use sios_ipc::{InferRequest, KernelClient, transport};
 use sios_kernel::appliance::Appliance;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -182,16 +181,11 @@ fn main() {
         // The client socket, served as sios-kernel's main serves it.
         let listener = sios_kernel::appliance::bind(&layout.kernel_socket()).expect("bind");
         let listener = tokio::net::UnixListener::from_std(listener).expect("listener");
-        let serving = Arc::clone(&appliance);
-        tokio::spawn(transport::accept_loop(listener, move |stream| {
-            if let Some(server) = KernelServer::for_connection(&serving, &stream) {
-                tokio::spawn(transport::serve_connection(
-                    stream,
-                    max_frame,
-                    server.serve(),
-                ));
-            }
-        }));
+        tokio::spawn(sios_kernel::api::serve_clients(
+            listener,
+            Arc::clone(&appliance),
+            max_frame,
+        ));
         let socket = layout.kernel_socket();
         run(&appliance, &socket, &request, 1, Duration::from_millis(500)).await;
         let mut rows = Vec::new();
