@@ -5,7 +5,7 @@
 //! trailer, so a file cut at a line boundary reads as a complete export with
 //! fewer items, and an operator can hand it on without knowing. So exports
 //! are written under a hidden name beside the target
-//! (`.NAME.PID.partial`), synced, and only then linked to their real name:
+//! (`.NAME.PID-N.partial`), synced, and only then linked to their real name:
 //! - the real name never exists unless the file is complete and durable;
 //! - it is never overwritten (`link` fails if the name exists, with no
 //!   window in which a check and a create could race);
@@ -21,6 +21,10 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Numbers this process's partial files.
+static NEXT_PARTIAL: AtomicU64 = AtomicU64::new(0);
 
 /// A file being written for `path`; see the module doc.
 #[derive(Debug)]
@@ -50,15 +54,29 @@ impl NewFile {
         let name = path
             .file_name()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"))?;
+        // Unique among this process's writes, so that two at once never
+        // share a partial file. A partial file already there under this name
+        // was left by an earlier process with the same pid that died
+        // mid-write: it is garbage, and taking its place is safe.
+        let serial = NEXT_PARTIAL.fetch_add(1, Ordering::Relaxed);
         let mut hidden = std::ffi::OsString::from(".");
         hidden.push(name);
-        hidden.push(format!(".{}.partial", std::process::id()));
+        hidden.push(format!(".{}-{serial}.partial", std::process::id()));
         let partial = path.with_file_name(hidden);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&partial)?;
+        let create = || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&partial)
+        };
+        let file = match create() {
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                std::fs::remove_file(&partial)?;
+                create()?
+            }
+            other => other?,
+        };
         Ok(NewFile {
             path: path.to_owned(),
             partial,
@@ -134,8 +152,13 @@ mod tests {
         let new = NewFile::create(&path, 0o600).unwrap();
         new.file().write_all(b"line\n").unwrap();
         assert!(!path.exists(), "visible before commit");
-        let hidden = format!(".out.jsonl.{}.partial", std::process::id());
-        assert_eq!(entries(dir.path()), vec![hidden]);
+        let hidden = entries(dir.path());
+        assert_eq!(hidden.len(), 1);
+        let prefix = format!(".out.jsonl.{}-", std::process::id());
+        assert!(
+            hidden[0].starts_with(&prefix) && hidden[0].ends_with(".partial"),
+            "{hidden:?}"
+        );
         new.commit().unwrap();
         assert_eq!(entries(dir.path()), vec!["out.jsonl".to_owned()]);
         assert_eq!(std::fs::read(&path).unwrap(), b"line\n");
@@ -167,6 +190,35 @@ mod tests {
         std::fs::create_dir(dir.path().join("taken")).unwrap();
         assert!(replace(&dir.path().join("taken"), b"x", 0o644).is_err());
         assert_eq!(entries(dir.path()), vec!["state.json", "taken"]);
+    }
+
+    #[test]
+    fn writers_at_once_never_share_a_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let first = NewFile::open(&path, 0o644, true).unwrap();
+        let second = NewFile::open(&path, 0o644, true).unwrap();
+        first.file().write_all(b"first").unwrap();
+        second.file().write_all(b"second").unwrap();
+        first.commit().unwrap();
+        second.commit().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        assert_eq!(entries(dir.path()), vec!["state.json"]);
+    }
+
+    #[test]
+    fn a_partial_file_left_by_a_dead_process_with_our_pid_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        // What a writer killed mid-write leaves, for every name this process
+        // could pick next.
+        let next = NEXT_PARTIAL.load(Ordering::Relaxed);
+        for serial in next..next + 64 {
+            let stale = format!(".state.json.{}-{serial}.partial", std::process::id());
+            std::fs::write(dir.path().join(stale), b"torn").unwrap();
+        }
+        replace(&path, b"whole", 0o644).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"whole");
     }
 
     #[test]

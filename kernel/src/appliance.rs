@@ -98,6 +98,10 @@ pub struct Appliance {
     idle: sios_ipc::idle::IdleLatency,
     /// The live `sios audit tail --follow` sessions.
     pub(crate) followers: crate::audit_follow::Followers,
+    /// Held by each operator change that is both saved and applied (brain
+    /// enable/disable, policy load): one at a time, so that what is on disk
+    /// and what runs cannot end up from two different requests.
+    pub(crate) operator_changes: tokio::sync::Mutex<()>,
 }
 
 /// Who asks for an inference, as the kernel established it.
@@ -340,6 +344,7 @@ impl Appliance {
             governor,
             idle,
             followers: Default::default(),
+            operator_changes: tokio::sync::Mutex::new(()),
         };
         let appliance = Arc::new(appliance);
         let _ = this.set(Arc::downgrade(&appliance));
@@ -786,6 +791,7 @@ impl Appliance {
         disabled: bool,
     ) -> Result<BrainStatus, ControlError> {
         let slot = self.brain_slot(name)?;
+        let _one_at_a_time = self.operator_changes.lock().await;
         self.persist_disabled(name, disabled)?;
         let command = if disabled {
             SlotCommand::Disable

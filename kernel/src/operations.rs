@@ -290,6 +290,9 @@ impl Appliance {
                 let loaded =
                     LoadedPolicy::from_sources(&policies, &schema).map_err(|e| e.to_string())?;
                 let candidate = ActivePolicy::new(loaded);
+                // Recorded, saved and activated as one: two loads at once
+                // must not leave one saved and the other in force.
+                let _one_at_a_time = self.operator_changes.lock().await;
                 let mut event = RecordDraft::new(
                     requester.actor(),
                     "policy.activate",

@@ -717,23 +717,45 @@ fn a_disabled_brain_stays_disabled_across_an_appliance_restart() {
     if !require_setup() {
         return;
     }
-    let mut app = TestAppliance::start(Options::brains(&["voice-activity"]));
-    assert!(
-        app.sios(&["brain", "disable", "voice-activity"])
-            .status
-            .success()
-    );
+    const BRAINS: [&str; 2] = ["voice-activity", "file-type"];
+    let mut app = TestAppliance::start(Options::brains(&BRAINS));
+    // Operators acting at once on different brains: every change succeeds
+    // and none is lost from the saved list (one read-modify-write at a time).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = app.client().await;
+        for disable in [true, false, true] {
+            let changes = BRAINS.map(|brain| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let ctx = sios_e2e::ctx();
+                    let done = if disable {
+                        client.brain_disable(ctx, brain.into()).await
+                    } else {
+                        client.brain_enable(ctx, brain.into()).await
+                    };
+                    done.expect("answer")
+                        .unwrap_or_else(|e| panic!("{brain} (disable: {disable}): {e}"))
+                })
+            });
+            for change in changes {
+                change.await.expect("task");
+            }
+        }
+    });
     assert!(app.stop().success());
     let state_dir = app.state_dir.clone();
     let again = TestAppliance::restart_in(app);
     let status = again.status();
     assert_eq!(state_dir, again.state_dir);
-    let vad = status
-        .processes
-        .iter()
-        .find(|p| p.name == "voice-activity")
-        .unwrap();
-    assert_eq!(vad.state, ProcessState::Disabled);
+    for brain in BRAINS {
+        let process = status.processes.iter().find(|p| p.name == brain).unwrap();
+        assert_eq!(process.state, ProcessState::Disabled, "{process:?}");
+    }
 }
 
 /// Mounts a 32 MiB tmpfs on `dir`: a disk the test can fill.
