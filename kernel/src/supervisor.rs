@@ -337,6 +337,10 @@ impl CrashHistory {
     }
 }
 
+/// How long a child whose connection broke may take to exit on its own
+/// before it is stopped and restarted as unreachable.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
 /// Owns one child for the life of the appliance.
 #[allow(clippy::too_many_arguments)]
 pub async fn run_slot(
@@ -661,6 +665,13 @@ async fn run_incarnation(
                 if slot.live().connection.is_some() {
                     // A notice meant for an earlier incarnation.
                     continue;
+                }
+                // A dying child breaks its connection before its exit is
+                // seen (its launcher exits after it): wait a moment, so that
+                // its death, with its reason, is what gets reported.
+                if let Ok(status) = tokio::time::timeout(EXIT_GRACE, child.wait()).await {
+                    if let Some(task) = stderr_done { let _ = task.await; }
+                    return exited(slot, status.ok(), "while serving");
                 }
                 stop_child(&mut child, config).await;
                 if let Some(task) = stderr_done { let _ = task.await; }

@@ -97,11 +97,7 @@ fn through_kernel(
     clients: usize,
     duration: Duration,
 ) -> Sample {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = sios_e2e::multi_thread_runtime(2);
     runtime.block_on(async {
         let mut connections = Vec::new();
         for _ in 0..clients {

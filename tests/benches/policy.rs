@@ -170,11 +170,7 @@ fn main() {
     let max_frame = config.limits.max_frame_bytes;
     let request = sios_ipc::kserve::parse_request(READABILITY_REQUEST).expect("request");
     let duration = measure_seconds();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = sios_e2e::multi_thread_runtime(2);
     let rows = runtime.block_on(async {
         let (appliance, pending) = Appliance::prepare(config, layout.clone()).expect("prepare");
         appliance.start(pending).await;

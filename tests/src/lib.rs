@@ -258,6 +258,16 @@ pub fn is_zombie_or_gone(pid: u32) -> bool {
         .unwrap_or(true)
 }
 
+/// A tokio runtime with `workers` threads and every driver, for tests that
+/// drive clients while the test thread does blocking work.
+pub fn multi_thread_runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
 /// `pid` and every process below it (a sandboxed brain's launcher has the
 /// brain itself as a child).
 pub fn process_tree(pid: u32) -> Vec<u32> {

@@ -181,11 +181,7 @@ fn a_brain_killed_mid_request_is_restarted_and_nobody_else_notices() {
     }
     let app = TestAppliance::start(Options::brains(&["text-embedding", "file-type"]));
     let victim_pid = app.pid("text-embedding");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = sios_e2e::multi_thread_runtime(2);
     let (victim_errors, bystander_results) = runtime.block_on(async {
         let client = app.client().await;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -721,11 +717,7 @@ fn a_disabled_brain_stays_disabled_across_an_appliance_restart() {
     let mut app = TestAppliance::start(Options::brains(&BRAINS));
     // Operators acting at once on different brains: every change succeeds
     // and none is lost from the saved list (one read-modify-write at a time).
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = sios_e2e::multi_thread_runtime(2);
     runtime.block_on(async {
         let client = app.client().await;
         for disable in [true, false, true] {

@@ -249,11 +249,7 @@ fn a_shutdown_wakes_a_follower_waiting_as_long_as_it_may() {
         return;
     }
     let mut app = TestAppliance::start(Options::brains(&["voice-activity"]));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = sios_e2e::multi_thread_runtime(1);
     let client = runtime.block_on(app.client());
     let session = runtime
         .block_on(client.audit_follow_start(ctx(), 0))

@@ -33,11 +33,7 @@ fn appliance_setup(
     for d in [layout.root.clone(), layout.run_dir()] {
         sios_kernel::appliance::create_private_dir(&d).unwrap();
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = sios_e2e::multi_thread_runtime(2);
     (dir, layout, config, runtime)
 }
 

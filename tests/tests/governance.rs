@@ -787,11 +787,7 @@ fn replay_re_decides_thousands_of_requests_and_catches_a_re_signed_tampered_deci
     let request = || sios_ipc::kserve::parse_request(READABILITY_REQUEST).unwrap();
     let legal_request = || sios_ipc::kserve::parse_request(LEGAL_REQUEST).unwrap();
     let second = policy_dir(&[("bob.cedar", BOB_NO_READABILITY)]);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = sios_e2e::multi_thread_runtime(2);
     let (allowed_n, denied_n) = runtime.block_on(async {
         let (appliance, pending) = Appliance::prepare(config, layout.clone()).unwrap();
         appliance.start(pending).await;

@@ -109,11 +109,7 @@ fn killing_the_kernel_under_load_loses_no_answered_action_and_closes_the_rest() 
         | 1;
     println!("kill points from seed {seed}");
     let mut rng = Rng(seed);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = sios_e2e::multi_thread_runtime(2);
     let seen: Arc<Mutex<Seen>> = Arc::default();
     let mut app = TestAppliance::start(Options::brains(&[BRAIN]));
     for round in 0..=KILLS {
