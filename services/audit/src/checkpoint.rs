@@ -142,6 +142,9 @@ pub fn open_note(note: &str) -> Result<(&str, Vec<NoteSignature>), NoteError> {
         let (name, b64) = rest
             .split_once(' ')
             .ok_or_else(|| bad("a signature line has no space between name and signature"))?;
+        if name.is_empty() {
+            return Err(bad("a signature line has an empty key name"));
+        }
         let raw = B64
             .decode(b64)
             .map_err(|_| bad("a signature is not base64"))?;
@@ -161,24 +164,33 @@ pub fn open_note(note: &str) -> Result<(&str, Vec<NoteSignature>), NoteError> {
 }
 
 /// Parses a signed checkpoint and checks that each of `required` signed it.
-/// Signature lines by other keys are ignored, as C2SP requires.
+/// Signature lines by other keys are ignored, as C2SP requires; every line
+/// by a required key must verify (OAR.md §7.2: one that does not is a failed
+/// proof, even beside a good one).
 pub fn verify_checkpoint(note: &str, required: &[&PublicKey]) -> Result<Checkpoint, NoteError> {
     let (body, sigs) = open_note(note)?;
     let cp = Checkpoint::parse_body(body)?;
     for key in required {
         let id_hex = key.id_hex();
-        let line = sigs
+        let mut lines = sigs
             .iter()
-            .find(|s| s.name == key.name() && s.key_id == key.id())
-            .ok_or_else(|| NoteError::MissingSignature {
-                name: key.name().to_owned(),
-                key_id: id_hex.clone(),
-            })?;
-        if line.signature.len() != SIGNATURE_LEN || !key.verify(body.as_bytes(), &line.signature) {
-            return Err(NoteError::BadSignature {
+            .filter(|s| s.name == key.name() && s.key_id == key.id())
+            .peekable();
+        if lines.peek().is_none() {
+            return Err(NoteError::MissingSignature {
                 name: key.name().to_owned(),
                 key_id: id_hex,
             });
+        }
+        for line in lines {
+            if line.signature.len() != SIGNATURE_LEN
+                || !key.verify(body.as_bytes(), &line.signature)
+            {
+                return Err(NoteError::BadSignature {
+                    name: key.name().to_owned(),
+                    key_id: id_hex,
+                });
+            }
         }
     }
     Ok(cp)
@@ -245,6 +257,20 @@ mod tests {
         bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
         let flipped = String::from_utf8(bytes).unwrap();
         assert!(verify_checkpoint(&flipped, &[a.public()]).is_err());
+        // A good line followed by a bad one by the same key: a failed proof
+        // (OAR.md §7.2), as the Python verifier says too.
+        let bad_line = flipped.rsplit('\n').nth(1).unwrap();
+        let doubled = format!("{note}{bad_line}\n");
+        assert!(matches!(
+            verify_checkpoint(&doubled, &[a.public()]),
+            Err(NoteError::BadSignature { .. })
+        ));
+        // A line with an empty key name is malformed.
+        let nameless = format!("{note}\u{2014}  AAAAAAAA\n");
+        assert!(matches!(
+            verify_checkpoint(&nameless, &[a.public()]),
+            Err(NoteError::Malformed(_))
+        ));
     }
 }
 

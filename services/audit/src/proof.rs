@@ -197,16 +197,21 @@ impl<'k> CheckWith<'k> {
     }
 }
 
+/// Hex digits, two a byte, either case; nothing else (no sign, no space),
+/// and no panic on text that is not ASCII.
 fn unhex(s: &str) -> Result<Vec<u8>, ProofFileError> {
-    if !s.len().is_multiple_of(2) {
+    let bytes = s.as_bytes();
+    if !bytes.len().is_multiple_of(2) {
         return Err(ProofFileError::Format("odd-length hex".into()));
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| {
-            u8::from_str_radix(&s[i..i + 2], 16)
-                .map_err(|_| ProofFileError::Format("invalid hex".into()))
-        })
+    let digit = |c: u8| {
+        (c as char)
+            .to_digit(16)
+            .ok_or_else(|| ProofFileError::Format("invalid hex".into()))
+    };
+    bytes
+        .chunks(2)
+        .map(|pair| Ok((digit(pair[0])? * 16 + digit(pair[1])?) as u8))
         .collect()
 }
 
@@ -462,5 +467,21 @@ fn signed_as_required(note: &str, with: CheckWith) -> Result<Checkpoint, ProofFi
             lines,
             trusted: ids(" or "),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_is_digits_only_and_never_panics() {
+        assert_eq!(unhex("00aFff").unwrap(), vec![0x00, 0xaf, 0xff]);
+        // A sign that `from_str_radix` would take, and text that is not
+        // ASCII (slicing it by bytes would panic mid-character).
+        for bad in ["+a", "aé0", "0 ", "zz"] {
+            assert!(unhex(bad).is_err(), "{bad:?}");
+        }
+        assert!(unhex("abc").is_err());
     }
 }

@@ -1208,7 +1208,25 @@ fn recover_key(
     let secret_path = data_dir.join(keys::SECRET_FILE);
     let next_path = data_dir.join(keys::NEXT_SECRET_FILE);
     if next_path.exists() {
-        let next = SecretKey::load(&next_path)?;
+        let next = match SecretKey::load(&next_path) {
+            Ok(next) => next,
+            Err(why) => {
+                // Written and synced in full before its rotation commits, so
+                // a next key that does not load was never committed (a kill
+                // mid-write): set it aside, never fail every start on it.
+                let aside = next_path.with_extension(format!("next.unusable-{}", now_ms()));
+                tracing::warn!(
+                    file = %next_path.display(),
+                    moved_to = %aside.display(),
+                    "the key of an interrupted rotation does not load ({why}); it was never in use, so it is set aside"
+                );
+                std::fs::rename(&next_path, &aside).map_err(|e| OpenError::Storage {
+                    path: next_path.clone(),
+                    reason: e.to_string(),
+                })?;
+                return recover_key(data_dir, db, records, current);
+            }
+        };
         if next.public() == current {
             std::fs::rename(&next_path, &secret_path).map_err(|e| OpenError::Storage {
                 path: secret_path.clone(),
@@ -1238,6 +1256,13 @@ fn recover_key(
             found: key.public().id_hex(),
             expected: current.id_hex(),
         });
+    }
+    // The public key file follows the key in force: a rotation whose last
+    // step failed may have left it missing or naming the old key.
+    let public_path = data_dir.join(keys::PUBLIC_FILE);
+    if keys::read_public(&public_path).ok().as_ref() != Some(current) {
+        keys::write_public(&public_path, current)?;
+        tracing::info!(key = %current.id_hex(), file = %public_path.display(), "rewrote the public key file to the key in force");
     }
     Ok(key)
 }
@@ -1881,6 +1906,9 @@ impl Writer {
             });
         }
         let key_err = |e: KeyError| AuditError::Key(e.to_string());
+        // Begun before the tree is read: beginning may reopen a log closed
+        // after a failed commit, which reloads the tree to what is on disk.
+        let txn = self.begin_write()?;
         let next_path = self.data_dir.join(keys::NEXT_SECRET_FILE);
         let _ = std::fs::remove_file(&next_path);
         let next = Arc::new(SecretKey::generate(&self.origin).map_err(key_err)?);
@@ -1914,7 +1942,6 @@ impl Writer {
         let size = frontier.size();
         let root = frontier.root();
         let note = self.sign_now(size, root, &[old.clone(), next.clone()]);
-        let txn = self.begin_write()?;
         {
             let mut records = txn.open_table(RECORDS).map_err(storage)?;
             records.insert(seq, bytes.as_slice()).map_err(storage)?;
@@ -1934,16 +1961,21 @@ impl Writer {
         self.tree.last_hash = leaf;
         self.tree.last_time = record.time_ms;
         self.shared.stats.records.fetch_add(1, Ordering::Relaxed);
-        // Committed: the log now names the new key. Replace the key files.
-        let secret_path = self.data_dir.join(keys::SECRET_FILE);
-        std::fs::rename(&next_path, &secret_path)
-            .map_err(|e| AuditError::Key(format!("{}: {e}", secret_path.display())))?;
-        keys::sync_parent(&secret_path).map_err(key_err)?;
-        keys::write_public(&self.data_dir.join(keys::PUBLIC_FILE), next.public())
-            .map_err(key_err)?;
+        // Committed: the log now names the new key, and from here on only it
+        // may sign (OAR.md §6.3), whatever becomes of the key files.
         self.key = next;
         let checkpoint = signed(size, root, note);
         *self.shared.latest.lock().expect("latest lock") = checkpoint.clone();
+        // Then the key files. A failure here loses nothing: the new key is in
+        // `signing.key.next`, synced before the commit, and the next start
+        // finishes the rotation from it (`recover_key`).
+        if let Err(why) = self.install_key_files(&next_path) {
+            tracing::error!(
+                "the key rotation is committed and the new key signs, but its key files were not \
+                 all replaced ({why}); the next start of the audit service finishes this from {}",
+                next_path.display()
+            );
+        }
         tracing::info!(old = %old.public().id_hex(), new = %self.key.public().id_hex(), seq, "signing key rotated");
         Ok(RotationReport {
             seq,
@@ -1951,6 +1983,17 @@ impl Writer {
             new_key_id: self.key.public().id_hex(),
             checkpoint,
         })
+    }
+
+    /// Makes the key in `next_path` the service's key file and writes its
+    /// public key beside it.
+    fn install_key_files(&self, next_path: &Path) -> Result<(), String> {
+        let secret_path = self.data_dir.join(keys::SECRET_FILE);
+        std::fs::rename(next_path, &secret_path)
+            .map_err(|e| format!("{}: {e}", secret_path.display()))?;
+        keys::sync_parent(&secret_path).map_err(|e| e.to_string())?;
+        keys::write_public(&self.data_dir.join(keys::PUBLIC_FILE), self.key.public())
+            .map_err(|e| e.to_string())
     }
 
     /// See [`AuditLog::begin_session`]. The outcomes go through the normal

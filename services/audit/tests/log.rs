@@ -1040,6 +1040,72 @@ mod rotation {
     }
 }
 
+mod rotation_failures {
+    use super::*;
+
+    /// The rotation commits, then replacing the key files fails (here: a
+    /// directory where `signing.pub` goes). The log names the new key, so
+    /// only the new key may sign from then on; the next start finishes the
+    /// files. Before, the old key kept signing and the next start refused
+    /// the log for good (its latest checkpoint not by the key in force).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rotation_whose_key_files_fail_still_signs_with_the_new_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let log = AuditLog::open(&data).unwrap();
+        let k0_path = dir.path().join("k0.pub");
+        keys::write_public(&k0_path, &first_key(&data)).unwrap();
+        actions(&log, 2).await;
+        let public = data.join(keys::PUBLIC_FILE);
+        std::fs::remove_file(&public).unwrap();
+        std::fs::create_dir(&public).unwrap();
+        std::fs::write(public.join("in-the-way"), b"x").unwrap();
+        let report = log
+            .rotate_key("operator:uid:0".into())
+            .await
+            .expect("the rotation is committed, so it succeeded");
+        actions(&log, 2).await;
+        log.flush().await.unwrap();
+        let latest = log.checkpoint();
+        log.close();
+        std::fs::remove_dir_all(&public).unwrap();
+
+        let log = AuditLog::open(&data).expect("the next start finishes the rotation");
+        let k1 = first_key(&data);
+        assert_eq!(k1.id_hex(), report.new_key_id);
+        sios_audit::checkpoint::verify_checkpoint(&latest.note, &[&k1])
+            .expect("what followed the rotation is signed by the new key");
+        actions(&log, 1).await;
+        let (bundle, _) = export(&log, dir.path(), "after").await;
+        verify_bundle(&bundle, &k0_path).unwrap();
+    }
+
+    /// A kill while the next key is written leaves a file that does not
+    /// load. That rotation never committed: the start sets the file aside
+    /// and goes on with the key in force, instead of failing every start.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_half_written_next_key_is_set_aside_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let log = AuditLog::open(&data).unwrap();
+        actions(&log, 2).await;
+        log.close();
+        let next = data.join(keys::NEXT_SECRET_FILE);
+        std::fs::write(&next, b"").unwrap();
+        let log = AuditLog::open(&data).expect("a torn next key does not stop the start");
+        assert!(!next.exists());
+        let aside: Vec<_> = std::fs::read_dir(&data)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("unusable"))
+            .collect();
+        assert_eq!(aside.len(), 1, "set aside, not deleted: {aside:?}");
+        actions(&log, 1).await;
+        let (bundle, key) = export(&log, dir.path(), "after").await;
+        verify_bundle(&bundle, &key).unwrap();
+    }
+}
+
 mod hand_over {
     use super::*;
     use sios_audit::bundle::Item;
