@@ -32,8 +32,9 @@
 //!
 //! # Where key bytes can and cannot be
 //! - On disk: only in a live slot of this file. Erasure overwrites the slot in
-//!   place; compaction writes the live slots to a new file and renames it over
-//!   this one, so the old file's blocks held only live keys and zeros.
+//!   place; compaction moves live slots down in place (copy, sync, zero the
+//!   old slot, sync) and cuts off a tail of zeros, so no key is ever written
+//!   to another file whose freed blocks an erasure could not reach.
 //! - In memory: in [`SubjectKey`], which zeroes itself when dropped.
 //! - Limits (outside what software can prove): a copy-on-write or
 //!   log-structured file system (btrfs, ZFS, F2FS), an SSD's flash
@@ -96,7 +97,6 @@ pub enum KeyFileError {
 #[derive(Debug)]
 pub struct KeyFile {
     path: PathBuf,
-    dir: PathBuf,
     file: File,
     next_handle: u64,
     /// Slot i holds the handle in `slots[i]`, or is free.
@@ -115,6 +115,27 @@ fn slot_offset(index: usize) -> u64 {
     (SLOT * (index + 1)) as u64
 }
 
+/// Where builds before in-place compaction wrote the compacted key file.
+const OLD_COMPACTION_FILE: &str = "subject-keys.tmp";
+
+/// A compaction file a crash left behind holds copies of keys that may since
+/// have been erased: zero it, sync, and delete it.
+fn remove_old_compaction_file(dir: &Path) -> io::Result<()> {
+    let path = dir.join(OLD_COMPACTION_FILE);
+    let file = match OpenOptions::new().write(true).open(&path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(err),
+    };
+    let len = file.metadata()?.len();
+    file.write_all_at(&vec![0u8; len as usize], 0)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::remove_file(&path)?;
+    tracing::warn!(file = %path.display(), "zeroed and removed a key file copy left by an interrupted compaction");
+    sync_dir(dir)
+}
+
 /// `fsync`s a directory, so a file created or renamed in it stays.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -129,6 +150,10 @@ impl KeyFile {
             path: path.clone(),
             source,
         };
+        remove_old_compaction_file(dir).map_err(|source| KeyFileError::Io {
+            path: dir.join(OLD_COMPACTION_FILE),
+            source,
+        })?;
         let created = !path.exists();
         let file = OpenOptions::new()
             .read(true)
@@ -143,7 +168,6 @@ impl KeyFile {
             .map_err(io_err)?;
         let mut keys = KeyFile {
             path: path.clone(),
-            dir: dir.to_owned(),
             file,
             next_handle: 1,
             slots: Vec::new(),
@@ -180,6 +204,19 @@ impl KeyFile {
         for index in 0..whole {
             let slot = &bytes[SLOT * (index + 1)..SLOT * (index + 2)];
             match parse_slot(slot) {
+                // The second copy of a key whose move a crash interrupted
+                // (see `compact`): the first copy stays.
+                Some(key) if keys.by_handle.contains_key(&key.handle) => {
+                    tracing::warn!(
+                        slot = index,
+                        "zeroing the second copy of a key left by an interrupted compaction"
+                    );
+                    keys.file
+                        .write_all_at(&[0u8; SLOT], slot_offset(index))
+                        .map_err(io_err)?;
+                    keys.slots.push(None);
+                    dirty = true;
+                }
                 Some(key) => {
                     keys.next_handle = keys.next_handle.max(key.handle + 1);
                     keys.by_subject.insert(key.subject.clone(), key.handle);
@@ -298,12 +335,14 @@ impl KeyFile {
     /// Destroys the key with `handle`: its slot is overwritten with zeros in
     /// place and `fdatasync`ed before this returns, and the in-memory copy is
     /// dropped (and zeroed once no reader holds it). Idempotent.
+    ///
+    /// The slot is zeroed before the key leaves the maps: if the write fails,
+    /// the key is still known, and a retry (or the next start's recovery)
+    /// destroys it, instead of finding nothing to do.
     pub fn destroy(&mut self, handle: u64) -> Result<(), KeyFileError> {
-        let Some((index, key)) = self.by_handle.remove(&handle) else {
+        let Some(&(index, _)) = self.by_handle.get(&handle) else {
             return Ok(());
         };
-        self.by_subject.remove(&key.subject);
-        drop(key);
         self.file
             .write_all_at(&[0u8; SLOT], slot_offset(index))
             .and_then(|()| self.file.sync_data())
@@ -311,6 +350,9 @@ impl KeyFile {
                 path: self.path.clone(),
                 source,
             })?;
+        if let Some((_, key)) = self.by_handle.remove(&handle) {
+            self.by_subject.remove(&key.subject);
+        }
         self.slots[index] = None;
         Ok(())
     }
@@ -326,59 +368,50 @@ impl KeyFile {
         free >= COMPACT_MIN_FREE && free * 2 >= self.slots.len()
     }
 
-    /// Rewrites the file with only its live slots: written to a temporary
-    /// file (0600), `fsync`ed, renamed over the old one, directory `fsync`ed.
-    /// Freed slots were zeroed when their keys were destroyed, so the old
-    /// file's blocks, released by the rename, held no destroyed key.
+    /// Packs the live slots to the front of the file, in place, and cuts off
+    /// the rest. Each move copies a slot down (synced), then zeroes where it
+    /// was (synced), so no key ever exists outside this one file: a copy in
+    /// a temporary file, renamed over this one, would leave every live key in
+    /// the freed blocks of the old file, and a later erasure could not reach
+    /// them. A crash between the two steps leaves a key in two slots; `open`
+    /// keeps the first and zeroes the other. The cut-off tail holds only
+    /// zeros.
     pub fn compact(&mut self) -> Result<(), KeyFileError> {
-        let tmp = self.dir.join(format!("{KEY_FILE}.tmp"));
         let io_err = |source| KeyFileError::Io {
-            path: tmp.clone(),
+            path: self.path.clone(),
             source,
         };
-        let _ = std::fs::remove_file(&tmp);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io_err)?;
-        let mut live: Vec<Arc<SubjectKey>> = self
-            .by_handle
-            .values()
-            .map(|(_, k)| Arc::clone(k))
-            .collect();
-        live.sort_by_key(|k| k.handle);
-        let mut slots = Vec::with_capacity(live.len());
-        let mut by_handle = HashMap::with_capacity(live.len());
-        let old = std::mem::replace(&mut self.file, file);
-        let result = (|| {
-            self.write_header()?;
-            for (index, key) in live.iter().enumerate() {
-                let mut slot = Zeroizing::new([0u8; SLOT]);
-                slot[0] = 1;
-                slot[8..16].copy_from_slice(&key.handle.to_le_bytes());
-                slot[16..48].copy_from_slice(key.key.as_ref());
-                slot[48..50].copy_from_slice(&(key.subject.len() as u16).to_le_bytes());
-                slot[50..50 + key.subject.len()].copy_from_slice(key.subject.as_bytes());
-                let sum = checksum(slot.as_ref());
-                slot[CHECKED..].copy_from_slice(&sum);
-                self.file.write_all_at(slot.as_ref(), slot_offset(index))?;
-                slots.push(Some(key.handle));
-                by_handle.insert(key.handle, (index, Arc::clone(key)));
+        let mut slot = Zeroizing::new([0u8; SLOT]);
+        let mut packed = 0;
+        for from in 0..self.slots.len() {
+            let Some(handle) = self.slots[from] else {
+                continue;
+            };
+            let to = packed;
+            packed += 1;
+            if to == from {
+                continue;
             }
-            self.file.sync_all()?;
-            std::fs::rename(&tmp, &self.path)?;
-            sync_dir(&self.dir)
-        })();
-        if let Err(source) = result {
-            self.file = old;
-            let _ = std::fs::remove_file(&tmp);
-            return Err(KeyFileError::Io { path: tmp, source });
+            self.file
+                .read_exact_at(slot.as_mut(), slot_offset(from))
+                .and_then(|()| self.file.write_all_at(slot.as_ref(), slot_offset(to)))
+                .and_then(|()| self.file.sync_data())
+                .map_err(io_err)?;
+            self.slots[to] = Some(handle);
+            if let Some((index, _)) = self.by_handle.get_mut(&handle) {
+                *index = to;
+            }
+            self.file
+                .write_all_at(&[0u8; SLOT], slot_offset(from))
+                .and_then(|()| self.file.sync_data())
+                .map_err(io_err)?;
+            self.slots[from] = None;
         }
-        self.slots = slots;
-        self.by_handle = by_handle;
+        self.file
+            .set_len(slot_offset(packed))
+            .and_then(|()| self.file.sync_all())
+            .map_err(io_err)?;
+        self.slots.truncate(packed);
         Ok(())
     }
 
@@ -480,14 +513,24 @@ mod tests {
             keys.destroy(k.handle).unwrap();
         }
         assert!(keys.compaction_worthwhile());
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        let before = inode(&dir.path().join(KEY_FILE));
         keys.compact().unwrap();
+        assert_eq!(
+            inode(&dir.path().join(KEY_FILE)),
+            before,
+            "compacted in place: no other file ever held the keys"
+        );
         assert_eq!(keys.file_bytes(), (51 * SLOT) as u64);
+        // Keys still work, and new ones go after the packed slots.
+        let later = keys.create("later").unwrap();
+        assert_eq!(keys.slot_of(later.handle), Some(50));
         let reopened = KeyFile::open(dir.path()).unwrap();
         for k in &all[150..] {
             assert_eq!(*reopened.by_subject(&k.subject).unwrap().key, *k.key);
         }
         let bytes = std::fs::read(dir.path().join(KEY_FILE)).unwrap();
-        assert_eq!(bytes.len(), 51 * SLOT);
+        assert_eq!(bytes.len(), 52 * SLOT);
         for k in &all[..150] {
             assert!(!contains(&bytes, k.key.as_ref()));
         }
@@ -497,5 +540,46 @@ mod tests {
                 .permissions(),
         );
         assert_eq!(perms & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_key_copied_twice_by_an_interrupted_compaction_keeps_one_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(KEY_FILE);
+        let (a, b) = {
+            let mut keys = KeyFile::open(dir.path()).unwrap();
+            let a = keys.create("alice").unwrap();
+            let b = keys.create("bob").unwrap();
+            keys.destroy(a.handle).unwrap();
+            (a, b)
+        };
+        // The crash: bob's slot copied down into slot 0, not yet zeroed at 1.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let mut slot = [0u8; SLOT];
+        file.read_exact_at(&mut slot, slot_offset(1)).unwrap();
+        file.write_all_at(&slot, slot_offset(0)).unwrap();
+        drop(file);
+        let mut keys = KeyFile::open(dir.path()).unwrap();
+        assert_eq!(keys.slot_of(b.handle), Some(0));
+        assert_eq!(*keys.by_subject("bob").unwrap().key, *b.key);
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes[slot_offset(1) as usize..].iter().all(|b| *b == 0));
+        assert!(!contains(&bytes, &*a.key));
+        // Erasing bob now leaves no copy of his key anywhere.
+        keys.destroy(b.handle).unwrap();
+        assert!(!contains(&std::fs::read(&path).unwrap(), b.key.as_ref()));
+    }
+
+    #[test]
+    fn a_compaction_file_left_by_an_older_build_is_zeroed_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let leftover = dir.path().join(OLD_COMPACTION_FILE);
+        std::fs::write(&leftover, [0x5Au8; 3 * SLOT]).unwrap();
+        KeyFile::open(dir.path()).unwrap();
+        assert!(!leftover.exists());
     }
 }
