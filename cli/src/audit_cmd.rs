@@ -428,7 +428,8 @@ fn read_pubkey(path: &Path) -> Result<PublicKey, AuditCliError> {
 fn write_json(value: serde_json::Value, output: Option<&Path>) -> Result<(), AuditCliError> {
     let text = serde_json::to_string_pretty(&value).map_err(usage)?;
     match output {
-        Some(path) => std::fs::write(path, format!("{text}\n"))
+        // Whole or not at all, so a proof file is never half written.
+        Some(path) => sios_ipc::new_file::replace(path, format!("{text}\n").as_bytes(), 0o644)
             .map_err(|e| usage(format!("{}: {e}", path.display()))),
         None => Out { closed: false }.line(&text),
     }
@@ -515,15 +516,12 @@ pub async fn run_audit<S: AuditSource>(
                 Some(p) => (p, None),
                 None => {
                     let s = source(source_opt)?;
-                    let dir =
-                        std::env::temp_dir().join(format!("sios-verify-{}", std::process::id()));
-                    std::fs::create_dir_all(&dir).map_err(usage)?;
-                    let path = dir.join("live.bundle");
-                    let _ = std::fs::remove_file(&path);
+                    let dir = TempDir::new().map_err(usage)?;
+                    let path = dir.0.join("live.bundle");
                     export_live(s, &path)
                         .await
                         .map_err(|e| AuditCliError::Failed(e.to_string()))?;
-                    (path, Some(TempDir(dir)))
+                    (path, Some(dir))
                 }
             };
             match verify_file(&path, &pubkey, options) {
@@ -1012,8 +1010,40 @@ pub async fn run_keys<S: AuditSource>(
 /// Removes a temporary directory when dropped.
 struct TempDir(PathBuf);
 
+impl TempDir {
+    /// A new directory only this user can enter, under a name nobody could
+    /// have made first: it is created here or not at all (never reused), so
+    /// another local user cannot read the bundle or swap in another.
+    fn new() -> std::io::Result<TempDir> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!("sios-verify-{}-{nanos}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        Ok(TempDir(dir))
+    }
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod temp_dir_tests {
+    use super::TempDir;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn a_verify_directory_is_new_private_and_removed_after() {
+        let (a, b) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+        assert_ne!(a.0, b.0, "never reused");
+        let mode = std::fs::metadata(&a.0).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let path = a.0.clone();
+        drop(a);
+        assert!(!path.exists());
     }
 }

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 const AFTER_HELP: &str = "\
 Exit status:
   0  success
-  1  the appliance answered no: a refused or failed request, a process that failed
+  1  the appliance answered no (a refused or failed request, a process that failed),
+     or a good request failed here (e.g. an export could not be written)
   2  usage or configuration error, or a timeout
   3  the appliance is not running on this state directory
 

@@ -229,13 +229,17 @@ pub enum MemoryCliError {
     /// Bad arguments or unreadable files: exit 2.
     #[error("{0}")]
     Usage(String),
+    /// A good request that failed here, e.g. the disk filled while an
+    /// export was written: exit 1.
+    #[error("{0}")]
+    Failed(String),
 }
 
 impl MemoryCliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             MemoryCliError::Memory(err) if err.is_bad_request() => 2,
-            MemoryCliError::Memory(_) => 1,
+            MemoryCliError::Memory(_) | MemoryCliError::Failed(_) => 1,
             MemoryCliError::Usage(_) => 2,
         }
     }
@@ -243,6 +247,10 @@ impl MemoryCliError {
 
 fn usage(err: impl std::fmt::Display) -> MemoryCliError {
     MemoryCliError::Usage(err.to_string())
+}
+
+fn failed(err: impl std::fmt::Display) -> MemoryCliError {
+    MemoryCliError::Failed(err.to_string())
 }
 
 /// Where a command writes; stops quietly once the reader has gone.
@@ -636,7 +644,7 @@ async fn run_inner(
             let mut write_line = |out: &mut Out<'_>, line: String| -> Result<(), MemoryCliError> {
                 match &mut file {
                     Some((_, w)) => {
-                        writeln!(w, "{line}").map_err(|e| usage(format!("writing the export: {e}")))
+                        writeln!(w, "{line}").map_err(|e| failed(format!("writing the export failed ({e}); nothing was left under its name, so it can be run again")))
                     }
                     None => out.line(&line),
                 }
@@ -675,9 +683,9 @@ async fn run_inner(
             if let Some((new, writer)) = file {
                 writer
                     .into_inner()
-                    .map_err(|e| usage(format!("writing the export: {}", e.error())))?;
+                    .map_err(|e| failed(format!("writing the export failed ({}); nothing was left under its name, so it can be run again", e.error())))?;
                 new.commit()
-                    .map_err(|e| usage(format!("writing the export: {e}")))?;
+                    .map_err(|e| failed(format!("writing the export failed ({e}); nothing was left under its name, so it can be run again")))?;
             }
             if let Some(path) = &output {
                 if json {

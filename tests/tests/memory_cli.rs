@@ -92,6 +92,36 @@ fn memory_round_trip_through_the_kernel() {
         "export",
     );
     assert_eq!(exported["items"], 3);
+    // An export the disk will not take (here: a file-size limit of zero, as
+    // a full disk would refuse it) fails with exit 1, says that nothing was
+    // left and that it can be run again, and leaves no file at all.
+    let refused = app.dir.path().join("refused.jsonl");
+    let sios = app.sios_command(&[
+        "memory",
+        "export",
+        "--namespace",
+        ns,
+        "-o",
+        &refused.display().to_string(),
+    ]);
+    let out = std::process::Command::new("sh")
+        .args(["-c", "trap '' XFSZ; ulimit -f 0; exec \"$0\" \"$@\""])
+        .arg(sios.get_program())
+        .args(sios.get_args())
+        .output()
+        .expect("run sios under sh");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("writing the export failed") && stderr.contains("can be run again"),
+        "{stderr}"
+    );
+    let left: Vec<_> = std::fs::read_dir(app.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("refused"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     let rm = json(
         &app.sios(&["memory", "rm", "--namespace", ns, "b", "--json"]),
         "rm",
