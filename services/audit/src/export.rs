@@ -94,8 +94,13 @@ pub async fn write_to_with<S: Source, W: Write>(
     };
     report(0);
     let mut w = BundleWriter::new(out)?;
+    // Only the keys the exported records introduce: a rotation after the
+    // checkpoint above was read adds a key the bundle must not list (its
+    // record is past the bundle's end, so the verifier would refuse it).
     for key in source.public_keys().await? {
-        w.key(&key.vkey)?;
+        if key.introduced_at_seq < target {
+            w.key(&key.vkey)?;
+        }
     }
     let mut checkpoints: std::collections::VecDeque<SignedCheckpoint> = Default::default();
     let mut after = 0u64;

@@ -1080,6 +1080,51 @@ mod rotation_failures {
         verify_bundle(&bundle, &k0_path).unwrap();
     }
 
+    /// An export that reads its checkpoint, then meets a rotation before it
+    /// lists the keys: the new key's record is past the bundle's end, so the
+    /// bundle must not list it (the verifier would refuse the bundle).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_export_that_races_a_rotation_lists_only_its_own_keys() {
+        use sios_audit::export::Source;
+        use sios_ipc::{AuditError, CheckpointPage, PublicKeyInfo, RecordPage, SignedCheckpoint};
+        struct RotatesWhileExporting<'a>(&'a AuditLog);
+        impl Source for RotatesWhileExporting<'_> {
+            async fn read(&self, from: u64, max: u64) -> Result<RecordPage, AuditError> {
+                self.0.read(from, max, sios_audit::export::LOCAL_PAGE_BYTES)
+            }
+            async fn checkpoint(&self) -> Result<SignedCheckpoint, AuditError> {
+                Ok(self.0.checkpoint())
+            }
+            async fn checkpoints(
+                &self,
+                after: u64,
+                max: u64,
+            ) -> Result<CheckpointPage, AuditError> {
+                self.0
+                    .checkpoints(after, max, sios_audit::export::LOCAL_PAGE_BYTES)
+            }
+            async fn public_keys(&self) -> Result<Vec<PublicKeyInfo>, AuditError> {
+                self.0.rotate_key("operator:uid:0".into()).await?;
+                self.0.public_keys()
+            }
+            async fn policy_text(&self, hash: Digest) -> Result<String, AuditError> {
+                self.0.policy_text(hash)
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let log = AuditLog::open(&data).unwrap();
+        let k0_path = dir.path().join("k0.pub");
+        keys::write_public(&k0_path, &first_key(&data)).unwrap();
+        actions(&log, 2).await;
+        log.flush().await.unwrap();
+        let bundle = dir.path().join("raced.bundle");
+        sios_audit::export::write_bundle(&RotatesWhileExporting(&log), &bundle)
+            .await
+            .unwrap();
+        verify_bundle(&bundle, &k0_path).expect("the bundle verifies as of its checkpoint");
+    }
+
     /// A kill while the next key is written leaves a file that does not
     /// load. That rotation never committed: the start sets the file aside
     /// and goes on with the key in force, instead of failing every start.
