@@ -73,6 +73,18 @@ fn first_key(data: &Path) -> PublicKey {
 }
 
 /// Writes `n` invoke actions (intent + outcome each) sequentially.
+/// A new log in a temporary directory (its data dir returned too), with
+/// `n` actions written, and its first public key saved as `k0.pub` beside.
+async fn log_with_actions(n: u64) -> (tempfile::TempDir, PathBuf, AuditLog, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = AuditLog::open(&data).unwrap();
+    let k0_path = dir.path().join("k0.pub");
+    keys::write_public(&k0_path, &first_key(&data)).unwrap();
+    actions(&log, n).await;
+    (dir, data, log, k0_path)
+}
+
 /// Flushes `log` and checks that its checkpoint now extends `before`: the
 /// log's own consistency proof between the two verifies.
 async fn extends(log: &AuditLog, before: &sios_ipc::SignedCheckpoint) {
@@ -1050,12 +1062,7 @@ mod rotation_failures {
     /// the log for good (its latest checkpoint not by the key in force).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_rotation_whose_key_files_fail_still_signs_with_the_new_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let log = AuditLog::open(&data).unwrap();
-        let k0_path = dir.path().join("k0.pub");
-        keys::write_public(&k0_path, &first_key(&data)).unwrap();
-        actions(&log, 2).await;
+        let (dir, data, log, k0_path) = log_with_actions(2).await;
         let public = data.join(keys::PUBLIC_FILE);
         std::fs::remove_file(&public).unwrap();
         std::fs::create_dir(&public).unwrap();
@@ -1111,12 +1118,7 @@ mod rotation_failures {
                 self.0.policy_text(hash)
             }
         }
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let log = AuditLog::open(&data).unwrap();
-        let k0_path = dir.path().join("k0.pub");
-        keys::write_public(&k0_path, &first_key(&data)).unwrap();
-        actions(&log, 2).await;
+        let (dir, _data, log, k0_path) = log_with_actions(2).await;
         log.flush().await.unwrap();
         let bundle = dir.path().join("raced.bundle");
         sios_audit::export::write_bundle(&RotatesWhileExporting(&log), &bundle)
@@ -1130,10 +1132,7 @@ mod rotation_failures {
     /// and goes on with the key in force, instead of failing every start.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_half_written_next_key_is_set_aside_at_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let log = AuditLog::open(&data).unwrap();
-        actions(&log, 2).await;
+        let (dir, data, log, _) = log_with_actions(2).await;
         log.close();
         let next = data.join(keys::NEXT_SECRET_FILE);
         std::fs::write(&next, b"").unwrap();
