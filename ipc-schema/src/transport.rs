@@ -159,6 +159,29 @@ where
     })
 }
 
+/// Serves one connection whose requests run [`detached`]: at most
+/// `max_in_flight` open on the channel and at most as many running, so that
+/// neither pipelining nor cancelling lets one peer pile up work.
+pub async fn serve_detached<Req, Resp, Fut, F>(
+    stream: UnixStream,
+    max_frame_bytes: usize,
+    max_in_flight: usize,
+    handle: F,
+) where
+    Req: tarpc::RequestName + for<'de> Deserialize<'de>,
+    Resp: Serialize + Send + 'static,
+    Fut: Future<Output = Result<Resp, tarpc::ServerError>> + Send + 'static,
+    F: FnOnce(tarpc::context::Context, Req) -> Fut + Clone,
+{
+    serve_connection_limited(
+        stream,
+        max_frame_bytes,
+        max_in_flight,
+        detached(max_in_flight, handle),
+    )
+    .await;
+}
+
 /// The reply of a [`detached`] request: its task's result, or a server error
 /// if the task panicked (the panic itself is logged by the runtime).
 pub type DetachedReply<Resp> =

@@ -49,13 +49,11 @@ pub async fn serve_clients(
 ) -> std::io::Result<()> {
     transport::accept_loop(listener, move |stream| {
         if let Some(server) = KernelServer::for_connection(&appliance, &stream) {
-            tokio::spawn(transport::serve_connection_limited(
+            tokio::spawn(transport::serve_detached(
                 stream,
                 max_frame_bytes,
                 MAX_IN_FLIGHT_PER_CLIENT,
-                transport::detached(MAX_IN_FLIGHT_PER_CLIENT, move |ctx, req| {
-                    server.serve().serve(ctx, req)
-                }),
+                move |ctx, req| server.serve().serve(ctx, req),
             ));
         }
     })
@@ -72,13 +70,11 @@ pub async fn serve_brain_channel(
     max_frame_bytes: usize,
 ) {
     let server = BrainSupportServer::new(appliance, brain);
-    transport::serve_connection_limited(
+    transport::serve_detached(
         stream,
         max_frame_bytes,
         MAX_IN_FLIGHT_PER_BRAIN,
-        transport::detached(MAX_IN_FLIGHT_PER_BRAIN, move |ctx, req| {
-            sios_ipc::BrainSupport::serve(server).serve(ctx, req)
-        }),
+        move |ctx, req| sios_ipc::BrainSupport::serve(server).serve(ctx, req),
     )
     .await;
 }

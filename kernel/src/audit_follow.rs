@@ -279,8 +279,7 @@ async fn run_session(
         };
         match command {
             Command::Next { max, wait, reply } => {
-                let closing = &appliance.followers.closing;
-                let page = wait_for_records(appliance, cursor, max, wait, closing).await;
+                let page = wait_for_records(appliance, cursor, max, wait).await;
                 if let Ok(page) = &page {
                     cursor += page.records.len() as u64;
                     delivered += page.records.len() as u64;
@@ -310,8 +309,8 @@ async fn wait_for_records(
     cursor: u64,
     max: u64,
     wait: Duration,
-    closing: &CancellationToken,
 ) -> Result<RecordPage, ControlError> {
+    let closing = &appliance.followers.closing;
     let deadline = Instant::now() + wait;
     loop {
         let page = read(appliance, cursor, max)
