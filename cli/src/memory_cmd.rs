@@ -55,7 +55,7 @@ pub enum MemoryCommand {
     ///
     /// Example: sios memory put --namespace tenant/acme --subject alice@example.com prefs "mornings" --meta source=crm
     Put {
-        /// The namespace, e.g. tenant/acme, subject/alice, brain/assistant.
+        /// The namespace, e.g. client:ops/crm, tenant/acme (names are audited: never name one after a person).
         #[arg(long, short)]
         namespace: String,
         /// The data subject the item is about (erase-subject removes it).

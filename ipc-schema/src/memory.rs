@@ -404,7 +404,11 @@ pub enum MemoryError {
     UnknownNamespace { namespace: String },
     #[error("no item `{key}` in namespace `{namespace}`")]
     NotFound { namespace: String, key: String },
-    #[error("the memory service holds nothing about subject `{subject}`")]
+    /// The message leaves the id out: it is also recorded in the audit
+    /// log, which outlives an erasure (the caller knows whom it asked about).
+    #[error(
+        "the memory service holds nothing about that data subject (never stored, or erased already)"
+    )]
     UnknownSubject { subject: String },
     #[error("{what} is {size}, over the limit of {limit}")]
     TooLarge { what: String, size: u64, limit: u64 },
@@ -419,6 +423,10 @@ pub enum MemoryError {
     /// Set by the kernel: the memory service did not answer.
     #[error("the memory service is unavailable ({0}); retry once `sios status` shows it ready")]
     Unavailable(String),
+    /// Set by the kernel: an erasure did part of its work. Erasing again is
+    /// harmless and finishes it.
+    #[error("the erasure is not finished: {0}; run the same erase-subject again to finish it")]
+    EraseUnfinished(String),
 }
 
 impl MemoryError {
@@ -529,7 +537,9 @@ fn check_identifier(
 
 /// A namespace: 1–128 bytes of ASCII letters, digits and `-_.:@/`, starting
 /// with a letter or digit, without `//` or a trailing `/`. Convention:
-/// `tenant/<id>`, `subject/<id>`, `brain/<name>`.
+/// `tenant/<id>`, `brain/<name>`, `client:<name>/…`. Namespace names are
+/// recorded in the audit log, which outlives any erasure: never name one
+/// after a person (an item's data subject is its `subject` field).
 pub fn validate_namespace(namespace: &str) -> Result<(), MemoryError> {
     check_identifier(
         NameKind::Namespace,

@@ -14,7 +14,15 @@ use sios_ipc::memory::{
     ImportRequest, Item, ListPage, ListRequest, MemoryError, PutRequest, PutResponse,
     SearchRequest, SearchResponse,
 };
+use sios_ipc::transport;
 use sios_policy::Action;
+
+/// The scope a request about one data subject is decided and recorded on:
+/// every namespace, for one person. The subject's id is in neither the
+/// decision nor the record (the log outlives an erasure; the records carry
+/// the subject's pseudonym instead), so a policy or a namespace grant for
+/// data-subject requests names this scope, not a person.
+pub const SUBJECT_SCOPE: &str = "subject/*";
 
 impl Appliance {
     /// Stores (or replaces) one item.
@@ -95,26 +103,51 @@ impl Appliance {
             Action::MemoryRead,
             &first,
             format!("memory:search:{}", scope.join(",")),
+            None,
             |c, ctx| async move { c.search(ctx, request).await },
         )
         .await
     }
 
     /// Everything about one data subject, in every namespace, destroyed with
-    /// the subject's key.
+    /// the subject's key; then the audit log's linking key for the subject,
+    /// so that the records of this and every earlier request about them
+    /// (which carry only its pseudonym) link to nobody from now on.
+    /// Erasing twice is harmless, so a failure here is finished by a retry.
     pub async fn memory_erase_subject(
         &self,
         requester: &Requester,
         subject: String,
     ) -> Result<EraseReport, MemoryError> {
         memory::validate_subject(&subject)?;
-        let scope = format!("subject/{subject}");
+        let audit = self.audit_client().map_err(|reason| {
+            MemoryError::Unavailable(format!("erasure is recorded and finished by it: {reason}"))
+        })?;
+        let link = crate::operations::data_subject_link(&subject);
+        let about = subject.clone();
         self.memory_scoped(
             requester,
             Action::MemoryErase,
-            &scope,
-            format!("memory:{scope}"),
-            |c, ctx| async move { c.erase_subject(ctx, subject).await },
+            SUBJECT_SCOPE,
+            format!("memory:{SUBJECT_SCOPE}"),
+            Some(&about),
+            |c, ctx| async move {
+                let report = match c.erase_subject(ctx, subject).await? {
+                    Ok(report) => report,
+                    Err(refused) => return Ok(Err(refused)),
+                };
+                let ctx = transport::context_with_timeout(crate::operations::SERVICE_TIMEOUT);
+                Ok(
+                    match crate::operations::audit_answer(audit.erase_subject_key(ctx, link).await)
+                    {
+                        Ok(_) => Ok(report),
+                        Err(reason) => Err(MemoryError::EraseUnfinished(format!(
+                            "the subject's memory is erased, but the audit log still holds its \
+                             linking key ({reason})"
+                        ))),
+                    },
+                )
+            },
         )
         .await
     }
@@ -125,15 +158,16 @@ impl Appliance {
         requester: &Requester,
         request: ExportRequest,
     ) -> Result<ExportPage, MemoryError> {
-        let scope = match &request.scope {
-            ExportScope::Namespace(ns) => ns.clone(),
-            ExportScope::Subject(subject) => format!("subject/{subject}"),
+        let (scope, subject) = match &request.scope {
+            ExportScope::Namespace(ns) => (ns.clone(), None),
+            ExportScope::Subject(subject) => (SUBJECT_SCOPE.to_owned(), Some(subject.clone())),
         };
         self.memory_scoped(
             requester,
             Action::MemoryExport,
             &scope,
             format!("memory:{scope}"),
+            subject.as_deref(),
             |c, ctx| async move { c.export(ctx, request).await },
         )
         .await
@@ -157,6 +191,7 @@ impl Appliance {
             Action::MemoryWrite,
             &first,
             format!("memory:import:{}", namespaces.join(",")),
+            None,
             |c, ctx| async move { c.import(ctx, request).await },
         )
         .await
@@ -172,6 +207,7 @@ impl Appliance {
             Action::MemoryErase,
             "*",
             "memory:*".into(),
+            None,
             |c, ctx| async move { c.compact(ctx).await },
         )
         .await

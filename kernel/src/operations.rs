@@ -61,7 +61,14 @@ impl From<Refusal<MemoryError>> for MemoryError {
     }
 }
 
-const SERVICE_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const SERVICE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The audit linking-key name of a memory data subject: its own key space,
+/// apart from the principals (`uid:1000`, `brain:…`) whose requests carry
+/// keyed digests, so that erasing a person never touches a client's key.
+pub fn data_subject_link(subject: &str) -> String {
+    format!("data-subject:{subject}")
+}
 
 /// The audit service's answer to one call, in words for an outcome record
 /// or an operator: its own error, or that it did not answer.
@@ -71,6 +78,20 @@ pub(crate) fn audit_answer<T>(
     match answer {
         Ok(result) => result.map_err(|e| e.to_string()),
         Err(rpc) => Err(format!("the audit service did not answer: {rpc}")),
+    }
+}
+
+/// An error message as an outcome record keeps it. A request about a data
+/// subject never puts the subject's id in the log, so a message that
+/// contains it is replaced (the client still gets the whole message).
+fn recorded_error(message: String, data_subject: Option<&str>) -> String {
+    match data_subject {
+        Some(id) if message.contains(id) => {
+            "the request failed; its message named the data subject, so the log leaves it out \
+             (the client received it)"
+                .into()
+        }
+        _ => message,
     }
 }
 
@@ -88,10 +109,34 @@ impl Appliance {
         E: std::fmt::Display,
         Fut: Future<Output = Result<T, E>>,
     {
+        self.governed_about(requester, action, resource, resource_label, None, run)
+            .await
+    }
+
+    /// [`Appliance::governed`] for a request about one data subject (a
+    /// memory erasure or export of everything about them). The records name
+    /// the subject only by its pseudonym (OAR.md §3.4, field 10) under the
+    /// linking key of [`data_subject_link`]`(subject)`, never by its id:
+    /// the log outlives an erasure, and after one the pseudonym links to
+    /// nobody. Only the intent carries it; its outcome points at the intent.
+    pub async fn governed_about<T, E, Fut>(
+        &self,
+        requester: &Requester,
+        action: Action,
+        resource: Resource,
+        resource_label: String,
+        data_subject: Option<&str>,
+        run: impl FnOnce() -> Fut,
+    ) -> Result<T, Refusal<E>>
+    where
+        E: std::fmt::Display,
+        Fut: Future<Output = Result<T, E>>,
+    {
         let ruling = self
             .governor
             .decide(self.principal(requester), action, resource);
-        self.carry_out(requester, ruling, resource_label, run).await
+        self.carry_out(requester, ruling, resource_label, data_subject, run)
+            .await
     }
 
     /// Acts on a ruling already made: records the intent with it, then
@@ -102,6 +147,7 @@ impl Appliance {
         requester: &Requester,
         ruling: Ruling,
         resource_label: String,
+        data_subject: Option<&str>,
         run: impl FnOnce() -> Fut,
     ) -> Result<T, Refusal<E>>
     where
@@ -117,6 +163,16 @@ impl Appliance {
         );
         intent.decision = Some(ruling.recorded.clone());
         intent.detail = ruling.detail();
+        intent.subject = data_subject.map(data_subject_link);
+        // The outcome names its intent; it needs no pseudonym of its own (and
+        // after an erasure, asking for one would mint a fresh linking key).
+        let outcome_of = |intent: &RecordDraft, seq: u64, result: ActionResult| {
+            let mut outcome = outcome_of(intent, seq, result);
+            if data_subject.is_some() {
+                outcome.subject = None;
+            }
+            outcome
+        };
         if !ruling.allowed() {
             let receipts = self
                 .record(vec![intent.clone()])
@@ -141,7 +197,7 @@ impl Appliance {
         let result = run().await;
         let ended = match &result {
             Ok(_) => ActionResult::Ok,
-            Err(err) => ActionResult::Error(err.to_string()),
+            Err(err) => ActionResult::Error(recorded_error(err.to_string(), data_subject)),
         };
         self.record(vec![outcome_of(&intent, seq, ended)])
             .await
@@ -164,7 +220,7 @@ impl Appliance {
             return Ok(());
         }
         let refused: Result<(), Refusal<String>> = self
-            .carry_out(requester, ruling, label.to_owned(), || async {
+            .carry_out(requester, ruling, label.to_owned(), None, || async {
                 Ok::<(), String>(())
             })
             .await;
@@ -419,6 +475,7 @@ impl Appliance {
         action: Action,
         scope: &str,
         label: String,
+        data_subject: Option<&str>,
         call: impl FnOnce(MemoryClient, tarpc::context::Context) -> Fut,
     ) -> Result<T, MemoryError>
     where
@@ -427,14 +484,21 @@ impl Appliance {
         let client = self.memory_client()?;
         let resource = Resource::MemoryNamespace(self.namespace(scope));
         Ok(self
-            .governed(requester, action, resource, label, || async move {
-                match call(client, transport::context_with_timeout(SERVICE_TIMEOUT)).await {
-                    Ok(result) => result,
-                    Err(rpc) => Err(MemoryError::Unavailable(format!(
-                        "the memory service did not answer: {rpc}"
-                    ))),
-                }
-            })
+            .governed_about(
+                requester,
+                action,
+                resource,
+                label,
+                data_subject,
+                || async move {
+                    match call(client, transport::context_with_timeout(SERVICE_TIMEOUT)).await {
+                        Ok(result) => result,
+                        Err(rpc) => Err(MemoryError::Unavailable(format!(
+                            "the memory service did not answer: {rpc}"
+                        ))),
+                    }
+                },
+            )
             .await?)
     }
 
@@ -459,7 +523,7 @@ impl Appliance {
             }
             let label = format!("memory:{operation}:{name}");
             let refused: Result<(), Refusal<MemoryError>> = self
-                .carry_out(requester, ruling, label, || async { Ok(()) })
+                .carry_out(requester, ruling, label, None, || async { Ok(()) })
                 .await;
             return Err(match refused {
                 Err(Refusal::Denied { reason, .. }) => MemoryError::Denied {

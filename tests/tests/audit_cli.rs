@@ -160,7 +160,7 @@ fn every_action_is_recorded_and_the_export_verifies_offline() {
         ("memory_write", ns),
         ("memory_read", ns),
         ("memory_export", ns),
-        ("memory_erase", "alice"),
+        ("memory_erase", "memory:subject/*"),
         ("key_rotate", ""),
         ("policy_load", ""),
         ("audit_read", "record-timings"),
@@ -390,6 +390,132 @@ fn check_proofs_across_the_rotation(
 /// A name is the client's choice and may be longer than a record field
 /// allows: it is fitted into the record (its head, its length and its
 /// SHA-256), never a reason to leave the action unrecorded.
+/// The files at or under `path` whose bytes contain `needle`.
+fn files_holding(path: &Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut todo = vec![path.to_owned()];
+    while let Some(path) = todo.pop() {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path).expect("read dir") {
+                todo.push(entry.expect("dir entry").path());
+            }
+        } else if std::fs::read(&path)
+            .expect("read file")
+            .windows(needle.len())
+            .any(|w| w == needle)
+        {
+            found.push(path.display().to_string());
+        }
+    }
+    found
+}
+
+/// The audit log outlives an erasure, so a data subject's id never enters
+/// it: requests about a subject are recorded on `memory:subject/*` with the
+/// subject's pseudonym, and erasing the subject destroys the linking key
+/// behind the pseudonym (present in `audit.redb` before, gone after).
+#[test]
+fn a_data_subject_is_recorded_only_by_a_pseudonym_that_erasure_unlinks() {
+    if !require_setup() {
+        return;
+    }
+    let mut app = TestAppliance::start(Options::brains(&[]));
+    let (person, stranger) = (
+        "patient-q7k2x9@clinic.example",
+        "nobody-w4m8z1@clinic.example",
+    );
+    let ns = "client:ops/records";
+    for key in ["visit-1", "visit-2"] {
+        ok(
+            &app.sios(&sios_e2e::memory_put_args(ns, person, key, "notes", &[])),
+            "memory put",
+        );
+    }
+    let work = app.dir.path().to_owned();
+    let exported = work.join("person.jsonl").display().to_string();
+    ok(
+        &app.sios(&["memory", "export", "--subject", person, "-o", &exported]),
+        "export the person",
+    );
+    let unknown = app.sios(&[
+        "memory",
+        "export",
+        "--subject",
+        stranger,
+        "-o",
+        &work.join("stranger.jsonl").display().to_string(),
+    ]);
+    assert!(
+        !unknown.status.success(),
+        "a subject nobody stored exported"
+    );
+    let audit_dir = app.state_dir.join("audit");
+    let link = format!("data-subject:{person}");
+    assert_eq!(
+        files_holding(&audit_dir, link.as_bytes()).len(),
+        1,
+        "before the erasure, audit.redb holds the subject's linking key under its name"
+    );
+    ok(
+        &app.sios(&["memory", "erase-subject", person]),
+        "erase the person",
+    );
+
+    let records = tail(&app);
+    let about_subjects: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "intent" && r["resource"] == "memory:subject/*")
+        .collect();
+    let actions: Vec<&str> = about_subjects
+        .iter()
+        .map(|r| r["action"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        actions,
+        ["memory_export", "memory_export", "memory_erase"],
+        "{about_subjects:#?}"
+    );
+    let pseudonym = |r: &Value| -> String {
+        let hex = r["subject"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no pseudonym: {r}"));
+        assert_eq!(hex.len(), 64, "{r}");
+        hex.to_owned()
+    };
+    // The person's export and erasure share a pseudonym; the stranger's differs.
+    assert_eq!(pseudonym(about_subjects[0]), pseudonym(about_subjects[2]));
+    assert_ne!(pseudonym(about_subjects[0]), pseudonym(about_subjects[1]));
+    let outcome_of = |intent: &Value| {
+        records
+            .iter()
+            .find(|r| r["kind"] == "outcome" && r["intent_seq"] == intent["seq"])
+            .unwrap_or_else(|| panic!("no outcome for {intent}"))
+    };
+    assert_eq!(outcome_of(about_subjects[1])["result"], "error");
+    assert_eq!(outcome_of(about_subjects[2])["result"], "ok");
+
+    let bundle = work.join("log.oar");
+    ok(
+        &app.sios(&["audit", "export", &bundle.display().to_string()]),
+        "audit export",
+    );
+    assert!(app.stop().success(), "appliance stopped cleanly");
+    for id in [person, stranger] {
+        assert_eq!(
+            files_holding(&bundle, id.as_bytes()).len(),
+            0,
+            "the exported log names {id}"
+        );
+    }
+    // Nor does anything else the appliance keeps (the memory service's
+    // files included: erasure is for good there too).
+    assert_eq!(
+        files_holding(&app.state_dir, person.as_bytes()),
+        Vec::<String>::new(),
+        "after the erasure, the appliance's files still hold the person's id"
+    );
+}
+
 #[test]
 fn an_oversized_name_is_recorded_shortened_and_the_action_still_answered() {
     if !require_setup() {
