@@ -73,6 +73,36 @@ pub const MAX_SEARCH_FILTERS: usize = 16;
 /// Most namespaces one search may be restricted to.
 pub const MAX_SEARCH_NAMESPACES: usize = 256;
 
+/// Default `[memory] owner_quota_mib`: what one owner's namespaces may hold
+/// together (see [`quota_owner`]), in MiB of stored items.
+pub const DEFAULT_OWNER_QUOTA_MIB: u64 = 512;
+/// Default `[memory] capacity_mib`: what the whole store may hold, in MiB.
+/// Every embedding is also held in RAM by the search index, so this stays
+/// well inside the service's memory limit (`[sandbox.services] memory_mib`,
+/// 4096 by default, of which redb's cache takes up to 1 GiB).
+pub const DEFAULT_CAPACITY_MIB: u64 = 2048;
+/// Default `[memory] max_items`: items in the whole store (each costs the
+/// index a few hundred bytes of RAM beyond its embedding).
+pub const DEFAULT_MAX_ITEMS: u64 = 1_000_000;
+
+/// The principal a namespace belongs to, if its name starts with one:
+/// `client:alice/notes` is `client:alice`'s, `brain:legal/cache` is
+/// `brain:legal`'s. Other namespaces (`tenant/acme`) belong to nobody and
+/// are usable only through grants in the config.
+pub fn namespace_principal(namespace: &str) -> Option<&str> {
+    namespace
+        .split('/')
+        .next()
+        .filter(|first| first.starts_with("client:") || first.starts_with("brain:"))
+}
+
+/// Whose quota a namespace's items count against: its principal, so that
+/// making more namespaces gains nobody room; a namespace without one is
+/// its own (only the config's grants make those writable, one by one).
+pub fn quota_owner(namespace: &str) -> &str {
+    namespace_principal(namespace).unwrap_or(namespace)
+}
+
 /// The `format` field of an export header.
 pub const EXPORT_FORMAT: &str = "sios-memory-export";
 /// The export format version this build writes and reads.
@@ -423,6 +453,21 @@ pub enum MemoryError {
     /// Set by the kernel: the memory service did not answer.
     #[error("the memory service is unavailable ({0}); retry once `sios status` shows it ready")]
     Unavailable(String),
+    /// A write would take its owner, or the whole store, past a limit the
+    /// operator set; nothing of it was stored.
+    #[error(
+        "{scope} would hold {would} {unit}, over its limit of {limit}; nothing was stored: delete items (`sios memory rm`) or ask the operator to raise `[memory] {setting}` in the config"
+    )]
+    QuotaExceeded {
+        /// `memory of client:alice` or `the memory store`.
+        scope: String,
+        would: u64,
+        limit: u64,
+        /// `bytes` or `items`.
+        unit: String,
+        /// The config setting that sets the limit.
+        setting: String,
+    },
     /// Set by the kernel: an erasure did part of its work. Erasing again is
     /// harmless and finishes it.
     #[error("the erasure is not finished: {0}; run the same erase-subject again to finish it")]

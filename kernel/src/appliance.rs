@@ -274,6 +274,16 @@ impl Appliance {
                 program
                     .args
                     .extend(["--kernel-session".into(), kernel_session.clone()]);
+            } else {
+                let memory = &config.memory;
+                program.args.extend([
+                    "--owner-quota-mib".into(),
+                    memory.owner_quota_mib.to_string(),
+                    "--capacity-mib".into(),
+                    memory.capacity_mib.to_string(),
+                    "--max-items".into(),
+                    memory.max_items.to_string(),
+                ]);
             }
             let role = if service == "audit" {
                 Role::Audit

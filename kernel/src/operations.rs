@@ -414,11 +414,7 @@ impl Appliance {
     /// starts with (`client:alice/notes` is client alice's, `brain:legal/cache`
     /// brain legal's); grants come from the `[[memory.namespaces]]` config.
     pub fn namespace(&self, name: &str) -> MemoryNamespace {
-        let owner = name
-            .split('/')
-            .next()
-            .filter(|first| first.starts_with("client:") || first.starts_with("brain:"))
-            .unwrap_or_default();
+        let owner = memory::namespace_principal(name).unwrap_or_default();
         let mut namespace = MemoryNamespace::private(name, owner);
         if let Some(grant) = self
             .config()

@@ -145,6 +145,37 @@ fn memory_round_trip_through_the_kernel() {
     assert_eq!(got["value"]["text"], "gamma");
 }
 
+/// The `[memory]` limits reach the memory service through the kernel: a
+/// write past one is refused (exit 1) with the setting named, and stores
+/// nothing; deleting makes room.
+#[test]
+fn a_memory_limit_from_the_config_refuses_a_write_and_names_the_setting() {
+    if !require_setup() {
+        return;
+    }
+    let mut options = Options::brains(&[]);
+    options.extra_config = "[memory]\nmax_items = 2\n".into();
+    let app = TestAppliance::start(options);
+    let ns = "client:ops/limited";
+    let put = |key: &str| app.sios(&sios_e2e::memory_put_args(ns, "s", key, "v", &["--json"]));
+    json(&put("a"), "put a");
+    json(&put("b"), "put b");
+    let refused = put("c");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("[memory] max_items") && stderr.contains("nothing was stored"),
+        "{stderr}"
+    );
+    let gone = app.sios(&["memory", "get", "--namespace", ns, "c"]);
+    assert_eq!(gone.status.code(), Some(1), "a refused put was stored");
+    json(
+        &app.sios(&["memory", "rm", "--namespace", ns, "a", "--json"]),
+        "rm a",
+    );
+    json(&put("c"), "put c after making room");
+}
+
 /// Issue 6 point 5: a write acknowledged to the caller survives `kill -9` of
 /// the kernel (the memory service dies with it), under concurrent writers,
 /// twice over, and the database opens cleanly after each.

@@ -65,12 +65,32 @@ pub struct PerformanceConfig {
     pub low_latency_idle: bool,
 }
 
-/// The `[memory]` section: who may use namespaces they do not own.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+/// The `[memory]` section: how much customer memory may hold, and who may
+/// use namespaces they do not own.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MemoryConfig {
+    /// MiB one owner's namespaces may hold together (`client:alice/…` all
+    /// count as `client:alice`'s; a namespace without an owner is its own).
+    pub owner_quota_mib: u64,
+    /// MiB the whole store may hold. The search index keeps every embedding
+    /// in RAM: raise `[sandbox.services] memory_mib` with it.
+    pub capacity_mib: u64,
+    /// Items the whole store may hold.
+    pub max_items: u64,
     /// `[[memory.namespaces]]`: grants on one namespace.
     pub namespaces: Vec<NamespaceGrant>,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> MemoryConfig {
+        MemoryConfig {
+            owner_quota_mib: sios_ipc::memory::DEFAULT_OWNER_QUOTA_MIB,
+            capacity_mib: sios_ipc::memory::DEFAULT_CAPACITY_MIB,
+            max_items: sios_ipc::memory::DEFAULT_MAX_ITEMS,
+            namespaces: Vec::new(),
+        }
+    }
 }
 
 /// Grants on one memory namespace (its owner is the principal its name
@@ -401,6 +421,7 @@ mod tests {
         assert_eq!(parsed.brains, defaults.brains);
         assert_eq!(parsed.sandbox, defaults.sandbox);
         assert_eq!(parsed.performance, defaults.performance);
+        assert_eq!(parsed.memory, defaults.memory);
     }
 
     #[test]

@@ -28,7 +28,9 @@
 pub mod index;
 pub mod jsonl;
 pub mod keys;
+pub mod quota;
 pub mod seal;
 pub mod store;
 
+pub use quota::Quotas;
 pub use store::{DATABASE_FILE, EraseStop, MemoryStore};

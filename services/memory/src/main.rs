@@ -24,6 +24,15 @@ struct Args {
     /// Largest frame accepted on the socket, in bytes.
     #[arg(long, default_value_t = transport::DEFAULT_MAX_FRAME_BYTES)]
     max_frame_bytes: usize,
+    /// MiB one owner's namespaces may hold together (`[memory] owner_quota_mib`).
+    #[arg(long, default_value_t = sios_ipc::memory::DEFAULT_OWNER_QUOTA_MIB)]
+    owner_quota_mib: u64,
+    /// MiB the whole store may hold (`[memory] capacity_mib`).
+    #[arg(long, default_value_t = sios_ipc::memory::DEFAULT_CAPACITY_MIB)]
+    capacity_mib: u64,
+    /// Items the whole store may hold (`[memory] max_items`).
+    #[arg(long, default_value_t = sios_ipc::memory::DEFAULT_MAX_ITEMS)]
+    max_items: u64,
 }
 
 #[derive(Clone)]
@@ -124,13 +133,36 @@ fn main() -> anyhow::Result<()> {
     sios_ipc::process::init_tracing("memory");
     // Recovery (finishing an interrupted erasure) happens inside `open`,
     // before the first request can be served.
-    let store = MemoryStore::open(&args.data_dir)
+    let quotas =
+        sios_memory::Quotas::from_config(args.owner_quota_mib, args.capacity_mib, args.max_items);
+    let store = MemoryStore::open_with(&args.data_dir, quotas)
         .with_context(|| format!("opening the memory store in {}", args.data_dir.display()))?;
     let server = MemoryServer {
         database: store.database_path().display().to_string(),
         store: Arc::new(store),
     };
-    tracing::info!(database = %server.database, indexed = server.store.indexed(), "opened");
+    let usage = server.store.usage();
+    tracing::info!(
+        database = %server.database,
+        indexed = server.store.indexed(),
+        items = usage.items,
+        bytes = usage.bytes,
+        max_items = quotas.total_items,
+        capacity_bytes = quotas.total_bytes,
+        "opened"
+    );
+    for (what, used, limit) in [
+        ("items", usage.items, quotas.total_items),
+        ("bytes", usage.bytes, quotas.total_bytes),
+    ] {
+        if used > limit {
+            tracing::warn!(
+                used,
+                limit,
+                "the store holds more {what} than its limit allows: it takes no write that adds {what} until items are deleted or the limit raised"
+            );
+        }
+    }
     let max = args.max_frame_bytes;
     sios_ipc::process::serve_until_signal("memory service", listener, |stream| {
         tokio::spawn(transport::serve_connection(

@@ -37,6 +37,7 @@
 
 use crate::index::{Filter, VectorIndex};
 use crate::keys::{KeyFile, SubjectKey};
+use crate::quota::{Quotas, Usage, UsageChange, stored_bytes};
 use crate::seal::{Place, Row, SealError};
 use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase as _, ReadableTable as _,
@@ -82,19 +83,46 @@ fn unreadable(namespace: &str, key: &str, err: SealError) -> MemoryError {
     ))
 }
 
-/// The header (subject handle, created, updated) of the row a write is
-/// about to replace, if there is one.
+/// The row a write is about to replace.
+#[derive(Debug, Clone, Copy)]
+struct Previous {
+    handle: u64,
+    created_ms: u64,
+    /// What it occupies ([`stored_bytes`]).
+    bytes: u64,
+}
+
+/// The row a write is about to replace, if there is one.
 fn previous_row(
     items: &redb::Table<(&str, &str), &[u8]>,
     namespace: &str,
     key: &str,
-) -> Result<Option<(u64, u64, u64)>, MemoryError> {
-    items
-        .get((namespace, key))
-        .map_err(storage)?
-        .map(|v| Row::peek(v.value()))
-        .transpose()
-        .map_err(|e| unreadable(namespace, key, e))
+) -> Result<Option<Previous>, MemoryError> {
+    let Some(value) = items.get((namespace, key)).map_err(storage)? else {
+        return Ok(None);
+    };
+    let row = value.value();
+    let (handle, created_ms, _) = Row::peek(row).map_err(|e| unreadable(namespace, key, e))?;
+    Ok(Some(Previous {
+        handle,
+        created_ms,
+        bytes: stored_bytes(namespace, key, row.len()),
+    }))
+}
+
+/// What writing `row_bytes` at (namespace, key) over `previous` adds.
+fn count_write(
+    change: &mut UsageChange,
+    namespace: &str,
+    key: &str,
+    row_bytes: usize,
+    previous: Option<Previous>,
+) {
+    let bytes = stored_bytes(namespace, key, row_bytes) as i64;
+    match previous {
+        Some(p) => change.add(namespace, 0, bytes - p.bytes as i64),
+        None => change.add(namespace, 1, bytes),
+    }
 }
 
 fn now_ms() -> u64 {
@@ -187,6 +215,9 @@ pub struct MemoryStore {
     keys: RwLock<KeyFile>,
     index: RwLock<VectorIndex>,
     writer: Mutex<()>,
+    quotas: Quotas,
+    /// What the store holds, as [`Quotas`] count it; see [`crate::quota`].
+    usage: Mutex<Usage>,
 }
 
 impl MemoryStore {
@@ -195,6 +226,13 @@ impl MemoryStore {
     /// an erasure happened since the last compaction, and builds the search
     /// index. Only then may the store be served.
     pub fn open(dir: &Path) -> Result<MemoryStore, MemoryError> {
+        MemoryStore::open_with(dir, Quotas::default())
+    }
+
+    /// [`MemoryStore::open`] with the limits the config sets. A store
+    /// already over a limit opens; only writes that would grow it are
+    /// refused.
+    pub fn open_with(dir: &Path, quotas: Quotas) -> Result<MemoryStore, MemoryError> {
         std::fs::create_dir_all(dir).map_err(|e| storage(format!("{}: {e}", dir.display())))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| storage(format!("{}: {e}", dir.display())))?;
@@ -249,6 +287,8 @@ impl MemoryStore {
             keys: RwLock::new(keys),
             index: RwLock::new(VectorIndex::default()),
             writer: Mutex::new(()),
+            quotas,
+            usage: Mutex::new(Usage::default()),
         };
         store.recover()?;
         let due = {
@@ -263,7 +303,7 @@ impl MemoryStore {
         if due || read(&store.keys).compaction_worthwhile() {
             store.compact()?;
         }
-        store.build_index()?;
+        store.build_index_and_usage()?;
         Ok(store)
     }
 
@@ -275,6 +315,16 @@ impl MemoryStore {
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// What the store holds, as its quotas count it.
+    pub fn usage(&self) -> Usage {
+        lock(&self.usage).clone()
+    }
+
+    /// The limits it was opened with.
+    pub fn quotas(&self) -> Quotas {
+        self.quotas
     }
 
     /// Items held with an embedding (the search index's size).
@@ -467,16 +517,20 @@ impl MemoryStore {
         Ok(())
     }
 
-    fn build_index(&self) -> Result<(), MemoryError> {
+    /// Builds the search index and measures the usage, in one pass over
+    /// every row.
+    fn build_index_and_usage(&self) -> Result<(), MemoryError> {
         let db = self.db()?;
         let txn = db.begin_read().map_err(storage)?;
         let items = txn.open_table(ITEMS).map_err(storage)?;
         let keys = read(&self.keys);
         let mut index = VectorIndex::default();
+        let mut usage = Usage::default();
         let mut cache: HashMap<u64, Option<Arc<SubjectKey>>> = HashMap::new();
         for entry in items.iter().map_err(storage)? {
             let (k, v) = entry.map_err(storage)?;
             let (namespace, key) = k.value();
+            usage.count(namespace, stored_bytes(namespace, key, v.value().len()));
             let row = Row::from_bytes(v.value()).map_err(|e| unreadable(namespace, key, e))?;
             if !row.has_embedding {
                 continue;
@@ -506,6 +560,7 @@ impl MemoryStore {
             }
         }
         *write(&self.index) = index;
+        *lock(&self.usage) = usage;
         Ok(())
     }
 
@@ -802,10 +857,11 @@ impl MemoryStore {
             let db = self.db()?;
             let txn = write_txn(&db)?;
             let now = now_ms();
+            let mut change = UsageChange::default();
             let (created, created_ms) = {
                 let mut items = txn.open_table(ITEMS).map_err(storage)?;
                 let previous = previous_row(&items, &request.namespace, &request.key)?;
-                let created_ms = previous.map_or(now, |(_, created, _)| created);
+                let created_ms = previous.map_or(now, |p| p.created_ms);
                 let row = Row::seal(
                     &subject_key,
                     Place {
@@ -819,22 +875,32 @@ impl MemoryStore {
                     request.embedding.as_ref().map(|e| e.0.as_slice()),
                 )
                 .map_err(storage)?;
+                let row = row.to_bytes();
+                count_write(
+                    &mut change,
+                    &request.namespace,
+                    &request.key,
+                    row.len(),
+                    previous,
+                );
+                lock(&self.usage).check(&change, &self.quotas)?;
                 items
                     .insert(
                         (request.namespace.as_str(), request.key.as_str()),
-                        row.to_bytes().as_slice(),
+                        row.as_slice(),
                     )
                     .map_err(storage)?;
                 link(
                     &txn,
                     &request.namespace,
                     &request.key,
-                    previous.map(|p| p.0),
+                    previous.map(|p| p.handle),
                     subject_key.handle,
                 )?;
                 (previous.is_none(), created_ms)
             };
             txn.commit().map_err(storage)?;
+            lock(&self.usage).apply(change);
             let mut index = write(&self.index);
             match &request.embedding {
                 Some(embedding) => index.insert(
@@ -866,6 +932,7 @@ impl MemoryStore {
         self.write_with(|| {
             let db = self.db()?;
             let txn = write_txn(&db)?;
+            let mut change = UsageChange::default();
             {
                 let namespaces = txn.open_table(NAMESPACES).map_err(storage)?;
                 if namespaces.get(namespace).map_err(storage)?.is_none() {
@@ -883,6 +950,11 @@ impl MemoryStore {
                 };
                 let (handle, _, _) =
                     Row::peek(removed.value()).map_err(|e| unreadable(namespace, key, e))?;
+                change.add(
+                    namespace,
+                    -1,
+                    -(stored_bytes(namespace, key, removed.value().len()) as i64),
+                );
                 drop(removed);
                 let mut subject_items = txn.open_table(SUBJECT_ITEMS).map_err(storage)?;
                 subject_items
@@ -891,6 +963,7 @@ impl MemoryStore {
             }
             count_namespace(&txn, namespace, -1)?;
             txn.commit().map_err(storage)?;
+            lock(&self.usage).apply(change);
             write(&self.index).remove(namespace, key);
             Ok(())
         })
@@ -975,6 +1048,7 @@ impl MemoryStore {
     ) -> Result<(u64, Vec<String>), MemoryError> {
         let txn = write_txn(db)?;
         let mut per_namespace: std::collections::BTreeMap<String, i64> = Default::default();
+        let mut change = UsageChange::default();
         {
             let mut subject_items = txn.open_table(SUBJECT_ITEMS).map_err(storage)?;
             let mut items = txn.open_table(ITEMS).map_err(storage)?;
@@ -991,9 +1065,16 @@ impl MemoryStore {
                 .map(|r| r.map(|(_, ns, key)| (ns, key)))
                 .collect::<Result<_, _>>()?;
             for (namespace, key) in &doomed {
-                items
+                if let Some(row) = items
                     .remove((namespace.as_str(), key.as_str()))
-                    .map_err(storage)?;
+                    .map_err(storage)?
+                {
+                    change.add(
+                        namespace,
+                        -1,
+                        -(stored_bytes(namespace, key, row.value().len()) as i64),
+                    );
+                }
                 subject_items
                     .remove((handle, namespace.as_str(), key.as_str()))
                     .map_err(storage)?;
@@ -1010,6 +1091,7 @@ impl MemoryStore {
             erased += delta.unsigned_abs();
         }
         txn.commit().map_err(storage)?;
+        lock(&self.usage).apply(change);
         Ok((erased, per_namespace.into_keys().collect()))
     }
 
@@ -1035,6 +1117,7 @@ impl MemoryStore {
             let db = self.db()?;
             let txn = write_txn(&db)?;
             let mut report = ImportReport::default();
+            let mut change = UsageChange::default();
             for item in &request.items {
                 let subject_key = &subject_keys[item.subject.as_str()];
                 let mut items = txn.open_table(ITEMS).map_err(storage)?;
@@ -1052,18 +1135,17 @@ impl MemoryStore {
                     item.embedding.as_ref().map(|e| e.0.as_slice()),
                 )
                 .map_err(storage)?;
+                let row = row.to_bytes();
+                count_write(&mut change, &item.namespace, &item.key, row.len(), previous);
                 items
-                    .insert(
-                        (item.namespace.as_str(), item.key.as_str()),
-                        row.to_bytes().as_slice(),
-                    )
+                    .insert((item.namespace.as_str(), item.key.as_str()), row.as_slice())
                     .map_err(storage)?;
                 drop(items);
                 link(
                     &txn,
                     &item.namespace,
                     &item.key,
-                    previous.map(|p| p.0),
+                    previous.map(|p| p.handle),
                     subject_key.handle,
                 )?;
                 if previous.is_some() {
@@ -1072,7 +1154,10 @@ impl MemoryStore {
                     report.created += 1;
                 }
             }
+            // The whole chunk or none of it: a refused chunk stores nothing.
+            lock(&self.usage).check(&change, &self.quotas)?;
             txn.commit().map_err(storage)?;
+            lock(&self.usage).apply(change);
             let mut index = write(&self.index);
             for item in &request.items {
                 let subject_key = &subject_keys[item.subject.as_str()];

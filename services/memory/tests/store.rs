@@ -841,3 +841,129 @@ fn a_database_without_its_key_file_is_refused_not_served() {
         b"not a key file at all"
     );
 }
+
+/// `[memory]` limits: an owner's quota spans all its namespaces, the
+/// store's item and byte limits bind everyone, a refused write (or import
+/// chunk) stores nothing, freeing makes room, and the count survives a
+/// restart and an erasure.
+#[test]
+fn quotas_bind_owners_and_the_store_and_refused_writes_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("memory");
+    let kib = |n: usize| text("x".repeat(n * 1024));
+    let quotas = sios_memory::Quotas {
+        owner_bytes: 10 * 1024,
+        total_bytes: 16 * 1024,
+        total_items: 6,
+    };
+    let store = MemoryStore::open_with(&data, quotas).unwrap();
+    let quota_refusal = |err: MemoryError, setting: &str| match err {
+        MemoryError::QuotaExceeded {
+            setting: got,
+            would,
+            limit,
+            ..
+        } => {
+            assert_eq!(got, setting);
+            assert!(would > limit, "{would} {limit}");
+        }
+        other => panic!("expected a quota refusal naming {setting}, got {other}"),
+    };
+
+    // client:a fills its quota across two namespaces.
+    store
+        .put(&put("client:a/one", "k1", "s1", kib(4), &[], None))
+        .unwrap();
+    store
+        .put(&put("client:a/two", "k2", "s1", kib(4), &[], None))
+        .unwrap();
+    let err = store
+        .put(&put("client:a/three", "k3", "s1", kib(4), &[], None))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("[memory] owner_quota_mib"),
+        "{err}"
+    );
+    quota_refusal(err, "owner_quota_mib");
+    assert!(
+        matches!(
+            store.get("client:a/three", "k3"),
+            Err(MemoryError::UnknownNamespace { .. })
+        ),
+        "a refused put left something"
+    );
+    // Replacing an item with a smaller one always passes; growing it back
+    // past the quota does not.
+    store
+        .put(&put("client:a/one", "k1", "s1", kib(1), &[], None))
+        .unwrap();
+    quota_refusal(
+        store
+            .put(&put("client:a/one", "k1", "s1", kib(6), &[], None))
+            .unwrap_err(),
+        "owner_quota_mib",
+    );
+
+    // Another owner has its own quota, but the store's bytes bind both.
+    store
+        .put(&put("client:b/x", "k", "s2", kib(6), &[], None))
+        .unwrap();
+    quota_refusal(
+        store
+            .put(&put("tenant/acme", "k", "s2", kib(6), &[], None))
+            .unwrap_err(),
+        "capacity_mib",
+    );
+    // An import chunk over a limit is refused whole.
+    let chunk: Vec<Item> = (0..4)
+        .map(|i| item("tenant/acme", &format!("i{i}"), "s2", text("small"), None))
+        .collect();
+    quota_refusal(
+        store
+            .import(&ImportRequest {
+                items: chunk.clone(),
+            })
+            .unwrap_err(),
+        "max_items",
+    );
+    assert!(matches!(
+        store.get("tenant/acme", "i0"),
+        Err(MemoryError::UnknownNamespace { .. })
+    ));
+    let before = store.usage();
+    assert_eq!(before.items, 3);
+    drop(store);
+
+    // The count is measured again at open, and freeing makes room.
+    let store = MemoryStore::open_with(&data, quotas).unwrap();
+    assert_eq!(store.usage(), before);
+    store.delete("client:b/x", "k").unwrap();
+    store.import(&ImportRequest { items: chunk }).unwrap();
+    assert_eq!(store.usage().items, 6);
+    quota_refusal(
+        store
+            .put(&put("tenant/other", "k", "s3", text("one more"), &[], None))
+            .unwrap_err(),
+        "max_items",
+    );
+    let report = store.erase_subject("s2").unwrap();
+    assert_eq!(report.items_erased, 4);
+    let after = store.usage();
+    assert_eq!(after.items, 2);
+    assert_eq!(
+        after.by_owner.keys().collect::<Vec<_>>(),
+        ["client:a"],
+        "an erased subject's bytes still counted"
+    );
+    store
+        .put(&put("tenant/other", "k", "s3", text("one more"), &[], None))
+        .unwrap();
+    drop(store);
+    let reopened = MemoryStore::open_with(&data, quotas).unwrap();
+    assert_eq!(reopened.usage().items, 3);
+    assert_eq!(reopened.usage().bytes, {
+        let mut expect = after.bytes;
+        expect += reopened.usage().by_owner["tenant/other"];
+        expect
+    });
+}
