@@ -681,6 +681,25 @@ fn an_erasure_interrupted_at_any_step_completes_on_restart() {
     }
 }
 
+/// A write that fails after an erasure's tombstone closes memory.redb; the
+/// first write after the reopen finishes the erasure on the live store,
+/// whose search index must then forget the subject too (not only after a
+/// restart).
+#[test]
+fn an_erasure_finished_after_a_reopen_leaves_nothing_in_the_live_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemoryStore::open(&dir.path().join("memory")).unwrap();
+    fill_two_subjects(&store, 150);
+    assert!(
+        store
+            .erase_subject_interrupted("subject-a", EraseStop::AfterTombstone)
+            .is_err()
+    );
+    store.recover_as_after_reopen().unwrap();
+    assert_subject_a_is_gone(&store, 150);
+    assert_eq!(store.item_count().unwrap(), 150);
+}
+
 #[test]
 fn deleted_and_erased_items_never_come_back() {
     let dir = tempfile::tempdir().unwrap();
