@@ -411,7 +411,19 @@ fn ctx() -> tarpc::context::Context {
 }
 
 fn rpc(err: tarpc::client::RpcError) -> CliError {
-    CliError::Refused(format!("the kernel did not answer: {err}"))
+    CliError::Refused(rpc_failure(&err))
+}
+
+/// A call that got no answer from the service, in an operator's words. The
+/// kernel's own refusals of a connection or a request (too many open) come
+/// as server errors, whose text says what to do.
+fn rpc_failure(err: &tarpc::client::RpcError) -> String {
+    match err {
+        tarpc::client::RpcError::Server(refusal) => {
+            format!("the kernel refused the request: {}", refusal.detail)
+        }
+        other => format!("the kernel did not answer: {other}"),
+    }
 }
 
 fn refused(err: impl std::fmt::Display) -> CliError {
@@ -796,9 +808,7 @@ impl Kernel {
                 *self.refusal.borrow_mut() = Some(err);
                 Err(sios_ipc::AuditError::Unavailable(text))
             }
-            Err(err) => Err(sios_ipc::AuditError::Unavailable(format!(
-                "the kernel did not answer: {err}"
-            ))),
+            Err(err) => Err(sios_ipc::AuditError::Unavailable(rpc_failure(&err))),
         }
     }
 
@@ -806,9 +816,7 @@ impl Kernel {
         &self,
         result: Result<Result<T, sios_ipc::MemoryError>, tarpc::client::RpcError>,
     ) -> Result<T, sios_ipc::MemoryError> {
-        result.map_err(|err| {
-            sios_ipc::MemoryError::Unavailable(format!("the kernel did not answer: {err}"))
-        })?
+        result.map_err(|err| sios_ipc::MemoryError::Unavailable(rpc_failure(&err)))?
     }
 
     /// The error to report for a failed audit command.
@@ -882,7 +890,7 @@ impl MemoryTarget for Kernel {
             .client
             .invoke(ctx(), EMBEDDER.into(), embedding_request(&text))
             .await
-            .map_err(|err| failed(format!("the kernel did not answer: {err}")))?
+            .map_err(|err| failed(rpc_failure(&err)))?
             .map_err(|err| match err {
                 sios_ipc::InvokeError::Denied { .. } => sios_ipc::MemoryError::Denied {
                     reason: err.to_string(),

@@ -6,6 +6,7 @@
 
 use crate::appliance::{Appliance, Requester};
 use crate::audit_follow::Followers;
+use crate::connections::ConnectionLimit;
 use sios_ipc::audit::{
     CheckpointPage, ConsistencyProof, Digest, InclusionProof, PublicKeyInfo, RecordPage,
     RecordTimings, RotationReport, SignedCheckpoint,
@@ -38,23 +39,60 @@ pub const MAX_IN_FLIGHT_PER_CLIENT: usize = 64;
 /// once for each request it serves.
 pub const MAX_IN_FLIGHT_PER_BRAIN: usize = 256;
 
+/// How long a connection over its uid's limit is kept to be told why:
+/// long enough for its first request, too short to count as holding one.
+const REFUSED_CONNECTION_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Serves the client socket until accepting fails for good. Each peer is
 /// identified once (SO_PEERCRED); its requests run detached, so that each
 /// action runs to its outcome record even if the client gives up
-/// ([`transport::detached`]), at most [`MAX_IN_FLIGHT_PER_CLIENT`] at once.
+/// ([`transport::detached`]), at most [`MAX_IN_FLIGHT_PER_CLIENT`] at once,
+/// and one uid holds at most `[limits] max_connections_per_uid`
+/// connections ([`ConnectionLimit`]); a connection over that limit gets the
+/// reason as the answer to its first request and is closed.
 pub async fn serve_clients(
     listener: UnixListener,
     appliance: Arc<Appliance>,
     max_frame_bytes: usize,
 ) -> std::io::Result<()> {
+    let limit = ConnectionLimit::new(appliance.config().limits.max_connections_per_uid);
     transport::accept_loop(listener, move |stream| {
-        if let Some(server) = KernelServer::for_connection(&appliance, &stream) {
-            tokio::spawn(transport::serve_detached(
-                stream,
-                max_frame_bytes,
-                MAX_IN_FLIGHT_PER_CLIENT,
-                move |ctx, req| server.serve().serve(ctx, req),
-            ));
+        let Some(server) = KernelServer::for_connection(&appliance, &stream) else {
+            return;
+        };
+        let uid = server.caller.uid;
+        match limit.admit(uid) {
+            Ok(open) => {
+                tokio::spawn(async move {
+                    transport::serve_detached(
+                        stream,
+                        max_frame_bytes,
+                        MAX_IN_FLIGHT_PER_CLIENT,
+                        move |ctx, req| server.serve().serve(ctx, req),
+                    )
+                    .await;
+                    drop(open);
+                });
+            }
+            Err(refused) => {
+                if refused.log {
+                    tracing::warn!(uid, "refusing a client connection: {}", refused.message);
+                }
+                tokio::spawn(tokio::time::timeout(
+                    REFUSED_CONNECTION_GRACE,
+                    transport::serve_detached::<
+                        sios_ipc::KernelRequest,
+                        sios_ipc::KernelResponse,
+                        _,
+                        _,
+                    >(stream, max_frame_bytes, 1, move |_, _| async move {
+                        Err(tarpc::ServerError::new(
+                            std::io::ErrorKind::ConnectionRefused,
+                            refused.message,
+                        ))
+                    }),
+                ));
+            }
         }
     })
     .await

@@ -20,6 +20,7 @@ pub mod appliance;
 pub mod ask;
 pub mod audit_follow;
 pub mod child_log;
+pub mod connections;
 pub mod disk;
 pub mod governance;
 pub mod memory_access;

@@ -162,3 +162,43 @@ fn an_action_whose_client_gives_up_still_runs_to_its_outcome_record() {
         "a later request is answered: {answer:?}"
     );
 }
+
+/// One uid holds at most `[limits] max_connections_per_uid` connections:
+/// one more is told why (the CLI prints it and exits 1) and closed, and a
+/// closed connection gives its place back. Counted per SO_PEERCRED uid.
+#[test]
+fn connections_over_the_per_uid_limit_are_told_why_and_closed() {
+    if !require_setup() {
+        return;
+    }
+    let mut options = Options::brains(&[]);
+    options.extra_config = "[limits]\nmax_connections_per_uid = 3\n".into();
+    let app = TestAppliance::start(options);
+    let held: Vec<std::os::unix::net::UnixStream> = (0..3)
+        .map(|_| std::os::unix::net::UnixStream::connect(app.kernel_socket()).expect("connect"))
+        .collect();
+    // The kernel accepts in order: the CLI's connection comes after the three.
+    let refused = app.sios(&["status"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("max_connections_per_uid") && stderr.contains("3 connections open"),
+        "{stderr}"
+    );
+    drop(held);
+    // Closing is noticed by the kernel's connection tasks: poll until the
+    // places are free (a failure here means they never came back).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = app.sios(&["status"]);
+        if status.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "closed connections never gave their places back: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

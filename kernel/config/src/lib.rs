@@ -193,6 +193,8 @@ pub struct LimitsConfig {
     pub request_timeout_ms: u64,
     /// Largest number of elements in one tensor.
     pub max_tensor_elements: u64,
+    /// Client connections one uid may hold open at once.
+    pub max_connections_per_uid: usize,
 }
 
 impl Default for LimitsConfig {
@@ -201,6 +203,7 @@ impl Default for LimitsConfig {
             max_frame_bytes: sios_ipc::transport::DEFAULT_MAX_FRAME_BYTES,
             request_timeout_ms: 30_000,
             max_tensor_elements: sios_ipc::TensorLimits::default().max_elements,
+            max_connections_per_uid: 256,
         }
     }
 }

@@ -1,0 +1,135 @@
+//! How many client connections one uid may hold open at once.
+//!
+//! Each connection may have [`crate::api::MAX_IN_FLIGHT_PER_CLIENT`]
+//! requests open, so that cap bounds one connection; this one bounds how
+//! many connections one user adds up, so that nobody who may reach the
+//! socket can take every descriptor the kernel has (brains, services and
+//! other users need them too). Counted by SO_PEERCRED uid, which the client
+//! cannot choose.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// The open-connection count per uid, shared by the accept loop and every
+/// connection it admitted.
+#[derive(Debug)]
+pub struct ConnectionLimit {
+    per_uid: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    open: HashMap<u32, usize>,
+    /// When a refusal was last logged: a client retrying in a loop would
+    /// otherwise fill the log.
+    last_warning: Option<Instant>,
+}
+
+/// A refused connection's reason, in the words its client is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub message: String,
+    /// Whether this refusal should be logged (at most one a second).
+    pub log: bool,
+}
+
+/// One admitted connection; dropping it gives the place back.
+#[derive(Debug)]
+pub struct OpenConnection {
+    limit: Arc<ConnectionLimit>,
+    uid: u32,
+}
+
+const WARN_EVERY: Duration = Duration::from_secs(1);
+
+impl ConnectionLimit {
+    pub fn new(per_uid: usize) -> Arc<ConnectionLimit> {
+        Arc::new(ConnectionLimit {
+            per_uid,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Admits one more connection of `uid`, or says why not.
+    pub fn admit(self: &Arc<Self>, uid: u32) -> Result<OpenConnection, Refused> {
+        let mut state = self.state();
+        let open = state.open.entry(uid).or_default();
+        if *open < self.per_uid {
+            *open += 1;
+            return Ok(OpenConnection {
+                limit: Arc::clone(self),
+                uid,
+            });
+        }
+        let message = format!(
+            "uid {uid} already has {open} connections open to the kernel, its limit \
+             ([limits] max_connections_per_uid); close some (each may carry many requests) \
+             or ask the operator to raise the limit",
+            open = *open
+        );
+        let log = state
+            .last_warning
+            .is_none_or(|at| at.elapsed() >= WARN_EVERY);
+        if log {
+            state.last_warning = Some(Instant::now());
+        }
+        Err(Refused { message, log })
+    }
+
+    /// Connections `uid` holds open now.
+    pub fn open(&self, uid: u32) -> usize {
+        self.state().open.get(&uid).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        let mut state = self.limit.state();
+        if let Some(open) = state.open.get_mut(&self.uid) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                state.open.remove(&self.uid);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_uid_gets_its_own_places_back_when_it_closes() {
+        let limit = ConnectionLimit::new(2);
+        let a1 = limit.admit(1000).unwrap();
+        let _a2 = limit.admit(1000).unwrap();
+        let refused = limit.admit(1000).unwrap_err();
+        assert!(refused.log, "the first refusal is logged");
+        assert!(
+            refused.message.contains("uid 1000")
+                && refused.message.contains("max_connections_per_uid"),
+            "{}",
+            refused.message
+        );
+        assert!(!limit.admit(1000).unwrap_err().log, "one log line a second");
+        // Another uid is not affected.
+        let _b = limit.admit(1001).unwrap();
+        drop(a1);
+        assert_eq!(limit.open(1000), 1);
+        let _a3 = limit.admit(1000).unwrap();
+        assert_eq!(limit.open(1000), 2);
+    }
+
+    #[test]
+    fn a_uid_with_nothing_open_is_forgotten() {
+        let limit = ConnectionLimit::new(1);
+        drop(limit.admit(7).unwrap());
+        assert!(limit.state().open.is_empty());
+    }
+}
