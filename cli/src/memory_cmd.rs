@@ -185,7 +185,9 @@ pub enum MemoryCommand {
     /// Restore an export exactly (items replace any at the same key).
     ///
     /// The whole file is checked before anything is stored; then it is sent
-    /// in chunks, each stored durably as a whole. Re-running is harmless.
+    /// in chunks, each stored durably as a whole. If a chunk is refused (a
+    /// memory limit, say), the error says how many of the file's items are
+    /// in. Re-running is harmless.
     Import {
         /// The export file, or - for standard input.
         file: PathBuf,
@@ -233,13 +235,29 @@ pub enum MemoryCliError {
     /// export was written: exit 1.
     #[error("{0}")]
     Failed(String),
+    /// An import stopped part-way: the chunks before the failing one are
+    /// stored. Exit status as for the failure itself.
+    #[error(
+        "{source}; the first {stored} of the file's {total} items were imported before this. Importing the same file again is safe: it restores each item exactly, replacing what is there"
+    )]
+    ImportStopped {
+        source: MemoryError,
+        stored: u64,
+        total: u64,
+    },
 }
 
 impl MemoryCliError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            MemoryCliError::Memory(err) if err.is_bad_request() => 2,
-            MemoryCliError::Memory(_) | MemoryCliError::Failed(_) => 1,
+            MemoryCliError::Memory(err) | MemoryCliError::ImportStopped { source: err, .. }
+                if err.is_bad_request() =>
+            {
+                2
+            }
+            MemoryCliError::Memory(_)
+            | MemoryCliError::ImportStopped { .. }
+            | MemoryCliError::Failed(_) => 1,
             MemoryCliError::Usage(_) => 2,
         }
     }
@@ -708,8 +726,18 @@ async fn run_inner(
                 .map_err(|e| usage(format!("{}: {e}", file.display())))?;
             let total = items.len() as u64;
             let mut report = ImportReport::default();
+            let mut stored = 0;
             for chunk in import_chunks(items) {
-                let done = target.import(chunk).await?;
+                let size = chunk.items.len() as u64;
+                let done = target.import(chunk).await.map_err(|source| match stored {
+                    0 => MemoryCliError::Memory(source),
+                    _ => MemoryCliError::ImportStopped {
+                        source,
+                        stored,
+                        total,
+                    },
+                })?;
+                stored += size;
                 report.created += done.created;
                 report.replaced += done.replaced;
             }

@@ -174,6 +174,45 @@ fn a_memory_limit_from_the_config_refuses_a_write_and_names_the_setting() {
         "rm a",
     );
     json(&put("c"), "put c after making room");
+
+    // An import sent in chunks (1,000 items each) that meets the limit
+    // part-way says how much of the file is in.
+    drop(app);
+    let mut options = Options::brains(&[]);
+    options.extra_config = "[memory]\nmax_items = 1500\n".into();
+    let app = TestAppliance::start(options);
+    let header = sios_ipc::memory::ExportLine::Header(sios_ipc::memory::ExportHeader::new(
+        sios_ipc::memory::ExportScope::Namespace(ns.into()),
+        1,
+    ));
+    let mut file = header.to_json() + "\n";
+    for n in 0..2000 {
+        let item = sios_ipc::memory::ExportLine::Item(sios_ipc::Item {
+            namespace: ns.into(),
+            key: format!("k{n:04}"),
+            subject: "s".into(),
+            value: sios_ipc::Value::Text("v".into()),
+            metadata: Default::default(),
+            created_ms: 1,
+            updated_ms: 1,
+            embedding: None,
+        });
+        file += &(item.to_json() + "\n");
+    }
+    let path = app.dir.path().join("big.jsonl");
+    std::fs::write(&path, file).unwrap();
+    let stopped = app.sios(&["memory", "import", &path.display().to_string()]);
+    let stderr = String::from_utf8_lossy(&stopped.stderr);
+    assert_eq!(stopped.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("[memory] max_items")
+            && stderr.contains("the first 1000 of the file's 2000 items were imported"),
+        "{stderr}"
+    );
+    json(
+        &app.sios(&["memory", "get", "--namespace", ns, "k0999", "--json"]),
+        "an item of the first chunk",
+    );
 }
 
 /// Issue 6 point 5: a write acknowledged to the caller survives `kill -9` of
