@@ -18,6 +18,28 @@ pub fn init_tracing(component: &'static str) {
     tracing::debug!(component, "logging initialised");
 }
 
+/// Ends the process (SIGABRT, after the panic is reported) when a thread
+/// whose name starts with `prefix` panics. For threads the process cannot
+/// work without, such as the audit log's writer and signer: with one gone
+/// the process would go on answering its readiness probe while recording
+/// nothing, and its supervisor would never restart it. Dying instead lets
+/// the supervisor restart it, and the restart's recovery run. Panics on
+/// other threads unwind as usual (and may be caught).
+pub fn abort_when_thread_panics(prefix: &'static str) {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        let thread = std::thread::current();
+        if let Some(name) = thread.name().filter(|n| n.starts_with(prefix)) {
+            tracing::error!(
+                thread = name,
+                "a thread this process cannot work without panicked; exiting so that it is restarted"
+            );
+            std::process::abort();
+        }
+    }));
+}
+
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() -> std::io::Result<&'static str> {
     use tokio::signal::unix::{SignalKind, signal};
