@@ -59,16 +59,19 @@ enum Command {
     Up,
     /// Show every process (pid, state, restarts, uptime, socket) and the
     /// free space on the state directory's disk, with a warning when low.
+    /// Under each service, what it holds: the audit log's records; memory's
+    /// items and bytes against its `[memory]` limits.
     ///
     /// States: starting, ready, restarting, failed (gave up; see its last
     /// error, then `sios restart NAME`), stopped, disabled, degraded (a
-    /// service that runs but cannot do its job, e.g. its disk is full; the
-    /// line under it says why and what to do). Exits 1 if any process is
+    /// service that runs but cannot do its job, e.g. its disk is full, or
+    /// memory is at its store-wide limit; the line under it says why and
+    /// what to do). Exits 1 if any process is
     /// failed or degraded.
     Status {
         /// Print JSON: {"state_dir", "version", "processes": [{"name", "role",
         /// "pid", "state", "restarts", "uptime_s", "socket", "requests",
-        /// "last_error"}, …], "disk": {"free_bytes", "total_bytes", "warning"},
+        /// "last_error", "holds"}, …], "disk": {"free_bytes", "total_bytes", "warning"},
         /// "cpu_idle": null or what `[performance] low_latency_idle` holds}.
         #[arg(long)]
         json: bool,
@@ -497,6 +500,9 @@ fn process_table(processes: &[sios_ipc::ProcessStatus]) -> Vec<String> {
             p.requests,
             p.socket.as_deref().unwrap_or("-"),
         ));
+        if let Some(holds) = &p.holds {
+            lines.push(format!("  · holds {holds}"));
+        }
         if let Some(err) = &p.last_error {
             lines.push(format!("  └ {err}"));
         }
@@ -1118,6 +1124,7 @@ mod tests {
             socket: Some(format!("/run/sios/brains/{name}.sock")),
             requests: 3,
             last_error: last_error.map(Into::into),
+            holds: None,
         }
     }
 
@@ -1129,7 +1136,7 @@ mod tests {
             process("a-brain-with-a-name-longer-than-any-in-the-catalog", None),
         ];
         let lines = process_table(&processes);
-        let rows: Vec<&String> = lines.iter().filter(|l| !l.starts_with("  └")).collect();
+        let rows: Vec<&String> = lines.iter().filter(|l| !l.starts_with("  ")).collect();
         assert_eq!(rows.len(), 4, "{lines:#?}");
         // Every row's ROLE column (the header's "ROLE", each row's "brain")
         // starts where the header's does.

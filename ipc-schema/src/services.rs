@@ -176,6 +176,8 @@ pub struct ProcessStatus {
     pub requests: u64,
     /// Why it last stopped or failed, in words for an operator.
     pub last_error: Option<String>,
+    /// What a service holds, against its limits ([`ServiceInfo::holds`]).
+    pub holds: Option<String>,
 }
 
 /// The whole appliance, as `sios status` shows it.
@@ -541,6 +543,9 @@ pub struct ServiceInfo {
     /// Why the service cannot do its job although it answers (its storage
     /// refuses writes, say), in words for an operator; `None` when healthy.
     pub fault: Option<String>,
+    /// What it holds, against its limits, in words for an operator
+    /// (`sios status` shows it under the service).
+    pub holds: Option<String>,
 }
 
 // The memory service's trait `Memory` and `MemoryError` live in `crate::memory`.

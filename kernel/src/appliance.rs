@@ -681,6 +681,7 @@ impl Appliance {
             socket: Some(self.layout.kernel_socket().display().to_string()),
             requests: 0,
             last_error: None,
+            holds: None,
         };
         StatusReport {
             state_dir: self.layout.root.display().to_string(),

@@ -232,6 +232,7 @@ impl Slot {
                 (Some(why), ProcessState::Ready) => Some(format!("restarted after: {why}")),
                 (why, _) => why.clone(),
             },
+            holds: None,
         }
     }
 
@@ -240,7 +241,7 @@ impl Slot {
     /// writes) or does not answer in time is reported `degraded`, with why.
     pub async fn checked_status(&self) -> ProcessStatus {
         let mut status = self.status();
-        let fault = match self.connection() {
+        let (fault, holds) = match self.connection() {
             Ok(Connection::Audit(client)) => health(
                 &self.name,
                 client
@@ -254,8 +255,9 @@ impl Slot {
                     .await,
             ),
             // A brain has no storage; its failures surface as exits.
-            Ok(Connection::Brain(_)) | Err(_) => None,
+            Ok(Connection::Brain(_)) | Err(_) => (None, None),
         };
+        status.holds = holds;
         if let Some(fault) = fault {
             status.state = ProcessState::Degraded;
             status.last_error = Some(fault);
@@ -762,16 +764,23 @@ async fn stop_child(child: &mut tokio::process::Child, config: &SupervisorConfig
 /// touches no disk, so only a wedged service takes this long.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What service `name`'s `ready` answer says is wrong with it, if anything.
-fn health(name: &str, answer: Result<ServiceInfo, tarpc::client::RpcError>) -> Option<String> {
+/// What service `name`'s `ready` answer says is wrong with it, if
+/// anything, and what it says it holds.
+fn health(
+    name: &str,
+    answer: Result<ServiceInfo, tarpc::client::RpcError>,
+) -> (Option<String>, Option<String>) {
     match answer {
-        Ok(info) => info.fault,
-        Err(tarpc::client::RpcError::DeadlineExceeded) => Some(format!(
-            "did not answer its health check within {} s: it may be wedged; if this \
-             persists, `sios restart {name}`",
-            HEALTH_TIMEOUT.as_secs()
-        )),
-        Err(err) => Some(format!("its health check failed: {err}")),
+        Ok(info) => (info.fault, info.holds),
+        Err(tarpc::client::RpcError::DeadlineExceeded) => (
+            Some(format!(
+                "did not answer its health check within {} s: it may be wedged; if this \
+                 persists, `sios restart {name}`",
+                HEALTH_TIMEOUT.as_secs()
+            )),
+            None,
+        ),
+        Err(err) => (Some(format!("its health check failed: {err}")), None),
     }
 }
 

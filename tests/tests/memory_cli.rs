@@ -159,7 +159,39 @@ fn a_memory_limit_from_the_config_refuses_a_write_and_names_the_setting() {
     let ns = "client:ops/limited";
     let put = |key: &str| app.sios(&sios_e2e::memory_put_args(ns, "s", key, "v", &["--json"]));
     json(&put("a"), "put a");
+    let memory_status = |app: &TestAppliance| {
+        let status = app.sios(&["status", "--json"]);
+        let doc: Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+        let memory = doc["processes"]
+            .as_array()
+            .expect("processes")
+            .iter()
+            .find(|p| p["name"] == "memory")
+            .expect("memory listed")
+            .clone();
+        (status.status.code(), memory)
+    };
+    let (code, memory) = memory_status(&app);
+    assert_eq!((code, &memory["state"]), (Some(0), &Value::from("ready")));
+    assert!(
+        memory["holds"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("1 of 2 items")),
+        "{memory}"
+    );
     json(&put("b"), "put b");
+    // Full: `sios status` says so, and what to do.
+    let (code, memory) = memory_status(&app);
+    assert_eq!(
+        (code, &memory["state"]),
+        (Some(1), &Value::from("degraded"))
+    );
+    assert!(
+        memory["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("memory store is full") && e.contains("[memory] max_items")),
+        "{memory}"
+    );
     let refused = put("c");
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(1), "{stderr}");

@@ -50,6 +50,7 @@ impl Audit for AuditServer {
             pid: std::process::id(),
             database: self.log.path().display().to_string(),
             fault: self.log.fault(),
+            holds: Some(format!("{} records", self.log.checkpoint().size)),
         }
     }
 

@@ -58,15 +58,16 @@ impl MemoryServer {
 impl Memory for MemoryServer {
     async fn ready(self, _: Context) -> ServiceInfo {
         // Reopening a closed store touches the disk: off the async thread.
-        let fault = self
-            .blocking(|store| Ok(store.fault()))
+        let (fault, holds) = self
+            .blocking(|store| Ok((store.health(), Some(store.holds()))))
             .await
-            .unwrap_or_else(|err| Some(err.to_string()));
+            .unwrap_or_else(|err| (Some(err.to_string()), None));
         ServiceInfo {
             name: "memory".into(),
             pid: std::process::id(),
             database: self.database,
             fault,
+            holds,
         }
     }
 

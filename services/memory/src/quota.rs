@@ -14,10 +14,10 @@
 //! the store opens and changed only after a commit, under the writer lock,
 //! so a write checked against it cannot race another.
 
-use sios_ipc::MemoryError;
 use sios_ipc::memory::{
     DEFAULT_CAPACITY_MIB, DEFAULT_MAX_ITEMS, DEFAULT_OWNER_QUOTA_MIB, quota_owner,
 };
+use sios_ipc::{MemoryError, human_bytes};
 use std::collections::{BTreeMap, HashMap};
 
 const MIB: u64 = 1024 * 1024;
@@ -151,6 +151,42 @@ impl Usage {
         Ok(())
     }
 
+    /// What the store holds against its limits, for `sios status`.
+    pub fn describe(&self, quotas: &Quotas) -> String {
+        let mut text = format!(
+            "{} of {} items, {} of {}",
+            self.items,
+            quotas.total_items,
+            human_bytes(self.bytes),
+            human_bytes(quotas.total_bytes)
+        );
+        if let Some((owner, bytes)) = self.by_owner.iter().max_by_key(|(_, b)| **b) {
+            text += &format!(
+                "; fullest owner {owner}: {} of {}",
+                human_bytes(*bytes),
+                human_bytes(quotas.owner_bytes)
+            );
+        }
+        text
+    }
+
+    /// Why the store takes no new item, if it is at a store-wide limit:
+    /// then memory cannot do its job, and `sios status` says so.
+    pub fn full(&self, quotas: &Quotas) -> Option<String> {
+        let (what, setting) = if self.items >= quotas.total_items {
+            ("items", "max_items")
+        } else if self.bytes >= quotas.total_bytes {
+            ("bytes", "capacity_mib")
+        } else {
+            return None;
+        };
+        Some(format!(
+            "the memory store is full ({}); writes that add {what} are refused: delete items \
+             or raise `[memory] {setting}` in the config",
+            self.describe(quotas)
+        ))
+    }
+
     /// Takes a committed change into the count.
     pub fn apply(&mut self, change: UsageChange) {
         self.items = after(self.items, change.items);
@@ -227,6 +263,21 @@ mod tests {
         usage.apply(change(&[("t/1", -1, -10), ("t/2", -1, -10)]));
         assert_eq!((usage.items, usage.bytes), (1, 10));
         assert_eq!(usage.by_owner.keys().collect::<Vec<_>>(), ["t/3"]);
+    }
+
+    #[test]
+    fn a_full_store_says_which_limit_and_what_to_do() {
+        let mut usage = Usage::default();
+        assert_eq!(usage.full(&SMALL), None);
+        usage.apply(change(&[("client:a/x", 1, 60), ("t/1", 1, 10)]));
+        assert_eq!(
+            usage.describe(&SMALL),
+            "2 of 3 items, 70 B of 150 B; fullest owner client:a: 60 B of 100 B"
+        );
+        assert_eq!(usage.full(&SMALL), None);
+        usage.apply(change(&[("t/2", 1, 10)]));
+        let full = usage.full(&SMALL).expect("at max_items");
+        assert!(full.contains("`[memory] max_items`"), "{full}");
     }
 
     #[test]

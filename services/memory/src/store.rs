@@ -322,6 +322,18 @@ impl MemoryStore {
         lock(&self.usage).clone()
     }
 
+    /// Why the store cannot do its job, if it cannot: memory.redb is closed
+    /// after a failed write, or the store is at a store-wide limit.
+    pub fn health(&self) -> Option<String> {
+        self.fault()
+            .or_else(|| lock(&self.usage).full(&self.quotas))
+    }
+
+    /// What it holds against its limits, for `sios status`.
+    pub fn holds(&self) -> String {
+        lock(&self.usage).describe(&self.quotas)
+    }
+
     /// The limits it was opened with.
     pub fn quotas(&self) -> Quotas {
         self.quotas
