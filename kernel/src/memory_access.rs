@@ -160,7 +160,12 @@ impl Appliance {
     ) -> Result<ExportPage, MemoryError> {
         let (scope, subject) = match &request.scope {
             ExportScope::Namespace(ns) => (ns.clone(), None),
-            ExportScope::Subject(subject) => (SUBJECT_SCOPE.to_owned(), Some(subject.clone())),
+            ExportScope::Subject(subject) => {
+                // Refused before it is recorded: an invalid id would name a
+                // linking key that no erasure (which validates) could remove.
+                memory::validate_subject(subject)?;
+                (SUBJECT_SCOPE.to_owned(), Some(subject.clone()))
+            }
         };
         self.memory_scoped(
             requester,

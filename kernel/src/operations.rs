@@ -163,7 +163,11 @@ impl Appliance {
         );
         intent.decision = Some(ruling.recorded.clone());
         intent.detail = ruling.detail();
-        intent.subject = data_subject.map(data_subject_link);
+        // Only an allowed request names the person's linking key: a denied
+        // one must not make the audit service keep a key under their id.
+        if ruling.allowed() {
+            intent.subject = data_subject.map(data_subject_link);
+        }
         // The outcome names its intent; it needs no pseudonym of its own (and
         // after an erasure, asking for one would mint a fresh linking key).
         let outcome_of = |intent: &RecordDraft, seq: u64, result: ActionResult| {

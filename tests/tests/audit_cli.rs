@@ -449,6 +449,27 @@ fn a_data_subject_is_recorded_only_by_a_pseudonym_that_erasure_unlinks() {
         !unknown.status.success(),
         "a subject nobody stored exported"
     );
+    // The kernel refuses an invalid id before anything is recorded (no
+    // erasure could remove a linking key named after it); asked directly,
+    // since the CLI refuses such an id itself.
+    let invalid = sios_e2e::multi_thread_runtime(1).block_on(async {
+        app.client()
+            .await
+            .memory_export(
+                sios_e2e::ctx(),
+                sios_ipc::ExportRequest {
+                    scope: sios_ipc::ExportScope::Subject("not valid!".into()),
+                    after: None,
+                    limit: 10,
+                },
+            )
+            .await
+            .expect("the kernel answers")
+    });
+    assert!(
+        matches!(invalid, Err(sios_ipc::MemoryError::InvalidName { .. })),
+        "{invalid:?}"
+    );
     let audit_dir = app.state_dir.join("audit");
     let link = format!("data-subject:{person}");
     assert_eq!(

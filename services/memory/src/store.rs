@@ -864,18 +864,43 @@ impl MemoryStore {
     // --------------------------------------------------------------- writes
 
     /// The key of `subject`, created (durably) if it has none.
-    fn key_for_subject(&self, subject: &str) -> Result<Arc<SubjectKey>, MemoryError> {
+    /// The subject's key, created if it has none; a created key's handle
+    /// is added to `minted`, for [`MemoryStore::check_quota`].
+    fn key_for_subject(
+        &self,
+        subject: &str,
+        minted: &mut Vec<u64>,
+    ) -> Result<Arc<SubjectKey>, MemoryError> {
         if let Some(key) = read(&self.keys).by_subject(subject) {
             return Ok(key);
         }
-        write(&self.keys).create(subject).map_err(storage)
+        let key = write(&self.keys).create(subject).map_err(storage)?;
+        minted.push(key.handle);
+        Ok(key)
+    }
+
+    /// Checks a write against the quotas before it commits. A refused write
+    /// stores nothing: the keys it created for new subjects (`minted`, no
+    /// row uses them yet) are destroyed too, or refused writes would grow
+    /// the key file without bound.
+    fn check_quota(&self, change: &UsageChange, minted: &[u64]) -> Result<(), MemoryError> {
+        let refused = match lock(&self.usage).check(change, &self.quotas) {
+            Ok(()) => return Ok(()),
+            Err(refused) => refused,
+        };
+        let mut keys = write(&self.keys);
+        for handle in minted {
+            keys.destroy(*handle).map_err(storage)?;
+        }
+        Err(refused)
     }
 
     /// Stores one item; durable when `Ok`.
     pub fn put(&self, request: &PutRequest) -> Result<PutResponse, MemoryError> {
         request.validate()?;
         self.write_with(|| {
-            let subject_key = self.key_for_subject(&request.subject)?;
+            let mut minted = Vec::new();
+            let subject_key = self.key_for_subject(&request.subject, &mut minted)?;
             let db = self.db()?;
             let txn = write_txn(&db)?;
             let now = now_ms();
@@ -905,7 +930,7 @@ impl MemoryStore {
                     row.len(),
                     previous,
                 );
-                lock(&self.usage).check(&change, &self.quotas)?;
+                self.check_quota(&change, &minted)?;
                 items
                     .insert(
                         (request.namespace.as_str(), request.key.as_str()),
@@ -1131,9 +1156,11 @@ impl MemoryStore {
         }
         self.write_with(|| {
             let mut subject_keys: HashMap<&str, Arc<SubjectKey>> = HashMap::new();
+            let mut minted = Vec::new();
             for item in &request.items {
                 if !subject_keys.contains_key(item.subject.as_str()) {
-                    subject_keys.insert(&item.subject, self.key_for_subject(&item.subject)?);
+                    let key = self.key_for_subject(&item.subject, &mut minted)?;
+                    subject_keys.insert(&item.subject, key);
                 }
             }
             let db = self.db()?;
@@ -1177,7 +1204,7 @@ impl MemoryStore {
                 }
             }
             // The whole chunk or none of it: a refused chunk stores nothing.
-            lock(&self.usage).check(&change, &self.quotas)?;
+            self.check_quota(&change, &minted)?;
             txn.commit().map_err(storage)?;
             lock(&self.usage).apply(change);
             let mut index = write(&self.index);

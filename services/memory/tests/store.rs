@@ -911,6 +911,18 @@ fn quotas_bind_owners_and_the_store_and_refused_writes_store_nothing() {
         ),
         "a refused put left something"
     );
+    // Nor does a refused put for a new subject leave that subject's key.
+    quota_refusal(
+        store
+            .put(&put("client:a/three", "k3", "s-new", kib(8), &[], None))
+            .unwrap_err(),
+        "owner_quota_mib",
+    );
+    assert_eq!(
+        store.subject_key_bytes("s-new"),
+        None,
+        "a refused put kept a key"
+    );
     // Replacing an item with a smaller one always passes; growing it back
     // past the quota does not.
     store
