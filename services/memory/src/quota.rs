@@ -130,23 +130,32 @@ impl Usage {
                 );
             }
         }
-        if change.bytes > 0 && after(self.bytes, change.bytes) > quotas.total_bytes {
-            return refuse(
-                "the memory store".into(),
-                after(self.bytes, change.bytes),
+        let store_wide = [
+            (
+                self.bytes,
+                change.bytes,
                 quotas.total_bytes,
                 "bytes",
                 "capacity_mib",
-            );
-        }
-        if change.items > 0 && after(self.items, change.items) > quotas.total_items {
-            return refuse(
-                "the memory store".into(),
-                after(self.items, change.items),
+            ),
+            (
+                self.items,
+                change.items,
                 quotas.total_items,
                 "items",
                 "max_items",
-            );
+            ),
+        ];
+        for (used, delta, limit, unit, setting) in store_wide {
+            if delta > 0 && after(used, delta) > limit {
+                return refuse(
+                    "the memory store".into(),
+                    after(used, delta),
+                    limit,
+                    unit,
+                    setting,
+                );
+            }
         }
         Ok(())
     }
