@@ -1040,8 +1040,21 @@ fn tamperings(export: &[Item]) -> Vec<(&'static str, Vec<Item>)> {
     let mut dropped = items.to_vec();
     dropped.remove(policy);
     out.push(("a policy text removed", dropped));
+    // Any checkpoint but a key rotation's hand-over (signed by the old key
+    // and the new), which a bundle must keep (OAR.md §6.3): which one falls
+    // in the middle depends on how the calls were batched.
+    let single_signed: Vec<usize> = checkpoints
+        .iter()
+        .copied()
+        .filter(|&c| match &items[c] {
+            Item::Checkpoint(note) => {
+                note.lines().filter(|l| l.starts_with('\u{2014}')).count() == 1
+            }
+            _ => false,
+        })
+        .collect();
     let mut without = items.to_vec();
-    without.remove(checkpoint);
+    without.remove(single_signed[single_signed.len() / 2]);
     out.push(("a checkpoint removed, the end recounted", without));
     let mut cut = items.to_vec();
     cut.truncate(checkpoints[checkpoints.len() - 2] + 1);
