@@ -23,7 +23,9 @@
 //! - `search`: `{"hits": [{"namespace", "key", "subject", "score", "metadata",
 //!   "created_ms", "updated_ms", "value": {…} | null}], "scanned", "values_omitted"}`
 //! - `rm`: `{"namespace", "key", "deleted": true}`
-//! - `erase-subject`: `{"subject", "items_erased", "namespaces": [..], "key_destroyed": bool}`
+//! - `erase-subject`: `{"subject", "items_erased", "namespaces": [..], "key_destroyed": bool,
+//!   "audit_link_removed": bool}`; exit 0 if either is true (an erasure done, or an
+//!   unfinished one finished), 1 if nothing was held about the subject
 //! - `export --output FILE`: `{"scope": {"namespace": …} | {"subject": …}, "items", "output"}`
 //! - `import`: `{"created", "replaced", "items"}`
 //! - `compact`: `{"database_bytes_before", "database_bytes_after",
@@ -621,8 +623,14 @@ async fn run_inner(
                     report.namespaces.len(),
                     report.namespaces.join(", ")
                 ))?;
+            } else if report.audit_link_removed {
+                out.line(&format!(
+                    "erased subject {}: the memory held nothing more about them; the audit \
+                     log's linking key is now removed, which finishes an earlier erasure",
+                    report.subject
+                ))?;
             }
-            if report.key_destroyed {
+            if report.key_destroyed || report.audit_link_removed {
                 Ok(ExitCode::SUCCESS)
             } else {
                 out.negative(&MemoryError::UnknownSubject {
@@ -786,6 +794,9 @@ mod tests {
         items: RefCell<BTreeMap<(String, String), Item>>,
         /// Export pages served before the service "goes away".
         export_pages_left: std::cell::Cell<Option<u32>>,
+        /// Subjects whose last erasure stopped before the audit log's
+        /// linking key was removed (the kernel's `EraseUnfinished`).
+        unfinished_erasures: RefCell<std::collections::BTreeSet<String>>,
     }
 
     impl MemoryTarget for Fake {
@@ -887,11 +898,13 @@ mod tests {
                 .collect();
             items.retain(|_, i| i.subject != subject);
             let erased = (before - items.len()) as u64;
+            let audit_link_removed = self.unfinished_erasures.borrow_mut().remove(&subject);
             Ok(EraseReport {
                 subject,
                 items_erased: erased,
                 namespaces: namespaces.into_iter().collect(),
                 key_destroyed: erased > 0,
+                audit_link_removed,
             })
         }
         async fn export(&self, r: ExportRequest) -> Result<ExportPage, MemoryError> {
@@ -1239,13 +1252,20 @@ mod tests {
         assert_eq!(code, 0);
         assert_eq!(
             serde_json::from_str::<serde_json::Value>(&out).unwrap(),
-            serde_json::json!({"subject": "alice", "items_erased": 2, "namespaces": ["a", "b"], "key_destroyed": true})
+            serde_json::json!({"subject": "alice", "items_erased": 2, "namespaces": ["a", "b"], "key_destroyed": true, "audit_link_removed": false})
         );
         assert_eq!(
             sios(&fake, &["erase-subject", "alice"]).0,
             1,
             "nothing left to erase"
         );
+        // The retry of an erasure that stopped before the audit log's
+        // linking key was removed finishes it: success, and it says so.
+        fake.unfinished_erasures.borrow_mut().insert("carol".into());
+        let (code, out, err) = sios(&fake, &["erase-subject", "carol"]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("finishes an earlier erasure"), "{out}");
+        assert_eq!(sios(&fake, &["erase-subject", "carol"]).0, 1, "finished");
         assert_eq!(sios(&fake, &["get", "-n", "a", "x"]).0, 1);
 
         let (code, out, _) = sios(&fake, &["import", file.to_str().unwrap(), "--json"]);

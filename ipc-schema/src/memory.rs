@@ -334,6 +334,11 @@ pub struct EraseReport {
     /// True if the subject had a key and it was destroyed; false if the
     /// service held nothing about the subject.
     pub key_destroyed: bool,
+    /// Set by the kernel: true if the audit log held a linking key for the
+    /// subject and it is now removed. With `key_destroyed` false, this is
+    /// the retry that finished an earlier, unfinished erasure.
+    #[serde(default)]
+    pub audit_link_removed: bool,
 }
 
 /// What to export: one namespace, or everything about one data subject.
@@ -470,7 +475,10 @@ pub enum MemoryError {
     },
     /// Set by the kernel: an erasure did part of its work. Erasing again is
     /// harmless and finishes it.
-    #[error("the erasure is not finished: {0}; run the same erase-subject again to finish it")]
+    #[error(
+        "the erasure is not finished: {0}; run `sios memory erase-subject` for the same subject \
+         to finish it"
+    )]
     EraseUnfinished(String),
 }
 

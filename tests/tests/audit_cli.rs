@@ -481,6 +481,17 @@ fn a_data_subject_is_recorded_only_by_a_pseudonym_that_erasure_unlinks() {
         &app.sios(&["memory", "erase-subject", person]),
         "erase the person",
     );
+    // Asked for again after the erasure, the person is unknown; the linking
+    // key that request's record needed must not bring their id back.
+    let again = app.sios(&[
+        "memory",
+        "export",
+        "--subject",
+        person,
+        "-o",
+        &work.join("again.jsonl").display().to_string(),
+    ]);
+    assert!(!again.status.success(), "an erased subject exported");
 
     let records = tail(&app);
     let about_subjects: Vec<&Value> = records
@@ -493,7 +504,12 @@ fn a_data_subject_is_recorded_only_by_a_pseudonym_that_erasure_unlinks() {
         .collect();
     assert_eq!(
         actions,
-        ["memory_export", "memory_export", "memory_erase"],
+        [
+            "memory_export",
+            "memory_export",
+            "memory_erase",
+            "memory_export"
+        ],
         "{about_subjects:#?}"
     );
     let pseudonym = |r: &Value| -> String {
@@ -506,6 +522,8 @@ fn a_data_subject_is_recorded_only_by_a_pseudonym_that_erasure_unlinks() {
     // The person's export and erasure share a pseudonym; the stranger's differs.
     assert_eq!(pseudonym(about_subjects[0]), pseudonym(about_subjects[2]));
     assert_ne!(pseudonym(about_subjects[0]), pseudonym(about_subjects[1]));
+    // After the erasure the person's pseudonym is a new one: nothing links.
+    assert_ne!(pseudonym(about_subjects[0]), pseudonym(about_subjects[3]));
     let outcome_of = |intent: &Value| {
         records
             .iter()
@@ -514,6 +532,7 @@ fn a_data_subject_is_recorded_only_by_a_pseudonym_that_erasure_unlinks() {
     };
     assert_eq!(outcome_of(about_subjects[1])["result"], "error");
     assert_eq!(outcome_of(about_subjects[2])["result"], "ok");
+    assert_eq!(outcome_of(about_subjects[3])["result"], "error");
 
     let bundle = work.join("log.oar");
     ok(
@@ -529,12 +548,15 @@ fn a_data_subject_is_recorded_only_by_a_pseudonym_that_erasure_unlinks() {
         );
     }
     // Nor does anything else the appliance keeps (the memory service's
-    // files included: erasure is for good there too).
-    assert_eq!(
-        files_holding(&app.state_dir, person.as_bytes()),
-        Vec::<String>::new(),
-        "after the erasure, the appliance's files still hold the person's id"
-    );
+    // files included: erasure is for good there too), and a subject asked
+    // about but never stored leaves no trace either.
+    for id in [person, stranger] {
+        assert_eq!(
+            files_holding(&app.state_dir, id.as_bytes()),
+            Vec::<String>::new(),
+            "the appliance's files still hold {id}"
+        );
+    }
 }
 
 #[test]

@@ -1050,6 +1050,7 @@ impl MemoryStore {
                             items_erased: 0,
                             namespaces: Vec::new(),
                             key_destroyed: false,
+                            audit_link_removed: false,
                         });
                     }
                 }
@@ -1082,6 +1083,7 @@ impl MemoryStore {
                 items_erased,
                 namespaces,
                 key_destroyed: true,
+                audit_link_removed: false,
             })
         })
     }
