@@ -24,11 +24,15 @@ pub fn init_tracing(component: &'static str) {
 /// the process would go on answering its readiness probe while recording
 /// nothing, and its supervisor would never restart it. Dying instead lets
 /// the supervisor restart it, and the restart's recovery run. Panics on
-/// other threads unwind as usual (and may be caught).
+/// other threads unwind as usual (and may be caught), and so do panics
+/// inside [`catch_panic`] on any thread.
 pub fn abort_when_thread_panics(prefix: &'static str) {
     let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         report(info);
+        if CATCHING.with(|depth| depth.get() > 0) {
+            return;
+        }
         let thread = std::thread::current();
         if let Some(name) = thread.name().filter(|n| n.starts_with(prefix)) {
             tracing::error!(
@@ -38,6 +42,29 @@ pub fn abort_when_thread_panics(prefix: &'static str) {
             std::process::abort();
         }
     }));
+}
+
+thread_local! {
+    /// How many [`catch_panic`] calls the current thread is inside.
+    static CATCHING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `f`; a panic inside it becomes `Err` with the panic's message. For
+/// code expected to panic on bad input it does not control (e.g. a storage
+/// engine reading a damaged file), where the caller reports the damage
+/// instead: such a panic does not end the process even on a thread that
+/// [`abort_when_thread_panics`] watches.
+pub fn catch_panic<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Result<T, String> {
+    CATCHING.with(|depth| depth.set(depth.get() + 1));
+    let result = std::panic::catch_unwind(f);
+    CATCHING.with(|depth| depth.set(depth.get() - 1));
+    result.map_err(|panic| {
+        panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "a panic without a message".into())
+    })
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -71,6 +98,11 @@ pub fn serve_until_signal(
 /// runtime (on the same thread) until the server stops; e.g. the audit
 /// log's committer, so that requests are committed on the thread that
 /// decodes them.
+///
+/// The companion is work the server cannot do without: if it ends first
+/// (it panicked, or returned), this returns an error at once, so that the
+/// process exits and its supervisor restarts it, instead of serving
+/// requests that nothing will ever carry out.
 pub fn serve_with_companion(
     component: &'static str,
     listener: std::os::unix::net::UnixListener,
@@ -82,13 +114,23 @@ pub fn serve_with_companion(
         .build()?;
     runtime.block_on(async move {
         let listener = tokio::net::UnixListener::from_std(listener)?;
-        let companion = tokio::spawn(companion);
+        let mut companion = tokio::spawn(companion);
         tracing::info!("{component} ready");
         let served = tokio::select! {
             result = crate::transport::accept_loop(listener, on_connection) => result,
             signal = shutdown_signal() => {
                 tracing::info!("{} received; {component} stopping", signal?);
                 Ok(())
+            }
+            ended = &mut companion => {
+                let how = match ended {
+                    Err(e) if e.is_panic() => "panicked (its message is above)",
+                    _ => "stopped",
+                };
+                tracing::error!("the {component}'s own worker {how}; exiting so that it is restarted");
+                Err(std::io::Error::other(format!(
+                    "the {component}'s own worker {how}; it cannot serve without it"
+                )))
             }
         };
         companion.abort();

@@ -32,7 +32,8 @@ fn main() -> anyhow::Result<()> {
     let listener = sios_ipc::activation::inherited_listener()?;
     sios_ipc::process::init_tracing("audit");
     // The log's writer and signer threads are `audit-writer` and
-    // `audit-signer`: without them nothing is recorded.
+    // `audit-signer`: without them nothing is recorded. The committer on
+    // the runtime's own thread (below) is watched by `serve_with_companion`.
     sios_ipc::process::abort_when_thread_panics("audit-");
     let log = AuditLog::open(&args.data_dir)
         .with_context(|| format!("opening the audit log in {}", args.data_dir.display()))?;

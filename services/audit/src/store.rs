@@ -1157,7 +1157,7 @@ fn read_keys(txn: &ReadTransaction) -> Result<Vec<(u64, PublicKey)>, AuditError>
 fn open_db(path: &Path) -> Result<Database, OpenError> {
     let p = path.to_owned();
     // redb may panic on a file it did not write; report that as damage.
-    let result = std::panic::catch_unwind(move || {
+    let result = sios_ipc::process::catch_panic(move || {
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -1188,11 +1188,7 @@ fn open_db(path: &Path) -> Result<Database, OpenError> {
         }),
         Err(panic) => Err(OpenError::Corrupt {
             path: path.to_owned(),
-            reason: panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_else(|| "the storage engine panicked while reading it".into()),
+            reason: format!("the storage engine panicked while reading it: {panic}"),
         }),
     }
 }
