@@ -318,10 +318,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 let kernel = Kernel::new(connect(&layout).await?);
                 memory_cmd::run(cmd, &kernel)
                     .await
-                    .map_err(|e| CliError::Code {
-                        code: e.exit_code(),
-                        message: e.to_string(),
-                    })
+                    .map_err(|e| kernel.memory_failure(e))
             }
             Command::Policy(cmd) => policy(&layout, &state_dir, config_path.as_deref(), cmd).await,
             Command::Sandbox(SandboxCommand::Show { brain, json }) => {
@@ -793,6 +790,9 @@ fn code(failure: policy_cmd::Failure) -> CliError {
 struct Kernel {
     client: KernelClient,
     refusal: RefCell<Option<sios_ipc::ControlError>>,
+    /// The kernel turned the connection itself away (e.g. the uid's
+    /// connection limit): reported as that, not as a service unavailable.
+    turned_away: RefCell<Option<String>>,
 }
 
 impl Kernel {
@@ -800,7 +800,17 @@ impl Kernel {
         Kernel {
             client,
             refusal: RefCell::new(None),
+            turned_away: RefCell::new(None),
         }
+    }
+
+    /// The words for a failed call, noting a refusal of the connection.
+    fn rpc_failure(&self, err: &tarpc::client::RpcError) -> String {
+        let text = rpc_failure(err);
+        if matches!(err, tarpc::client::RpcError::Server(_)) {
+            *self.turned_away.borrow_mut() = Some(text.clone());
+        }
+        text
     }
 
     fn audit<T>(
@@ -814,7 +824,7 @@ impl Kernel {
                 *self.refusal.borrow_mut() = Some(err);
                 Err(sios_ipc::AuditError::Unavailable(text))
             }
-            Err(err) => Err(sios_ipc::AuditError::Unavailable(rpc_failure(&err))),
+            Err(err) => Err(sios_ipc::AuditError::Unavailable(self.rpc_failure(&err))),
         }
     }
 
@@ -822,11 +832,25 @@ impl Kernel {
         &self,
         result: Result<Result<T, sios_ipc::MemoryError>, tarpc::client::RpcError>,
     ) -> Result<T, sios_ipc::MemoryError> {
-        result.map_err(|err| sios_ipc::MemoryError::Unavailable(rpc_failure(&err)))?
+        result.map_err(|err| sios_ipc::MemoryError::Unavailable(self.rpc_failure(&err)))?
+    }
+
+    /// The error to report for a failed memory command.
+    fn memory_failure(&self, err: memory_cmd::MemoryCliError) -> CliError {
+        match self.turned_away.borrow_mut().take() {
+            Some(refusal) => CliError::Refused(refusal),
+            None => CliError::Code {
+                code: err.exit_code(),
+                message: err.to_string(),
+            },
+        }
     }
 
     /// The error to report for a failed audit command.
     fn audit_failure(&self, err: audit_cmd::AuditCliError) -> CliError {
+        if let Some(refusal) = self.turned_away.borrow_mut().take() {
+            return CliError::Refused(refusal);
+        }
         match self.refusal.borrow_mut().take() {
             Some(refusal) => CliError::Refused(refusal.to_string()),
             None => CliError::Code {

@@ -49,7 +49,8 @@ const REFUSED_CONNECTION_GRACE: std::time::Duration = std::time::Duration::from_
 /// ([`transport::detached`]), at most [`MAX_IN_FLIGHT_PER_CLIENT`] at once,
 /// and one uid holds at most `[limits] max_connections_per_uid`
 /// connections ([`ConnectionLimit`]); a connection over that limit gets the
-/// reason as the answer to its first request and is closed.
+/// reason as the answer to its first request and is closed (or, with a few
+/// of the uid's refused connections held already, closed at once).
 pub async fn serve_clients(
     listener: UnixListener,
     appliance: Arc<Appliance>,
@@ -78,20 +79,33 @@ pub async fn serve_clients(
                 if refused.log {
                     tracing::warn!(uid, "refusing a client connection: {}", refused.message);
                 }
-                tokio::spawn(tokio::time::timeout(
-                    REFUSED_CONNECTION_GRACE,
-                    transport::serve_detached::<
-                        sios_ipc::KernelRequest,
-                        sios_ipc::KernelResponse,
-                        _,
-                        _,
-                    >(stream, max_frame_bytes, 1, move |_, _| async move {
-                        Err(tarpc::ServerError::new(
-                            std::io::ErrorKind::ConnectionRefused,
-                            refused.message,
-                        ))
-                    }),
-                ));
+                // Past a few held at once, a refused connection is closed
+                // unanswered (see `MAX_EXPLAINING_PER_UID`).
+                let Some(explaining) = refused.explain else {
+                    return;
+                };
+                let message = refused.message;
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(
+                        REFUSED_CONNECTION_GRACE,
+                        transport::serve_detached::<
+                            sios_ipc::KernelRequest,
+                            sios_ipc::KernelResponse,
+                            _,
+                            _,
+                        >(stream, max_frame_bytes, 1, move |_, _| {
+                            let message = message.clone();
+                            async move {
+                                Err(tarpc::ServerError::new(
+                                    std::io::ErrorKind::ConnectionRefused,
+                                    message,
+                                ))
+                            }
+                        }),
+                    )
+                    .await;
+                    drop(explaining);
+                });
             }
         }
     })

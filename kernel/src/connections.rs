@@ -22,18 +22,37 @@ pub struct ConnectionLimit {
 #[derive(Debug, Default)]
 struct State {
     open: HashMap<u32, usize>,
+    /// Refused connections per uid still held to be told why.
+    explaining: HashMap<u32, usize>,
     /// When a refusal was last logged: a client retrying in a loop would
     /// otherwise fill the log.
     last_warning: Option<Instant>,
 }
 
 /// A refused connection's reason, in the words its client is sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Refused {
     pub message: String,
     /// Whether this refusal should be logged (at most one a second).
     pub log: bool,
+    /// Held while the refused connection is kept open to be told why;
+    /// `None` once [`MAX_EXPLAINING_PER_UID`] of the uid's refused
+    /// connections are held already: this one is closed at once, unanswered.
+    pub explain: Option<Explaining>,
 }
+
+/// One refused connection kept open to be told why; dropping it gives the
+/// place back.
+#[derive(Debug)]
+pub struct Explaining {
+    limit: Arc<ConnectionLimit>,
+    uid: u32,
+}
+
+/// Refused connections of one uid kept open at once to be told why. Each
+/// holds a descriptor for a moment: a client reconnecting in a loop past its
+/// limit must not turn those moments into descriptors without bound.
+pub const MAX_EXPLAINING_PER_UID: usize = 8;
 
 /// One admitted connection; dropping it gives the place back.
 #[derive(Debug)]
@@ -79,7 +98,19 @@ impl ConnectionLimit {
         if log {
             state.last_warning = Some(Instant::now());
         }
-        Err(Refused { message, log })
+        let explaining = state.explaining.entry(uid).or_default();
+        let explain = (*explaining < MAX_EXPLAINING_PER_UID).then(|| {
+            *explaining += 1;
+            Explaining {
+                limit: Arc::clone(self),
+                uid,
+            }
+        });
+        Err(Refused {
+            message,
+            log,
+            explain,
+        })
     }
 
     /// Connections `uid` holds open now.
@@ -88,15 +119,25 @@ impl ConnectionLimit {
     }
 }
 
+/// Gives one of `uid`'s places in `counts` back, forgetting a uid at zero.
+fn release(counts: &mut HashMap<u32, usize>, uid: u32) {
+    if let Some(count) = counts.get_mut(&uid) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            counts.remove(&uid);
+        }
+    }
+}
+
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        let mut state = self.limit.state();
-        if let Some(open) = state.open.get_mut(&self.uid) {
-            *open = open.saturating_sub(1);
-            if *open == 0 {
-                state.open.remove(&self.uid);
-            }
-        }
+        release(&mut self.limit.state().open, self.uid);
+    }
+}
+
+impl Drop for Explaining {
+    fn drop(&mut self) {
+        release(&mut self.limit.state().explaining, self.uid);
     }
 }
 
@@ -124,6 +165,26 @@ mod tests {
         assert_eq!(limit.open(1000), 1);
         let _a3 = limit.admit(1000).unwrap();
         assert_eq!(limit.open(1000), 2);
+    }
+
+    #[test]
+    fn only_a_few_refused_connections_per_uid_are_held_to_be_told_why() {
+        let limit = ConnectionLimit::new(1);
+        let _open = limit.admit(1000).unwrap();
+        let mut held: Vec<Explaining> = (0..MAX_EXPLAINING_PER_UID)
+            .map(|_| limit.admit(1000).unwrap_err().explain.expect("told why"))
+            .collect();
+        assert!(
+            limit.admit(1000).unwrap_err().explain.is_none(),
+            "a reconnect loop is closed at once past the cap"
+        );
+        // Another uid's refusals are still explained.
+        let _other = limit.admit(1001).unwrap();
+        assert!(limit.admit(1001).unwrap_err().explain.is_some());
+        held.pop();
+        assert!(limit.admit(1000).unwrap_err().explain.is_some());
+        drop(held);
+        assert!(!limit.state().explaining.contains_key(&1000));
     }
 
     #[test]

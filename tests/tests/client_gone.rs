@@ -185,6 +185,43 @@ fn connections_over_the_per_uid_limit_are_told_why_and_closed() {
         stderr.contains("max_connections_per_uid") && stderr.contains("3 connections open"),
         "{stderr}"
     );
+    // The memory and audit commands say the same, not that a service is down.
+    for args in [
+        &["memory", "ls", "-n", "client:ops/x"][..],
+        &["audit", "tail"],
+    ] {
+        let out = app.sios(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("the kernel refused the request")
+                && stderr.contains("max_connections_per_uid")
+                && !stderr.contains("unavailable"),
+            "{args:?}: {stderr}"
+        );
+    }
+    // A client reconnecting in a loop past its limit: only a few of its
+    // refused connections are held to be told why (MAX_EXPLAINING_PER_UID,
+    // 8), the rest closed at once, so the kernel's descriptors stay bounded.
+    let kernel_fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", app.kernel_pid()))
+            .expect("the kernel's descriptors")
+            .count()
+    };
+    let before = kernel_fds();
+    let flood: Vec<std::os::unix::net::UnixStream> = (0..64)
+        .map(|_| std::os::unix::net::UnixStream::connect(app.kernel_socket()).expect("connect"))
+        .collect();
+    // Well inside the 1 s a refused connection is held, long enough for the
+    // kernel to accept all 64.
+    std::thread::sleep(Duration::from_millis(300));
+    let during = kernel_fds();
+    assert!(
+        during <= before + 8 + 4,
+        "64 refused connections took {} more descriptors in the kernel",
+        during.saturating_sub(before)
+    );
+    drop(flood);
     drop(held);
     // Closing is noticed by the kernel's connection tasks: poll until the
     // places are free (a failure here means they never came back).
