@@ -82,18 +82,35 @@ pub(crate) fn audit_answer<T>(
 }
 
 /// An error message as an outcome record keeps it. A request about a data
-/// subject never puts the subject's id in the log, so a message that
-/// contains it is replaced (the client still gets the whole message).
+/// subject never puts the subject's id in the log: each occurrence of the id
+/// is replaced by [`SUBJECT_PLACEHOLDER`] (the client still gets the whole
+/// message). An id shorter than [`SHORTEST_REDACTED_ID`] would turn most
+/// messages into placeholders, and one the placeholder itself contains
+/// (`data`) would survive in it: a message containing such an id is left
+/// out whole.
 fn recorded_error(message: String, data_subject: Option<&str>) -> String {
     match data_subject {
-        Some(id) if message.contains(id) => {
+        Some(id)
+            if message.contains(id)
+                && (id.len() < SHORTEST_REDACTED_ID || SUBJECT_PLACEHOLDER.contains(id)) =>
+        {
             "the request failed; its message named the data subject, so the log leaves it out \
              (the client received it)"
                 .into()
         }
-        _ => message,
+        // No occurrence can form across a placeholder: it would hold the
+        // placeholder's `<` or `>`, which no valid id has (ids are checked
+        // before anything about them is recorded).
+        Some(id) => message.replace(id, SUBJECT_PLACEHOLDER),
+        None => message,
     }
 }
+
+/// What stands for a data subject's id in a recorded error message.
+const SUBJECT_PLACEHOLDER: &str = "<the data subject>";
+
+/// See [`recorded_error`].
+const SHORTEST_REDACTED_ID: usize = 4;
 
 impl Appliance {
     /// Decides, records the intent, runs `run`, records the outcome.
@@ -540,5 +557,38 @@ impl Appliance {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recorded_error_never_holds_the_data_subject_id() {
+        let id = "patient-7@clinic.example";
+        let kept = recorded_error(
+            format!("memory:subject/{id} failed: {id}{id} is busy"),
+            Some(id),
+        );
+        assert_eq!(
+            kept,
+            "memory:subject/<the data subject> failed: <the data subject><the data subject> is busy"
+        );
+        // Overlapping occurrences leave none behind either.
+        let kept = recorded_error("abababab".into(), Some("abab"));
+        assert!(!kept.contains("abab"), "{kept}");
+        // A short id would turn everything into placeholders: left out whole.
+        let kept = recorded_error("a write failed".into(), Some("a"));
+        assert!(kept.contains("named the data subject") && !kept.contains("write"));
+        // So is one whose id the placeholder itself contains.
+        let kept = recorded_error("subject busy".into(), Some("subject"));
+        assert!(
+            kept.contains("leaves it out") && !kept.contains("busy"),
+            "{kept}"
+        );
+        // Other requests' messages, and messages without the id, are kept.
+        assert_eq!(recorded_error("disk full".into(), Some(id)), "disk full");
+        assert_eq!(recorded_error(format!("{id}!"), None), format!("{id}!"));
     }
 }
