@@ -149,6 +149,16 @@ pub struct RecordDraft {
     pub policy_text: Option<String>,
     /// A short operator-readable detail (never customer content); may be empty.
     pub detail: String,
+    /// For an intent with a `subject` that may name nobody the appliance
+    /// holds (a person a data-subject request asks about): if the subject
+    /// has no linking key yet, the one made for this record is kept only
+    /// once an outcome of this intent reports `ok`. Until then the key is
+    /// held in memory only; it is dropped, never written, if the outcome
+    /// reports anything else, if the subject's key is erased meanwhile, or
+    /// if the service restarts. Asking about someone who is not held then
+    /// leaves no key under their name (OAR.md §3.4).
+    #[serde(default)]
+    pub link_kept_on_success: bool,
 }
 
 impl RecordDraft {
@@ -171,6 +181,7 @@ impl RecordDraft {
             output_digests: Vec::new(),
             policy_text: None,
             detail: String::new(),
+            link_kept_on_success: false,
         }
     }
 }

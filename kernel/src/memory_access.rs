@@ -170,44 +170,13 @@ impl Appliance {
                 (SUBJECT_SCOPE.to_owned(), Some(subject.clone()))
             }
         };
-        // The intent of an export by subject makes the audit service keep a
-        // linking key under the subject's id. If the memory holds nothing
-        // about them (never stored, or erased already), that key would put
-        // the id of a person who was erased back into the audit file: it is
-        // dropped again before the outcome is recorded (which carries no
-        // pseudonym and so mints none).
-        let unlink = match &subject {
-            Some(id) => Some((
-                self.audit_client().map_err(|reason| {
-                    MemoryError::Unavailable(format!("exports are recorded by it: {reason}"))
-                })?,
-                crate::operations::data_subject_link(id),
-            )),
-            None => None,
-        };
         self.memory_scoped(
             requester,
             Action::MemoryExport,
             &scope,
             format!("memory:{scope}"),
             subject.as_deref(),
-            |c, ctx| async move {
-                let page = c.export(ctx, request).await?;
-                if let (Err(MemoryError::UnknownSubject { .. }), Some((audit, link))) =
-                    (&page, unlink)
-                {
-                    let ctx = transport::context_with_timeout(crate::operations::SERVICE_TIMEOUT);
-                    if let Err(reason) =
-                        crate::operations::audit_answer(audit.erase_subject_key(ctx, link).await)
-                    {
-                        return Ok(Err(MemoryError::EraseUnfinished(format!(
-                            "the export found nothing stored about that data subject, but the \
-                             audit log still holds the linking key its record created ({reason})"
-                        ))));
-                    }
-                }
-                Ok(page)
-            },
+            |c, ctx| async move { c.export(ctx, request).await },
         )
         .await
     }

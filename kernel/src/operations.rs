@@ -181,9 +181,13 @@ impl Appliance {
         intent.decision = Some(ruling.recorded.clone());
         intent.detail = ruling.detail();
         // Only an allowed request names the person's linking key: a denied
-        // one must not make the audit service keep a key under their id.
-        if ruling.allowed() {
+        // one must not make the audit service keep a key under their id. Nor
+        // may one about a person the memory does not hold (an export of an
+        // unknown id, an erasure done already): a key made for it is kept
+        // only if the request succeeds (OAR.md §3.4).
+        if ruling.allowed() && data_subject.is_some() {
             intent.subject = data_subject.map(data_subject_link);
+            intent.link_kept_on_success = true;
         }
         // The outcome names its intent; it needs no pseudonym of its own (and
         // after an erasure, asking for one would mint a fresh linking key).

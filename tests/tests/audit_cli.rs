@@ -492,6 +492,15 @@ fn a_data_subject_is_recorded_only_by_a_pseudonym_that_erasure_unlinks() {
         &work.join("again.jsonl").display().to_string(),
     ]);
     assert!(!again.status.success(), "an erased subject exported");
+    // Erasing someone never stored: nothing to erase (exit 1), and, as
+    // above, no key is left under their name.
+    let nobody = app.sios(&["memory", "erase-subject", stranger]);
+    assert_eq!(
+        nobody.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&nobody.stderr)
+    );
 
     let records = tail(&app);
     let about_subjects: Vec<&Value> = records
@@ -508,7 +517,8 @@ fn a_data_subject_is_recorded_only_by_a_pseudonym_that_erasure_unlinks() {
             "memory_export",
             "memory_export",
             "memory_erase",
-            "memory_export"
+            "memory_export",
+            "memory_erase"
         ],
         "{about_subjects:#?}"
     );
@@ -533,6 +543,9 @@ fn a_data_subject_is_recorded_only_by_a_pseudonym_that_erasure_unlinks() {
     assert_eq!(outcome_of(about_subjects[1])["result"], "error");
     assert_eq!(outcome_of(about_subjects[2])["result"], "ok");
     assert_eq!(outcome_of(about_subjects[3])["result"], "error");
+    // The stranger's export failed, so its key was never kept: their
+    // erasure request got a new one, and the two link to nothing.
+    assert_ne!(pseudonym(about_subjects[1]), pseudonym(about_subjects[4]));
 
     let bundle = work.join("log.oar");
     ok(

@@ -8,7 +8,7 @@
 //! | `checkpoints` | tree size → signed note | the checkpoint signed after each batch |
 //! | `keys` | seq of the introducing record → verifier key line | key history, oldest first |
 //! | `policies` | SHA-256 → text | policy texts, content-addressed |
-//! | `subjects` | subject id → 32 bytes | linking keys; a row is deleted by erasure |
+//! | `subjects` | subject id → 32 bytes | linking keys; a row is deleted by erasure (a key made for an intent with `link_kept_on_success` is written only with its successful outcome: `store/pending_links.rs`) |
 //! | `open_intents` | seq → SHA-256(actor‖0‖action‖0‖resource) | intents still waiting for their outcome, as of record `open_intents_upto` |
 //! | `meta` | name → text | `format`, `origin`, `session`, `open_intents_upto` |
 //!
@@ -100,11 +100,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 mod notes;
+mod pending_links;
 mod signer;
 mod validate;
 
 pub use notes::NOTES_PER_STORE;
 use notes::{NotePage, UnstoredNotes, insert_notes};
+use pending_links::PendingLinks;
 pub use signer::IDLE_SIGN;
 use signer::{Signer, Waiter};
 use validate::check_call;
@@ -712,6 +714,7 @@ impl AuditLog {
             key: Arc::new(key),
             data_dir: data_dir.to_owned(),
             subjects: HashMap::new(),
+            pending_links: PendingLinks::default(),
             open: open_intents,
             scrub_pending: false,
             last_commit: Instant::now(),
@@ -1271,6 +1274,8 @@ struct Writer {
     data_dir: PathBuf,
     /// Linking keys seen so far (a cache of the `subjects` table).
     subjects: HashMap<String, [u8; 32]>,
+    /// Linking keys not stored until an outcome reports success.
+    pending_links: PendingLinks,
     open: OpenIntents,
     /// An erasure's scrub failed and must be redone.
     scrub_pending: bool,
@@ -1608,6 +1613,7 @@ impl Writer {
             return;
         }
         self.subjects.clear();
+        self.pending_links.clear();
         let loaded = self.shared.begin_read().and_then(|t| load_tree(&t));
         let loaded = loaded.and_then(|tree| {
             let open = load_open(&self.shared.begin_read()?, tree.frontier.size())?;
@@ -1624,25 +1630,49 @@ impl Writer {
         }
     }
 
+    /// `subject`'s linking key, made if it has none. `kept_on_success`: the
+    /// intent (by seq) asked that a key made for it be stored only with a
+    /// successful outcome; it is held in [`PendingLinks`] until then.
     fn linking_key(
         &mut self,
         subjects: &mut redb::Table<'_, &'static str, [u8; 32]>,
         subject: &str,
+        kept_on_success: Option<u64>,
     ) -> Result<[u8; 32], AuditError> {
         if let Some(k) = self.subjects.get(subject) {
             return Ok(*k);
         }
-        let stored = subjects.get(subject).map_err(storage)?.map(|v| v.value());
-        let key = match stored {
-            Some(v) => v,
-            None => {
-                let k = linking::fresh_key().map_err(|e| storage(format!("random: {e}")))?;
-                subjects.insert(subject, k).map_err(storage)?;
-                k
+        if let Some(stored) = subjects.get(subject).map_err(storage)?.map(|v| v.value()) {
+            self.subjects.insert(subject.to_owned(), stored);
+            return Ok(stored);
+        }
+        let fresh = || linking::fresh_key().map_err(|e| storage(format!("random: {e}")));
+        if let Some(seq) = kept_on_success {
+            if let Some(held) = self.pending_links.join(subject, seq) {
+                return Ok(held);
             }
+            let key = fresh()?;
+            self.pending_links.hold(subject, key, seq);
+            return Ok(key);
+        }
+        // A record that keeps its key at once also keeps one held for others.
+        let key = match self.pending_links.take(subject) {
+            Some(held) => held,
+            None => fresh()?,
         };
-        self.subjects.insert(subject.to_owned(), key);
+        self.store_linking_key(subjects, subject, key)?;
         Ok(key)
+    }
+
+    fn store_linking_key(
+        &mut self,
+        subjects: &mut redb::Table<'_, &'static str, [u8; 32]>,
+        subject: &str,
+        key: [u8; 32],
+    ) -> Result<(), AuditError> {
+        subjects.insert(subject, key).map_err(storage)?;
+        self.subjects.insert(subject.to_owned(), key);
+        Ok(())
     }
 
     fn write_batch(&mut self, batch: Vec<Call>) {
@@ -1828,7 +1858,8 @@ impl Writer {
         let seq = self.tree.frontier.size();
         let (subject, inputs, outputs) = match &draft.subject {
             Some(s) => {
-                let k = self.linking_key(subjects, s)?;
+                let kept_on_success = draft.link_kept_on_success.then_some(seq);
+                let k = self.linking_key(subjects, s, kept_on_success)?;
                 (
                     Some(linking::subject_ref(&k)),
                     draft
@@ -1858,7 +1889,13 @@ impl Writer {
         let kind = match draft.kind {
             DraftKind::Event => Kind::Event,
             DraftKind::Intent => Kind::Intent,
-            DraftKind::Outcome { intent_seq, result } => Kind::Outcome { intent_seq, result },
+            DraftKind::Outcome { intent_seq, result } => {
+                let ok = result == ActionResult::Ok;
+                if let Some((name, key)) = self.pending_links.settle(intent_seq, ok) {
+                    self.store_linking_key(subjects, &name, key)?;
+                }
+                Kind::Outcome { intent_seq, result }
+            }
         };
         let time_ms = now_ms().max(self.tree.last_time);
         Ok(Record {
@@ -2068,6 +2105,8 @@ impl Writer {
     /// free pages so that the key's bytes do not survive in it.
     fn erase(&mut self, subject: &str) -> Result<bool, AuditError> {
         self.subjects.remove(subject);
+        // A key never stored needs no scrub: dropping it is its erasure.
+        self.pending_links.take(subject);
         let txn = self.begin_write()?;
         let existed = {
             let mut table = txn.open_table(SUBJECTS).map_err(storage)?;

@@ -1234,6 +1234,101 @@ mod erasure {
         );
         assert!(contains(&other), "other subjects' keys are kept");
     }
+
+    /// An intent with `link_kept_on_success`, as the kernel sends for a
+    /// data-subject request: the subject's new key is written only with an
+    /// outcome reporting `ok`; after any other outcome, or an erasure while
+    /// it waits, neither the key nor the subject's name is in the file, and
+    /// erasing it reports no stored key (so no scrub).
+    #[tokio::test]
+    async fn a_key_asked_to_be_kept_on_success_is_written_only_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let log = AuditLog::open(&data).unwrap();
+        let about = |name: &str| {
+            let mut d = RecordDraft::new(
+                "uid:0",
+                "memory_export",
+                "memory:subject/*",
+                DraftKind::Intent,
+            );
+            d.subject = Some(name.to_owned());
+            d.link_kept_on_success = true;
+            d
+        };
+        let closing = |intent_seq: u64, result: ActionResult| {
+            RecordDraft::new(
+                "uid:0",
+                "memory_export",
+                "memory:subject/*",
+                DraftKind::Outcome { intent_seq, result },
+            )
+        };
+        let act = |name: &'static str, result: ActionResult| {
+            let log = log.clone();
+            async move {
+                let r = log.record(vec![about(name)]).await.unwrap();
+                log.record(vec![closing(r[0].seq, result)]).await.unwrap();
+            }
+        };
+        act(
+            "data-subject:failed-qx81",
+            ActionResult::Error("unknown".into()),
+        )
+        .await;
+        act("data-subject:kept-zr44", ActionResult::Ok).await;
+        // Two intents share the held key; the first fails, the second keeps it.
+        let first = log
+            .record(vec![about("data-subject:shared-pw07")])
+            .await
+            .unwrap();
+        let second = log
+            .record(vec![about("data-subject:shared-pw07")])
+            .await
+            .unwrap();
+        log.record(vec![closing(first[0].seq, ActionResult::Denied)])
+            .await
+            .unwrap();
+        assert!(!log.has_subject_key("data-subject:shared-pw07").unwrap());
+        log.record(vec![closing(second[0].seq, ActionResult::Ok)])
+            .await
+            .unwrap();
+        // Erased while its intent waits: its success keeps nothing.
+        let waiting = log
+            .record(vec![about("data-subject:erased-mm52")])
+            .await
+            .unwrap();
+        assert!(
+            !log.erase_subject_key("data-subject:erased-mm52".into())
+                .await
+                .unwrap(),
+            "no stored key to erase"
+        );
+        log.record(vec![closing(waiting[0].seq, ActionResult::Ok)])
+            .await
+            .unwrap();
+        // Only an intent may ask.
+        let mut outcome = closing(0, ActionResult::Ok);
+        outcome.subject = Some("data-subject:x".into());
+        outcome.link_kept_on_success = true;
+        assert!(matches!(
+            log.record(vec![outcome]).await,
+            Err(sios_ipc::AuditError::InvalidDraft { .. })
+        ));
+        assert!(log.has_subject_key("data-subject:kept-zr44").unwrap());
+        assert!(log.has_subject_key("data-subject:shared-pw07").unwrap());
+        assert!(!log.has_subject_key("data-subject:failed-qx81").unwrap());
+        assert!(!log.has_subject_key("data-subject:erased-mm52").unwrap());
+        let (bundle, pubkey) = export(&log, dir.path(), "pending").await;
+        verify_bundle(&bundle, &pubkey).unwrap();
+        log.close();
+        let bytes = std::fs::read(data.join("audit.redb")).unwrap();
+        let holds = |name: &str| bytes.windows(name.len()).any(|w| w == name.as_bytes());
+        assert!(holds("kept-zr44"), "a kept key is stored under its name");
+        for name in ["failed-qx81", "erased-mm52"] {
+            assert!(!holds(name), "audit.redb holds {name}");
+        }
+    }
 }
 
 mod proofs {

@@ -55,6 +55,13 @@ pub(super) fn check_call(
         {
             return Err(refuse("subject must be 1..512 bytes".into()));
         }
+        if d.link_kept_on_success && (d.kind != DraftKind::Intent || d.subject.is_none()) {
+            return Err(refuse(
+                "link_kept_on_success is for an intent with a subject: only its outcome can \
+                 keep the key"
+                    .into(),
+            ));
+        }
         if let Some(dec) = &d.decision
             && (dec.policy_ids.len() > record::MAX_LIST
                 || dec
