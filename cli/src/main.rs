@@ -419,9 +419,10 @@ fn rpc(err: tarpc::client::RpcError) -> CliError {
 /// as server errors, whose text says what to do.
 fn rpc_failure(err: &tarpc::client::RpcError) -> String {
     match err {
-        tarpc::client::RpcError::Server(refusal) => {
-            format!("the kernel refused the request: {}", refusal.detail)
-        }
+        tarpc::client::RpcError::Server(refusal) => match transport::connection_refusal(refusal) {
+            Some(reason) => format!("the kernel refused the connection: {reason}"),
+            None => format!("the kernel refused the request: {}", refusal.detail),
+        },
         other => format!("the kernel did not answer: {other}"),
     }
 }
@@ -804,10 +805,14 @@ impl Kernel {
         }
     }
 
-    /// The words for a failed call, noting a refusal of the connection.
+    /// The words for a failed call, noting a refusal of the connection
+    /// (the kernel's other server errors, a failed handler or a stop, are
+    /// failures of the call, reported as such).
     fn rpc_failure(&self, err: &tarpc::client::RpcError) -> String {
         let text = rpc_failure(err);
-        if matches!(err, tarpc::client::RpcError::Server(_)) {
+        if let tarpc::client::RpcError::Server(refusal) = err
+            && transport::connection_refusal(refusal).is_some()
+        {
             *self.turned_away.borrow_mut() = Some(text.clone());
         }
         text

@@ -27,6 +27,28 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 /// without bound.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 
+/// How the detail of the `tarpc::ServerError` that answers a refused
+/// connection begins (see [`refused_connection`]). Clients recognise a
+/// refusal by it, not by the error's kind: tarpc 0.38 writes the kind as an
+/// `i32` and reads it as a `u32`, which bincode's variable-length integers
+/// turn into another kind (`ConnectionRefused` arrives as
+/// `ConnectionAborted`).
+pub const REFUSED_CONNECTION: &str = "connection refused: ";
+
+/// The server error that answers each request on a connection the server
+/// refuses, `reason` saying why and what to do.
+pub fn refused_connection(reason: &str) -> tarpc::ServerError {
+    tarpc::ServerError::new(
+        io::ErrorKind::ConnectionRefused,
+        format!("{REFUSED_CONNECTION}{reason}"),
+    )
+}
+
+/// The reason of a server error made by [`refused_connection`].
+pub fn connection_refusal(err: &tarpc::ServerError) -> Option<&str> {
+    err.detail.strip_prefix(REFUSED_CONNECTION)
+}
+
 /// A tarpc transport over a Unix stream.
 pub type UnixTransport<In, Out> =
     tarpc::serde_transport::Transport<UnixStream, In, Out, Bincode<In, Out>>;

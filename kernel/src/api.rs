@@ -94,13 +94,8 @@ pub async fn serve_clients(
                             _,
                             _,
                         >(stream, max_frame_bytes, 1, move |_, _| {
-                            let message = message.clone();
-                            async move {
-                                Err(tarpc::ServerError::new(
-                                    std::io::ErrorKind::ConnectionRefused,
-                                    message,
-                                ))
-                            }
+                            let refusal = transport::refused_connection(&message);
+                            async move { Err(refusal) }
                         }),
                     )
                     .await;

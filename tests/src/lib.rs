@@ -692,14 +692,14 @@ impl TestAppliance {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Sends the kernel SIGKILL (no clean-up of any kind) from a shared
-    /// reference, for tests whose clients are still running; reap it with
-    /// [`TestAppliance::kill_kernel`] once they have stopped.
     /// The kernel's pid (`sios up` execs the kernel in its own process).
     pub fn kernel_pid(&self) -> u32 {
         self.kernel.as_ref().expect("kernel running").id()
     }
 
+    /// Sends the kernel SIGKILL (no clean-up of any kind) from a shared
+    /// reference, for tests whose clients are still running; reap it with
+    /// [`TestAppliance::kill_kernel`] once they have stopped.
     pub fn kill_kernel_now(&self) {
         let kernel = self.kernel.as_ref().expect("kernel running");
         let pid = nix::unistd::Pid::from_raw(kernel.id() as i32);

@@ -194,7 +194,7 @@ fn connections_over_the_per_uid_limit_are_told_why_and_closed() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
         assert!(
-            stderr.contains("the kernel refused the request")
+            stderr.contains("the kernel refused the connection")
                 && stderr.contains("max_connections_per_uid")
                 && !stderr.contains("unavailable"),
             "{args:?}: {stderr}"
