@@ -145,8 +145,8 @@ impl Appliance {
                             ..report
                         }),
                         Err(reason) => Err(MemoryError::EraseUnfinished(format!(
-                            "the subject's memory is erased, but the audit log still holds its \
-                             linking key ({reason})"
+                            "the subject's memory is erased, but the audit log may still hold \
+                             its linking key ({reason})"
                         ))),
                     },
                 )

@@ -1613,7 +1613,6 @@ impl Writer {
             return;
         }
         self.subjects.clear();
-        self.pending_links.clear();
         let loaded = self.shared.begin_read().and_then(|t| load_tree(&t));
         let loaded = loaded.and_then(|tree| {
             let open = load_open(&self.shared.begin_read()?, tree.frontier.size())?;
@@ -1621,10 +1620,14 @@ impl Writer {
         });
         match loaded {
             Ok((tree, open)) => {
+                // Keys held for intents the failed batch wrote vanish with
+                // it; those of committed intents still wait for outcomes.
+                self.pending_links.keep_intents_below(tree.frontier.size());
                 self.tree = tree;
                 self.open = open;
             }
             Err(err) => {
+                self.pending_links.clear();
                 tracing::error!(error = %err, "could not reload the tree after a failed write")
             }
         }
@@ -1856,6 +1859,15 @@ impl Writer {
         policies: &mut redb::Table<'_, [u8; 32], &'static str>,
     ) -> Result<Record, AuditError> {
         let seq = self.tree.frontier.size();
+        // An outcome settles a key held for its intent first: kept with an
+        // `ok`, dropped otherwise, before the outcome's own subject (if it
+        // names one) could take it below.
+        if let DraftKind::Outcome { intent_seq, result } = &draft.kind {
+            let ok = *result == ActionResult::Ok;
+            if let Some((name, key)) = self.pending_links.settle(*intent_seq, ok) {
+                self.store_linking_key(subjects, &name, key)?;
+            }
+        }
         let (subject, inputs, outputs) = match &draft.subject {
             Some(s) => {
                 let kept_on_success = draft.link_kept_on_success.then_some(seq);
@@ -1889,13 +1901,7 @@ impl Writer {
         let kind = match draft.kind {
             DraftKind::Event => Kind::Event,
             DraftKind::Intent => Kind::Intent,
-            DraftKind::Outcome { intent_seq, result } => {
-                let ok = result == ActionResult::Ok;
-                if let Some((name, key)) = self.pending_links.settle(intent_seq, ok) {
-                    self.store_linking_key(subjects, &name, key)?;
-                }
-                Kind::Outcome { intent_seq, result }
-            }
+            DraftKind::Outcome { intent_seq, result } => Kind::Outcome { intent_seq, result },
         };
         let time_ms = now_ms().max(self.tree.last_time);
         Ok(Record {

@@ -9,9 +9,16 @@
 //! `subjects` only in the commit of an outcome of one of its intents that
 //! reports `ok`. Any other outcome, an erasure of the subject, or a restart
 //! drops it unwritten; the records made with it keep a pseudonym that links
-//! to nothing.
+//! to nothing. So does an intent whose outcome never comes while the service
+//! runs (its caller timed out): past [`MAX_WAITING_INTENTS`], the oldest
+//! waiting intent's claim is dropped.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Intents whose keys may wait at once. Each holds a few hundred bytes; the
+/// kernel's data-subject requests are a person's export or erasure, so this
+/// is far above any real backlog.
+pub(super) const MAX_WAITING_INTENTS: usize = 4096;
 
 /// One subject's key, not yet stored, and the intents made with it.
 struct Pending {
@@ -23,8 +30,8 @@ struct Pending {
 #[derive(Default)]
 pub(super) struct PendingLinks {
     by_subject: HashMap<String, Pending>,
-    /// Each waiting intent's subject.
-    by_intent: HashMap<u64, String>,
+    /// Each waiting intent's subject, oldest (lowest seq) first.
+    by_intent: BTreeMap<u64, String>,
 }
 
 impl PendingLinks {
@@ -32,8 +39,10 @@ impl PendingLinks {
     pub(super) fn join(&mut self, subject: &str, seq: u64) -> Option<[u8; 32]> {
         let pending = self.by_subject.get_mut(subject)?;
         pending.intents.insert(seq);
+        let key = pending.key;
         self.by_intent.insert(seq, subject.to_owned());
-        Some(pending.key)
+        self.bound();
+        Some(key)
     }
 
     /// Holds a fresh `key` for `subject`, made for the intent `seq`.
@@ -46,6 +55,17 @@ impl PendingLinks {
             },
         );
         self.by_intent.insert(seq, subject.to_owned());
+        self.bound();
+    }
+
+    /// Drops the oldest waiting intents past [`MAX_WAITING_INTENTS`].
+    fn bound(&mut self) {
+        while self.by_intent.len() > MAX_WAITING_INTENTS {
+            let Some((&oldest, _)) = self.by_intent.first_key_value() else {
+                return;
+            };
+            self.settle(oldest, false);
+        }
     }
 
     /// The outcome of intent `intent_seq` is being recorded. With `ok`, the
@@ -77,11 +97,19 @@ impl PendingLinks {
         Some(pending.key)
     }
 
-    /// Forgets every held key (after a failed commit, the writer's state is
-    /// re-read from the file, where none of them is).
+    /// Forgets every held key.
     pub(super) fn clear(&mut self) {
         self.by_subject.clear();
         self.by_intent.clear();
+    }
+
+    /// Keeps only the intents below seq `size`: after a failed commit the
+    /// log is re-read, and intents of the failed batch were never written.
+    pub(super) fn keep_intents_below(&mut self, size: u64) {
+        let unwritten: Vec<u64> = self.by_intent.range(size..).map(|(s, _)| *s).collect();
+        for seq in unwritten {
+            self.settle(seq, false);
+        }
     }
 
     /// Intents waiting, for tests.
@@ -119,5 +147,36 @@ mod tests {
         links.hold("data-subject:s", [3; 32], 30);
         assert_eq!(links.take("data-subject:s"), Some([3; 32]));
         assert_eq!(links.settle(30, true), None, "taken by an erasure");
+    }
+
+    #[test]
+    fn a_failed_batch_drops_only_its_own_intents() {
+        let mut links = PendingLinks::default();
+        links.hold("data-subject:a", [1; 32], 5);
+        links.join("data-subject:a", 9);
+        links.hold("data-subject:b", [2; 32], 10);
+        links.keep_intents_below(9);
+        assert_eq!(links.waiting(), 1);
+        assert_eq!(
+            links.join("data-subject:b", 11),
+            None,
+            "b was only in the batch"
+        );
+        assert_eq!(
+            links.settle(5, true),
+            Some(("data-subject:a".to_owned(), [1; 32]))
+        );
+    }
+
+    #[test]
+    fn intents_whose_outcome_never_comes_are_bounded() {
+        let mut links = PendingLinks::default();
+        for seq in 0..(MAX_WAITING_INTENTS as u64 + 10) {
+            links.hold(&format!("data-subject:{seq}"), [0; 32], seq);
+        }
+        assert_eq!(links.waiting(), MAX_WAITING_INTENTS);
+        assert_eq!(links.settle(0, true), None, "the oldest went first");
+        assert!(links.settle(MAX_WAITING_INTENTS as u64 + 9, true).is_some());
+        assert_eq!(links.by_subject.len(), MAX_WAITING_INTENTS - 1);
     }
 }
