@@ -155,9 +155,12 @@ pub enum MemoryCommand {
         json: bool,
     },
     /// Erase everything about one data subject, in every namespace, for good:
-    /// the subject's key is destroyed and its items deleted.
+    /// the subject's key is destroyed and its items deleted, then the audit
+    /// log's linking key for them, so that the records of requests about
+    /// them link to nobody.
     ///
-    /// Exit 1 if nothing was held about the subject.
+    /// Exit 1 if nothing was held about the subject. If an erasure stopped
+    /// after the memory part, run it again: that finishes it (exit 0).
     EraseSubject {
         /// The data subject's id.
         id: String,
