@@ -423,6 +423,15 @@ fn rpc_failure(err: &tarpc::client::RpcError) -> String {
             Some(reason) => format!("the kernel refused the connection: {reason}"),
             None => format!("the kernel refused the request: {}", refusal.detail),
         },
+        // A connection closed before any answer: the kernel stopped, or it
+        // refused the connection without saying why, which it does once a
+        // user already has several refused connections waiting for an answer.
+        tarpc::client::RpcError::Shutdown | tarpc::client::RpcError::Channel(_) => {
+            "the kernel closed the connection without answering; if it is running, this user \
+             may hold more connections than its limit ([limits] max_connections_per_uid), which \
+             the kernel's log says"
+                .to_owned()
+        }
         other => format!("the kernel did not answer: {other}"),
     }
 }

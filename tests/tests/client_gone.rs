@@ -221,6 +221,12 @@ fn connections_over_the_per_uid_limit_are_told_why_and_closed() {
         "64 refused connections took {} more descriptors in the kernel",
         during.saturating_sub(before)
     );
+    // A command refused meanwhile, told why or closed unanswered, still
+    // points at the limit.
+    let flooded = app.sios(&["status"]);
+    let stderr = String::from_utf8_lossy(&flooded.stderr);
+    assert_eq!(flooded.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("max_connections_per_uid"), "{stderr}");
     drop(flood);
     drop(held);
     // Closing is noticed by the kernel's connection tasks: poll until the
