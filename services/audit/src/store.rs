@@ -1794,7 +1794,8 @@ impl Writer {
         let mut iter = batch.into_iter();
         while let Some((drafts, reply)) = iter.next() {
             let base = self.tree.frontier.size();
-            match check_call(&drafts, base, &self.open.open) {
+            let pending = &self.pending_links;
+            match check_call(&drafts, base, &self.open.open, &|seq| pending.waits(seq)) {
                 Ok(()) => {}
                 Err(AuditError::Storage(e)) => {
                     let mut replies: Vec<_> = out.into_iter().map(|p| p.reply).collect();

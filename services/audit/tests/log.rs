@@ -1293,6 +1293,34 @@ mod erasure {
         log.record(vec![closing(second[0].seq, ActionResult::Ok)])
             .await
             .unwrap();
+        // An outcome of an intent holding a key must not name a subject
+        // (that would store a key whatever its result).
+        let held = log
+            .record(vec![about("data-subject:named-vb19")])
+            .await
+            .unwrap();
+        let mut named = closing(held[0].seq, ActionResult::Error("x".into()));
+        named.subject = Some("data-subject:named-vb19".into());
+        match log.record(vec![named]).await {
+            Err(sios_ipc::AuditError::InvalidDraft { reason, .. }) => {
+                assert!(reason.contains("only on success"), "{reason}")
+            }
+            other => panic!("an outcome naming a subject was taken: {other:?}"),
+        }
+        let mut together = vec![about("data-subject:named-vb19")];
+        // The call's intent gets the next seq (the refused call wrote nothing).
+        let mut named = closing(held[0].seq + 1, ActionResult::Ok);
+        named.subject = Some("data-subject:named-vb19".into());
+        together.push(named);
+        match log.record(together).await {
+            Err(sios_ipc::AuditError::InvalidDraft { index: 1, reason }) => {
+                assert!(reason.contains("only on success"), "{reason}")
+            }
+            other => panic!("refused within one call too: {other:?}"),
+        }
+        log.record(vec![closing(held[0].seq, ActionResult::Error("x".into()))])
+            .await
+            .unwrap();
         // Erased while its intent waits: its success keeps nothing.
         let waiting = log
             .record(vec![about("data-subject:erased-mm52")])
@@ -1325,7 +1353,7 @@ mod erasure {
         let bytes = std::fs::read(data.join("audit.redb")).unwrap();
         let holds = |name: &str| bytes.windows(name.len()).any(|w| w == name.as_bytes());
         assert!(holds("kept-zr44"), "a kept key is stored under its name");
-        for name in ["failed-qx81", "erased-mm52"] {
+        for name in ["failed-qx81", "erased-mm52", "named-vb19"] {
             assert!(!holds(name), "audit.redb holds {name}");
         }
     }

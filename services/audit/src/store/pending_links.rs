@@ -112,6 +112,11 @@ impl PendingLinks {
         }
     }
 
+    /// Whether the intent `seq` waits with a held key.
+    pub(super) fn waits(&self, seq: u64) -> bool {
+        self.by_intent.contains_key(&seq)
+    }
+
     /// Intents waiting, for tests.
     #[cfg(test)]
     pub(super) fn waiting(&self) -> usize {

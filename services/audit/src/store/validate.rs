@@ -8,13 +8,17 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Checks one call's drafts against the rules of OAR.md §3.3 and §4 that a
 /// record must meet to keep the log verifiable. `base` is the first seq the
-/// call would get.
+/// call would get. `holds_link(seq)`: the intent `seq` waits for an outcome
+/// to keep its subject's linking key (see `pending_links.rs`).
 pub(super) fn check_call(
     drafts: &[RecordDraft],
     base: u64,
     open: &BTreeMap<u64, Hash>,
+    holds_link: &dyn Fn(u64) -> bool,
 ) -> Result<(), AuditError> {
     let mut opened: HashMap<u64, Hash> = HashMap::new();
+    // Intents of this call that may hold a key until their outcome.
+    let mut holding: HashSet<u64> = HashSet::new();
     let mut closed: HashSet<u64> = HashSet::new();
     for (index, d) in drafts.iter().enumerate() {
         let refuse = |reason: String| AuditError::InvalidDraft { index, reason };
@@ -89,6 +93,9 @@ pub(super) fn check_call(
         match &d.kind {
             DraftKind::Intent => {
                 opened.insert(seq, intent_tag(&d.actor, &d.action, &d.resource));
+                if d.link_kept_on_success {
+                    holding.insert(seq);
+                }
             }
             DraftKind::Outcome { intent_seq, result } => {
                 if let sios_ipc::ActionResult::Error(m) = result
@@ -111,6 +118,15 @@ pub(super) fn check_call(
                 if tag != intent_tag(&d.actor, &d.action, &d.resource) {
                     return Err(refuse(format!(
                         "an outcome must repeat its intent's actor, action and resource (intent {intent_seq} differs)"
+                    )));
+                }
+                // Naming a subject would store a linking key whatever the
+                // result, which the intent asked to keep only on success.
+                if d.subject.is_some() && (holding.contains(intent_seq) || holds_link(*intent_seq))
+                {
+                    return Err(refuse(format!(
+                        "intent {intent_seq} keeps its subject's linking key only on success, so its \
+                         outcome must not name a subject"
                     )));
                 }
                 closed.insert(*intent_seq);
