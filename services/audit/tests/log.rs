@@ -1264,77 +1264,60 @@ mod erasure {
                 DraftKind::Outcome { intent_seq, result },
             )
         };
-        let act = |name: &'static str, result: ActionResult| {
+        // Records an intent about `name`; returns its seq.
+        let open_about = |name: &'static str| {
+            let log = log.clone();
+            async move { log.record(vec![about(name)]).await.unwrap()[0].seq }
+        };
+        let close = |intent_seq: u64, result: ActionResult| {
             let log = log.clone();
             async move {
-                let r = log.record(vec![about(name)]).await.unwrap();
-                log.record(vec![closing(r[0].seq, result)]).await.unwrap();
+                log.record(vec![closing(intent_seq, result)]).await.unwrap();
             }
         };
-        act(
-            "data-subject:failed-qx81",
-            ActionResult::Error("unknown".into()),
-        )
-        .await;
-        act("data-subject:kept-zr44", ActionResult::Ok).await;
+        let failed = open_about("data-subject:failed-qx81").await;
+        close(failed, ActionResult::Error("unknown".into())).await;
+        let kept = open_about("data-subject:kept-zr44").await;
+        close(kept, ActionResult::Ok).await;
         // Two intents share the held key; the first fails, the second keeps it.
-        let first = log
-            .record(vec![about("data-subject:shared-pw07")])
-            .await
-            .unwrap();
-        let second = log
-            .record(vec![about("data-subject:shared-pw07")])
-            .await
-            .unwrap();
-        log.record(vec![closing(first[0].seq, ActionResult::Denied)])
-            .await
-            .unwrap();
+        let first = open_about("data-subject:shared-pw07").await;
+        let second = open_about("data-subject:shared-pw07").await;
+        close(first, ActionResult::Denied).await;
         assert!(!log.has_subject_key("data-subject:shared-pw07").unwrap());
-        log.record(vec![closing(second[0].seq, ActionResult::Ok)])
-            .await
-            .unwrap();
+        close(second, ActionResult::Ok).await;
         // An outcome of an intent holding a key must not name a subject
         // (that would store a key whatever its result).
-        let held = log
-            .record(vec![about("data-subject:named-vb19")])
-            .await
-            .unwrap();
-        let mut named = closing(held[0].seq, ActionResult::Error("x".into()));
-        named.subject = Some("data-subject:named-vb19".into());
-        match log.record(vec![named]).await {
-            Err(sios_ipc::AuditError::InvalidDraft { reason, .. }) => {
-                assert!(reason.contains("only on success"), "{reason}")
+        let held = open_about("data-subject:named-vb19").await;
+        let naming = |intent_seq: u64| {
+            let mut d = closing(intent_seq, ActionResult::Ok);
+            d.subject = Some("data-subject:named-vb19".into());
+            d
+        };
+        // Alone, and in one call with its intent (which gets the next seq:
+        // the refused call wrote nothing).
+        let calls = [
+            (vec![naming(held)], 0),
+            (vec![about("data-subject:named-vb19"), naming(held + 1)], 1),
+        ];
+        for (call, bad) in calls {
+            match log.record(call).await {
+                Err(sios_ipc::AuditError::InvalidDraft { index, reason }) => {
+                    assert_eq!(index, bad);
+                    assert!(reason.contains("only on success"), "{reason}")
+                }
+                other => panic!("an outcome naming a subject was taken: {other:?}"),
             }
-            other => panic!("an outcome naming a subject was taken: {other:?}"),
         }
-        let mut together = vec![about("data-subject:named-vb19")];
-        // The call's intent gets the next seq (the refused call wrote nothing).
-        let mut named = closing(held[0].seq + 1, ActionResult::Ok);
-        named.subject = Some("data-subject:named-vb19".into());
-        together.push(named);
-        match log.record(together).await {
-            Err(sios_ipc::AuditError::InvalidDraft { index: 1, reason }) => {
-                assert!(reason.contains("only on success"), "{reason}")
-            }
-            other => panic!("refused within one call too: {other:?}"),
-        }
-        log.record(vec![closing(held[0].seq, ActionResult::Error("x".into()))])
-            .await
-            .unwrap();
+        close(held, ActionResult::Error("x".into())).await;
         // Erased while its intent waits: its success keeps nothing.
-        let waiting = log
-            .record(vec![about("data-subject:erased-mm52")])
-            .await
-            .unwrap();
+        let waiting = open_about("data-subject:erased-mm52").await;
         assert!(
             !log.erase_subject_key("data-subject:erased-mm52".into())
                 .await
                 .unwrap(),
             "no stored key to erase"
         );
-        log.record(vec![closing(waiting[0].seq, ActionResult::Ok)])
-            .await
-            .unwrap();
+        close(waiting, ActionResult::Ok).await;
         // Only an intent may ask.
         let mut outcome = closing(0, ActionResult::Ok);
         outcome.subject = Some("data-subject:x".into());
