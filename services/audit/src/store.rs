@@ -1860,9 +1860,9 @@ impl Writer {
         policies: &mut redb::Table<'_, [u8; 32], &'static str>,
     ) -> Result<Record, AuditError> {
         let seq = self.tree.frontier.size();
-        // An outcome settles a key held for its intent first: kept with an
-        // `ok`, dropped otherwise, before the outcome's own subject (if it
-        // names one) could take it below.
+        // An outcome settles a key held for its intent: kept with an `ok`,
+        // dropped otherwise. (Such an outcome names no subject of its own:
+        // `check_call` refuses that.)
         if let DraftKind::Outcome { intent_seq, result } = &draft.kind {
             let ok = *result == ActionResult::Ok;
             if let Some((name, key)) = self.pending_links.settle(*intent_seq, ok) {
