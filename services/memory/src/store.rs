@@ -174,8 +174,10 @@ pub enum EraseStop {
 /// until it is reopened; so a write that fails closes it, and the next
 /// request reopens it, at most once per [`REOPEN_EVERY`] (reopening after a
 /// failure may mean a repair scan of the whole file). Reopening rolls the
-/// file back to its last durable commit, which the vector index already
-/// matches: it is changed only after a commit.
+/// file back to its last durable commit; the first write after it counts
+/// the usage and rebuilds the vector index from the file
+/// ([`MemoryStore::resync`]), since a commit reported failed may have been
+/// that last durable one.
 #[derive(Debug)]
 enum DbState {
     Open(Database),
@@ -408,18 +410,25 @@ impl MemoryStore {
     }
 
     /// Runs a write (holding the writer lock): a storage error closes the
-    /// database (see [`DbState`]); an erasure a reopened database may hold
-    /// is finished first.
+    /// database (see [`DbState`]); after a reopen, the first write finishes
+    /// the erasure the reopened database may hold and measures the usage and
+    /// rebuilds the search index from the file (see [`MemoryStore::resync`]).
     fn write_with<T>(&self, f: impl FnOnce() -> Result<T, MemoryError>) -> Result<T, MemoryError> {
         let _writer = lock(&self.writer);
         // A closed database due to be tried again is reopened here, so that
-        // the erasure it may hold is finished before this write.
+        // what it holds is taken in before this write.
         drop(self.db());
         let result = if self
             .recovery_due
             .swap(false, std::sync::atomic::Ordering::AcqRel)
         {
-            self.recover_locked().and_then(|()| f())
+            let resynced = self.resync();
+            if resynced.is_err() {
+                // Tried again by the next write.
+                self.recovery_due
+                    .store(true, std::sync::atomic::Ordering::Release);
+            }
+            resynced.and_then(|()| f())
         } else {
             f()
         };
@@ -457,6 +466,33 @@ impl MemoryStore {
         };
         drop(state);
         self.closed(&cause)
+    }
+
+    /// Takes in what a reopened memory.redb holds (the writer lock held):
+    /// finishes the erasure a failure interrupted, then counts the usage
+    /// and rebuilds the search index from the file. Both were kept in step
+    /// with each commit that succeeded; a commit reported failed may still
+    /// have reached the disk (redb can fail after the data is durable), and
+    /// without this its items would count against no quota and be found by
+    /// no search until the next start. Costs one pass over every row, as at
+    /// open; it happens only after a failed write.
+    fn resync(&self) -> Result<(), MemoryError> {
+        let started = Instant::now();
+        self.recover_locked()?;
+        self.build_index_and_usage()?;
+        tracing::info!(
+            took_ms = started.elapsed().as_millis() as u64,
+            "memory.redb reopened: usage counted and search index rebuilt from the file"
+        );
+        Ok(())
+    }
+
+    /// Closes memory.redb as a failed write does; the next request reopens
+    /// it (tests: a commit that reached the disk though it was reported
+    /// failed).
+    #[doc(hidden)]
+    pub fn close_as_after_failure(&self) {
+        self.close_after_failure("closed by a test");
     }
 
     /// Runs recovery on a live store, as the first write after a reopen

@@ -700,6 +700,61 @@ fn an_erasure_finished_after_a_reopen_leaves_nothing_in_the_live_index() {
     assert_eq!(store.item_count().unwrap(), 150);
 }
 
+/// redb can report a commit failed after its data became durable. The
+/// store closes memory.redb on the failure, and the first write after the
+/// reopen must count and index what the file holds, not what the store
+/// believed: here the file gains an item while closed, as such a commit
+/// leaves it.
+#[test]
+fn the_first_write_after_a_reopen_counts_and_indexes_what_the_file_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("memory");
+    let db_file = data.join(sios_memory::DATABASE_FILE);
+    let note = |i: usize| {
+        let mut embedding = vec![0.0f32; 8];
+        embedding[i] = 1.0;
+        put(
+            "tenant/shared",
+            &format!("note-{i}"),
+            "subject-a",
+            text(format!("note {i}")),
+            &[],
+            Some(embedding),
+        )
+    };
+    {
+        let store = MemoryStore::open(&data).unwrap();
+        for i in 0..3 {
+            store.put(&note(i)).unwrap();
+        }
+    }
+    let three_items = std::fs::read(&db_file).unwrap();
+    {
+        let store = MemoryStore::open(&data).unwrap();
+        store.put(&note(3)).unwrap();
+    }
+    let four_items = std::fs::read(&db_file).unwrap();
+    std::fs::write(&db_file, &three_items).unwrap();
+
+    let store = MemoryStore::open(&data).unwrap();
+    assert_eq!(store.usage().items, 3);
+    let mut query = vec![0.0f32; 8];
+    query[3] = 1.0;
+    assert!(!search(&store, &query, 4).contains(&("tenant/shared".into(), "note-3".into())));
+    // The failed commit: memory.redb closes, and the file holds the item.
+    store.close_as_after_failure();
+    std::fs::write(&db_file, &four_items).unwrap();
+    store.put(&note(4)).unwrap();
+    assert_eq!(store.usage().items, 5, "the landed item is not counted");
+    assert!(
+        search(&store, &query, 4).contains(&("tenant/shared".into(), "note-3".into())),
+        "the landed item is not in the live search index"
+    );
+    let live = store.usage();
+    drop(store);
+    assert_eq!(MemoryStore::open(&data).unwrap().usage(), live);
+}
+
 #[test]
 fn deleted_and_erased_items_never_come_back() {
     let dir = tempfile::tempdir().unwrap();
