@@ -51,9 +51,10 @@ pub fn connection_refusal(err: &tarpc::ServerError) -> Option<&str> {
 
 /// A tarpc transport over a Unix stream.
 pub type UnixTransport<In, Out> =
-    tarpc::serde_transport::Transport<UnixStream, In, Out, Bincode<In, Out>>;
+    tarpc::serde_transport::Transport<NoSigPipe, In, Out, Bincode<In, Out>>;
 
 /// Wraps `stream` in length-delimited bincode framing with a hard size limit.
+/// Its writes never raise SIGPIPE (see [`NoSigPipe`]).
 pub fn framed<In, Out>(stream: UnixStream, max_frame_bytes: usize) -> UnixTransport<In, Out>
 where
     In: for<'de> Deserialize<'de>,
@@ -62,7 +63,69 @@ where
     let codec = LengthDelimitedCodec::builder()
         .max_frame_length(max_frame_bytes)
         .new_codec();
-    tarpc::serde_transport::new(Framed::new(stream, codec), Bincode::default())
+    tarpc::serde_transport::new(Framed::new(NoSigPipe(stream), codec), Bincode::default())
+}
+
+/// A Unix stream whose writes never raise SIGPIPE: each is a `send` with
+/// `MSG_NOSIGNAL`. A write to a peer that has gone fails with `BrokenPipe`,
+/// an error the caller reports, where a plain `write` would also raise
+/// SIGPIPE and kill a process that keeps the signal's default action. The
+/// `sios` command keeps it (so that `sios … | head` ends quietly), and a
+/// connection the kernel closed unanswered used to kill it without a word.
+#[derive(Debug)]
+pub struct NoSigPipe(UnixStream);
+
+impl tokio::io::AsyncRead for NoSigPipe {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for NoSigPipe {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        use std::os::fd::AsRawFd as _;
+        let stream = &self.get_mut().0;
+        loop {
+            std::task::ready!(stream.poll_write_ready(cx))?;
+            // `try_io` clears the readiness when the socket would block, so
+            // the next `poll_write_ready` waits for room again.
+            let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
+                nix::sys::socket::send(
+                    stream.as_raw_fd(),
+                    buf,
+                    nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+                )
+                .map_err(io::Error::from)
+            });
+            match sent {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                done => return std::task::Poll::Ready(done),
+            }
+        }
+    }
+
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        // A socket buffers nothing in user space.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
 }
 
 /// Turns a transport error into a sentence an operator can act on.
