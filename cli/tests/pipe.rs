@@ -56,9 +56,9 @@ fn a_kernel_that_hangs_up_is_reported_not_a_sigpipe() {
         })
     };
     // Whether the close comes before the write is a race the closer wins
-    // only some of the time, so the CLI runs 20 times (the ipc-schema test
+    // only some of the time, so the CLI runs 50 times (the ipc-schema test
     // `sigpipe` checks the transport itself deterministically).
-    let runs: Vec<_> = (0..20)
+    let runs: Vec<_> = (0..50)
         .map(|_| {
             Command::new(env!("CARGO_BIN_EXE_sios"))
                 .arg("--state-dir")
