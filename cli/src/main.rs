@@ -418,6 +418,9 @@ fn rpc(err: tarpc::client::RpcError) -> CliError {
 /// kernel's own refusals of a connection or a request (too many open) come
 /// as server errors, whose text says what to do.
 fn rpc_failure(err: &tarpc::client::RpcError) -> String {
+    if let Some(text) = unreadable_answer(err) {
+        return format!("the kernel's answer could not be read: {text}");
+    }
     match err {
         tarpc::client::RpcError::Server(refusal) => match transport::connection_refusal(refusal) {
             Some(reason) => format!("the kernel refused the connection: {reason}"),
@@ -434,6 +437,18 @@ fn rpc_failure(err: &tarpc::client::RpcError) -> String {
         }
         other => format!("the kernel did not answer: {other}"),
     }
+}
+
+/// What was wrong with bytes that came back and could not be decoded (a
+/// frame over the limit, or not a sios message), as opposed to a
+/// connection that ended.
+fn unreadable_answer(err: &tarpc::client::RpcError) -> Option<String> {
+    let tarpc::client::RpcError::Channel(tarpc::ChannelError::Read(cause)) = err else {
+        return None;
+    };
+    let io = cause.downcast_ref::<std::io::Error>()?;
+    transport::is_garbled(io)
+        .then(|| transport::describe_error(io, transport::DEFAULT_MAX_FRAME_BYTES))
 }
 
 fn refused(err: impl std::fmt::Display) -> CliError {

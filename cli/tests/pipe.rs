@@ -1,8 +1,12 @@
-//! The CLI as a shell pipeline uses it, and the same SIGPIPE disposition
-//! against a kernel that hangs up.
+//! The CLI as a shell pipeline uses it, and against a kernel socket whose
+//! peer misbehaves: hangs up before answering, or answers garbage.
 
+use std::io::{Read as _, Write as _};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::ExitStatusExt as _;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// `sios … | head -1` must not panic once `head` has stopped reading: the
 /// CLI ends by SIGPIPE, silently, as Unix tools do.
@@ -28,61 +32,126 @@ fn a_reader_that_stops_early_ends_the_cli_quietly() {
     assert!(stderr.is_empty(), "nothing on stderr: {stderr}");
 }
 
+/// A stand-in for the kernel at `<state>/run/kernel.sock`: a thread that
+/// hands each connection to `answer` as soon as it is queued, until dropped.
+struct FakeKernel {
+    state: tempfile::TempDir,
+    done: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeKernel {
+    fn start(answer: fn(UnixStream)) -> FakeKernel {
+        let state = tempfile::tempdir().unwrap();
+        std::fs::create_dir(state.path().join("run")).unwrap();
+        let listener = UnixListener::bind(state.path().join("run/kernel.sock")).unwrap();
+        // Polled, not blocked in `accept`: waking a blocked thread can take
+        // longer than the CLI takes to write its request.
+        listener.set_nonblocking(true).unwrap();
+        let done = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((connection, _)) => {
+                            connection.set_nonblocking(false).unwrap();
+                            answer(connection);
+                        }
+                        Err(_) => std::thread::yield_now(),
+                    }
+                }
+            })
+        };
+        FakeKernel {
+            state,
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    fn sios_status(&self) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_sios"))
+            .arg("--state-dir")
+            .arg(self.state.path())
+            .arg("status")
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for FakeKernel {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// `sios status` ended by itself with exit 1 and a message holding `words`.
+fn assert_reported(out: &Output, words: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.signal(),
+        None,
+        "killed by signal {:?} (13 is SIGPIPE); stderr: {stderr}",
+        out.status.signal()
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for word in words {
+        assert!(stderr.contains(word), "no {word:?} in: {stderr}");
+    }
+}
+
 /// That disposition must not reach the kernel's socket: a connection the
 /// kernel closes without answering (as it does past a uid's connection
 /// limit) gets a sentence and exit 1, not a silent death by SIGPIPE when
 /// the request is written.
 #[test]
 fn a_kernel_that_hangs_up_is_reported_not_a_sigpipe() {
-    let state = tempfile::tempdir().unwrap();
-    std::fs::create_dir(state.path().join("run")).unwrap();
-    let listener =
-        std::os::unix::net::UnixListener::bind(state.path().join("run/kernel.sock")).unwrap();
-    // Closes every connection as soon as it is queued, before the CLI has
-    // written its request: polled, since waking a thread blocked in
-    // `accept` can take longer than the CLI takes to write (and a close
-    // after the write is a reset, which raises no SIGPIPE).
-    listener.set_nonblocking(true).unwrap();
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let closer = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((connection, _)) => drop(connection),
-                    Err(_) => std::thread::yield_now(),
-                }
-            }
-        })
-    };
+    // Closed as soon as it is queued, before the CLI has written its
+    // request (a close after the write is a reset, which raises no SIGPIPE).
+    let kernel = FakeKernel::start(drop);
     // Whether the close comes before the write is a race the closer wins
     // only some of the time, so the CLI runs 50 times (the ipc-schema test
     // `sigpipe` checks the transport itself deterministically).
-    let runs: Vec<_> = (0..50)
-        .map(|_| {
-            Command::new(env!("CARGO_BIN_EXE_sios"))
-                .arg("--state-dir")
-                .arg(state.path())
-                .arg("status")
-                .output()
-                .unwrap()
-        })
-        .collect();
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    closer.join().unwrap();
+    let runs: Vec<_> = (0..50).map(|_| kernel.sios_status()).collect();
     for out in runs {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            out.status.signal(),
-            None,
-            "killed by signal {:?} (13 is SIGPIPE); stderr: {stderr}",
-            out.status.signal()
-        );
-        assert_eq!(out.status.code(), Some(1), "{stderr}");
-        assert!(
-            stderr.contains("the kernel closed the connection without answering")
-                && stderr.contains("max_connections_per_uid"),
-            "{stderr}"
+        assert_reported(
+            &out,
+            &[
+                "the kernel closed the connection without answering",
+                "max_connections_per_uid",
+            ],
         );
     }
+}
+
+/// Reads the request, then answers with `frame` and hangs up.
+fn answer_with(mut connection: UnixStream, frame: &[u8]) {
+    let _ = connection.read(&mut [0u8; 64 * 1024]);
+    let _ = connection.write_all(frame);
+}
+
+/// An answer that is not a sios message, or announces a frame over the
+/// limit, is named as such, not taken for a hang-up.
+#[test]
+fn a_kernel_answer_that_cannot_be_read_is_named() {
+    let garbage = FakeKernel::start(|c| answer_with(c, &[0, 0, 0, 12, 0xff, 0xff, 0xff, 0xff]));
+    assert_reported(
+        &garbage.sios_status(),
+        &[
+            "the kernel's answer could not be read",
+            "not a valid sios message",
+        ],
+    );
+    let oversized = FakeKernel::start(|c| answer_with(c, &0x7fff_ffffu32.to_be_bytes()));
+    assert_reported(
+        &oversized.sios_status(),
+        &[
+            "the kernel's answer could not be read",
+            "larger than the 16777216-byte limit",
+        ],
+    );
 }

@@ -128,15 +128,41 @@ impl tokio::io::AsyncWrite for NoSigPipe {
     }
 }
 
-/// Turns a transport error into a sentence an operator can act on.
+/// Whether a transport error is the received bytes' fault (a frame over the
+/// limit, or bytes that do not decode) rather than the connection's.
+pub fn is_garbled(err: &io::Error) -> bool {
+    matches!(
+        innermost(err).kind(),
+        io::ErrorKind::InvalidData | io::ErrorKind::Other
+    )
+}
+
+/// The innermost I/O error inside `err`: the transport wraps the socket's
+/// own errors (a reset, a broken pipe) in errors of kind `Other`.
+fn innermost(err: &io::Error) -> &io::Error {
+    match err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<io::Error>())
+    {
+        Some(inner) => innermost(inner),
+        None => err,
+    }
+}
+
+/// Turns a transport error into a sentence an operator can act on, on one
+/// line (a decoder's message may span several).
 pub fn describe_error(err: &io::Error, max_frame_bytes: usize) -> String {
-    let text = err.to_string();
+    let text = err
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     if text.contains("frame size too big") {
         format!(
             "the peer sent a frame larger than the {max_frame_bytes}-byte limit; \
              the connection was closed (raise max_frame_bytes in the config if such requests are legitimate)"
         )
-    } else if err.kind() == io::ErrorKind::InvalidData || err.kind() == io::ErrorKind::Other {
+    } else if is_garbled(err) {
         format!(
             "the peer sent bytes that are not a valid sios message ({text}); the connection was closed"
         )
