@@ -174,10 +174,10 @@ pub enum EraseStop {
 /// until it is reopened; so a write that fails closes it, and the next
 /// request reopens it, at most once per [`REOPEN_EVERY`] (reopening after a
 /// failure may mean a repair scan of the whole file). Reopening rolls the
-/// file back to its last durable commit; the first write after it counts
-/// the usage and rebuilds the vector index from the file
-/// ([`MemoryStore::resync`]), since a commit reported failed may have been
-/// that last durable one.
+/// file back to its last durable commit; the usage is then counted and the
+/// vector index rebuilt from the file before the request that reopened it
+/// goes on ([`MemoryStore::resync`]), since a commit reported failed may
+/// have been that last durable one.
 #[derive(Debug)]
 enum DbState {
     Open(Database),
@@ -211,9 +211,13 @@ pub struct MemoryStore {
     db: RwLock<DbState>,
     /// When memory.redb was last reopened after a failed write.
     reopened_at: Mutex<Option<Instant>>,
-    /// A reopened database may hold an erasure the failure interrupted: the
-    /// next writer finishes it (see [`MemoryStore::recover_locked`]).
+    /// memory.redb was reopened and what it holds is not yet taken in
+    /// ([`MemoryStore::resync`]): set by the reopen, cleared by whoever
+    /// then holds the writer lock, set again if that fails.
     recovery_due: std::sync::atomic::AtomicBool,
+    /// Why the last [`MemoryStore::resync`] failed, while none has
+    /// succeeded since: reported by [`MemoryStore::health`].
+    resync_failure: Mutex<Option<String>>,
     keys: RwLock<KeyFile>,
     index: RwLock<VectorIndex>,
     writer: Mutex<()>,
@@ -286,6 +290,7 @@ impl MemoryStore {
             db: RwLock::new(DbState::Open(db)),
             reopened_at: Mutex::new(None),
             recovery_due: std::sync::atomic::AtomicBool::new(false),
+            resync_failure: Mutex::new(None),
             keys: RwLock::new(keys),
             index: RwLock::new(VectorIndex::default()),
             writer: Mutex::new(()),
@@ -328,6 +333,16 @@ impl MemoryStore {
     /// after a failed write, or the store is at a store-wide limit.
     pub fn health(&self) -> Option<String> {
         self.fault()
+            .or_else(|| {
+                lock(&self.resync_failure).as_ref().map(|err| {
+                    format!(
+                        "memory.redb was reopened after a failed write, but what it holds \
+                         could not be taken in ({err}); every write is refused until that \
+                         is repaired (restore memory.redb and its key file from the same \
+                         backup), and reads go on"
+                    )
+                })
+            })
             .or_else(|| lock(&self.usage).full(&self.quotas))
     }
 
@@ -354,7 +369,8 @@ impl MemoryStore {
         self.db().err().map(|err| err.to_string())
     }
 
-    /// The open database, reopened first if a failed write closed it.
+    /// The open database, reopened first if a failed write closed it (and
+    /// what it then holds taken in, see [`MemoryStore::resync_after_reopen`]).
     fn db(&self) -> Result<OpenDb<'_>, MemoryError> {
         let state = read(&self.db);
         if let DbState::Open(_) = &*state {
@@ -362,6 +378,7 @@ impl MemoryStore {
         }
         drop(state);
         self.reopen()?;
+        self.resync_after_reopen();
         let state = read(&self.db);
         match &*state {
             DbState::Open(_) => Ok(OpenDb(state)),
@@ -399,6 +416,31 @@ impl MemoryStore {
         }
     }
 
+    /// Takes in what a just reopened memory.redb holds, unless a writer is
+    /// busy (this very thread, when a write reopened it): then that writer
+    /// does it, since [`MemoryStore::write_with`] checks before its own
+    /// work. So reads and `sios status` after a reopen count what the file
+    /// holds without waiting for a write. A failure is logged and left to
+    /// the next write to retry and report, as the service's start would.
+    fn resync_after_reopen(&self) {
+        use std::sync::atomic::Ordering;
+        let _writer = match self.writer.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        if !self.recovery_due.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        if let Err(err) = self.resync() {
+            tracing::error!(
+                error = %err,
+                "memory.redb reopened, but what it holds could not be counted; every write will retry and report this"
+            );
+            self.recovery_due.store(true, Ordering::Release);
+        }
+    }
+
     /// What a request is told while memory.redb is closed.
     fn closed(&self, cause: &str) -> MemoryError {
         MemoryError::Storage(format!(
@@ -410,9 +452,11 @@ impl MemoryStore {
     }
 
     /// Runs a write (holding the writer lock): a storage error closes the
-    /// database (see [`DbState`]); after a reopen, the first write finishes
-    /// the erasure the reopened database may hold and measures the usage and
-    /// rebuilds the search index from the file (see [`MemoryStore::resync`]).
+    /// database (see [`DbState`]); after a reopen whose resync is still due
+    /// (it failed, or the reopen came while a writer was busy), the write
+    /// first finishes the erasure the reopened database may hold and
+    /// measures the usage and rebuilds the search index from the file (see
+    /// [`MemoryStore::resync`]).
     fn write_with<T>(&self, f: impl FnOnce() -> Result<T, MemoryError>) -> Result<T, MemoryError> {
         let _writer = lock(&self.writer);
         // A closed database due to be tried again is reopened here, so that
@@ -478,8 +522,11 @@ impl MemoryStore {
     /// open; it happens only after a failed write.
     fn resync(&self) -> Result<(), MemoryError> {
         let started = Instant::now();
-        self.recover_locked()?;
-        self.build_index_and_usage()?;
+        let taken_in = self
+            .recover_locked()
+            .and_then(|()| self.build_index_and_usage());
+        *lock(&self.resync_failure) = taken_in.as_ref().err().map(|err| err.to_string());
+        taken_in?;
         tracing::info!(
             took_ms = started.elapsed().as_millis() as u64,
             "memory.redb reopened: usage counted and search index rebuilt from the file"
@@ -495,8 +542,8 @@ impl MemoryStore {
         self.close_after_failure("closed by a test");
     }
 
-    /// Runs recovery on a live store, as the first write after a reopen
-    /// does (tests: an erasure cut short by a failed write).
+    /// Runs recovery on a live store, as a reopen does (tests: an erasure
+    /// cut short by a failed write).
     #[doc(hidden)]
     pub fn recover_as_after_reopen(&self) -> Result<(), MemoryError> {
         self.recover()

@@ -13,7 +13,7 @@ mod common;
 use common::{Rng, files_containing, item, put, scan, text};
 use sios_ipc::{
     Embedding, ExportRequest, ExportScope, ImportRequest, Item, ListRequest, MemoryError, Metadata,
-    SearchRequest, Value,
+    PutRequest, SearchRequest, Value,
 };
 use sios_memory::jsonl::{export_jsonl, import_jsonl};
 use sios_memory::{EraseStop, MemoryStore};
@@ -701,37 +701,25 @@ fn an_erasure_finished_after_a_reopen_leaves_nothing_in_the_live_index() {
 }
 
 /// redb can report a commit failed after its data became durable. The
-/// store closes memory.redb on the failure, and the first write after the
-/// reopen must count and index what the file holds, not what the store
-/// believed: here the file gains an item while closed, as such a commit
-/// leaves it.
-#[test]
-fn the_first_write_after_a_reopen_counts_and_indexes_what_the_file_holds() {
+/// store closes memory.redb on the failure and the next request reopens it;
+/// what the file then holds must be counted and searchable. Stands in for
+/// that: a store that counts three items, closed as after a failed write,
+/// over a file that holds a fourth (`tenant/shared/note-3`, found by the
+/// returned query). The directory must outlive the store.
+fn closed_over_a_landed_item() -> (tempfile::TempDir, MemoryStore, Vec<f32>) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("memory");
     let db_file = data.join(sios_memory::DATABASE_FILE);
-    let note = |i: usize| {
-        let mut embedding = vec![0.0f32; 8];
-        embedding[i] = 1.0;
-        put(
-            "tenant/shared",
-            &format!("note-{i}"),
-            "subject-a",
-            text(format!("note {i}")),
-            &[],
-            Some(embedding),
-        )
-    };
     {
         let store = MemoryStore::open(&data).unwrap();
         for i in 0..3 {
-            store.put(&note(i)).unwrap();
+            store.put(&embedded_note(i)).unwrap();
         }
     }
     let three_items = std::fs::read(&db_file).unwrap();
     {
         let store = MemoryStore::open(&data).unwrap();
-        store.put(&note(3)).unwrap();
+        store.put(&embedded_note(3)).unwrap();
     }
     let four_items = std::fs::read(&db_file).unwrap();
     std::fs::write(&db_file, &three_items).unwrap();
@@ -740,19 +728,99 @@ fn the_first_write_after_a_reopen_counts_and_indexes_what_the_file_holds() {
     assert_eq!(store.usage().items, 3);
     let mut query = vec![0.0f32; 8];
     query[3] = 1.0;
-    assert!(!search(&store, &query, 4).contains(&("tenant/shared".into(), "note-3".into())));
+    assert!(!search(&store, &query, 4).contains(&landed_item()));
     // The failed commit: memory.redb closes, and the file holds the item.
     store.close_as_after_failure();
     std::fs::write(&db_file, &four_items).unwrap();
-    store.put(&note(4)).unwrap();
+    (dir, store, query)
+}
+
+/// `tenant/shared/note-<i>`, for subject-a, embedded along axis `i` of 8.
+fn embedded_note(i: usize) -> PutRequest {
+    let mut embedding = vec![0.0f32; 8];
+    embedding[i] = 1.0;
+    put(
+        "tenant/shared",
+        &format!("note-{i}"),
+        "subject-a",
+        text(format!("note {i}")),
+        &[],
+        Some(embedding),
+    )
+}
+
+fn landed_item() -> (String, String) {
+    ("tenant/shared".into(), "note-3".into())
+}
+
+#[test]
+fn the_first_write_after_a_reopen_counts_and_indexes_what_the_file_holds() {
+    let (dir, store, query) = closed_over_a_landed_item();
+    store.put(&embedded_note(4)).unwrap();
     assert_eq!(store.usage().items, 5, "the landed item is not counted");
     assert!(
-        search(&store, &query, 4).contains(&("tenant/shared".into(), "note-3".into())),
+        search(&store, &query, 4).contains(&landed_item()),
         "the landed item is not in the live search index"
     );
     let live = store.usage();
     drop(store);
-    assert_eq!(MemoryStore::open(&data).unwrap().usage(), live);
+    let reopened = MemoryStore::open(&dir.path().join("memory")).unwrap();
+    assert_eq!(reopened.usage(), live);
+}
+
+/// No write needed: the request that reopens memory.redb (here the health
+/// check `sios status` makes) takes in what it holds.
+#[test]
+fn a_reopen_by_a_read_counts_and_indexes_what_the_file_holds() {
+    let (_dir, store, query) = closed_over_a_landed_item();
+    assert_eq!(store.health(), None, "memory.redb did not reopen");
+    assert_eq!(store.usage().items, 4, "the landed item is not counted");
+    assert_eq!(store.indexed(), 4, "the landed item is not indexed");
+    assert!(
+        search(&store, &query, 4).contains(&landed_item()),
+        "the landed item is not found by a search"
+    );
+}
+
+/// A reopened memory.redb whose rows cannot be read (here: a file from
+/// another store, sealed under other keys, put in place while closed) is
+/// reported by the health check at once, and refuses writes with the row's
+/// name, rather than passing for healthy memory.
+#[test]
+fn a_reopened_file_that_cannot_be_read_is_reported_and_refuses_writes() {
+    let other = tempfile::tempdir().unwrap();
+    let other_data = other.path().join("memory");
+    {
+        let store = MemoryStore::open(&other_data).unwrap();
+        store.put(&embedded_note(0)).unwrap();
+    }
+    let foreign = std::fs::read(other_data.join(sios_memory::DATABASE_FILE)).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("memory");
+    let store = MemoryStore::open(&data).unwrap();
+    store.put(&embedded_note(0)).unwrap();
+    store.close_as_after_failure();
+    std::fs::write(data.join(sios_memory::DATABASE_FILE), &foreign).unwrap();
+
+    let health = store
+        .health()
+        .expect("an unreadable reopened file passed for healthy");
+    assert!(
+        health.contains("reopened after a failed write")
+            && health.contains("`note-0`")
+            && health.contains("cannot be read"),
+        "{health}"
+    );
+    let refused = store.put(&embedded_note(1)).unwrap_err().to_string();
+    assert!(
+        refused.contains("`note-0`") && refused.contains("cannot be read"),
+        "{refused}"
+    );
+    assert!(
+        store.health().is_some(),
+        "the fault was forgotten after a write"
+    );
 }
 
 #[test]
