@@ -10,6 +10,11 @@ use sios_kernel::service_manager;
 use std::path::PathBuf;
 use std::time::Instant;
 
+// The services' allocator (see the workspace's Cargo.toml): every request
+// the kernel routes allocates its messages, decisions and audit drafts.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The sios supervisor. Prefer `sios up`, which runs this.
 #[derive(Parser, Debug)]
 #[command(version)]

@@ -33,10 +33,16 @@
 //! whole run (`[performance] low_latency_idle`; root only): the floor and
 //! the actions then both run without halted CPUs.
 //! Set `SIOS_BENCH_BASELINE_AUDIT` to another `sios-audit` binary to compare
-//! this build's one-client latency with it, round by round, in the same run.
+//! this build's one-client latency and its 64 clients' throughput with it,
+//! round by round, in the same run.
 
 use redb::{Database, Durability, TableDefinition};
 use sios_audit::AuditLog;
+
+// The allocator `sios-audit` and the kernel (its client) run with, so that
+// the in-process rows and the clients measure the code as it ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use sios_audit::keys::SecretKey;
 use sios_ipc::recorder::Recorder;
 use sios_ipc::transport::{DEFAULT_MAX_FRAME_BYTES, client_config, context_with_timeout, framed};
@@ -397,6 +403,31 @@ fn sign_while_committing(key: &SecretKey, bodies: &[String], path: &std::path::P
 /// that asks, which must not be the one being measured.
 async fn service_timings(socket: &std::path::Path) -> Option<RecordTimings> {
     connect(socket).await.record_timings(ctx()).await.ok()?.ok()
+}
+
+/// How many calls of 64 intents each of the 64 clients sends.
+fn calls_of_64(quick: bool) -> u64 {
+    if quick { 5 } else { 15 }
+}
+
+/// 64 clients (a connection each), each sending `calls` calls of 64
+/// intents back to back: records/s, durable and signed.
+async fn sixty_four_clients(socket: &std::path::Path, calls: u64) -> f64 {
+    let clients: Vec<AuditClient> =
+        futures::future::join_all((0..64).map(|_| connect(socket))).await;
+    let took = concurrently(64, |c| {
+        let client = clients[c as usize].clone();
+        async move {
+            for k in 0..calls {
+                let drafts = (0..64u64)
+                    .map(|i| intent(c * 100_000 + k * 64 + i))
+                    .collect();
+                client.record(ctx(), drafts).await.unwrap().unwrap();
+            }
+        }
+    })
+    .await;
+    (64 * calls * 64) as f64 / took.as_secs_f64()
 }
 
 /// One client, one action at a time: intent (durable + signed), then outcome
@@ -869,22 +900,7 @@ fn main() {
         let recorder_rate = (64 * per_client * 2) as f64 / took.as_secs_f64();
         let stats = recorder.stats();
         let per_request = stats.calls as f64 / stats.requests as f64;
-        // 64 clients, each sending calls of 64 intents back to back.
-        let clients: Vec<AuditClient> = futures::future::join_all((0..64).map(|_| connect())).await;
-        let calls = if quick { 5 } else { 15 };
-        let took = concurrently(64, |c| {
-            let client = clients[c as usize].clone();
-            async move {
-                for k in 0..calls {
-                    let drafts = (0..64u64)
-                        .map(|i| intent(c * 100_000 + k * 64 + i))
-                        .collect();
-                    client.record(ctx(), drafts).await.unwrap().unwrap();
-                }
-            }
-        })
-        .await;
-        let rate64 = (64 * calls * 64) as f64 / took.as_secs_f64();
+        let rate64 = sixty_four_clients(&service.socket, calls_of_64(quick)).await;
         (rate, (recorder_rate, per_request), rate64)
     });
     // One client, one action at a time, as one caller with a single-threaded
@@ -1041,8 +1057,8 @@ fn main() {
 
     // Before and after, in the same run: with SIOS_BENCH_BASELINE_AUDIT
     // naming another build of `sios-audit` (say, the last release), the
-    // one-client action is measured with each binary in turn, three rounds,
-    // each on a fresh log.
+    // one-client action and the 64 clients' calls of 64 intents are
+    // measured with each binary in turn, three rounds, each on a fresh log.
     if let Some(baseline) = std::env::var_os("SIOS_BENCH_BASELINE_AUDIT") {
         for round in 1..=3 {
             for (name, program) in [
@@ -1072,6 +1088,17 @@ fn main() {
                     ),
                 );
                 split_rows(&mut rows, &a, &a.service);
+                let dir = tempdir();
+                let service = Service::spawn(program, dir.path());
+                let rate =
+                    runtime.block_on(sixty_four_clients(&service.socket, calls_of_64(quick)));
+                service.stop();
+                row(
+                    &mut rows,
+                    format!("A/B round {round}, {name}: 64 clients × calls of 64 intents"),
+                    format!("{rate:.0} rec/s"),
+                    format!("{:.2}× the 100000 target", rate / 100_000.0),
+                );
             }
         }
     }
