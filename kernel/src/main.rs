@@ -10,8 +10,8 @@ use sios_kernel::service_manager;
 use std::path::PathBuf;
 use std::time::Instant;
 
-// The services' allocator (see the workspace's Cargo.toml): every request
-// the kernel routes allocates its messages, decisions and audit drafts.
+// mimalloc, as sios-audit (see the workspace's Cargo.toml): every request the
+// kernel routes allocates its messages, decisions and audit drafts.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
