@@ -420,8 +420,9 @@ impl MemoryStore {
     /// busy (this very thread, when a write reopened it): then that writer
     /// does it, since [`MemoryStore::write_with`] checks before its own
     /// work. So reads and `sios status` after a reopen count what the file
-    /// holds without waiting for a write. A failure is logged and left to
-    /// the next write to retry and report, as the service's start would.
+    /// holds without waiting for a write. A failure is logged and shown by
+    /// [`MemoryStore::health`]; every write retries it first and, while it
+    /// still fails, is refused with it, as the service's start would be.
     fn resync_after_reopen(&self) {
         use std::sync::atomic::Ordering;
         let _writer = match self.writer.try_lock() {
