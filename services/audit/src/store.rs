@@ -86,7 +86,7 @@ use redb::{
 };
 use sha2::{Digest as _, Sha256};
 use sios_ipc::latency::LiveHistogram;
-use sios_ipc::storage;
+use sios_ipc::storage::{self, Closure, Remedy};
 use sios_ipc::{
     ActionResult, AppendReceipt, AuditError, AuditEvent, BrainRef, CheckpointPage,
     ConsistencyProof, Digest, DraftKind, InclusionProof, PublicKeyInfo, Receipt, RecordDraft,
@@ -317,9 +317,10 @@ enum DbState {
     /// reopens it before its next write or in its idle time (see
     /// [`Writer::ensure_open`]):
     /// reopening rolls the file back to its last durable commit. Meanwhile
-    /// every call is refused with `cause`, and nothing is acknowledged.
+    /// every call is refused with what `closure` says, and nothing is
+    /// acknowledged.
     Closed {
-        cause: String,
+        closure: Closure,
         /// When the writer last tried to reopen it.
         tried_at: Instant,
     },
@@ -337,19 +338,23 @@ impl Shared {
             .map_err(|_| storage("the database lock is poisoned"))?
         {
             DbState::Open(db) => db.begin_read().map_err(storage),
-            DbState::Closed { cause, .. } => Err(self.closed(cause)),
+            DbState::Closed { closure, .. } => Err(self.closed(closure)),
         }
     }
 
     /// What a caller is told while the log is closed.
-    fn closed(&self, cause: &str) -> AuditError {
-        let dir = self.path.parent().unwrap_or(&self.path);
+    fn closed(&self, closure: &Closure) -> AuditError {
+        let kept = if closure.remedy.keeps_data() {
+            ", and nothing acknowledged is lost"
+        } else {
+            ""
+        };
         AuditError::Storage(format!(
-            "{cause}; the log is closed. Every record is refused, so every action is, \
-             until the log can be written again: free space on the disk holding {} (or \
-             repair it); the log reopens by itself within a second of space being freed, \
-             and nothing acknowledged is lost",
-            dir.display()
+            "{}; the log is closed. Every record is refused, so every action is, until the \
+             log can be written again: {}; the log reopens by itself within a second of \
+             that{kept}",
+            closure.what_happened(),
+            closure.remedy.advice(&self.path)
         ))
     }
 }
@@ -771,7 +776,7 @@ impl AuditLog {
     pub fn fault(&self) -> Option<String> {
         match &*self.shared.db.read().expect("database lock") {
             DbState::Open(_) => None,
-            DbState::Closed { cause, .. } => Some(self.shared.closed(cause).to_string()),
+            DbState::Closed { closure, .. } => Some(self.shared.closed(closure).to_string()),
         }
     }
 
@@ -1396,7 +1401,7 @@ impl Writer {
         self.ensure_open()?;
         let begun = match &*self.shared.db.read().expect("database lock") {
             DbState::Open(db) => db.begin_write(),
-            DbState::Closed { cause, .. } => return Err(self.shared.closed(cause)),
+            DbState::Closed { closure, .. } => return Err(self.shared.closed(closure)),
         };
         let mut txn = match begun {
             Ok(txn) => txn,
@@ -1428,7 +1433,8 @@ impl Writer {
     /// Closes the database after a failed write and returns what callers
     /// are told until it reopens.
     fn close_after_failure(&mut self, cause: &str) -> AuditError {
-        let cause = cause.to_owned();
+        let dir = self.shared.path.parent().unwrap_or(&self.shared.path);
+        let closure = Closure::after_failed_write(cause.to_owned(), dir);
         if self.failing_since.is_none() {
             self.failing_since = Some(Instant::now());
             tracing::error!(
@@ -1437,15 +1443,16 @@ impl Writer {
         } else {
             tracing::debug!("the audit log is closed again: {cause}");
         }
+        let refusal = self.shared.closed(&closure);
         let mut db = self.shared.db.write().expect("database lock");
         // Dropping the database releases the file (once no reader holds a
         // transaction on it), so that it can be opened again.
         *db = DbState::Closed {
-            cause: cause.clone(),
+            closure,
             tried_at: Instant::now(),
         };
         drop(db);
-        self.shared.closed(&cause)
+        refusal
     }
 
     /// Reopens a log closed after a failed write, at most once per
@@ -1459,11 +1466,11 @@ impl Writer {
             return Ok(());
         }
         let mut db = self.shared.db.write().expect("database lock");
-        let DbState::Closed { cause, tried_at } = &mut *db else {
+        let DbState::Closed { closure, tried_at } = &mut *db else {
             return Ok(());
         };
         if tried_at.elapsed() < REOPEN_EVERY {
-            return Err(self.shared.closed(cause));
+            return Err(self.shared.closed(closure));
         }
         *tried_at = Instant::now();
         // Reopening needs no new space: first check the disk has some, or a
@@ -1471,24 +1478,27 @@ impl Writer {
         let dir = self.shared.path.parent().unwrap_or(&self.shared.path);
         if let Err(err) = storage::check_room(dir, storage::REOPEN_ROOM_BYTES) {
             tracing::debug!(error = %err, "the audit log's disk has no room yet");
-            return Err(self
-                .shared
-                .closed(&format!("{cause}; its disk still has no room ({err})")));
+            closure.room_check_failed(&err);
+            return Err(self.shared.closed(closure));
         }
         match open_db(&self.shared.path) {
             Ok(reopened) => {
-                tracing::debug!(after = %cause, "the audit log reopened");
+                tracing::debug!(after = %closure.cause, "the audit log reopened");
                 *db = DbState::Open(reopened);
                 drop(db);
                 self.reload();
                 Ok(())
             }
             Err(err) => {
-                let refused = self
-                    .shared
-                    .closed(&format!("{cause}; reopening it failed: {err}"));
                 tracing::debug!(error = %err, "the audit log could not be reopened yet");
-                Err(refused)
+                // The disk had room a moment ago (checked above): unless the
+                // file is damaged, the disk is to blame.
+                let remedy = match err {
+                    OpenError::Corrupt { .. } => Remedy::RestoreFile,
+                    _ => Remedy::CheckDisk,
+                };
+                closure.reopen_failed(err.to_string(), remedy);
+                Err(self.shared.closed(closure))
             }
         }
     }
@@ -2174,7 +2184,7 @@ impl Writer {
             let mut state = self.shared.db.write().expect("database lock");
             let db = match &mut *state {
                 DbState::Open(db) => db,
-                DbState::Closed { cause, .. } => return Err(self.shared.closed(cause)),
+                DbState::Closed { closure, .. } => return Err(self.shared.closed(closure)),
             };
             match db.compact() {
                 Ok(_) => return Ok(()),

@@ -533,6 +533,78 @@ async fn record_timings_count_every_call_and_batch_by_stage() {
     }
 }
 
+/// A service whose log a full disk closed: its file size capped just over
+/// what it holds (the process's RLIMIT_FSIZE, as a full disk refuses
+/// writes), then calls of 64 events sent until one was refused.
+struct ClosedByFullDisk {
+    dir: tempfile::TempDir,
+    data: PathBuf,
+    service_log: PathBuf,
+    service: Service,
+    client: AuditClient,
+    /// Every record acknowledged before the refusal.
+    acked: Vec<(u64, Digest)>,
+    refused: AuditError,
+}
+
+/// Call `i` of [`ClosedByFullDisk`]: 64 events, 200 bytes of detail each.
+fn events_call(i: u64) -> Vec<RecordDraft> {
+    (0..64)
+        .map(|k| {
+            let mut d = intent_of("uid:1000", i * 64 + k);
+            d.kind = DraftKind::Event;
+            d.detail = "x".repeat(200);
+            d
+        })
+        .collect()
+}
+
+async fn closed_by_full_disk() -> ClosedByFullDisk {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let service_log = dir.path().join("service.log");
+    let stderr = std::fs::File::create(&service_log).unwrap();
+    let service = spawn_with(&data, &run, |command| {
+        ignore_file_size_signal(command);
+        // Its own debug lines too: they tell each reopening apart.
+        command
+            .env("SIOS_LOG", "warn,sios_audit=debug")
+            .stderr(stderr);
+    });
+    let client = connect(&service).await;
+    let mut acked: Vec<(u64, Digest)> = Vec::new();
+    for i in 0..3 {
+        let receipts = client.record(ctx(), events_call(i)).await.unwrap().unwrap();
+        acked.extend(receipts.iter().map(|r| (r.seq, r.record_hash)));
+    }
+    let log_file = data.join("audit.redb");
+    cap_file_size(
+        service.child.id(),
+        std::fs::metadata(&log_file).unwrap().len() + 256 * 1024,
+    );
+    let mut refused = None;
+    for i in 3..10_000 {
+        match client.record(ctx(), events_call(i)).await.unwrap() {
+            Ok(receipts) => acked.extend(receipts.iter().map(|r| (r.seq, r.record_hash))),
+            Err(err) => {
+                refused = Some(err);
+                break;
+            }
+        }
+    }
+    ClosedByFullDisk {
+        dir,
+        data,
+        service_log,
+        service,
+        client,
+        acked,
+        refused: refused.expect("the capped log never refused a call"),
+    }
+}
+
 /// A disk that stops taking writes, made without root: the service's
 /// file-size limit is lowered to just above its log's size, so a commit
 /// that must grow the file fails (EFBIG, as a full disk fails with ENOSPC).
@@ -543,52 +615,17 @@ async fn record_timings_count_every_call_and_batch_by_stage() {
 /// acknowledged record, and the whole log verifies.
 #[tokio::test(flavor = "current_thread")]
 async fn a_full_disk_refuses_records_clearly_and_the_log_reopens_once_space_is_freed() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let run = dir.path().join("run");
-    std::fs::create_dir_all(&run).unwrap();
-    let service_log = dir.path().join("service.log");
-    let stderr = std::fs::File::create(&service_log).unwrap();
-    let mut service = spawn_with(&data, &run, |command| {
-        ignore_file_size_signal(command);
-        // Its own debug lines too: they tell each reopening apart.
-        command
-            .env("SIOS_LOG", "warn,sios_audit=debug")
-            .stderr(stderr);
-    });
-    let client = connect(&service).await;
+    let ClosedByFullDisk {
+        dir,
+        data,
+        service_log,
+        mut service,
+        client,
+        mut acked,
+        refused,
+    } = closed_by_full_disk().await;
     let pid = service.child.id();
-    let mut acked: Vec<(u64, Digest)> = Vec::new();
-    let call = |i: u64| -> Vec<RecordDraft> {
-        (0..64)
-            .map(|k| {
-                let mut d = intent_of("uid:1000", i * 64 + k);
-                d.kind = DraftKind::Event;
-                d.detail = "x".repeat(200);
-                d
-            })
-            .collect()
-    };
-    for i in 0..3 {
-        let receipts = client.record(ctx(), call(i)).await.unwrap().unwrap();
-        acked.extend(receipts.iter().map(|r| (r.seq, r.record_hash)));
-    }
-    let log_file = data.join("audit.redb");
-    cap_file_size(
-        pid,
-        std::fs::metadata(&log_file).unwrap().len() + 256 * 1024,
-    );
-    let mut refused = None;
-    for i in 3..10_000 {
-        match client.record(ctx(), call(i)).await.unwrap() {
-            Ok(receipts) => acked.extend(receipts.iter().map(|r| (r.seq, r.record_hash))),
-            Err(err) => {
-                refused = Some(err);
-                break;
-            }
-        }
-    }
-    let refused = refused.expect("the capped log never refused a call");
+    let call = events_call;
     let text = refused.to_string();
     assert!(
         matches!(refused, AuditError::Storage(_))
@@ -667,6 +704,87 @@ async fn a_full_disk_refuses_records_clearly_and_the_log_reopens_once_space_is_f
     }
     let report =
         reopened_log_holds_and_verifies(&data, &acked, &dir.path().join("after-full-disk.bundle"))
+            .await;
+    assert_eq!(report.records, acked.last().unwrap().0 + 1);
+}
+
+/// A log file damaged while the log is closed (here: overwritten while a
+/// full disk kept it closed) is blamed on the file, not on the disk: the
+/// refusals and `ready` say to put back a backup, not to free space, and
+/// no longer promise that nothing is lost. Once the good file is back the
+/// log reopens by itself and the chain continues after the last
+/// acknowledged record.
+#[tokio::test(flavor = "current_thread")]
+async fn a_log_file_damaged_while_closed_is_blamed_on_the_file_and_the_good_one_serves_again() {
+    let ClosedByFullDisk {
+        dir,
+        data,
+        service,
+        client,
+        mut acked,
+        refused,
+        ..
+    } = closed_by_full_disk().await;
+    assert!(
+        refused
+            .to_string()
+            .contains("free space on the disk holding"),
+        "{refused}"
+    );
+    let log_file = data.join("audit.redb");
+    let good = std::fs::read(&log_file).unwrap();
+    let garbage: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&log_file, &garbage).unwrap();
+    cap_file_size(service.child.id(), libc::RLIM_INFINITY);
+
+    let give_up = std::time::Instant::now() + Duration::from_secs(10);
+    let fault = loop {
+        let fault = client.ready(ctx()).await.unwrap().fault.unwrap_or_default();
+        if fault.contains("cannot be read as its database") {
+            break fault;
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the damaged file was not reported within 10 s: {fault:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        fault.contains(&log_file.display().to_string())
+            && fault.contains("put back the latest backup")
+            && !fault.contains("free space")
+            && !fault.contains("nothing acknowledged is lost"),
+        "{fault}"
+    );
+    let again = client
+        .record(ctx(), events_call(0))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(again.to_string(), fault, "a refusal says what `ready` says");
+
+    std::fs::write(&log_file, &good).unwrap();
+    while client.ready(ctx()).await.unwrap().fault.is_some() {
+        assert!(
+            std::time::Instant::now() < give_up + Duration::from_secs(10),
+            "the log did not reopen within 10 s of its good file coming back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let receipts = client.record(ctx(), events_call(0)).await.unwrap().unwrap();
+    let last = acked.last().unwrap().0;
+    assert_eq!(
+        receipts[0].seq,
+        last + 1,
+        "the chain continues after {last}"
+    );
+    acked.extend(receipts.iter().map(|r| (r.seq, r.record_hash)));
+    drop(client);
+    drop(service);
+    let report =
+        reopened_log_holds_and_verifies(&data, &acked, &dir.path().join("after-damage.bundle"))
             .await;
     assert_eq!(report.records, acked.last().unwrap().0 + 1);
 }

@@ -48,7 +48,7 @@ use sios_ipc::memory::{
     MAX_SEARCH_K, MAX_SEARCH_NAMESPACES, validate_embedding, validate_key, validate_metadata,
     validate_namespace, validate_subject,
 };
-use sios_ipc::storage;
+use sios_ipc::storage::{self, Closure, Remedy};
 use sios_ipc::{
     CompactReport, Embedding, EraseReport, ExportCursor, ExportPage, ExportRequest, ExportScope,
     ImportReport, ImportRequest, Item, ListPage, ListRequest, MemoryError, PutRequest, PutResponse,
@@ -72,6 +72,17 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta.v1");
 const COMPACTION_DUE: &str = "compaction_due";
 /// The foundation build's plaintext table: refused, never read.
 const LEGACY_ITEMS: &str = "items";
+
+/// What an operator must do about memory.redb when redb cannot open it.
+fn remedy_of(err: &redb::DatabaseError) -> Remedy {
+    match err {
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => Remedy::of_io(io),
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(_))
+        | redb::DatabaseError::UpgradeRequired(_)
+        | redb::DatabaseError::RepairAborted => Remedy::RestoreFile,
+        _ => Remedy::CheckDisk,
+    }
+}
 
 fn storage(err: impl std::fmt::Display) -> MemoryError {
     MemoryError::Storage(err.to_string())
@@ -181,7 +192,7 @@ pub enum EraseStop {
 #[derive(Debug)]
 enum DbState {
     Open(Database),
-    Closed { cause: String },
+    Closed(Closure),
 }
 
 /// See [`DbState`].
@@ -195,7 +206,7 @@ impl std::ops::Deref for OpenDb<'_> {
     fn deref(&self) -> &Database {
         match &*self.0 {
             DbState::Open(db) => db,
-            DbState::Closed { .. } => unreachable!("OpenDb is made only over an open database"),
+            DbState::Closed(_) => unreachable!("OpenDb is made only over an open database"),
         }
     }
 }
@@ -244,8 +255,13 @@ impl MemoryStore {
             .map_err(|e| storage(format!("{}: {e}", dir.display())))?;
         let keys = KeyFile::open(dir).map_err(storage)?;
         let db_path = dir.join(DATABASE_FILE);
-        let db = Database::create(&db_path)
-            .map_err(|e| storage(format!("{}: {e}", db_path.display())))?;
+        let db = Database::create(&db_path).map_err(|e| {
+            storage(format!(
+                "{}: {e}; {}",
+                db_path.display(),
+                remedy_of(&e).advice(&db_path)
+            ))
+        })?;
         std::fs::set_permissions(&db_path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| storage(format!("{}: {e}", db_path.display())))?;
         {
@@ -382,7 +398,7 @@ impl MemoryStore {
         let state = read(&self.db);
         match &*state {
             DbState::Open(_) => Ok(OpenDb(state)),
-            DbState::Closed { cause } => Err(self.closed(cause)),
+            DbState::Closed(closure) => Err(self.closed(closure)),
         }
     }
 
@@ -390,29 +406,33 @@ impl MemoryStore {
     /// than [`REOPEN_EVERY`] ago.
     fn reopen(&self) -> Result<(), MemoryError> {
         let mut state = write(&self.db);
-        let DbState::Closed { cause } = &*state else {
+        let DbState::Closed(closure) = &mut *state else {
             return Ok(());
         };
         let mut reopened_at = lock(&self.reopened_at);
         if reopened_at.is_some_and(|at| at.elapsed() < REOPEN_EVERY) {
-            return Err(self.closed(cause));
+            return Err(self.closed(closure));
         }
         *reopened_at = Some(Instant::now());
         // Reopening needs no new space: first check the disk has some, or a
         // still-full disk would pass for healthy memory until the next write.
         if let Err(err) = storage::check_room(&self.dir, storage::REOPEN_ROOM_BYTES) {
             tracing::debug!(error = %err, "memory's disk has no room yet");
-            return Err(self.closed(&format!("{cause}; its disk still has no room ({err})")));
+            closure.room_check_failed(&err);
+            return Err(self.closed(closure));
         }
         match Database::create(&self.db_path) {
             Ok(db) => {
-                tracing::debug!(after = %cause, "memory.redb reopened");
+                tracing::debug!(after = %closure.cause, "memory.redb reopened");
                 *state = DbState::Open(db);
                 self.recovery_due
                     .store(true, std::sync::atomic::Ordering::Release);
                 Ok(())
             }
-            Err(err) => Err(self.closed(&format!("{cause}; reopening it failed: {err}"))),
+            Err(err) => {
+                closure.reopen_failed(err.to_string(), remedy_of(&err));
+                Err(self.closed(closure))
+            }
         }
     }
 
@@ -443,12 +463,17 @@ impl MemoryStore {
     }
 
     /// What a request is told while memory.redb is closed.
-    fn closed(&self, cause: &str) -> MemoryError {
+    fn closed(&self, closure: &Closure) -> MemoryError {
+        let kept = if closure.remedy.keeps_data() {
+            ", and nothing stored is lost"
+        } else {
+            ""
+        };
         MemoryError::Storage(format!(
-            "{cause}; memory is closed. Every request is refused until it can be written \
-             again: free space on the disk holding {} (or repair it); memory reopens by \
-             itself at the next request, and nothing stored is lost",
-            self.dir.display()
+            "{}; memory is closed. Every request is refused until it can be written again: \
+             {}; memory reopens by itself at the next request after that{kept}",
+            closure.what_happened(),
+            closure.remedy.advice(&self.db_path)
         ))
     }
 
@@ -500,17 +525,22 @@ impl MemoryStore {
         let mut state = write(&self.db);
         // Already closed: `reason` is the refusal itself; the first cause
         // stands.
-        if let DbState::Closed { cause } = &*state {
-            return self.closed(cause);
+        if let DbState::Closed(closure) = &*state {
+            return self.closed(closure);
         }
-        let cause = format!("a write to memory.redb failed ({reason})");
-        tracing::error!("{cause}; memory is closed until it can be written again");
+        let closure = Closure::after_failed_write(
+            format!("a write to memory.redb failed ({reason})"),
+            &self.dir,
+        );
+        tracing::error!(
+            what_to_do = %closure.remedy.advice(&self.db_path),
+            "{}; memory is closed until it can be written again",
+            closure.cause
+        );
+        let refusal = self.closed(&closure);
         // Dropping the database releases the file, to be opened again.
-        *state = DbState::Closed {
-            cause: cause.clone(),
-        };
-        drop(state);
-        self.closed(&cause)
+        *state = DbState::Closed(closure);
+        refusal
     }
 
     /// Takes in what a reopened memory.redb holds (the writer lock held):
@@ -1329,7 +1359,7 @@ impl MemoryStore {
                 let mut state = write(&self.db);
                 let db = match &mut *state {
                     DbState::Open(db) => db,
-                    DbState::Closed { cause } => return Err(self.closed(cause)),
+                    DbState::Closed(closure) => return Err(self.closed(closure)),
                 };
                 // redb frees a transaction's old pages only at a later commit;
                 // two commits first let `compact` reclaim a large erasure's pages

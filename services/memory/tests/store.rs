@@ -824,6 +824,71 @@ fn a_reopened_file_that_cannot_be_read_is_reported_and_refuses_writes() {
 }
 
 #[test]
+fn a_damaged_file_at_reopen_is_blamed_on_the_file_and_the_good_one_serves_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("memory");
+    let db_file = data.join(sios_memory::DATABASE_FILE);
+    let store = MemoryStore::open(&data).unwrap();
+    store.put(&embedded_note(0)).unwrap();
+    store.close_as_after_failure();
+    let good = std::fs::read(&db_file).unwrap();
+    let garbage: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let cut_short = good[..good.len() / 3].to_vec();
+
+    for (damage, contents, words) in [
+        ("garbage", garbage, "Not a redb database"),
+        ("a file cut short", cut_short, "truncated"),
+    ] {
+        std::fs::write(&db_file, &contents).unwrap();
+        // A reopen is tried at most once a second.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let refused = store.put(&embedded_note(1)).unwrap_err().to_string();
+        for told in [
+            refused,
+            store.health().expect("a closed store passed for healthy"),
+        ] {
+            assert!(
+                told.contains(words)
+                    && told.contains("cannot be read as its database")
+                    && told.contains("put back the latest backup")
+                    && told.contains(&db_file.display().to_string())
+                    && !told.contains("free space")
+                    && !told.contains("nothing stored is lost"),
+                "{damage}: {told}"
+            );
+        }
+        assert!(
+            store.get("tenant/shared", "note-0").is_err(),
+            "{damage}: a read was served from a closed store"
+        );
+    }
+
+    std::fs::write(&db_file, &good).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    store.put(&embedded_note(1)).unwrap();
+    assert_eq!(store.health(), None);
+    assert_eq!(
+        store.usage().items,
+        2,
+        "the restored file's item and the new one"
+    );
+    drop(store);
+
+    // The same file damaged while the service is down: its start says so.
+    std::fs::write(&db_file, b"not a database at all").unwrap();
+    let Err(refused) = MemoryStore::open(&data) else {
+        panic!("opened a damaged file");
+    };
+    let refused = refused.to_string();
+    assert!(
+        refused.contains("cannot be read as its database") && !refused.contains("free space"),
+        "{refused}"
+    );
+}
+
+#[test]
 fn deleted_and_erased_items_never_come_back() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("memory");
