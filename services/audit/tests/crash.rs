@@ -559,6 +559,19 @@ fn events_call(i: u64) -> Vec<RecordDraft> {
         .collect()
 }
 
+/// Sends one more call of events: its first record follows the last one
+/// acknowledged, and its records join `acked`.
+async fn next_call_continues_the_chain(client: &AuditClient, acked: &mut Vec<(u64, Digest)>) {
+    let receipts = client.record(ctx(), events_call(0)).await.unwrap().unwrap();
+    let last = acked.last().unwrap().0;
+    assert_eq!(
+        receipts[0].seq,
+        last + 1,
+        "the chain continues after {last}"
+    );
+    acked.extend(receipts.iter().map(|r| (r.seq, r.record_hash)));
+}
+
 async fn closed_by_full_disk() -> ClosedByFullDisk {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -625,7 +638,6 @@ async fn a_full_disk_refuses_records_clearly_and_the_log_reopens_once_space_is_f
         refused,
     } = closed_by_full_disk().await;
     let pid = service.child.id();
-    let call = events_call;
     let text = refused.to_string();
     assert!(
         matches!(refused, AuditError::Storage(_))
@@ -636,7 +648,11 @@ async fn a_full_disk_refuses_records_clearly_and_the_log_reopens_once_space_is_f
     );
     // Still full: refused again, at once, and the service is still there.
     for _ in 0..3 {
-        let again = client.record(ctx(), call(0)).await.unwrap().unwrap_err();
+        let again = client
+            .record(ctx(), events_call(0))
+            .await
+            .unwrap()
+            .unwrap_err();
         assert!(again.to_string().contains("the log is closed"), "{again}");
         assert_eq!(again.to_string(), text, "the same words each time");
     }
@@ -674,14 +690,7 @@ async fn a_full_disk_refuses_records_clearly_and_the_log_reopens_once_space_is_f
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let receipts = client.record(ctx(), call(0)).await.unwrap().unwrap();
-    let last = acked.last().unwrap().0;
-    assert_eq!(
-        receipts[0].seq,
-        last + 1,
-        "the chain continues after {last}"
-    );
-    acked.extend(receipts.iter().map(|r| (r.seq, r.record_hash)));
+    next_call_continues_the_chain(&client, &mut acked).await;
     drop(client);
     service.child.kill().unwrap();
     service.child.wait().unwrap();
@@ -773,14 +782,7 @@ async fn a_log_file_damaged_while_closed_is_blamed_on_the_file_and_the_good_one_
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let receipts = client.record(ctx(), events_call(0)).await.unwrap().unwrap();
-    let last = acked.last().unwrap().0;
-    assert_eq!(
-        receipts[0].seq,
-        last + 1,
-        "the chain continues after {last}"
-    );
-    acked.extend(receipts.iter().map(|r| (r.seq, r.record_hash)));
+    next_call_continues_the_chain(&client, &mut acked).await;
     drop(client);
     drop(service);
     let report =
