@@ -2,7 +2,10 @@
 //! two Unix-socket hops, validation, routing) against the same model run
 //! in-process with `ort`, for 1 and 64 concurrent clients, in one run; and
 //! where the kernel's time went, stage by stage, as it timed the same
-//! requests itself (`Kernel::invoke_timings`).
+//! requests itself (`Kernel::invoke_timings`). Three brains: voice-activity
+//! (a small recurrent network, 0.1–0.2 ms in process), anomaly-detect (the
+//! catalog's smallest model, about 16 µs: what is left is the appliance's
+//! own cost) and text-embedding (a transformer, milliseconds).
 //!
 //! Last, `[performance] low_latency_idle` off and on, appliances in turn
 //! (on needs root: without it the row says why nothing was held).
@@ -209,6 +212,7 @@ fn main() {
     let duration = measure_seconds();
     let cases: Vec<(&str, InferRequest)> = vec![
         ("voice-activity", fixture_request("voice-activity")),
+        ("anomaly-detect", fixture_request("anomaly-detect")),
         (
             "text-embedding",
             InferRequest {
