@@ -128,6 +128,10 @@ pub fn check(dir: &Path, json: bool) -> Result<(), Failure> {
                 });
                 println!("{doc}");
             }
+            // Naming a file for the directory is a usage error, as for `load`.
+            if matches!(err, sios_policy::PolicyError::NotADirectory { .. }) {
+                return Err(usage(err));
+            }
             Err(failed(err.to_string()))
         }
     }
@@ -135,6 +139,10 @@ pub fn check(dir: &Path, json: bool) -> Result<(), Failure> {
 
 /// The files `sios policy load DIR` sends: every `*.cedar` and the schema.
 pub fn policy_files(dir: &Path) -> Result<Vec<(String, String)>, Failure> {
+    if dir.is_file() {
+        let path = dir.to_owned();
+        return Err(usage(sios_policy::PolicyError::NotADirectory { path }));
+    }
     let entries = std::fs::read_dir(dir).map_err(|e| usage(format!("{}: {e}", dir.display())))?;
     let mut files = Vec::new();
     for entry in entries {

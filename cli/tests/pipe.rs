@@ -32,6 +32,31 @@ fn a_reader_that_stops_early_ends_the_cli_quietly() {
     assert!(stderr.is_empty(), "nothing on stderr: {stderr}");
 }
 
+/// A policy file named where its directory belongs is a usage error (exit
+/// 2) that names the directory, for `check` offline and for `load` before
+/// any appliance is asked.
+#[test]
+fn one_policy_file_instead_of_its_directory_is_refused_with_the_directory_named() {
+    let policy = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/policy");
+    let file = format!("{policy}/default.cedar");
+    let state = tempfile::tempdir().unwrap();
+    for command in ["check", "load"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sios"))
+            .args(["--state-dir"])
+            .arg(state.path())
+            .args(["policy", command, &file])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        assert!(
+            stderr.contains("is a file, not a policy directory")
+                && stderr.contains(&format!("`{policy}`")),
+            "{command}: {stderr}"
+        );
+    }
+}
+
 /// A stand-in for the kernel at `<state>/run/kernel.sock`: a thread that
 /// hands each connection to `answer` as soon as it is queued, until dropped.
 struct FakeKernel {

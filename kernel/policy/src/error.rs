@@ -70,6 +70,15 @@ pub enum PolicyError {
          operators included, so it is refused"
     )]
     NoPolicies { dir: PathBuf },
+    /// A file was named where the policy's directory belongs: a policy is
+    /// every `*.cedar` file of a directory, with its schema, loaded as one.
+    #[error(
+        "{path} is a file, not a policy directory: name the directory that holds every \
+         *.cedar file of the policy (and its sios.cedarschema, if any), e.g. `{}`; the \
+         policy is all of them together, so one file alone would replace the rest",
+        .path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).display()
+    )]
+    NotADirectory { path: PathBuf },
     #[error("{}", refused(.problems))]
     Refused { problems: Vec<Problem> },
     #[error(

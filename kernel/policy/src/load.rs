@@ -149,6 +149,11 @@ impl LoadedPolicy {
     }
 
     fn load_dir_inner(dir: &Path, schema: PolicySource) -> Result<LoadedPolicy, PolicyError> {
+        if dir.is_file() {
+            return Err(PolicyError::NotADirectory {
+                path: dir.to_owned(),
+            });
+        }
         let read_dir_err = |source| PolicyError::Read {
             path: dir.to_owned(),
             source,

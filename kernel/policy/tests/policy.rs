@@ -1193,6 +1193,13 @@ fn load_dir_reads_sorted_cedar_files_and_the_schema() {
         LoadedPolicy::load_dir(&empty.path().join("missing")),
         Err(PolicyError::Read { .. })
     ));
+
+    // One file named instead of its directory: refused, naming the directory.
+    let one_file = dir.path().join("zz-broken.cedar");
+    let e = LoadedPolicy::load_dir(&one_file).unwrap_err();
+    assert!(matches!(e, PolicyError::NotADirectory { .. }), "{e:?}");
+    let parent = format!("`{}`", dir.path().display());
+    assert!(e.to_string().contains(&parent), "{e}");
 }
 
 #[test]
