@@ -416,6 +416,13 @@ pub fn read_public(path: &Path) -> Result<PublicKey, KeyError> {
     };
     let text = String::from_utf8(fs::read(path).map_err(io(path))?)
         .map_err(|_| malformed("it is not text (a public key file is one line)".into()))?;
+    if text.starts_with("PRIVATE+KEY+") {
+        return Err(malformed(format!(
+            "it is the operator's secret signing key, not a public key. Name the public key \
+             instead ({PUBLIC_FILE} beside it, or the file `sios keys export-public` wrote), \
+             and keep {SECRET_FILE} on the appliance: whoever holds it can sign checkpoints"
+        )));
+    }
     PublicKey::parse_vkey(text.trim()).map_err(malformed)
 }
 
@@ -452,6 +459,21 @@ pub fn export_public(data_dir: &Path, out: &Path) -> Result<PublicKey, KeyError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_key_named_as_the_public_key_is_refused_saying_so() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path()).unwrap();
+        let err = read_public(&dir.path().join(SECRET_FILE)).unwrap_err();
+        let told = err.to_string();
+        assert!(
+            matches!(err, KeyError::Malformed { .. })
+                && told.contains("secret signing key, not a public key")
+                && told.contains(PUBLIC_FILE),
+            "{told}"
+        );
+        read_public(&dir.path().join(PUBLIC_FILE)).unwrap();
+    }
 
     #[test]
     fn seed_derived_keys_and_signatures_are_stable() {
