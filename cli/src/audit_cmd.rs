@@ -94,7 +94,8 @@ pub enum AuditCommand {
         #[arg(long, value_name = "FILE")]
         extends: Option<PathBuf>,
         /// After a successful verification, write the bundle's last signed
-        /// checkpoint to FILE, for the next --extends.
+        /// checkpoint to FILE, for the next --extends (replacing a checkpoint
+        /// kept there before; any other file there is refused).
         #[arg(long, value_name = "FILE")]
         keep_checkpoint: Option<PathBuf>,
         /// One JSON object instead of text: {"ok": true, "origin",
@@ -113,7 +114,8 @@ pub enum AuditCommand {
         /// The checkpoint's tree size [default: the latest checkpoint].
         #[arg(long)]
         tree_size: Option<u64>,
-        /// Write the proof here instead of standard output.
+        /// Write the proof here instead of standard output (replacing an
+        /// earlier JSON output; any other file there is refused).
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
     },
@@ -159,7 +161,8 @@ pub enum AuditCommand {
     Consistency {
         old: u64,
         new: u64,
-        /// Write the proof here instead of standard output.
+        /// Write the proof here instead of standard output (replacing an
+        /// earlier JSON output; any other file there is refused).
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
     },
@@ -203,6 +206,9 @@ pub enum KeysCommand {
     /// audit service also does this on its first start.
     Init,
     /// Write the operator's current public key to FILE (for auditors).
+    ///
+    /// FILE may hold an earlier export, which is replaced; any other file
+    /// there (`signing.key`, say) is refused, not overwritten.
     ExportPublic { file: PathBuf },
     /// Replace the signing key. Recorded in the log as a `key.rotate` record
     /// signed by the old key; earlier checkpoints stay verifiable.
@@ -428,9 +434,16 @@ fn read_pubkey(path: &Path) -> Result<PublicKey, AuditCliError> {
 fn write_json(value: serde_json::Value, output: Option<&Path>) -> Result<(), AuditCliError> {
     let text = serde_json::to_string_pretty(&value).map_err(usage)?;
     match output {
-        // Whole or not at all, so a proof file is never half written.
-        Some(path) => sios_ipc::new_file::replace(path, format!("{text}\n").as_bytes(), 0o644)
-            .map_err(|e| usage(format!("{}: {e}", path.display()))),
+        // Whole or not at all, so a proof file is never half written; and
+        // only over an earlier JSON output, never over another file.
+        Some(path) => sios_ipc::new_file::replace_own(
+            path,
+            format!("{text}\n").as_bytes(),
+            0o644,
+            "a JSON file",
+            |bytes| serde_json::from_slice::<serde_json::Value>(bytes).is_ok(),
+        )
+        .map_err(|e| usage(format!("{}: {e}", path.display()))),
         None => Out { closed: false }.line(&text),
     }
 }
@@ -527,8 +540,7 @@ pub async fn run_audit<S: AuditSource>(
             match verify_file(&path, &pubkey, options) {
                 Ok(report) => {
                     if let Some(keep) = keep_checkpoint {
-                        keys::write_atomically(&keep, report.last_checkpoint.as_bytes())
-                            .map_err(usage)?;
+                        keep_checkpoint_file(&keep, &report.last_checkpoint)?;
                     }
                     if json {
                         out.line(&report_json(&report).to_string())
@@ -1007,6 +1019,25 @@ pub async fn run_keys<S: AuditSource>(
     }
 }
 
+/// Writes the checkpoint a verification ended on to `path`, for the next
+/// `verify --extends`; replaces an earlier kept checkpoint, never another file.
+fn keep_checkpoint_file(path: &Path, note: &str) -> Result<(), AuditCliError> {
+    let is_checkpoint = |bytes: &[u8]| {
+        std::str::from_utf8(bytes).is_ok_and(|text| {
+            sios_audit::checkpoint::open_note(text)
+                .is_ok_and(|(body, _)| sios_audit::checkpoint::Checkpoint::parse_body(body).is_ok())
+        })
+    };
+    sios_ipc::new_file::replace_own(
+        path,
+        note.as_bytes(),
+        0o644,
+        "a kept checkpoint",
+        is_checkpoint,
+    )
+    .map_err(|e| usage(format!("{}: {e}", path.display())))
+}
+
 /// Removes a temporary directory when dropped.
 struct TempDir(PathBuf);
 
@@ -1045,5 +1076,51 @@ mod temp_dir_tests {
         let path = a.0.clone();
         drop(a);
         assert!(!path.exists());
+    }
+}
+
+#[cfg(test)]
+mod output_file_tests {
+    use super::{keep_checkpoint_file, write_json};
+    use sios_audit::checkpoint::Checkpoint;
+    use sios_audit::keys::SecretKey;
+
+    #[test]
+    fn outputs_replace_their_own_kind_and_never_another_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let precious = dir.path().join("audit.redb");
+        std::fs::write(&precious, b"\x00redb pages").unwrap();
+
+        let key = SecretKey::from_seed("sios/audit/test", [3; 32]).unwrap();
+        let note = |size| {
+            Checkpoint {
+                origin: "sios/audit/test".into(),
+                size,
+                root: [size as u8; 32],
+            }
+            .sign(&[&key])
+        };
+        let kept = dir.path().join("kept.checkpoint");
+        keep_checkpoint_file(&kept, &note(1)).unwrap();
+        keep_checkpoint_file(&kept, &note(2)).unwrap();
+        assert_eq!(std::fs::read_to_string(&kept).unwrap(), note(2));
+        let err = keep_checkpoint_file(&precious, &note(3)).unwrap_err();
+        assert!(
+            err.to_string().contains("is not a kept checkpoint"),
+            "{err}"
+        );
+
+        let proof = dir.path().join("proof.json");
+        write_json(serde_json::json!({"seq": 1}), Some(&proof)).unwrap();
+        write_json(serde_json::json!({"seq": 2}), Some(&proof)).unwrap();
+        assert!(
+            std::fs::read_to_string(&proof)
+                .unwrap()
+                .contains("\"seq\": 2")
+        );
+        let err = write_json(serde_json::json!({"seq": 3}), Some(&precious)).unwrap_err();
+        assert!(err.to_string().contains("is not a JSON file"), "{err}");
+
+        assert_eq!(std::fs::read(&precious).unwrap(), b"\x00redb pages");
     }
 }

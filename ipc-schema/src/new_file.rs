@@ -16,6 +16,10 @@
 //! [`replace`] is the same for files that are meant to be overwritten (state
 //! files, a public key exported again): the new content replaces the old by
 //! `rename`, so a crash leaves the old file or the new, never a mix.
+//! [`replace_own`] is [`replace`] for a path an operator typed: it replaces
+//! only a file of the kind it writes, so that a slip of the keyboard (a
+//! public key exported onto `signing.key`, a proof written onto
+//! `audit.redb`) is refused instead of destroying what was there.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -122,6 +126,50 @@ pub fn replace(path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
     new.commit()
 }
 
+/// Existing files larger than this are never taken for one of the small
+/// files [`replace_own`] writes (keys, proofs, checkpoints: kilobytes).
+const OWN_KIND_MAX_BYTES: u64 = 1 << 20;
+
+/// [`replace`], for a path an operator named: writes `content` if nothing
+/// is at `path`, or if what is there is a regular file that `is_own` accepts
+/// (a file of the kind being written, `kind` in words, e.g. "a public key
+/// file"). Anything else fails with `AlreadyExists`, naming what would have
+/// been lost, and leaves it untouched.
+pub fn replace_own(
+    path: &Path,
+    content: &[u8],
+    mode: u32,
+    kind: &str,
+    is_own: impl Fn(&[u8]) -> bool,
+) -> io::Result<()> {
+    let refuse = |what: &str| {
+        Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{what}; sios replaces only {kind} there, so that a mistyped name cannot \
+                 destroy another file (choose another name, or remove it first)"
+            ),
+        ))
+    };
+    match std::fs::metadata(path) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err),
+        Ok(meta) if !meta.is_file() => return refuse("it exists and is not a regular file"),
+        Ok(meta) if meta.len() > OWN_KIND_MAX_BYTES => {
+            return refuse(&format!(
+                "it exists and is not {kind} ({} bytes)",
+                meta.len()
+            ));
+        }
+        Ok(_) => {
+            if !is_own(&std::fs::read(path)?) {
+                return refuse(&format!("it exists and is not {kind}"));
+            }
+        }
+    }
+    replace(path, content, mode)
+}
+
 impl Drop for NewFile {
     fn drop(&mut self) {
         if !self.done {
@@ -174,6 +222,31 @@ mod tests {
         new.file().write_all(b"half").unwrap();
         drop(new);
         assert!(entries(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn replace_own_replaces_its_own_kind_and_refuses_anything_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let is_note = |bytes: &[u8]| bytes.starts_with(b"note ");
+        let own = dir.path().join("own");
+        replace_own(&own, b"note 1", 0o644, "a note", is_note).unwrap();
+        replace_own(&own, b"note 2", 0o644, "a note", is_note).unwrap();
+        assert_eq!(std::fs::read(&own).unwrap(), b"note 2");
+
+        let precious = dir.path().join("precious");
+        std::fs::write(&precious, b"the only copy").unwrap();
+        let err = replace_own(&precious, b"note 3", 0o644, "a note", is_note).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert!(err.to_string().contains("is not a note"), "{err}");
+        assert_eq!(std::fs::read(&precious).unwrap(), b"the only copy");
+
+        let err = replace_own(dir.path(), b"note 4", 0o644, "a note", is_note).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        assert_eq!(
+            entries(dir.path()),
+            ["own", "precious"],
+            "no partial file left"
+        );
     }
 
     #[test]

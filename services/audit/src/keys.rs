@@ -450,15 +450,52 @@ pub fn init(data_dir: &Path) -> Result<PublicKey, KeyError> {
 
 /// `sios keys export-public <file>`: copies the current public key of the
 /// key pair in `data_dir` to `out`.
+/// `out` may already hold a public key (exported before, to be replaced);
+/// any other file there is refused, not overwritten: `signing.key` named
+/// by mistake would otherwise be destroyed.
 pub fn export_public(data_dir: &Path, out: &Path) -> Result<PublicKey, KeyError> {
     let key = read_public(&data_dir.join(PUBLIC_FILE))?;
-    write_public(out, &key)?;
+    let is_public_key = |bytes: &[u8]| {
+        std::str::from_utf8(bytes).is_ok_and(|text| PublicKey::parse_vkey(text.trim()).is_ok())
+    };
+    let line = format!("{}\n", key.to_vkey());
+    sios_ipc::new_file::replace_own(
+        out,
+        line.as_bytes(),
+        0o644,
+        "a public key file",
+        is_public_key,
+    )
+    .map_err(io(out))?;
     Ok(key)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn export_public_replaces_a_public_key_but_never_the_secret_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let public = init(dir.path()).unwrap();
+        let secret_path = dir.path().join(SECRET_FILE);
+        let secret = fs::read(&secret_path).unwrap();
+        let err = export_public(dir.path(), &secret_path).unwrap_err();
+        assert!(
+            err.to_string().contains("is not a public key file"),
+            "{err}"
+        );
+        assert_eq!(
+            fs::read(&secret_path).unwrap(),
+            secret,
+            "the secret key is intact"
+        );
+        // Exported again over an earlier export: replaced, as before.
+        let out = dir.path().join("for-auditors.pub");
+        export_public(dir.path(), &out).unwrap();
+        assert_eq!(export_public(dir.path(), &out).unwrap(), public);
+        assert_eq!(read_public(&out).unwrap(), public);
+    }
 
     #[test]
     fn a_secret_key_named_as_the_public_key_is_refused_saying_so() {
