@@ -1,5 +1,39 @@
 //! What every sios process does the same way: logging and shutdown signals.
 
+/// How a sios binary ends: success, or its error on one line of stderr,
+/// `program: error: cause: cause`, and exit status 1. One line, because the
+/// kernel shows a child's last line of stderr as the reason it died
+/// (`sios status`), and an error's causes are that reason.
+pub fn finish<E>(program: &str, result: Result<(), E>) -> std::process::ExitCode
+where
+    E: AsRef<dyn std::error::Error + Send + Sync>,
+{
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("{program}: {}", error_line(err.as_ref()));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error and its causes on one line, each cause after a colon. A cause
+/// whose words the line already holds is left out: many errors quote their
+/// cause in their own message, and saying it twice helps nobody.
+pub fn error_line(err: &(dyn std::error::Error + Send + Sync)) -> String {
+    let mut line = err.to_string();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        let words = cause.to_string();
+        if !line.contains(&words) {
+            line.push_str(": ");
+            line.push_str(&words);
+        }
+        next = cause.source();
+    }
+    line
+}
+
 /// Logs to stderr, filtered by `SIOS_LOG` (default `info`), every line tagged
 /// with the process's component name. Children of the kernel log without
 /// colour, because their stderr is a pipe the kernel reads.
@@ -136,4 +170,49 @@ pub fn serve_with_companion(
         companion.abort();
         served
     })
+}
+
+#[cfg(test)]
+mod error_line_tests {
+    use super::error_line;
+
+    /// An error that quotes its cause, as many thiserror messages do.
+    #[derive(Debug)]
+    struct Quoting(std::io::Error);
+    impl std::fmt::Display for Quoting {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "cannot read config.toml: {}", self.0)
+        }
+    }
+    impl std::error::Error for Quoting {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    /// An error that names only what it was doing; its cause says why.
+    #[derive(Debug)]
+    struct Context(Quoting);
+    impl std::fmt::Display for Context {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "starting the kernel")
+        }
+    }
+    impl std::error::Error for Context {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn every_cause_is_said_once() {
+        let missing = || std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert_eq!(
+            error_line(&Context(Quoting(missing()))),
+            format!(
+                "starting the kernel: cannot read config.toml: {}",
+                missing()
+            )
+        );
+    }
 }

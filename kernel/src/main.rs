@@ -27,7 +27,11 @@ struct Args {
     config: Option<PathBuf>,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    sios_ipc::process::finish("sios-kernel", try_main())
+}
+
+fn try_main() -> anyhow::Result<()> {
     let args = Args::parse();
     sios_ipc::process::init_tracing("kernel");
     // Everything the kernel creates (directories, sockets, files) is private

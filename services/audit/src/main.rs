@@ -32,7 +32,11 @@ struct Args {
     max_frame_bytes: usize,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    sios_ipc::process::finish("sios-audit", try_main())
+}
+
+fn try_main() -> anyhow::Result<()> {
     let args = Args::parse();
     let listener = sios_ipc::activation::inherited_listener()?;
     sios_ipc::process::init_tracing("audit");

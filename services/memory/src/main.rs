@@ -128,7 +128,11 @@ impl Memory for MemoryServer {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    sios_ipc::process::finish("sios-memory", try_main())
+}
+
+fn try_main() -> anyhow::Result<()> {
     let args = Args::parse();
     let listener = sios_ipc::activation::inherited_listener()?;
     sios_ipc::process::init_tracing("memory");
