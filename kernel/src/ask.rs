@@ -47,6 +47,16 @@ impl Appliance {
         requester: &Requester,
         request: &AskRequest,
     ) -> Result<AskAnswer, InvokeError> {
+        // Every brain would still give a label for nothing at all (the
+        // router always ranks someone first): an answer to an empty
+        // question would look like one to a real one.
+        if request.text.trim().is_empty() {
+            return Err(InvokeError::BadRequest {
+                reason: "the text to ask about is empty (or only blanks): there is nothing \
+                         to screen, route or answer"
+                    .into(),
+            });
+        }
         if !request.recall.is_empty() && !(1..=MAX_RECALL).contains(&request.recall_k) {
             return Err(InvokeError::BadRequest {
                 reason: format!(

@@ -29,6 +29,13 @@ fn ask_routes_deterministically_and_names_the_brains_and_records_that_contribute
         assert!(out.status.success(), "{}", stderr(&out));
         serde_json::from_slice(&out.stdout).unwrap()
     };
+    // Nothing to ask about is the caller's mistake, said as such (every
+    // brain would otherwise label even an empty text).
+    for empty in ["", " \n\t "] {
+        let out = app.sios(&["ask", empty]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("is empty"), "{}", stderr(&out));
+    }
     let first = ask(&app);
     assert_eq!(first["route"][0][0], "legal", "{first:#}");
     assert_eq!(first["answers"][0]["brain"], "legal");
