@@ -96,7 +96,8 @@ impl Remedy {
     }
 
     /// For a failed [`check_room`]: the disk is full, or something else
-    /// is wrong with it (the probe file's directory is not the store's file).
+    /// is wrong with it. Never [`Remedy::RestoreFile`]: the probe is a file
+    /// of its own, so its failure says nothing about the store's file.
     pub fn of_room_check(err: &io::Error) -> Remedy {
         match Remedy::of_io(err) {
             Remedy::FreeSpace => Remedy::FreeSpace,
