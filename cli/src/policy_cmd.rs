@@ -139,10 +139,7 @@ pub fn check(dir: &Path, json: bool) -> Result<(), Failure> {
 
 /// The files `sios policy load DIR` sends: every `*.cedar` and the schema.
 pub fn policy_files(dir: &Path) -> Result<Vec<(String, String)>, Failure> {
-    if dir.is_file() {
-        let path = dir.to_owned();
-        return Err(usage(sios_policy::PolicyError::NotADirectory { path }));
-    }
+    sios_policy::not_a_single_file(dir).map_err(usage)?;
     let entries = std::fs::read_dir(dir).map_err(|e| usage(format!("{}: {e}", dir.display())))?;
     let mut files = Vec::new();
     for entry in entries {

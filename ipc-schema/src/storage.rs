@@ -169,6 +169,24 @@ impl Closure {
         }
     }
 
+    /// The words every refused caller gets while the store is closed, in
+    /// order: what happened; `closed` (that the store is closed, and what is
+    /// refused); the remedy, for the store kept in `file`; `reopens` (how it
+    /// comes back once that is done); and, unless the file itself is lost,
+    /// `kept` (that nothing acknowledged is).
+    pub fn refusal(&self, file: &Path, closed: &str, reopens: &str, kept: &str) -> String {
+        let kept = if self.remedy.keeps_data() {
+            format!(", and {kept}")
+        } else {
+            String::new()
+        };
+        format!(
+            "{}; {closed}: {}; {reopens}{kept}",
+            self.what_happened(),
+            self.remedy.advice(file)
+        )
+    }
+
     /// What happened, in words: the failed write, then the failed reopen.
     pub fn what_happened(&self) -> String {
         match &self.reopen_failure {

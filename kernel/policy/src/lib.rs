@@ -53,7 +53,7 @@ pub use directory::{
 pub use error::{PolicyError, Problem, Severity};
 pub use load::{
     DEFAULT_POLICY, LoadedPolicy, PolicyBundle, PolicySource, SCHEMA, SCHEMA_FILE,
-    is_valid_policy_id,
+    is_valid_policy_id, not_a_single_file,
 };
 pub use model::{
     Action, Brain, BrainKind, Client, Decision, DecisionRequest, LEVEL_NAMES, MAX_LEVEL,

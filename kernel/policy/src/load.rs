@@ -149,11 +149,7 @@ impl LoadedPolicy {
     }
 
     fn load_dir_inner(dir: &Path, schema: PolicySource) -> Result<LoadedPolicy, PolicyError> {
-        if dir.is_file() {
-            return Err(PolicyError::NotADirectory {
-                path: dir.to_owned(),
-            });
-        }
+        not_a_single_file(dir)?;
         let read_dir_err = |source| PolicyError::Read {
             path: dir.to_owned(),
             source,
@@ -500,6 +496,18 @@ fn canonical_text(policy: &Policy) -> Result<String, String> {
     reparsed
         .to_cedar()
         .ok_or_else(|| format!("policy `{}` cannot be printed as Cedar text", policy.id()))
+}
+
+/// Refuses a single file named where a policy's directory belongs (every
+/// reader of a policy directory asks this first): the policy is all its
+/// `*.cedar` files together.
+pub fn not_a_single_file(dir: &Path) -> Result<(), PolicyError> {
+    if dir.is_file() {
+        return Err(PolicyError::NotADirectory {
+            path: dir.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// True for a usable `@id`: 1–128 characters of `A-Z a-z 0-9 . _ - : /`.

@@ -376,7 +376,26 @@ pub fn sync_parent(path: &Path) -> Result<(), KeyError> {
 
 /// Writes `signing.pub` (0644) atomically.
 pub fn write_public(path: &Path, key: &PublicKey) -> Result<(), KeyError> {
-    write_atomically(path, format!("{}\n", key.to_vkey()).as_bytes())
+    write_atomically(path, public_file_text(key).as_bytes())
+}
+
+/// A public key file's whole text: its verifier key line.
+fn public_file_text(key: &PublicKey) -> String {
+    format!("{}\n", key.to_vkey())
+}
+
+/// Reads a public key file's bytes; `Err` says why they are not one.
+fn parse_public_file(bytes: &[u8]) -> Result<PublicKey, String> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| "it is not text (a public key file is one line)".to_owned())?;
+    if text.starts_with("PRIVATE+KEY+") {
+        return Err(format!(
+            "it is the operator's secret signing key, not a public key. Name the public key \
+             instead ({PUBLIC_FILE} beside it, or the file `sios keys export-public` wrote), \
+             and keep {SECRET_FILE} on the appliance: whoever holds it can sign checkpoints"
+        ));
+    }
+    PublicKey::parse_vkey(text.trim())
 }
 
 /// Writes a file that others may read (0644) so that a crash leaves the old
@@ -410,20 +429,10 @@ pub fn in_force(history: &[(u64, PublicKey)], size: u64) -> Vec<&PublicKey> {
 
 /// Reads a public key file (a verifier key line).
 pub fn read_public(path: &Path) -> Result<PublicKey, KeyError> {
-    let malformed = |reason| KeyError::Malformed {
+    parse_public_file(&fs::read(path).map_err(io(path))?).map_err(|reason| KeyError::Malformed {
         path: path.to_owned(),
         reason,
-    };
-    let text = String::from_utf8(fs::read(path).map_err(io(path))?)
-        .map_err(|_| malformed("it is not text (a public key file is one line)".into()))?;
-    if text.starts_with("PRIVATE+KEY+") {
-        return Err(malformed(format!(
-            "it is the operator's secret signing key, not a public key. Name the public key \
-             instead ({PUBLIC_FILE} beside it, or the file `sios keys export-public` wrote), \
-             and keep {SECRET_FILE} on the appliance: whoever holds it can sign checkpoints"
-        )));
-    }
-    PublicKey::parse_vkey(text.trim()).map_err(malformed)
+    })
 }
 
 /// A fresh log name (the checkpoint origin and key name):
@@ -455,16 +464,12 @@ pub fn init(data_dir: &Path) -> Result<PublicKey, KeyError> {
 /// by mistake would otherwise be destroyed.
 pub fn export_public(data_dir: &Path, out: &Path) -> Result<PublicKey, KeyError> {
     let key = read_public(&data_dir.join(PUBLIC_FILE))?;
-    let is_public_key = |bytes: &[u8]| {
-        std::str::from_utf8(bytes).is_ok_and(|text| PublicKey::parse_vkey(text.trim()).is_ok())
-    };
-    let line = format!("{}\n", key.to_vkey());
     sios_ipc::new_file::replace_own(
         out,
-        line.as_bytes(),
+        public_file_text(&key).as_bytes(),
         0o644,
         "a public key file",
-        is_public_key,
+        |bytes| parse_public_file(bytes).is_ok(),
     )
     .map_err(io(out))?;
     Ok(key)

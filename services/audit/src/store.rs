@@ -344,17 +344,12 @@ impl Shared {
 
     /// What a caller is told while the log is closed.
     fn closed(&self, closure: &Closure) -> AuditError {
-        let kept = if closure.remedy.keeps_data() {
-            ", and nothing acknowledged is lost"
-        } else {
-            ""
-        };
-        AuditError::Storage(format!(
-            "{}; the log is closed. Every record is refused, so every action is, until the \
-             log can be written again: {}; the log reopens by itself within a second of \
-             that{kept}",
-            closure.what_happened(),
-            closure.remedy.advice(&self.path)
+        AuditError::Storage(closure.refusal(
+            &self.path,
+            "the log is closed. Every record is refused, so every action is, until the log \
+             can be written again",
+            "the log reopens by itself within a second of that",
+            "nothing acknowledged is lost",
         ))
     }
 }

@@ -464,16 +464,11 @@ impl MemoryStore {
 
     /// What a request is told while memory.redb is closed.
     fn closed(&self, closure: &Closure) -> MemoryError {
-        let kept = if closure.remedy.keeps_data() {
-            ", and nothing stored is lost"
-        } else {
-            ""
-        };
-        MemoryError::Storage(format!(
-            "{}; memory is closed. Every request is refused until it can be written again: \
-             {}; memory reopens by itself at the next request after that{kept}",
-            closure.what_happened(),
-            closure.remedy.advice(&self.db_path)
+        MemoryError::Storage(closure.refusal(
+            &self.db_path,
+            "memory is closed. Every request is refused until it can be written again",
+            "memory reopens by itself at the next request after that",
+            "nothing stored is lost",
         ))
     }
 
