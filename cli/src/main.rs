@@ -637,6 +637,15 @@ async fn invoke(
         .await
         .map_err(rpc)?
         .map_err(refused)?;
+    // Said on standard error as well as in the response's parameters: a
+    // person reading the outputs must not take them for a reading of the
+    // whole text.
+    for cut in &response.truncated {
+        eprintln!(
+            "note: brain `{}` {cut}; its outputs are about that part only",
+            response.model_name
+        );
+    }
     let json = kserve::response_to_json(&response).map_err(refused)?;
     let out = if compact {
         serde_json::to_string(&json)
@@ -939,7 +948,9 @@ impl MemoryTarget for Kernel {
         compact() -> sios_ipc::CompactReport => memory_compact;
     }
     async fn embed(&self, text: String) -> Result<sios_ipc::Embedding, sios_ipc::MemoryError> {
-        use sios_ipc::ask::{EMBEDDER, embedding_of, embedding_request};
+        use sios_ipc::ask::{
+            EMBEDDER, PartlyRead, embedding_of, embedding_request, partly_read_note,
+        };
         let failed = |reason: String| {
             sios_ipc::MemoryError::Unavailable(format!(
                 "the text could not be embedded by the `{EMBEDDER}` brain: {reason}"
@@ -956,6 +967,12 @@ impl MemoryTarget for Kernel {
                 },
                 other => failed(other.to_string()),
             })?;
+        let partly: Vec<PartlyRead> = PartlyRead::of(EMBEDDER, &text, &response)
+            .into_iter()
+            .collect();
+        if let Some(note) = partly_read_note(&text, &partly) {
+            eprintln!("note: {note}; the embedding stands for that part only");
+        }
         embedding_of(&response).map_err(failed)
     }
 }

@@ -1,7 +1,7 @@
 //! `sios ask`: the answer of the kernel's deterministic multi-brain pipeline.
 
 use crate::memory::{Embedding, SearchHit};
-use crate::services::{InferRequest, InferResponse};
+use crate::services::{InferRequest, InferResponse, Truncation};
 use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
@@ -79,4 +79,163 @@ pub struct AskAnswer {
     /// Items recalled from the asker's memory, nearest first (with `recall`).
     #[serde(default)]
     pub recalled: Vec<SearchHit>,
+    /// The brains that read only the start of the text, in plan order
+    /// (empty when every brain read all of it); `notes` says it in words.
+    #[serde(default)]
+    pub partly_read: Vec<PartlyRead>,
+}
+
+/// A brain that read only the start of a text: its model takes at most
+/// `max_tokens` tokens, and what it said is about the first `chars_read`
+/// characters (Unicode scalar values) alone.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct PartlyRead {
+    pub brain: String,
+    pub chars_read: u64,
+    pub max_tokens: u64,
+}
+
+impl PartlyRead {
+    /// What `brain`'s response to a request of the one text `text` says it
+    /// left unread, or `None` when it read the whole text. A brain's own
+    /// account is checked against the text the kernel sent: a claim about
+    /// another element, a text of another length, or a part not shorter
+    /// than the whole is not about this text, and is dropped.
+    pub fn of(brain: &str, text: &str, response: &InferResponse) -> Option<PartlyRead> {
+        let chars = text.chars().count() as u64;
+        response
+            .truncated
+            .iter()
+            .find(|cut: &&Truncation| {
+                cut.element == 0 && cut.chars_total == chars && cut.chars_read < chars
+            })
+            .map(|cut| PartlyRead {
+                brain: brain.to_owned(),
+                chars_read: cut.chars_read,
+                max_tokens: cut.max_tokens,
+            })
+    }
+}
+
+/// One sentence for a person: how long the text is, and how much of it
+/// each brain that read only its start read. `None` when none did.
+///
+/// Brains that read as much are named together, in the order given:
+/// "the text is 5310 characters long; brains read only its start, so their
+/// readings are about that part: safety-screen, router and legal its first
+/// 612 characters (128 tokens), text-embedding its first 1207 (256 tokens)".
+pub fn partly_read_note(text: &str, partly: &[PartlyRead]) -> Option<String> {
+    if partly.is_empty() {
+        return None;
+    }
+    let mut groups: Vec<((u64, u64), Vec<&str>)> = Vec::new();
+    for p in partly {
+        let key = (p.chars_read, p.max_tokens);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, names)) if !names.contains(&p.brain.as_str()) => names.push(&p.brain),
+            Some(_) => {}
+            None => groups.push((key, vec![&p.brain])),
+        }
+    }
+    let said: Vec<String> = groups
+        .iter()
+        .enumerate()
+        .map(|(i, ((chars, tokens), names))| {
+            let unit = if i == 0 { " characters" } else { "" };
+            format!(
+                "{} its first {chars}{unit} ({tokens} tokens)",
+                and_list(names)
+            )
+        })
+        .collect();
+    Some(format!(
+        "the text is {} characters long; brains read only its start, so their readings are \
+         about that part: {}",
+        text.chars().count(),
+        said.join(", ")
+    ))
+}
+
+/// "a", "a and b", "a, b and c".
+fn and_list(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(truncated: Vec<Truncation>) -> InferResponse {
+        InferResponse {
+            id: None,
+            model_name: "legal".into(),
+            model_version: String::new(),
+            outputs: Vec::new(),
+            truncated,
+        }
+    }
+
+    fn cut(element: u64, chars_read: u64, chars_total: u64) -> Truncation {
+        Truncation {
+            input: "text".into(),
+            element,
+            chars_read,
+            chars_total,
+            max_tokens: 128,
+        }
+    }
+
+    #[test]
+    fn only_a_consistent_account_of_the_sent_text_is_taken() {
+        let text = "naïve ".repeat(100); // 600 characters, 700 bytes
+        let whole = response(Vec::new());
+        assert_eq!(PartlyRead::of("legal", &text, &whole), None);
+        let honest = response(vec![cut(0, 250, 600)]);
+        assert_eq!(
+            PartlyRead::of("legal", &text, &honest),
+            Some(PartlyRead {
+                brain: "legal".into(),
+                chars_read: 250,
+                max_tokens: 128
+            })
+        );
+        for wrong in [cut(1, 250, 600), cut(0, 250, 700), cut(0, 600, 600)] {
+            assert_eq!(
+                PartlyRead::of("legal", &text, &response(vec![wrong.clone()])),
+                None,
+                "{wrong:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_note_names_brains_that_read_as_much_together() {
+        assert_eq!(partly_read_note("abc", &[]), None);
+        let read = |brain: &str, chars_read, max_tokens| PartlyRead {
+            brain: brain.into(),
+            chars_read,
+            max_tokens,
+        };
+        let text = "x".repeat(5310);
+        let note = partly_read_note(
+            &text,
+            &[
+                read("safety-screen", 612, 128),
+                read("text-embedding", 1207, 256),
+                read("router", 612, 128),
+                read("legal", 612, 128),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            note,
+            "the text is 5310 characters long; brains read only its start, so their readings \
+             are about that part: safety-screen, router and legal its first 612 characters \
+             (128 tokens), text-embedding its first 1207 (256 tokens)"
+        );
+    }
 }

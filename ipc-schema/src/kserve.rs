@@ -221,9 +221,21 @@ pub fn response_to_json(response: &InferResponse) -> Result<Value, KserveError> 
     if let Some(id) = &response.id {
         doc.insert("id".into(), id.clone().into());
     }
+    if !response.truncated.is_empty() {
+        // The protocol's parameters carry only strings, numbers and
+        // booleans: one sentence per cut text, in element order.
+        let said: Vec<String> = response.truncated.iter().map(|t| t.to_string()).collect();
+        let mut parameters = Map::new();
+        parameters.insert(TRUNCATED_PARAMETER.into(), said.join("; ").into());
+        doc.insert("parameters".into(), parameters.into());
+    }
     doc.insert("outputs".into(), outputs.into());
     Ok(Value::Object(doc))
 }
+
+/// The response parameter that says which texts the model read only the
+/// start of (absent when it read every text whole).
+pub const TRUNCATED_PARAMETER: &str = "sios_truncated";
 
 #[cfg(test)]
 mod tests {
@@ -279,5 +291,31 @@ mod tests {
             parse_request(text_as_number),
             Err(KserveError::Element { .. })
         ));
+    }
+
+    #[test]
+    fn a_response_says_which_texts_were_cut_and_only_then() {
+        let mut response = InferResponse {
+            id: None,
+            model_name: "legal".into(),
+            model_version: "ab".into(),
+            outputs: vec![Tensor::from_elements("p", vec![1], &[0.5f32])],
+            truncated: Vec::new(),
+        };
+        let whole = response_to_json(&response).unwrap();
+        assert!(whole.get("parameters").is_none(), "{whole}");
+        response.truncated.push(crate::services::Truncation {
+            input: "text".into(),
+            element: 1,
+            chars_read: 614,
+            chars_total: 5310,
+            max_tokens: 128,
+        });
+        let cut = response_to_json(&response).unwrap();
+        let said = cut["parameters"][TRUNCATED_PARAMETER].as_str().unwrap();
+        assert_eq!(
+            said,
+            "read the first 614 of 5310 characters of `text` element 1 (its model takes at most 128 tokens)"
+        );
     }
 }

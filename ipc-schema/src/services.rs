@@ -33,6 +33,38 @@ pub struct InferResponse {
     /// The sha256 of the model file that produced the outputs.
     pub model_version: String,
     pub outputs: Vec<Tensor>,
+    /// The texts the model read only the start of (empty when it read all
+    /// of every text): a tokenising brain's model takes a bounded number of
+    /// tokens, and its outputs are about that part alone.
+    pub truncated: Vec<Truncation>,
+}
+
+/// A text a tokenising brain read only the start of.
+///
+/// Its model takes at most `max_tokens` tokens (the tokenizer's special
+/// tokens included); the text's first `chars_read` characters filled them,
+/// and the other `chars_total - chars_read` never reached the model.
+/// Characters are Unicode scalar values, so the counts mean the same to
+/// every client whatever its string encoding.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Truncation {
+    /// The input tensor whose element was cut.
+    pub input: String,
+    /// The element's index in that tensor (row-major).
+    pub element: u64,
+    pub chars_read: u64,
+    pub chars_total: u64,
+    pub max_tokens: u64,
+}
+
+impl std::fmt::Display for Truncation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "read the first {} of {} characters of `{}` element {} (its model takes at most {} tokens)",
+            self.chars_read, self.chars_total, self.input, self.element, self.max_tokens
+        )
+    }
 }
 
 /// What a brain says about itself once it is ready to serve.

@@ -22,7 +22,9 @@
 //! ranking break by brain name, so the same input always takes the same path.
 
 use crate::appliance::{Appliance, Requester, outcome_of};
-use sios_ipc::ask::{EMBEDDER, MAX_RECALL, embedding_of, embedding_request};
+use sios_ipc::ask::{
+    EMBEDDER, MAX_RECALL, PartlyRead, embedding_of, embedding_request, partly_read_note,
+};
 use sios_ipc::audit::{ActionResult, DraftKind, RecordDraft};
 use sios_ipc::memory::{Metadata, SearchRequest};
 use sios_ipc::{AskAnswer, AskRequest, Finding, InferRequest, InvokeError, Tensor};
@@ -74,6 +76,7 @@ impl Appliance {
             notes: Vec::new(),
             audit_seqs: Vec::new(),
             recalled: Vec::new(),
+            partly_read: Vec::new(),
         };
         // The plan, recorded before anything runs: the screens installed, the
         // router, then the specialists it picks (recorded once picked).
@@ -106,6 +109,12 @@ impl Appliance {
         let result = self
             .run_pipeline(requester, request, &screens, &mut answer)
             .await;
+        // Said once for the whole answer: every text brain reads the same
+        // bounded start of the text, and a reading of a long text that did
+        // not say so would pass for a reading of all of it.
+        answer
+            .notes
+            .extend(partly_read_note(&request.text, &answer.partly_read));
         let ended = match &result {
             Ok(()) if answer.refused.is_some() => {
                 ActionResult::Error("refused by screening".into())
@@ -144,9 +153,7 @@ impl Appliance {
                 continue;
             }
             answer.plan.push(screen.to_owned());
-            let finding = self
-                .read(requester, screen, text, &mut answer.audit_seqs)
-                .await?;
+            let finding = self.read(requester, screen, text, answer).await?;
             let blocks = screen == "safety-screen"
                 && finding.label != "safe"
                 && finding.confidence >= BLOCK_AT;
@@ -167,9 +174,7 @@ impl Appliance {
         }
 
         answer.plan.push(ROUTER.to_owned());
-        let ranking = self
-            .read_all(requester, ROUTER, text, &mut answer.audit_seqs)
-            .await?;
+        let ranking = self.read_all(requester, ROUTER, text, answer).await?;
         answer.route = ranking.iter().take(5).cloned().collect();
         let (wanted, order) = pick(&ranking);
         let mut route = RecordDraft::new(
@@ -184,10 +189,7 @@ impl Appliance {
             if answer.answers.len() == wanted {
                 break;
             }
-            match self
-                .read(requester, &specialist, text, &mut answer.audit_seqs)
-                .await
-            {
+            match self.read(requester, &specialist, text, answer).await {
                 Ok(finding) => {
                     answer.plan.push(specialist);
                     answer.answers.push(finding);
@@ -216,6 +218,9 @@ impl Appliance {
         {
             Ok((response, recorded)) => {
                 answer.audit_seqs.extend(recorded);
+                answer
+                    .partly_read
+                    .extend(PartlyRead::of(EMBEDDER, &request.text, &response));
                 answer.plan.push(EMBEDDER.to_owned());
                 embedding_of(&response)
             }
@@ -249,9 +254,9 @@ impl Appliance {
         requester: &Requester,
         brain: &str,
         text: &str,
-        seqs: &mut Vec<u64>,
+        answer: &mut AskAnswer,
     ) -> Result<Finding, InvokeError> {
-        let ranked = self.read_all(requester, brain, text, seqs).await?;
+        let ranked = self.read_all(requester, brain, text, answer).await?;
         let (label, confidence) = ranked.first().cloned().unwrap_or_default();
         Ok(Finding {
             brain: brain.to_owned(),
@@ -261,20 +266,25 @@ impl Appliance {
         })
     }
 
-    /// Every label of the brain's first labelled output, best first (ties by label).
+    /// Every label of the brain's first labelled output, best first (ties
+    /// by label). The invoke's audit records, and how much of the text the
+    /// brain read if not all, go into `answer`.
     async fn read_all(
         &self,
         requester: &Requester,
         brain: &str,
         text: &str,
-        seqs: &mut Vec<u64>,
+        answer: &mut AskAnswer,
     ) -> Result<Vec<(String, f32)>, InvokeError> {
         let request = InferRequest {
             id: None,
             inputs: vec![Tensor::from_strings("text", vec![1], &[text])],
         };
         let (response, recorded) = self.invoke_recorded(requester, brain, request).await?;
-        seqs.extend(recorded);
+        answer.audit_seqs.extend(recorded);
+        answer
+            .partly_read
+            .extend(PartlyRead::of(brain, text, &response));
         let labels = self.labels_of(brain);
         let bad = |reason: String| InvokeError::Brain {
             name: brain.to_owned(),

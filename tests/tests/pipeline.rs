@@ -53,6 +53,8 @@ fn ask_routes_deterministically_and_names_the_brains_and_records_that_contribute
     assert_eq!(first["plan"], second["plan"]);
     assert_eq!(first["route"], second["route"]);
     assert_eq!(first["answers"], second["answers"]);
+    assert_eq!(first["partly_read"], serde_json::json!([]), "{first:#}");
+    a_long_text_is_said_to_be_read_only_in_part(&app, question);
     // The answer names its audit records, and they are in the log: the plan
     // first, then each brain's intent and outcome, including the specialists'
     // own calls to the embedding brain, made through the kernel.
@@ -108,6 +110,63 @@ fn ask_routes_deterministically_and_names_the_brains_and_records_that_contribute
             .iter()
             .any(|r| r.kind == sios_audit::record::Kind::Intent),
         "{brain_calls:?}"
+    );
+}
+
+/// A text longer than the brains read (256 tokens of the embedding
+/// brain's model) gets an answer about its start, and says so: in `ask`'s
+/// answer, and in a single invoke's response and on its standard error.
+fn a_long_text_is_said_to_be_read_only_in_part(app: &TestAppliance, question: &str) {
+    let long = format!("{question} ").repeat(100);
+    let chars = long.chars().count() as u64;
+    let out = app.sios(&["ask", "--json", &long]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let partly = answer["partly_read"].as_array().unwrap();
+    let brains: Vec<&str> = partly
+        .iter()
+        .map(|p| p["brain"].as_str().unwrap())
+        .collect();
+    assert!(
+        brains.contains(&"router") && brains.contains(&"legal"),
+        "{answer:#}"
+    );
+    // Every text brain reads the same start of the text through the
+    // embedding brain: the same part, a small share of the whole.
+    let read = partly[0]["chars_read"].as_u64().unwrap();
+    assert!(0 < read && read < chars / 4, "{read} of {chars}");
+    for p in partly {
+        assert_eq!(p["chars_read"].as_u64(), Some(read), "{answer:#}");
+        assert_eq!(p["max_tokens"].as_u64(), Some(256), "{answer:#}");
+    }
+    let notes = answer["notes"].to_string();
+    assert!(
+        notes.contains(&format!("the text is {chars} characters long"))
+            && notes.contains(&format!("its first {read} characters (256 tokens)")),
+        "{notes}"
+    );
+    // The reading of the part is the reading of the text cut there.
+    assert_eq!(answer["answers"][0]["label"], "termination", "{answer:#}");
+
+    let request = serde_json::json!({
+        "inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": [question, long]}]
+    })
+    .to_string();
+    let out = app.sios_with_stdin(&["invoke", "legal", "--input", "-"], Some(&request));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let response: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let said = response["parameters"]["sios_truncated"].as_str().unwrap();
+    assert_eq!(
+        said,
+        format!(
+            "read the first {read} of {chars} characters of `text` element 1 \
+             (its model takes at most 256 tokens)"
+        )
+    );
+    assert!(
+        stderr(&out).contains(&format!("note: brain `legal` {said}")),
+        "{}",
+        stderr(&out)
     );
 }
 
@@ -260,7 +319,48 @@ fn ask_recalls_the_askers_memory_by_meaning() {
             "--embed",
         ]);
         assert!(out.status.success(), "put {key}: {}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("note:"),
+            "put {key}: {}",
+            stderr(&out)
+        );
     }
+    // A note longer than the embedding brain reads is stored whole, and the
+    // operator is told that its embedding stands for its start.
+    let minutes = "The board discussed the lease renewal terms at length. ".repeat(60);
+    let out = app.sios(&[
+        "memory",
+        "put",
+        "--namespace",
+        "client:ops/minutes",
+        "--subject",
+        "board",
+        "board-2026",
+        &minutes,
+        "--embed",
+    ]);
+    assert!(out.status.success(), "put minutes: {}", stderr(&out));
+    let said = stderr(&out);
+    assert!(
+        said.contains(&format!(
+            "note: the text is {} characters long",
+            minutes.chars().count()
+        )) && said.contains("text-embedding its first")
+            && said.contains("the embedding stands for that part only"),
+        "{said}"
+    );
+    let out = app.sios(&[
+        "memory",
+        "get",
+        "--namespace",
+        "client:ops/minutes",
+        "board-2026",
+    ]);
+    assert!(out.status.success(), "get minutes: {}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(minutes.trim_end()),
+        "stored whole"
+    );
     // Search by text: the embedding brain embeds the query; the nearest note
     // is the one about late rent, not the printer.
     let out = app.sios(&[

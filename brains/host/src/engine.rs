@@ -24,7 +24,7 @@ use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{DynValue, TensorElementType, ValueType};
 use sios_ipc::tensor::validate;
-use sios_ipc::{BrainError, DataType, Tensor, TensorLimits, TensorSpec};
+use sios_ipc::{BrainError, DataType, Tensor, TensorLimits, TensorSpec, Truncation};
 use sios_manifest::{Manifest, ManifestError, Preprocess, read_verified};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -213,11 +213,11 @@ impl Engine {
 
     /// Runs the model once on `inputs`: validated against the manifest,
     /// tokenised if this brain tokenises. Returns the declared outputs in
-    /// manifest order.
+    /// manifest order, and the texts cut to the tokenizer's `max_length`.
     ///
     /// An `embed_via` brain cannot run from its declared inputs alone (its
     /// model input comes from another brain): use [`Engine::infer_upstream`].
-    pub fn infer(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, BrainError> {
+    pub fn infer(&mut self, inputs: &[Tensor]) -> Result<Inference, BrainError> {
         validate(inputs, &self.inputs, self.limits)?;
         if let Some(upstream) = &self.upstream {
             return Err(BrainError::Runtime(format!(
@@ -225,19 +225,26 @@ impl Engine {
                 upstream.brain
             )));
         }
-        let feed: Vec<(String, DynValue)> = match &self.tokenizer {
+        let (feed, truncated): (Feed, _) = match &self.tokenizer {
             Some(tokenizer) => tokenised_feed(tokenizer, &inputs[0])?,
-            None => inputs
-                .iter()
-                .map(|tensor| Ok((tensor.name.clone(), convert::to_ort(tensor)?)))
-                .collect::<Result<_, BrainError>>()?,
+            None => (
+                inputs
+                    .iter()
+                    .map(|tensor| Ok((tensor.name.clone(), convert::to_ort(tensor)?)))
+                    .collect::<Result<_, BrainError>>()?,
+                Vec::new(),
+            ),
         };
-        self.run(feed)
+        Ok(Inference {
+            outputs: self.run(feed)?,
+            truncated,
+        })
     }
 
     /// Runs an `embed_via` brain's model on what its upstream brain returned
     /// (`source`, that brain's output tensor), checked against the model's input.
-    pub fn infer_upstream(&mut self, source: &Tensor) -> Result<Vec<Tensor>, BrainError> {
+    /// What the upstream brain left unread is its response's to report.
+    pub fn infer_upstream(&mut self, source: &Tensor) -> Result<Inference, BrainError> {
         let Some(upstream) = &self.upstream else {
             return Err(BrainError::Runtime(
                 "this brain has no upstream brain".into(),
@@ -258,10 +265,13 @@ impl Engine {
             ),
         })?;
         let feed = vec![(input.name.clone(), convert::to_ort(&input)?)];
-        self.run(feed)
+        Ok(Inference {
+            outputs: self.run(feed)?,
+            truncated: Vec::new(),
+        })
     }
 
-    fn run(&mut self, feed: Vec<(String, DynValue)>) -> Result<Vec<Tensor>, BrainError> {
+    fn run(&mut self, feed: Feed) -> Result<Vec<Tensor>, BrainError> {
         let results = self
             .session
             .run(feed)
@@ -281,15 +291,28 @@ impl Engine {
     }
 }
 
-/// The three INT64 `[batch, sequence]` model inputs for a batch of texts.
+/// Named model inputs, as ONNX Runtime takes them.
+type Feed = Vec<(String, DynValue)>;
+
+/// One run of the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inference {
+    /// The declared outputs, in manifest order.
+    pub outputs: Vec<Tensor>,
+    /// The texts the model read only the start of.
+    pub truncated: Vec<Truncation>,
+}
+
+/// The three INT64 `[batch, sequence]` model inputs for a batch of texts,
+/// and the texts cut to fit them.
 fn tokenised_feed(
     tokenizer: &TextTokenizer,
     text: &Tensor,
-) -> Result<Vec<(String, DynValue)>, BrainError> {
+) -> Result<(Feed, Vec<Truncation>), BrainError> {
     let encoded = tokenizer.encode(&text.name, text.strings()?)?;
     let shape = || vec![encoded.batch as i64, encoded.sequence as i64];
     let [ids, mask, types] = tokenize::MODEL_INPUTS;
-    Ok(vec![
+    let feed = vec![
         (
             ids.to_owned(),
             convert::from_elements(shape(), encoded.input_ids)?,
@@ -302,7 +325,8 @@ fn tokenised_feed(
             types.to_owned(),
             convert::from_elements(shape(), encoded.token_type_ids)?,
         ),
-    ])
+    ];
+    Ok((feed, encoded.truncated))
 }
 
 /// A model output must be what the manifest promised callers.
@@ -726,7 +750,7 @@ mod tests {
                         &[("out", datatype, declared)],
                     );
                     let mut engine = Engine::load(&manifest, dir.path()).unwrap();
-                    let out = engine.infer(std::slice::from_ref(&tensor)).unwrap();
+                    let out = engine.infer(std::slice::from_ref(&tensor)).unwrap().outputs;
                     let expected = Tensor {
                         name: "out".into(),
                         ..tensor.clone()
@@ -753,13 +777,13 @@ mod tests {
             let mut engine = Engine::load(&both, dir.path()).unwrap();
             let x = Tensor::from_elements("x", vec![1, 4], &[1f32, 2.0, 3.0, 4.0]);
             let sr = Tensor::from_elements("sr", vec![], &[16000i64]);
-            let out = engine.infer(&[x.clone(), sr.clone()]).unwrap();
+            let out = engine.infer(&[x.clone(), sr.clone()]).unwrap().outputs;
             let names: Vec<&str> = out.iter().map(|t| t.name.as_str()).collect();
             assert_eq!(names, ["sr_out", "y"]);
 
             let only_y = brain(dir.path(), &x_and_sr(), &[X, SR], &[Y]);
             let mut engine = Engine::load(&only_y, dir.path()).unwrap();
-            let out = engine.infer(&[sr, x]).unwrap();
+            let out = engine.infer(&[sr, x]).unwrap().outputs;
             assert_eq!(out.len(), 1);
             assert_eq!(out[0].to_elements::<f32>().unwrap(), [1.0, 2.0, 3.0, 4.0]);
         }
@@ -776,7 +800,7 @@ mod tests {
             let sr = Tensor::from_elements("sr", vec![], &[16000i64]);
             engine.infer(&[x.clone(), sr.clone()]).unwrap();
 
-            let input_error = |result: Result<Vec<Tensor>, BrainError>| match result {
+            let input_error = |result: Result<Inference, BrainError>| match result {
                 Err(BrainError::Input(err)) => err,
                 other => panic!("expected an input error, got {other:?}"),
             };

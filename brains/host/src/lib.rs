@@ -20,7 +20,7 @@ pub mod runtime;
 pub mod server;
 pub mod tokenize;
 
-pub use engine::{Engine, EngineError};
+pub use engine::{Engine, EngineError, Inference};
 pub use runtime::RuntimeError;
 
 #[cfg(test)]

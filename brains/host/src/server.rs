@@ -11,7 +11,7 @@
 //! cancelled) is dropped unrun. If inference panics the process aborts: its
 //! state can no longer be trusted, and the kernel restarts a brain that dies.
 
-use crate::engine::Engine;
+use crate::engine::{Engine, Inference};
 use sios_ipc::transport::{accept_loop, serve_connection};
 use sios_ipc::{Brain, BrainError, BrainInfo, InferRequest, InferResponse, Tensor};
 use std::io;
@@ -44,7 +44,7 @@ pub struct Job {
     pub stage: Stage,
     /// When the caller stops waiting (tarpc's deadline).
     pub deadline: Instant,
-    pub reply: oneshot::Sender<Result<Vec<Tensor>, BrainError>>,
+    pub reply: oneshot::Sender<Result<Inference, BrainError>>,
 }
 
 /// Moves `engine` onto its own thread and returns the queue feeding it. The
@@ -110,6 +110,9 @@ struct Shared {
 /// Room in a reply frame for everything but the output tensors (tarpc's
 /// envelope, the request id, model name and version).
 const REPLY_OVERHEAD_BYTES: usize = 4096;
+/// Most bytes one [`sios_ipc::Truncation`] takes in a reply besides its
+/// input's name: the name's length and four counts, eight bytes each.
+const TRUNCATION_BYTES: usize = 40;
 
 impl BrainServer {
     /// Moves `engine` onto its inference thread (see [`spawn_worker`]) and
@@ -187,8 +190,10 @@ impl Brain for BrainServer {
                 "the brain's inference thread has stopped; it is being restarted".into(),
             )
         };
-        let (inputs, stage) = match &self.shared.upstream {
-            None => (request.inputs, Stage::Declared),
+        // What the model did not read: the upstream brain's cuts when it
+        // read the text for this one, else the engine's own.
+        let (inputs, stage, upstream_truncated) = match &self.shared.upstream {
+            None => (request.inputs, Stage::Declared, Vec::new()),
             Some((upstream, kernel)) => {
                 // Check the request here: it is forwarded, not run, and the
                 // engine never sees it.
@@ -214,7 +219,7 @@ impl Brain for BrainServer {
                         name: upstream.output.clone(),
                         reason: format!("brain `{}` did not return it", upstream.brain),
                     })?;
-                (vec![source], Stage::Upstream)
+                (vec![source], Stage::Upstream, answer.truncated)
             }
         };
         let (reply, answer) = oneshot::channel();
@@ -225,11 +230,20 @@ impl Brain for BrainServer {
             reply,
         };
         self.shared.jobs.send(job).await.map_err(|_| stopped())?;
-        let outputs = answer.await.map_err(|_| stopped())??;
+        let Inference {
+            outputs,
+            mut truncated,
+        } = answer.await.map_err(|_| stopped())??;
+        truncated.extend(upstream_truncated);
         // A reply over the frame limit could not be sent: the connection
         // would break mid-request and the kernel would lose the brain until
         // it restarted. Say what happened and what to do instead.
-        let reply_bytes = sios_ipc::tensor::encoded_bytes_bound(&outputs) + REPLY_OVERHEAD_BYTES;
+        let reply_bytes = sios_ipc::tensor::encoded_bytes_bound(&outputs)
+            + truncated
+                .iter()
+                .map(|cut| TRUNCATION_BYTES + cut.input.len())
+                .sum::<usize>()
+            + REPLY_OVERHEAD_BYTES;
         if reply_bytes > self.shared.max_frame_bytes {
             return Err(BrainError::Output {
                 name: outputs.first().map(|t| t.name.clone()).unwrap_or_default(),
@@ -246,6 +260,7 @@ impl Brain for BrainServer {
             model_name: self.shared.info.name.clone(),
             model_version: self.shared.info.model_sha256.clone(),
             outputs,
+            truncated,
         })
     }
 }

@@ -18,7 +18,7 @@
 //! switched off, because a brain's sandbox counts threads and ONNX Runtime
 //! already runs on one.
 
-use sios_ipc::BrainError;
+use sios_ipc::{BrainError, Truncation};
 use tokenizers::tokenizer::{PostProcessor, Tokenizer};
 use tokenizers::utils::padding::{PaddingDirection, PaddingParams, PaddingStrategy};
 use tokenizers::utils::truncation::{TruncationDirection, TruncationParams, TruncationStrategy};
@@ -45,6 +45,8 @@ pub struct Encoded {
     pub input_ids: Vec<i64>,
     pub attention_mask: Vec<i64>,
     pub token_type_ids: Vec<i64>,
+    /// The texts cut to `max_length` tokens, in element order.
+    pub truncated: Vec<Truncation>,
 }
 
 impl TextTokenizer {
@@ -108,7 +110,7 @@ impl TextTokenizer {
         }
         let encodings = self
             .inner
-            .encode_batch(texts, true)
+            .encode_batch(texts.clone(), true)
             .map_err(|err| failed(err.to_string()))?;
         let batch = encodings.len();
         let sequence = encodings.first().map_or(0, |e| e.get_ids().len());
@@ -118,8 +120,9 @@ impl TextTokenizer {
             input_ids: Vec::with_capacity(batch * sequence),
             attention_mask: Vec::with_capacity(batch * sequence),
             token_type_ids: Vec::with_capacity(batch * sequence),
+            truncated: Vec::new(),
         };
-        for (i, encoding) in encodings.iter().enumerate() {
+        for (i, (encoding, text)) in encodings.iter().zip(&texts).enumerate() {
             // Padding to the longest makes every row the same length; check
             // rather than trust, because a ragged batch would shift every row.
             let rows = [
@@ -138,9 +141,39 @@ impl TextTokenizer {
                 .extend(rows[1].iter().map(|&v| i64::from(v)));
             out.token_type_ids
                 .extend(rows[2].iter().map(|&v| i64::from(v)));
+            if !encoding.get_overflowing().is_empty() {
+                out.truncated.push(Truncation {
+                    input: input_name.to_owned(),
+                    element: i as u64,
+                    chars_read: chars_read(encoding, text) as u64,
+                    chars_total: text.chars().count() as u64,
+                    max_tokens: self.max_length as u64,
+                });
+            }
         }
         Ok(out)
     }
+}
+
+/// How many characters from the start of `text` the kept tokens cover: up
+/// to the end of the last token that is not a special one or padding.
+/// Offsets are byte offsets into the original text (the normaliser maps
+/// them back); one that does not fall on a character boundary is moved back
+/// to one, so the count never claims a character the model did not see.
+fn chars_read(encoding: &tokenizers::Encoding, text: &str) -> usize {
+    let end = encoding
+        .get_offsets()
+        .iter()
+        .zip(encoding.get_special_tokens_mask())
+        .filter(|(_, special)| **special == 0)
+        .map(|(&(_, end), _)| end)
+        .max()
+        .unwrap_or(0);
+    let mut end = end.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].chars().count()
 }
 
 #[cfg(test)]
@@ -215,6 +248,59 @@ mod tests {
         // The tokenizer file's own setting (truncation 128) is overridden.
         let alone = tokenizer.encode("text", &[long.as_str()]).unwrap();
         assert_eq!(alone.sequence, 256);
+    }
+
+    #[test]
+    fn a_cut_text_says_how_much_of_it_the_model_read() {
+        let Some(tokenizer) = minilm("a_cut_text_says_how_much_of_it_the_model_read") else {
+            return;
+        };
+        // Accented, multi-byte words: the count is in characters, and the
+        // normaliser (lower case, accents stripped) must not shift it.
+        let long = (0..300)
+            .map(|i| format!("Émile{i} naïve"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let texts = ["short and whole", long.as_str(), "also whole"];
+        let encoded = tokenizer.encode("text", &texts).unwrap();
+        assert_eq!(encoded.truncated.len(), 1, "{:?}", encoded.truncated);
+        let cut = &encoded.truncated[0];
+        assert_eq!((cut.input.as_str(), cut.element), ("text", 1));
+        assert_eq!(cut.max_tokens, 256);
+        assert_eq!(cut.chars_total, long.chars().count() as u64);
+        assert!(
+            0 < cut.chars_read && cut.chars_read < cut.chars_total,
+            "{cut:?}"
+        );
+        // The part said to be read is exactly what the model got: alone, it
+        // tokenises to the same ids, and one more word would not fit.
+        let read: String = long.chars().take(cut.chars_read as usize).collect();
+        let again = tokenizer.encode("text", &[read.as_str()]).unwrap();
+        assert!(again.truncated.is_empty(), "{:?}", again.truncated);
+        let kept = |e: &Encoded, row: usize| -> Vec<i64> {
+            let ids = &e.input_ids[row * e.sequence..(row + 1) * e.sequence];
+            let mask = &e.attention_mask[row * e.sequence..(row + 1) * e.sequence];
+            ids.iter()
+                .zip(mask)
+                .filter(|(_, m)| **m == 1)
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        assert_eq!(kept(&again, 0), kept(&encoded, 1));
+        let (_, rest) = long.split_at(read.len());
+        let next_word = rest.split_whitespace().next().unwrap();
+        let more = format!(
+            "{read}{}",
+            &rest[..rest.find(next_word).unwrap() + next_word.len()]
+        );
+        assert_eq!(
+            tokenizer
+                .encode("text", &[more.as_str()])
+                .unwrap()
+                .truncated
+                .len(),
+            1
+        );
     }
 
     #[test]

@@ -21,12 +21,12 @@ fn check(brain: &str) {
     let fixture = common::fixture(brain);
 
     let started = Instant::now();
-    let outputs = engine.infer(&fixture.request.inputs).unwrap();
+    let outputs = engine.infer(&fixture.request.inputs).unwrap().outputs;
     let first = started.elapsed();
     common::assert_bitwise_equal(brain, &outputs, &fixture.outputs);
     // Twice: a second run (warm caches, reused buffers) must not drift either.
     let started = Instant::now();
-    let again = engine.infer(&fixture.request.inputs).unwrap();
+    let again = engine.infer(&fixture.request.inputs).unwrap().outputs;
     let second = started.elapsed();
     common::assert_bitwise_equal(brain, &again, &fixture.outputs);
     eprintln!(

@@ -559,6 +559,7 @@ impl Brain for Hostile {
             model_name: self.shared.info.name.clone(),
             model_version: self.shared.info.model_sha256.clone(),
             outputs,
+            truncated: Vec::new(),
         })
     }
 }
