@@ -35,8 +35,11 @@
 //! goes to standard error), except `search` and `erase-subject`, whose JSON
 //! is printed anyway.
 
+use crate::progress::{Meter, Unit};
 use clap::{ArgGroup, Subcommand};
-use sios_ipc::memory::{ExportHeader, ExportLine, base64, import_chunks};
+use sios_ipc::memory::{
+    ExportHeader, ExportLine, ExportLineError, ExportReader, ImportChunker, base64,
+};
 use sios_ipc::new_file::NewFile;
 use sios_ipc::{
     CompactReport, Embedding, EraseReport, ExportCursor, ExportPage, ExportRequest, ExportScope,
@@ -368,6 +371,88 @@ fn read_input(path: &Path) -> Result<Vec<u8>, MemoryCliError> {
     } else {
         std::fs::read(path).map_err(|e| usage(format!("{}: {e}", path.display())))
     }
+}
+
+/// Imports the export read from `input` (`name` in messages), in two
+/// passes over it: the first checks every line and counts the items, so a
+/// damaged file is refused before anything is stored; the second sends the
+/// items in requests of [`ImportChunker`]'s size. Memory use is bounded by
+/// one line and one request, whatever the file's size. Returns the item
+/// count and what the memory service reported.
+async fn import<R: std::io::BufRead + std::io::Seek>(
+    target: &impl MemoryTarget,
+    mut input: R,
+    name: &str,
+) -> Result<(u64, ImportReport), MemoryCliError> {
+    let unreadable = |e: std::io::Error| usage(format!("{name}: {e}"));
+    let size = input.seek(std::io::SeekFrom::End(0)).map_err(unreadable)?;
+    input.rewind().map_err(unreadable)?;
+    let refused = |e: ExportLineError| usage(format!("{name}: {e}; nothing was imported"));
+    let total = {
+        let meter = Meter::on_terminal("checking the import file", Unit::Bytes);
+        let progress = meter.as_ref().map(Meter::progress);
+        let mut reader = ExportReader::new(&mut input).map_err(refused)?;
+        let mut total = 0u64;
+        while let Some(item) = reader.next() {
+            item.map_err(refused)?;
+            total += 1;
+            if let Some(progress) = &progress {
+                progress.report(reader.bytes_read(), size);
+            }
+        }
+        total
+    };
+    input.rewind().map_err(unreadable)?;
+
+    let meter = Meter::on_terminal("importing memory items", Unit::Items);
+    let progress = meter.as_ref().map(Meter::progress);
+    let mut report = ImportReport::default();
+    let mut stored = 0u64;
+    let send = |chunk: ImportRequest, stored: u64| async move {
+        target.import(chunk).await.map_err(|source| match stored {
+            0 => MemoryCliError::Memory(source),
+            _ => MemoryCliError::ImportStopped {
+                source,
+                stored,
+                total,
+            },
+        })
+    };
+    // The file was checked a moment ago; a line that fails now, or a count
+    // that differs, means it changed in between.
+    let changed = |what: String, stored: u64| {
+        failed(format!(
+            "{name} changed while it was being imported ({what}); the first {stored} of the \
+             {total} items it held when checked were imported. Import it again once nothing \
+             writes to it: that is safe, it restores each item exactly"
+        ))
+    };
+    let mut chunker = ImportChunker::default();
+    let mut reader = ExportReader::new(&mut input).map_err(|e| changed(e.to_string(), 0))?;
+    loop {
+        let chunk = match reader.next() {
+            Some(item) => match chunker.push(item.map_err(|e| changed(e.to_string(), stored))?) {
+                Some(chunk) => chunk,
+                None => continue,
+            },
+            None => match std::mem::take(&mut chunker).finish() {
+                Some(chunk) => chunk,
+                None => break,
+            },
+        };
+        let size = chunk.items.len() as u64;
+        let done = send(chunk, stored).await?;
+        stored += size;
+        report.created += done.created;
+        report.replaced += done.replaced;
+        if let Some(progress) = &progress {
+            progress.report(stored, total);
+        }
+    }
+    if stored != total {
+        return Err(changed(format!("{stored} items now"), stored));
+    }
+    Ok((total, report))
 }
 
 fn ls_json(item: &Item) -> serde_json::Value {
@@ -730,28 +815,16 @@ async fn run_inner(
             Ok(ExitCode::SUCCESS)
         }
         MemoryCommand::Import { file, json } => {
-            let bytes = read_input(&file)?;
-            let text = String::from_utf8(bytes)
-                .map_err(|_| usage(format!("{}: not UTF-8", file.display())))?;
-            let (_, items) = sios_ipc::memory::parse_export(&text)
-                .map_err(|e| usage(format!("{}: {e}", file.display())))?;
-            let total = items.len() as u64;
-            let mut report = ImportReport::default();
-            let mut stored = 0;
-            for chunk in import_chunks(items) {
-                let size = chunk.items.len() as u64;
-                let done = target.import(chunk).await.map_err(|source| match stored {
-                    0 => MemoryCliError::Memory(source),
-                    _ => MemoryCliError::ImportStopped {
-                        source,
-                        stored,
-                        total,
-                    },
-                })?;
-                stored += size;
-                report.created += done.created;
-                report.replaced += done.replaced;
-            }
+            let name = file.display().to_string();
+            let (total, report) = if file == Path::new("-") {
+                // Standard input cannot be read twice: it is held in memory.
+                let bytes = read_input(&file)?;
+                import(target, std::io::Cursor::new(bytes), &name).await?
+            } else {
+                let opened =
+                    std::fs::File::open(&file).map_err(|e| usage(format!("{name}: {e}")))?;
+                import(target, std::io::BufReader::new(opened), &name).await?
+            };
             if json {
                 out.json(&serde_json::json!({
                     "created": report.created,
@@ -1282,5 +1355,137 @@ mod tests {
         assert_eq!(sios(&fake, &["import", file.to_str().unwrap()]).0, 2);
         assert_eq!(sios(&fake, &["compact", "--json"]).0, 0);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An export of `n` items with distinct keys, as JSON lines.
+    fn export_of(n: usize) -> String {
+        let mut text =
+            ExportLine::Header(ExportHeader::new(ExportScope::Namespace("t".into()), 1)).to_json();
+        for i in 0..n {
+            let item = Item {
+                namespace: "t".into(),
+                key: format!("k{i}"),
+                subject: "s".into(),
+                value: Value::Text(format!("value {i}")),
+                metadata: Metadata::default(),
+                created_ms: 1,
+                updated_ms: 1,
+                embedding: None,
+            };
+            text.push('\n');
+            text.push_str(&ExportLine::Item(item).to_json());
+        }
+        text.push('\n');
+        text
+    }
+
+    #[test]
+    fn an_import_checks_the_whole_file_before_storing_any_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("export.jsonl");
+        let path = file.to_str().unwrap();
+        // More items than one request takes: they go in several.
+        std::fs::write(&file, export_of(2_345)).unwrap();
+        let fake = Fake::default();
+        let (code, out, err) = sios(&fake, &["import", path, "--json"]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&out).unwrap(),
+            serde_json::json!({"created": 2345, "replaced": 0, "items": 2345})
+        );
+        assert_eq!(fake.items.borrow().len(), 2_345);
+
+        // A bad last line, a line that is not UTF-8, a line past the bound:
+        // each is named, and nothing of the file is stored.
+        let good = export_of(1_500).into_bytes();
+        let long = vec![b'x'; sios_ipc::memory::MAX_EXPORT_LINE_BYTES];
+        let cases: [(&[u8], &str); 3] = [
+            (
+                b"{\"type\":\"item\"}\n",
+                "line 1502: not a sios memory export line",
+            ),
+            (b"\xff\n", "line 1502: not UTF-8"),
+            (&long, "line 1502: longer than 8 MiB"),
+        ];
+        for (last, says) in cases {
+            let bytes = [good.as_slice(), last].concat();
+            std::fs::write(&file, &bytes).unwrap();
+            let fake = Fake::default();
+            let (code, _, err) = sios(&fake, &["import", path]);
+            assert_eq!(code, 2, "{err}");
+            assert!(
+                err.contains(says) && err.ends_with("nothing was imported"),
+                "{err}"
+            );
+            assert!(fake.items.borrow().is_empty());
+        }
+    }
+
+    /// A file that reads differently the second time, as one rewritten
+    /// between the check and the import would.
+    struct Changing {
+        now: std::io::Cursor<Vec<u8>>,
+        later: Option<Vec<u8>>,
+        rewinds: u32,
+    }
+
+    impl std::io::Read for Changing {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.now.read(buf)
+        }
+    }
+
+    impl std::io::BufRead for Changing {
+        fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+            self.now.fill_buf()
+        }
+        fn consume(&mut self, amount: usize) {
+            self.now.consume(amount)
+        }
+    }
+
+    impl std::io::Seek for Changing {
+        fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+            if to == std::io::SeekFrom::Start(0) {
+                self.rewinds += 1;
+                // The size is taken, the file checked, then read again.
+                if self.rewinds == 2
+                    && let Some(later) = self.later.take()
+                {
+                    self.now = std::io::Cursor::new(later);
+                }
+            }
+            self.now.seek(to)
+        }
+    }
+
+    #[test]
+    fn a_file_changed_between_the_check_and_the_import_is_said_to_have_changed() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let good = export_of(1_200);
+        let cases = [
+            (format!("{good}{{\"type\":\"item\"}}\n"), 1_000, "line 1202"),
+            (export_of(1_100), 1_100, "1100 items now"),
+        ];
+        for (later, stored, says) in cases {
+            let fake = Fake::default();
+            let input = Changing {
+                now: std::io::Cursor::new(good.clone().into_bytes()),
+                later: Some(later.into_bytes()),
+                rewinds: 0,
+            };
+            let err = rt.block_on(import(&fake, input, "e.jsonl")).unwrap_err();
+            let said = err.to_string();
+            assert_eq!(err.exit_code(), 1, "{said}");
+            assert!(
+                said.starts_with("e.jsonl changed while it was being imported")
+                    && said.contains(says)
+                    && said.contains(&format!("the first {stored} of the 1200 items")),
+                "{said}"
+            );
+            assert_eq!(fake.items.borrow().len(), stored);
+        }
     }
 }

@@ -1,5 +1,5 @@
 //! Progress lines on standard error while long work runs (`sios audit
-//! export`, `sios audit verify`): one line, redrawn at most every
+//! export`, `sios audit verify`, `sios memory import`): one line, redrawn at most every
 //! [`REDRAW`] once the work has run for [`QUIET_FOR`], and erased when it
 //! ends, so a quick command shows nothing. Only on a terminal: a piped or
 //! logged standard error gets no progress lines.
@@ -18,6 +18,7 @@ const REDRAW: Duration = Duration::from_millis(200);
 #[derive(Clone, Copy, Debug)]
 pub enum Unit {
     Records,
+    Items,
     Bytes,
 }
 
@@ -82,6 +83,7 @@ pub fn line(what: &str, unit: Unit, done: u64, total: u64) -> String {
     let percent = (done.min(total) * 100).checked_div(total).unwrap_or(100);
     let amounts = match unit {
         Unit::Records => format!("{} of {} records", grouped(done), grouped(total)),
+        Unit::Items => format!("{} of {} items", grouped(done), grouped(total)),
         Unit::Bytes => {
             let mb = |b: u64| b as f64 / 1e6;
             format!("{:.1} of {:.1} MB", mb(done), mb(total))

@@ -743,25 +743,12 @@ impl Item {
 /// Splits items into import requests that respect [`MAX_IMPORT_ITEMS`] and
 /// [`MAX_PAGE_BYTES`] (an item larger than the byte budget goes alone).
 pub fn import_chunks(items: Vec<Item>) -> Vec<ImportRequest> {
-    let mut chunks = Vec::new();
-    let mut current = Vec::new();
-    let mut bytes = 0;
-    for item in items {
-        let size = item.approx_bytes();
-        if !current.is_empty()
-            && (current.len() == MAX_IMPORT_ITEMS || bytes + size > MAX_PAGE_BYTES)
-        {
-            chunks.push(ImportRequest {
-                items: std::mem::take(&mut current),
-            });
-            bytes = 0;
-        }
-        bytes += size;
-        current.push(item);
-    }
-    if !current.is_empty() {
-        chunks.push(ImportRequest { items: current });
-    }
+    let mut chunker = ImportChunker::default();
+    let mut chunks: Vec<ImportRequest> = items
+        .into_iter()
+        .filter_map(|item| chunker.push(item))
+        .collect();
+    chunks.extend(chunker.finish());
     chunks
 }
 
@@ -814,6 +801,19 @@ pub enum ExportLineError {
     },
     #[error("line 1: an export starts with a header line ({{\"type\":\"header\",…}})")]
     MissingHeader,
+    #[error("line {line}: cannot be read: {reason}")]
+    Read { line: u64, reason: String },
+    #[error("line {line}: not UTF-8 text (the first bad byte is byte {at} of the line)")]
+    NotUtf8 {
+        line: u64,
+        /// 1-based, like the line.
+        at: usize,
+    },
+    #[error(
+        "line {line}: longer than {} MiB, which no export line is; the file is damaged or not an export",
+        MAX_EXPORT_LINE_BYTES >> 20
+    )]
+    TooLong { line: u64 },
     #[error("line {line}: {source}")]
     Item {
         line: u64,
@@ -856,28 +856,159 @@ impl ExportLine {
     }
 }
 
-/// Reads a whole export: the header, then the items. Blank lines are skipped.
-pub fn parse_export(text: &str) -> Result<(ExportHeader, Vec<Item>), ExportLineError> {
-    let mut header = None;
-    let mut items = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let number = i as u64 + 1;
-        match ExportLine::parse(line, number)? {
-            ExportLine::Header(h) if header.is_none() && items.is_empty() => header = Some(h),
-            ExportLine::Header(_) => {
-                return Err(ExportLineError::Syntax {
-                    line: number,
-                    reason: "a second header line".into(),
-                });
-            }
-            ExportLine::Item(_) if header.is_none() => return Err(ExportLineError::MissingHeader),
-            ExportLine::Item(item) => items.push(item),
+/// Longest line an export may hold, newline included. The longest valid
+/// item line is well under it: a value of [`MAX_VALUE_BYTES`] as base64
+/// (4/3 of it) or as a JSON string escaped at worst six bytes to one (6 MiB
+/// for a 1 MiB text of control characters), plus its bounded key, subject,
+/// metadata and embedding. A longer line is not an item, and reading it
+/// whole would let one damaged file hold any amount of memory.
+pub const MAX_EXPORT_LINE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Reads an export line by line: the header when made, then one item per
+/// [`Iterator::next`]. It holds one line at a time, so a file of any size
+/// is read in memory bounded by [`MAX_EXPORT_LINE_BYTES`]. Blank lines are
+/// skipped; the first bad line ends the items with its error.
+#[derive(Debug)]
+pub struct ExportReader<R> {
+    lines: Lines<R>,
+    header: ExportHeader,
+    failed: bool,
+}
+
+impl<R: std::io::BufRead> ExportReader<R> {
+    /// Reads up to and including the header line, which must come first.
+    pub fn new(input: R) -> Result<ExportReader<R>, ExportLineError> {
+        let mut lines = Lines {
+            input,
+            line: 0,
+            bytes_read: 0,
+            buffer: Vec::new(),
+        };
+        match lines.next_line()? {
+            Some(ExportLine::Header(header)) => Ok(ExportReader {
+                lines,
+                header,
+                failed: false,
+            }),
+            Some(ExportLine::Item(_)) | None => Err(ExportLineError::MissingHeader),
         }
     }
-    Ok((header.ok_or(ExportLineError::MissingHeader)?, items))
+
+    pub fn header(&self) -> &ExportHeader {
+        &self.header
+    }
+
+    /// Bytes read so far, for progress.
+    pub fn bytes_read(&self) -> u64 {
+        self.lines.bytes_read
+    }
+}
+
+/// An export's lines, one at a time.
+#[derive(Debug)]
+struct Lines<R> {
+    input: R,
+    /// Lines read so far (the 1-based number of the last one).
+    line: u64,
+    bytes_read: u64,
+    buffer: Vec<u8>,
+}
+
+impl<R: std::io::BufRead> Lines<R> {
+    /// The next line that is not blank, parsed, or `None` at the end.
+    fn next_line(&mut self) -> Result<Option<ExportLine>, ExportLineError> {
+        use std::io::{BufRead as _, Read as _};
+        loop {
+            self.buffer.clear();
+            let number = self.line + 1;
+            let read = (&mut self.input)
+                .take(MAX_EXPORT_LINE_BYTES as u64)
+                .read_until(b'\n', &mut self.buffer)
+                .map_err(|e| ExportLineError::Read {
+                    line: number,
+                    reason: e.to_string(),
+                })?;
+            if read == 0 {
+                return Ok(None);
+            }
+            self.line = number;
+            self.bytes_read += read as u64;
+            if read == MAX_EXPORT_LINE_BYTES && self.buffer.last() != Some(&b'\n') {
+                return Err(ExportLineError::TooLong { line: number });
+            }
+            let text = std::str::from_utf8(&self.buffer)
+                .map_err(|e| ExportLineError::NotUtf8 {
+                    line: number,
+                    at: e.valid_up_to() + 1,
+                })?
+                .trim();
+            if text.is_empty() {
+                continue;
+            }
+            return ExportLine::parse(text, number).map(Some);
+        }
+    }
+}
+
+impl<R: std::io::BufRead> Iterator for ExportReader<R> {
+    type Item = Result<Item, ExportLineError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let next = match self.lines.next_line() {
+            Ok(None) => return None,
+            Ok(Some(ExportLine::Item(item))) => Ok(item),
+            Ok(Some(ExportLine::Header(_))) => Err(ExportLineError::Syntax {
+                line: self.lines.line,
+                reason: "a second header line".into(),
+            }),
+            Err(err) => Err(err),
+        };
+        self.failed = next.is_err();
+        Some(next)
+    }
+}
+
+/// Reads a whole export held in memory: the header, then the items.
+pub fn parse_export(text: &str) -> Result<(ExportHeader, Vec<Item>), ExportLineError> {
+    let reader = ExportReader::new(text.as_bytes())?;
+    let header = reader.header().clone();
+    Ok((header, reader.collect::<Result<_, _>>()?))
+}
+
+/// Groups items into import requests within both bounds of one request
+/// ([`MAX_IMPORT_ITEMS`] items, [`MAX_PAGE_BYTES`]), as they come.
+#[derive(Debug, Default)]
+pub struct ImportChunker {
+    current: Vec<Item>,
+    bytes: usize,
+}
+
+impl ImportChunker {
+    /// Adds `item`; returns the full request it does not fit in, if any.
+    pub fn push(&mut self, item: Item) -> Option<ImportRequest> {
+        let size = item.approx_bytes();
+        let full = !self.current.is_empty()
+            && (self.current.len() == MAX_IMPORT_ITEMS || self.bytes + size > MAX_PAGE_BYTES);
+        let done = full.then(|| self.take());
+        self.bytes += size;
+        self.current.push(item);
+        done
+    }
+
+    /// The last request, if any item is left.
+    pub fn finish(mut self) -> Option<ImportRequest> {
+        (!self.current.is_empty()).then(|| self.take())
+    }
+
+    fn take(&mut self) -> ImportRequest {
+        self.bytes = 0;
+        ImportRequest {
+            items: std::mem::take(&mut self.current),
+        }
+    }
 }
 
 /// Bytes as a byte string in binary formats and as base64 text in
@@ -1106,5 +1237,83 @@ mod tests {
                 .all(|c| c.items.iter().map(Item::approx_bytes).sum::<usize>() <= MAX_PAGE_BYTES)
         );
         assert_eq!(chunks.iter().map(|c| c.items.len()).sum::<usize>(), 9);
+    }
+
+    #[test]
+    fn an_export_is_read_a_line_at_a_time_and_a_bad_line_is_named() {
+        let header = ExportLine::Header(ExportHeader::new(ExportScope::Namespace("t".into()), 5));
+        let item = ExportLine::Item(sample());
+        let file = format!(
+            "{}\n\n{}\n  \n{}",
+            header.to_json(),
+            item.to_json(),
+            item.to_json()
+        );
+        let mut reader = ExportReader::new(file.as_bytes()).unwrap();
+        assert_eq!(reader.header().exported_at_ms, 5);
+        assert_eq!(reader.next(), Some(Ok(sample())));
+        assert_eq!(reader.next(), Some(Ok(sample())));
+        assert_eq!(reader.next(), None);
+        assert_eq!(reader.bytes_read(), file.len() as u64);
+
+        let read_all = |text: &[u8]| -> Result<Vec<Item>, ExportLineError> {
+            ExportReader::new(text)?.collect()
+        };
+        let bad_utf8 = [
+            header.to_json().as_bytes(),
+            b"\n",
+            item.to_json().as_bytes(),
+            b"\n{\"type\":\"item\",\"key\":\"\xff\"}\n",
+        ]
+        .concat();
+        assert_eq!(
+            read_all(&bad_utf8),
+            Err(ExportLineError::NotUtf8 { line: 3, at: 23 })
+        );
+        let twice = format!("{0}\n{1}\n{0}\n{1}\n", header.to_json(), item.to_json());
+        assert!(matches!(
+            read_all(twice.as_bytes()),
+            Err(ExportLineError::Syntax { line: 3, .. })
+        ));
+        assert_eq!(
+            read_all(format!("{}\n", item.to_json()).as_bytes()),
+            Err(ExportLineError::MissingHeader)
+        );
+        assert_eq!(read_all(b""), Err(ExportLineError::MissingHeader));
+        // A line past the bound is refused once the bound is read, not held
+        // whole: no newline for 9 MiB.
+        let endless = [
+            header.to_json().as_bytes(),
+            b"\n",
+            &vec![b'x'; MAX_EXPORT_LINE_BYTES + (1 << 20)],
+        ]
+        .concat();
+        let err = read_all(&endless).unwrap_err();
+        assert_eq!(err, ExportLineError::TooLong { line: 2 });
+        assert!(err.to_string().contains("longer than 8 MiB"), "{err}");
+        // The longest item a request may hold fits well within the bound,
+        // even as a text of characters JSON must escape.
+        let longest = Item {
+            value: Value::Text("\u{1}".repeat(MAX_VALUE_BYTES)),
+            embedding: Some(Embedding(vec![-1.234_567_8e-30; MAX_EMBEDDING_DIM])),
+            ..sample()
+        };
+        let line = ExportLine::Item(longest.clone()).to_json();
+        assert!(line.len() < MAX_EXPORT_LINE_BYTES, "{}", line.len());
+        let file = format!("{}\n{line}\n", header.to_json());
+        assert_eq!(read_all(file.as_bytes()), Ok(vec![longest]));
+    }
+
+    #[test]
+    fn the_chunker_gives_what_import_chunks_gives() {
+        let items = vec![sample(); 2345];
+        let mut chunker = ImportChunker::default();
+        let mut chunks: Vec<ImportRequest> = Vec::new();
+        for item in items.clone() {
+            chunks.extend(chunker.push(item));
+        }
+        chunks.extend(chunker.finish());
+        assert_eq!(chunks, import_chunks(items));
+        assert!(ImportChunker::default().finish().is_none());
     }
 }

@@ -6,6 +6,7 @@
 #[allow(dead_code)]
 mod audit_cmd;
 #[path = "../../../cli/src/progress.rs"]
+#[allow(dead_code)]
 mod progress;
 
 use audit_cmd::{AuditCliError, AuditCommand, AuditSource, KeysCommand, run_audit, run_keys};
