@@ -117,10 +117,14 @@ impl Remedy {
         let dir = file.parent().unwrap_or(file).display();
         match self {
             Remedy::FreeSpace => format!("free space on the disk holding {dir}"),
+            // The whole directory, never the file alone: memory.redb is
+            // readable only with the subject-key file of the same moment,
+            // and audit.redb only with the keys that sign it.
             Remedy::RestoreFile => format!(
                 "{} cannot be read as its database (damaged, or replaced outside sios): stop \
                  the appliance, keep the file for investigation and put back the latest backup \
-                 of it",
+                 of it, with every file of {dir} from that same backup (README: Backup and \
+                 restore)",
                 file.display()
             ),
             Remedy::CheckDisk => format!(
@@ -230,6 +234,16 @@ mod tests {
         let advice = Remedy::CheckDisk.advice(&dir.path().join("x.redb"));
         assert!(
             advice.contains("dmesg") && !advice.contains("free space"),
+            "{advice}"
+        );
+        // A damaged file goes back with the rest of its directory, from the
+        // same backup: the file alone is unreadable without its keys.
+        let advice = Remedy::RestoreFile.advice(&dir.path().join("memory.redb"));
+        assert!(
+            advice.contains(&format!(
+                "with every file of {} from that same backup",
+                dir.path().display()
+            )),
             "{advice}"
         );
     }

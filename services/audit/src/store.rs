@@ -176,8 +176,9 @@ pub enum OpenError {
     AlreadyOpen { path: PathBuf },
     #[error(
         "{path} is damaged and cannot be opened ({reason}). Nothing was changed. Keep the file for \
-         investigation; restore the latest backup, or move the file aside to start a new log (the \
-         old log stays verifiable from its last export)"
+         investigation; restore the audit directory from the latest backup (README: Backup and \
+         restore), or move the file aside to start a new log (the old log stays verifiable from \
+         its last export)"
     )]
     Corrupt { path: PathBuf, reason: String },
     #[error("{path}: {reason}")]
