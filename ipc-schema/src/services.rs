@@ -318,6 +318,19 @@ pub enum InvokeError {
     /// [`InvokeError::BadInput`]).
     #[error("bad request: {reason}")]
     BadRequest { reason: String },
+    /// Well-formed, but more than the brain can hold at once.
+    #[error(
+        "the request to brain `{name}` takes {:.1} MiB, more than the {:.1} MiB it takes at once \
+         (its memory limit is {memory_mib} MiB); send fewer or shorter inputs per request",
+        *bytes as f64 / 1048576.0,
+        *limit as f64 / 1048576.0
+    )]
+    TooLarge {
+        name: String,
+        bytes: u64,
+        limit: u64,
+        memory_mib: u64,
+    },
 }
 
 /// Why an operator action failed.

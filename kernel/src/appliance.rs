@@ -493,6 +493,18 @@ impl Appliance {
                 source,
             },
         )?;
+        //    And no larger than the brain can hold: past its memory limit
+        //    the brain would be killed mid-request, and any client could
+        //    keep it down by asking again.
+        let bytes = sios_ipc::tensor::encoded_bytes_bound(&request.inputs) as u64;
+        if bytes > facts.max_request_bytes() {
+            return Err(InvokeError::TooLarge {
+                name: brain.to_owned(),
+                bytes,
+                limit: facts.max_request_bytes(),
+                memory_mib: facts.memory_mib,
+            });
+        }
         // 3. Decide, by the policy alone (which knows each brain's callees
         //    from its manifest), and 4. record the intent durably, with the
         //    decision, before anything runs. A denial is recorded as an

@@ -53,9 +53,27 @@ pub struct BrainFacts {
     pub namespaces: Vec<String>,
     pub model_sha256: String,
     pub inputs: Vec<TensorSpec>,
+    /// Its cgroup memory limit (manifest `sandbox.memory_mib`).
+    pub memory_mib: u64,
 }
 
+/// A request to a brain may take at most this share of the brain's memory
+/// limit. A brain holds a request about three times over while serving it
+/// (the frame read, the decoded tensors, and the model's copy of them or,
+/// for a brain that asks another, the frame it sends on), beside its model;
+/// its model's working memory is bounded apart from that, by running large
+/// batches in parts (`brains/host/src/rows.rs`). Measured on 64 MiB brains
+/// before this bound: 8 MB requests served, 10.8 MB (anomaly-detect) and
+/// 16.7 MB (safety-screen) got the brain killed by the OOM killer.
+pub const REQUEST_SHARE_OF_MEMORY: u64 = 8;
+
 impl BrainFacts {
+    /// The most bytes one request to this brain may take (as
+    /// [`sios_ipc::tensor::encoded_bytes_bound`] counts them).
+    pub fn max_request_bytes(&self) -> u64 {
+        (self.memory_mib << 20) / REQUEST_SHARE_OF_MEMORY
+    }
+
     /// What the kernel keeps of `manifest` (at start and at each reload).
     pub fn of(manifest: &sios_manifest::Manifest) -> BrainFacts {
         BrainFacts {
@@ -66,6 +84,7 @@ impl BrainFacts {
             kind: manifest.kind,
             model_sha256: manifest.model.sha256.clone(),
             inputs: manifest.input_specs(),
+            memory_mib: manifest.sandbox.memory_mib,
         }
     }
 }

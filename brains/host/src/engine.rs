@@ -18,6 +18,7 @@
 //! returns the declared outputs, in manifest order.
 
 use crate::convert;
+use crate::rows;
 use crate::runtime::{self, RuntimeError};
 use crate::tokenize::{self, TextTokenizer};
 use ort::session::Session;
@@ -40,8 +41,20 @@ pub struct Engine {
     /// For `embed_via` brains: where the model's input comes from.
     upstream: Option<Upstream>,
     limits: TensorLimits,
+    /// Whether a batch may run in parts (`src/rows.rs`): every input the
+    /// model is fed and every output is batch-major (first dimension -1).
+    batch_major: bool,
+    /// The most bytes of input one part holds ([`INPUT_BYTES_PER_RUN`], but
+    /// for tests).
+    input_bytes_per_run: usize,
     session: Session,
 }
+
+/// Most texts × tokens a tokenising model runs on at once: 16 texts of 256
+/// tokens, whose attention takes about 50 MB a layer in all-MiniLM-L6-v2.
+pub const TOKENS_PER_RUN: usize = 4096;
+/// Most bytes of input any other model runs on at once.
+pub const INPUT_BYTES_PER_RUN: usize = 1 << 20;
 
 /// An `embed_via` brain's source: another brain's output, fed to this
 /// model's only input.
@@ -168,6 +181,14 @@ impl Engine {
         }
         .and_then(|()| check_outputs(&outputs, &model_outputs));
         checked.map_err(signature_error)?;
+        let fed = match &upstream {
+            Some(upstream) => std::slice::from_ref(&upstream.model_input),
+            None => inputs.as_slice(),
+        };
+        let batch_major = fed
+            .iter()
+            .chain(&outputs)
+            .all(|spec| spec.shape.first() == Some(&-1));
 
         Ok(Engine {
             name: brain,
@@ -177,6 +198,8 @@ impl Engine {
             tokenizer,
             upstream,
             limits: TensorLimits::default(),
+            batch_major,
+            input_bytes_per_run: INPUT_BYTES_PER_RUN,
             session,
         })
     }
@@ -211,9 +234,12 @@ impl Engine {
         &self.outputs
     }
 
-    /// Runs the model once on `inputs`: validated against the manifest,
-    /// tokenised if this brain tokenises. Returns the declared outputs in
-    /// manifest order, and the texts cut to the tokenizer's `max_length`.
+    /// Runs the model on `inputs`: validated against the manifest,
+    /// tokenised if this brain tokenises, and in parts of bounded rows when
+    /// the batch is larger ([`TOKENS_PER_RUN`], [`INPUT_BYTES_PER_RUN`]), so
+    /// that no request's size decides the model's working memory. Returns
+    /// the declared outputs in manifest order, and the texts cut to the
+    /// tokenizer's `max_length`.
     ///
     /// An `embed_via` brain cannot run from its declared inputs alone (its
     /// model input comes from another brain): use [`Engine::infer_upstream`].
@@ -225,20 +251,75 @@ impl Engine {
                 upstream.brain
             )));
         }
-        let (feed, truncated): (Feed, _) = match &self.tokenizer {
-            Some(tokenizer) => tokenised_feed(tokenizer, &inputs[0])?,
-            None => (
-                inputs
-                    .iter()
-                    .map(|tensor| Ok((tensor.name.clone(), convert::to_ort(tensor)?)))
-                    .collect::<Result<_, BrainError>>()?,
-                Vec::new(),
-            ),
-        };
-        Ok(Inference {
-            outputs: self.run(feed)?,
-            truncated,
+        self.in_parts(inputs, |engine, part| {
+            let (feed, truncated): (Feed, _) = match &engine.tokenizer {
+                Some(tokenizer) => tokenised_feed(tokenizer, &part[0])?,
+                None => (
+                    part.iter()
+                        .map(|tensor| Ok((tensor.name.clone(), convert::to_ort(tensor)?)))
+                        .collect::<Result<_, BrainError>>()?,
+                    Vec::new(),
+                ),
+            };
+            Ok(Inference {
+                outputs: engine.run(feed)?,
+                truncated,
+            })
         })
+    }
+
+    /// Runs `run` on `inputs` whole, or, when the batch is larger than one
+    /// run should take, on each part of it in order (`src/rows.rs`), and
+    /// joins what the parts give.
+    fn in_parts(
+        &mut self,
+        inputs: &[Tensor],
+        mut run: impl FnMut(&mut Engine, &[Tensor]) -> Result<Inference, BrainError>,
+    ) -> Result<Inference, BrainError> {
+        let parts = if self.batch_major {
+            rows::split(inputs, self.rows_per_run(inputs))
+        } else {
+            None
+        };
+        let Some(parts) = parts else {
+            return run(self, inputs);
+        };
+        let mut outputs = Vec::with_capacity(parts.len());
+        let mut truncated = Vec::new();
+        let mut first_row = 0;
+        for part in parts {
+            let rows = rows::rows(&part).unwrap_or(0);
+            let done = run(self, &part)?;
+            truncated.extend(done.truncated.into_iter().map(|mut cut| {
+                cut.element += first_row;
+                cut
+            }));
+            outputs.push(done.outputs);
+            first_row += rows;
+        }
+        let outputs = rows::join(outputs).map_err(|reason| BrainError::Output {
+            name: self
+                .outputs
+                .first()
+                .map(|o| o.name.clone())
+                .unwrap_or_default(),
+            reason,
+        })?;
+        Ok(Inference { outputs, truncated })
+    }
+
+    /// How many rows of `inputs` one run takes: [`TOKENS_PER_RUN`] worth of
+    /// texts for a tokenising model, else [`INPUT_BYTES_PER_RUN`] of input.
+    fn rows_per_run(&self, inputs: &[Tensor]) -> u64 {
+        let per_run = match &self.tokenizer {
+            Some(tokenizer) => TOKENS_PER_RUN / tokenizer.max_length(),
+            None => {
+                let rows = rows::rows(inputs).unwrap_or(1).max(1) as usize;
+                let bytes: usize = inputs.iter().map(rows::data_bytes).sum();
+                self.input_bytes_per_run / (bytes / rows).max(1)
+            }
+        };
+        per_run.max(1) as u64
     }
 
     /// Runs an `embed_via` brain's model on what its upstream brain returned
@@ -264,10 +345,12 @@ impl Engine {
                 upstream.brain
             ),
         })?;
-        let feed = vec![(input.name.clone(), convert::to_ort(&input)?)];
-        Ok(Inference {
-            outputs: self.run(feed)?,
-            truncated: Vec::new(),
+        self.in_parts(std::slice::from_ref(&input), |engine, part| {
+            let feed = vec![(part[0].name.clone(), convert::to_ort(&part[0])?)];
+            Ok(Inference {
+                outputs: engine.run(feed)?,
+                truncated: Vec::new(),
+            })
         })
     }
 
@@ -533,6 +616,91 @@ fn check_outputs(declared: &[TensorSpec], model: &[ModelIo]) -> Result<(), Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A catalog brain's engine over `build/models`, or `None` (loudly)
+    /// without `build/` outside CI.
+    fn catalog_engine(test: &str, brain: &str) -> Option<Engine> {
+        crate::testing::runtime_or_skip(test)?;
+        let root = crate::testing::build_dir().join("..");
+        let manifest = Manifest::load(&root.join(format!("brains/catalog/{brain}.toml"))).unwrap();
+        Some(Engine::load(&manifest, &crate::testing::build_dir().join("models")).unwrap())
+    }
+
+    fn assert_close(got: &[f32], want: &[f32], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-5,
+                "{what}: element {i}: {g} against {w}"
+            );
+        }
+    }
+
+    #[test]
+    fn texts_past_one_run_are_embedded_in_parts_as_each_alone() {
+        let test = "texts_past_one_run_are_embedded_in_parts_as_each_alone";
+        let Some(mut engine) = catalog_engine(test, "text-embedding") else {
+            return;
+        };
+        // 40 texts: three runs of 16, 16 and 8. The one at 33 is longer than
+        // the model reads, so its cut is reported with its own index.
+        let long = "Either party may terminate this agreement. ".repeat(100);
+        let texts: Vec<String> = (0..40)
+            .map(|i| {
+                if i == 33 {
+                    long.clone()
+                } else {
+                    format!("note {i}: the tenant paid {i} days late")
+                }
+            })
+            .collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let batch = Tensor::from_strings("text", vec![40], &refs);
+        assert_eq!(engine.rows_per_run(std::slice::from_ref(&batch)), 16);
+        let whole = engine.infer(std::slice::from_ref(&batch)).unwrap();
+        assert_eq!(whole.outputs[0].shape, [40, 384]);
+        let cut: Vec<u64> = whole.truncated.iter().map(|c| c.element).collect();
+        assert_eq!(cut, [33]);
+        let got = whole.outputs[0].to_elements::<f32>().unwrap();
+        for (i, text) in refs.iter().enumerate() {
+            let alone = engine
+                .infer(&[Tensor::from_strings("text", vec![1], &[*text])])
+                .unwrap();
+            let want = alone.outputs[0].to_elements::<f32>().unwrap();
+            assert_close(&got[i * 384..(i + 1) * 384], &want, &format!("text {i}"));
+        }
+    }
+
+    #[test]
+    fn rows_past_one_run_give_what_the_batch_gives_whole() {
+        let test = "rows_past_one_run_give_what_the_batch_gives_whole";
+        let Some(mut engine) = catalog_engine(test, "anomaly-detect") else {
+            return;
+        };
+        let rows = 5_000u64;
+        let features: Vec<f32> = (0..rows * 30)
+            .map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0)
+            .collect();
+        let batch = [Tensor::from_elements("features", vec![rows, 30], &features)];
+        engine.input_bytes_per_run = usize::MAX;
+        assert!(engine.rows_per_run(&batch) >= rows, "run whole");
+        let whole = engine.infer(&batch).unwrap();
+        engine.input_bytes_per_run = 64 * 1024; // 546 rows of 120 bytes a run
+        assert_eq!(engine.rows_per_run(&batch), 546);
+        let parts = engine.infer(&batch).unwrap();
+        assert_eq!(parts.outputs.len(), whole.outputs.len());
+        for (p, w) in parts.outputs.iter().zip(&whole.outputs) {
+            assert_eq!((&p.name, &p.shape), (&w.name, &w.shape));
+            match w.datatype {
+                DataType::Fp32 => assert_close(
+                    &p.to_elements::<f32>().unwrap(),
+                    &w.to_elements::<f32>().unwrap(),
+                    &w.name,
+                ),
+                _ => assert_eq!(p, w),
+            }
+        }
+    }
 
     fn io(name: &str, element: TensorElementType, shape: &[i64]) -> ModelIo {
         ModelIo {

@@ -16,6 +16,7 @@
 
 pub mod convert;
 pub mod engine;
+pub mod rows;
 pub mod runtime;
 pub mod server;
 pub mod tokenize;

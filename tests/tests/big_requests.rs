@@ -1,0 +1,110 @@
+//! Large requests against brains' memory limits, through the real kernel:
+//! a request a brain can hold is served however large its batch (the brain
+//! runs it in parts), and one it cannot is refused by the kernel before it
+//! reaches the brain. Either way no brain is killed: before both rules, a
+//! batch of 500 long texts (1 MB) got the shared text-embedding brain killed by
+//! the OOM killer, and so did an 11 MB request to a 64 MiB brain, which any
+//! client could repeat until the brain was marked failed.
+
+use serde_json::{Value, json};
+use sios_e2e::{Options, TestAppliance, require_setup};
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn invoke(app: &TestAppliance, brain: &str, request: &Value) -> std::process::Output {
+    let path = app.dir.path().join(format!("{brain}-request.json"));
+    std::fs::write(&path, request.to_string()).expect("request file");
+    app.sios(&[
+        "invoke",
+        brain,
+        "--input",
+        &path.display().to_string(),
+        "--compact",
+    ])
+}
+
+fn texts(texts: &[String]) -> Value {
+    json!({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [texts.len()], "data": texts}]})
+}
+
+fn features(rows: usize) -> Value {
+    let data: Vec<f32> = (0..rows * 30).map(|i| (i % 97) as f32 / 97.0).collect();
+    json!({"inputs": [{"name": "features", "datatype": "FP32", "shape": [rows, 30], "data": data}]})
+}
+
+/// Every brain ready and never restarted.
+fn none_restarted(app: &TestAppliance, after: &str) {
+    for process in app.status().processes {
+        assert_eq!(
+            (process.state, process.restarts),
+            (sios_ipc::ProcessState::Ready, 0),
+            "{} after {after}",
+            process.name
+        );
+    }
+}
+
+#[test]
+fn a_brain_serves_what_it_can_hold_and_the_kernel_refuses_the_rest() {
+    if !require_setup() {
+        return;
+    }
+    let app = TestAppliance::start(Options::brains(&[
+        "text-embedding",
+        "legal",
+        "anomaly-detect",
+    ]));
+
+    // 200 texts the model reads 256 tokens of (280 KB): run whole, their
+    // attention alone would take some 600 MB; run in parts of 16 texts,
+    // about 50 MB.
+    let long = "Either party may terminate this agreement with thirty days notice. ".repeat(21);
+    let batch: Vec<String> = (0..200).map(|i| format!("{i}: {long}")).collect();
+    let out = invoke(&app, "text-embedding", &texts(&batch));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let response: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(response["outputs"][0]["shape"], json!([200, 384]));
+    none_restarted(&app, "200 long texts to text-embedding");
+    // The same through a specialist, which asks text-embedding through the
+    // kernel for the whole batch.
+    let out = invoke(&app, "legal", &texts(&batch));
+    assert!(out.status.success(), "{}", stderr(&out));
+    none_restarted(&app, "200 long texts to legal");
+
+    // anomaly-detect (64 MiB) takes 8 MiB at once: 60,000 rows of 30
+    // features (7.2 MB) are served, 90,000 (10.8 MB) are refused with the
+    // reason, and it never sees them.
+    let out = invoke(&app, "anomaly-detect", &features(60_000));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = invoke(&app, "anomaly-detect", &features(90_000));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "the request to brain `anomaly-detect` takes 10.3 MiB, more than the 8.0 MiB it \
+             takes at once (its memory limit is 64 MiB); send fewer or shorter inputs per request"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    // One text of 9 MiB to a specialist: refused alike, before it could
+    // be forwarded.
+    let huge = vec!["Either party may terminate. ".repeat((9 << 20) / 28 + 1)];
+    let out = invoke(&app, "legal", &texts(&huge));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the request to brain `legal` takes 9.0 MiB"),
+        "{}",
+        stderr(&out)
+    );
+    none_restarted(&app, "the refused requests");
+    let served = app
+        .status()
+        .processes
+        .into_iter()
+        .find(|p| p.name == "anomaly-detect")
+        .expect("anomaly-detect")
+        .requests;
+    assert_eq!(served, 1, "the refused request never reached the brain");
+}
