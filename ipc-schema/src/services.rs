@@ -295,7 +295,10 @@ pub enum InvokeError {
         "brain `{name}` stopped answering mid-request ({reason}); it is being restarted, retry in a moment"
     )]
     Lost { name: String, reason: String },
-    #[error("the request to brain `{name}` took longer than {timeout_ms} ms and was abandoned")]
+    #[error(
+        "the request to brain `{name}` took longer than {timeout_ms} ms and was abandoned; send \
+         fewer inputs per request, or raise [limits] request_timeout_ms"
+    )]
     Timeout { name: String, timeout_ms: u64 },
     #[error("denied: {principal} may not {action} {resource} ({reason})")]
     Denied {

@@ -108,3 +108,31 @@ fn a_brain_serves_what_it_can_hold_and_the_kernel_refuses_the_rest() {
         .requests;
     assert_eq!(served, 1, "the refused request never reached the brain");
 }
+
+/// A batch that outlives its request's deadline stops after the part it is
+/// on, instead of holding the brain for the rest of it: the next request,
+/// queued behind it, is answered within its own deadline.
+#[test]
+fn a_batch_past_its_deadline_stops_and_the_next_request_is_served() {
+    if !require_setup() {
+        return;
+    }
+    let mut options = Options::brains(&["text-embedding"]);
+    options.extra_config = "[limits]\nrequest_timeout_ms = 5000\n".into();
+    let app = TestAppliance::start(options);
+    // Some 30 parts of 16 long texts: far more than 5 s of work.
+    let long = "Either party may terminate this agreement with thirty days notice. ".repeat(30);
+    let batch: Vec<String> = (0..500).map(|i| format!("{i}: {long}")).collect();
+    let out = invoke(&app, "text-embedding", &texts(&batch));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("took longer than 5000 ms and was abandoned"),
+        "{}",
+        stderr(&out)
+    );
+    // Were the brain still on the abandoned batch, this one would wait for
+    // it and be abandoned too.
+    let out = invoke(&app, "text-embedding", &texts(&["a short note".to_owned()]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    none_restarted(&app, "an abandoned batch");
+}

@@ -244,6 +244,17 @@ impl Engine {
     /// An `embed_via` brain cannot run from its declared inputs alone (its
     /// model input comes from another brain): use [`Engine::infer_upstream`].
     pub fn infer(&mut self, inputs: &[Tensor]) -> Result<Inference, BrainError> {
+        self.infer_while(inputs, &|| true)
+    }
+
+    /// [`Engine::infer`], stopping between parts of a batch once
+    /// `still_wanted` says no (the caller's deadline passed, or the caller
+    /// left): a large batch nobody waits for stops costing CPU after one part.
+    pub fn infer_while(
+        &mut self,
+        inputs: &[Tensor],
+        still_wanted: &dyn Fn() -> bool,
+    ) -> Result<Inference, BrainError> {
         validate(inputs, &self.inputs, self.limits)?;
         if let Some(upstream) = &self.upstream {
             return Err(BrainError::Runtime(format!(
@@ -251,7 +262,7 @@ impl Engine {
                 upstream.brain
             )));
         }
-        self.in_parts(inputs, |engine, part| {
+        self.in_parts(inputs, still_wanted, |engine, part| {
             let (feed, truncated): (Feed, _) = match &engine.tokenizer {
                 Some(tokenizer) => tokenised_feed(tokenizer, &part[0])?,
                 None => (
@@ -274,6 +285,7 @@ impl Engine {
     fn in_parts(
         &mut self,
         inputs: &[Tensor],
+        still_wanted: &dyn Fn() -> bool,
         mut run: impl FnMut(&mut Engine, &[Tensor]) -> Result<Inference, BrainError>,
     ) -> Result<Inference, BrainError> {
         let parts = if self.batch_major {
@@ -287,7 +299,14 @@ impl Engine {
         let mut outputs = Vec::with_capacity(parts.len());
         let mut truncated = Vec::new();
         let mut first_row = 0;
-        for part in parts {
+        let count = parts.len();
+        for (done, part) in parts.into_iter().enumerate() {
+            if done > 0 && !still_wanted() {
+                return Err(BrainError::Runtime(format!(
+                    "stopped after {done} of the batch's {count} parts: nobody waits for the \
+                     answer any more (its deadline passed); send fewer inputs per request"
+                )));
+            }
             let rows = rows::rows(&part).unwrap_or(0);
             let done = run(self, &part)?;
             truncated.extend(done.truncated.into_iter().map(|mut cut| {
@@ -325,7 +344,12 @@ impl Engine {
     /// Runs an `embed_via` brain's model on what its upstream brain returned
     /// (`source`, that brain's output tensor), checked against the model's input.
     /// What the upstream brain left unread is its response's to report.
-    pub fn infer_upstream(&mut self, source: &Tensor) -> Result<Inference, BrainError> {
+    /// Stops between parts as [`Engine::infer_while`] does.
+    pub fn infer_upstream(
+        &mut self,
+        source: &Tensor,
+        still_wanted: &dyn Fn() -> bool,
+    ) -> Result<Inference, BrainError> {
         let Some(upstream) = &self.upstream else {
             return Err(BrainError::Runtime(
                 "this brain has no upstream brain".into(),
@@ -345,13 +369,17 @@ impl Engine {
                 upstream.brain
             ),
         })?;
-        self.in_parts(std::slice::from_ref(&input), |engine, part| {
-            let feed = vec![(part[0].name.clone(), convert::to_ort(&part[0])?)];
-            Ok(Inference {
-                outputs: engine.run(feed)?,
-                truncated: Vec::new(),
-            })
-        })
+        self.in_parts(
+            std::slice::from_ref(&input),
+            still_wanted,
+            |engine, part| {
+                let feed = vec![(part[0].name.clone(), convert::to_ort(&part[0])?)];
+                Ok(Inference {
+                    outputs: engine.run(feed)?,
+                    truncated: Vec::new(),
+                })
+            },
+        )
     }
 
     fn run(&mut self, feed: Feed) -> Result<Vec<Tensor>, BrainError> {
@@ -669,6 +697,35 @@ mod tests {
             let want = alone.outputs[0].to_elements::<f32>().unwrap();
             assert_close(&got[i * 384..(i + 1) * 384], &want, &format!("text {i}"));
         }
+    }
+
+    #[test]
+    fn a_batch_nobody_waits_for_stops_after_the_part_it_is_on() {
+        let test = "a_batch_nobody_waits_for_stops_after_the_part_it_is_on";
+        let Some(mut engine) = catalog_engine(test, "text-embedding") else {
+            return;
+        };
+        let texts: Vec<String> = (0..40).map(|i| format!("note {i}")).collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let batch = [Tensor::from_strings("text", vec![40], &refs)];
+        let asked = std::cell::Cell::new(0);
+        let wanted_once = || {
+            asked.set(asked.get() + 1);
+            false
+        };
+        match engine.infer_while(&batch, &wanted_once) {
+            Err(BrainError::Runtime(why)) => {
+                assert!(
+                    why.starts_with("stopped after 1 of the batch's 3 parts"),
+                    "{why}"
+                )
+            }
+            other => panic!("expected a stop, got {other:?}"),
+        }
+        assert_eq!(asked.get(), 1, "asked before the second part, then stopped");
+        // A batch that fits one run is never stopped half-way.
+        let small = [Tensor::from_strings("text", vec![2], &["a", "b"])];
+        assert!(engine.infer_while(&small, &|| false).is_ok());
     }
 
     #[test]

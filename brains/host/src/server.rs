@@ -69,9 +69,12 @@ pub fn spawn_worker(
                     drop(job.reply.send(Err(BrainError::Runtime(late.into()))));
                     continue;
                 }
+                let still_wanted = || !job.reply.is_closed() && Instant::now() < job.deadline;
                 let run = || match (job.stage, job.inputs.first()) {
-                    (Stage::Upstream, Some(source)) => engine.infer_upstream(source),
-                    _ => engine.infer(&job.inputs),
+                    (Stage::Upstream, Some(source)) => {
+                        engine.infer_upstream(source, &still_wanted)
+                    }
+                    _ => engine.infer_while(&job.inputs, &still_wanted),
                 };
                 match catch_unwind(AssertUnwindSafe(run)) {
                     // The caller may have gone meanwhile; nothing to do then.
