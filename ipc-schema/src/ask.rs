@@ -12,6 +12,29 @@ pub const EMBEDDER: &str = "text-embedding";
 pub const EMBEDDING_OUTPUT: &str = "sentence_embedding";
 /// Most memory items one `ask` recalls.
 pub const MAX_RECALL: u32 = 20;
+/// Most bytes of one text a tokenising brain ever reads: it tokenises at
+/// most this much of a text (`brains/host/src/tokenize.rs`), whose first
+/// 256 tokens are all its model takes.
+pub const MAX_TEXT_READ_BYTES: usize = 1 << 20;
+
+/// What `ask` sends its brains of `text`: all of it when it is no longer
+/// than [`MAX_TEXT_READ_BYTES`], else its start, one character past that
+/// bound, so that the brain cuts it at the bound itself and says how far it
+/// read. A text of megabytes then costs each brain, each socket and each
+/// audit hash what a megabyte costs, and fits under every brain's request
+/// bound, with the same answer: no brain would read past the bound anyway.
+pub fn text_sent(text: &str) -> &str {
+    if text.len() <= MAX_TEXT_READ_BYTES {
+        return text;
+    }
+    let mut end = MAX_TEXT_READ_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    // The character at `end` runs past the bound (the text is longer).
+    let next = text[end..].chars().next().map_or(0, char::len_utf8);
+    &text[..end + next]
+}
 
 /// What to ask, and which of the asker's memory to consult.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -210,6 +233,21 @@ mod tests {
                 "{wrong:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_text_is_sent_whole_up_to_the_bound_and_one_character_past_it_after() {
+        let short = "é".repeat(1000);
+        assert_eq!(text_sent(&short), short);
+        let exact = "x".repeat(MAX_TEXT_READ_BYTES);
+        assert_eq!(text_sent(&exact), exact);
+        let long = "x".repeat(MAX_TEXT_READ_BYTES + 10);
+        assert_eq!(text_sent(&long).len(), MAX_TEXT_READ_BYTES + 1);
+        // Two-byte characters, the bound inside one: that one is the last.
+        let accented = format!("x{}", "é".repeat(MAX_TEXT_READ_BYTES));
+        let sent = text_sent(&accented);
+        assert_eq!(sent.len(), MAX_TEXT_READ_BYTES + 1);
+        assert!(sent.ends_with('é') && sent.len() > MAX_TEXT_READ_BYTES);
     }
 
     #[test]

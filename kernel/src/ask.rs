@@ -15,6 +15,10 @@
 //!    other scoring at least [`ALSO_AT`] and at least half the best, at most
 //!    [`MAX_SPECIALISTS`] — each give their reading, in routing order.
 //!
+//! A text longer than [`sios_ipc::ask::MAX_TEXT_READ_BYTES`] goes to each
+//! brain cut one character past that bound ([`text_sent`]): no brain reads
+//! further, and the answer says how much of the text each one read.
+//!
 //! Every step is an ordinary invoke on the asker's behalf, so each is
 //! decided by the policy and recorded in the audit log like any other; a
 //! specialist that is not ready, disabled or refused by the policy is
@@ -23,7 +27,7 @@
 
 use crate::appliance::{Appliance, Requester, outcome_of};
 use sios_ipc::ask::{
-    EMBEDDER, MAX_RECALL, PartlyRead, embedding_of, embedding_request, partly_read_note,
+    EMBEDDER, MAX_RECALL, PartlyRead, embedding_of, embedding_request, partly_read_note, text_sent,
 };
 use sios_ipc::audit::{ActionResult, DraftKind, RecordDraft};
 use sios_ipc::memory::{Metadata, SearchRequest};
@@ -144,7 +148,8 @@ impl Appliance {
         screens: &[&str],
         answer: &mut AskAnswer,
     ) -> Result<(), InvokeError> {
-        let text = request.text.as_str();
+        // Its start, when it is longer than any brain reads (`text_sent`).
+        let text = text_sent(&request.text);
         for screen in SCREENS {
             if !screens.contains(&screen) {
                 answer.notes.push(format!(
@@ -213,14 +218,20 @@ impl Appliance {
     /// needed for one.
     async fn recall(&self, requester: &Requester, request: &AskRequest, answer: &mut AskAnswer) {
         let embedded = match self
-            .invoke_recorded(requester, EMBEDDER, embedding_request(&request.text))
+            .invoke_recorded(
+                requester,
+                EMBEDDER,
+                embedding_request(text_sent(&request.text)),
+            )
             .await
         {
             Ok((response, recorded)) => {
                 answer.audit_seqs.extend(recorded);
-                answer
-                    .partly_read
-                    .extend(PartlyRead::of(EMBEDDER, &request.text, &response));
+                answer.partly_read.extend(PartlyRead::of(
+                    EMBEDDER,
+                    text_sent(&request.text),
+                    &response,
+                ));
                 answer.plan.push(EMBEDDER.to_owned());
                 embedding_of(&response)
             }

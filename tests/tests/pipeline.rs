@@ -147,6 +147,31 @@ fn a_long_text_is_said_to_be_read_only_in_part(app: &TestAppliance, question: &s
     );
     // The reading of the part is the reading of the text cut there.
     assert_eq!(answer["answers"][0]["label"], "termination", "{answer:#}");
+    // A text of megabytes, more than any brain may be sent at once: each
+    // brain gets its first megabyte, reads the same start, and the answer
+    // says so of the whole text.
+    let huge = format!("{question} ").repeat(10_000_000 / (question.len() + 1));
+    let file = app.dir.path().join("huge.txt");
+    std::fs::write(&file, &huge).unwrap();
+    let out = app.sios(&["ask", "--json", "--file", &file.display().to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["answers"][0]["label"], "termination", "{answer:#}");
+    let partly = answer["partly_read"].as_array().unwrap();
+    assert!(partly.len() >= 2, "{answer:#}");
+    assert!(
+        partly
+            .iter()
+            .all(|p| p["chars_read"].as_u64() == Some(read)),
+        "{answer:#}"
+    );
+    assert!(
+        answer["notes"].to_string().contains(&format!(
+            "the text is {} characters long",
+            huge.chars().count()
+        )),
+        "{answer:#}"
+    );
 
     let request = serde_json::json!({
         "inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": [question, long]}]

@@ -218,8 +218,9 @@ impl TextTokenizer {
 const FIRST_BYTES_PER_TOKEN: usize = 32;
 /// Tokens past what the model reads that the part before a cut must yield.
 const CUT_MARGIN_TOKENS: usize = 16;
-/// Most bytes of one text ever tokenised.
-pub const MAX_TOKENISED_BYTES: usize = 1 << 20;
+/// Most bytes of one text ever tokenised (shared with the kernel, which
+/// sends `ask`'s brains no more of a text than this).
+pub const MAX_TOKENISED_BYTES: usize = sios_ipc::ask::MAX_TEXT_READ_BYTES;
 
 /// Tokens that did not fit `max_length`, special tokens not counted.
 fn overflow_tokens(encoding: &tokenizers::Encoding) -> usize {
