@@ -72,6 +72,19 @@ fn a_brain_serves_what_it_can_hold_and_the_kernel_refuses_the_rest() {
     let out = invoke(&app, "legal", &texts(&batch));
     assert!(out.status.success(), "{}", stderr(&out));
     none_restarted(&app, "200 long texts to legal");
+    // Many short texts whose embeddings no reply could carry: the brain
+    // stops at the part that crosses the frame limit, rather than holding
+    // every part's outputs (a million of them took it past 512 MiB).
+    let many = vec!["a".to_owned(); 20_000];
+    let out = invoke(&app, "text-embedding", &texts(&many));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("parts already take about")
+            && stderr(&out).contains("send fewer inputs per request"),
+        "{}",
+        stderr(&out)
+    );
+    none_restarted(&app, "20,000 short texts to text-embedding");
 
     // anomaly-detect (64 MiB) takes 8 MiB at once: 60,000 rows of 30
     // features (7.2 MB) are served, 90,000 (10.8 MB) are refused with the

@@ -47,6 +47,8 @@ pub struct Engine {
     /// The most bytes of input one part holds ([`INPUT_BYTES_PER_RUN`], but
     /// for tests).
     input_bytes_per_run: usize,
+    /// The most bytes the outputs of a batch run in parts may add up to.
+    max_output_bytes: usize,
     session: Session,
 }
 
@@ -200,6 +202,7 @@ impl Engine {
             limits: TensorLimits::default(),
             batch_major,
             input_bytes_per_run: INPUT_BYTES_PER_RUN,
+            max_output_bytes: usize::MAX,
             session,
         })
     }
@@ -212,6 +215,16 @@ impl Engine {
     /// Replaces the default per-tensor limits.
     pub fn with_limits(mut self, limits: TensorLimits) -> Engine {
         self.limits = limits;
+        self
+    }
+
+    /// Stops a batch run in parts once its outputs take more than `bytes`
+    /// (as [`sios_ipc::tensor::encoded_bytes_bound`] counts them): the
+    /// brain's reply could not carry them, and held until the last part,
+    /// the outputs of a million short texts took text-embedding past its
+    /// memory limit.
+    pub fn with_max_output_bytes(mut self, bytes: usize) -> Engine {
+        self.max_output_bytes = bytes;
         self
     }
 
@@ -299,6 +312,7 @@ impl Engine {
         let mut outputs = Vec::with_capacity(parts.len());
         let mut truncated = Vec::new();
         let mut first_row = 0;
+        let mut output_bytes = 0;
         let count = parts.len();
         for (done, part) in parts.into_iter().enumerate() {
             if done > 0 && !still_wanted() {
@@ -313,6 +327,23 @@ impl Engine {
                 cut.element += first_row;
                 cut
             }));
+            output_bytes += sios_ipc::tensor::encoded_bytes_bound(&done.outputs);
+            if output_bytes > self.max_output_bytes {
+                return Err(BrainError::Output {
+                    name: self
+                        .outputs
+                        .first()
+                        .map(|o| o.name.clone())
+                        .unwrap_or_default(),
+                    reason: format!(
+                        "the outputs of {} of the batch's {count} parts already take about \
+                         {output_bytes} bytes, more than the {}-byte frame limit; send fewer \
+                         inputs per request (or raise [limits] max_frame_bytes)",
+                        outputs.len() + 1,
+                        self.max_output_bytes
+                    ),
+                });
+            }
             outputs.push(done.outputs);
             first_row += rows;
         }
@@ -700,8 +731,8 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_nobody_waits_for_stops_after_the_part_it_is_on() {
-        let test = "a_batch_nobody_waits_for_stops_after_the_part_it_is_on";
+    fn a_batch_stops_between_parts_when_nobody_waits_or_its_outputs_could_not_be_sent() {
+        let test = "a_batch_stops_between_parts_when_nobody_waits_or_its_outputs_could_not_be_sent";
         let Some(mut engine) = catalog_engine(test, "text-embedding") else {
             return;
         };
@@ -726,6 +757,21 @@ mod tests {
         // A batch that fits one run is never stopped half-way.
         let small = [Tensor::from_strings("text", vec![2], &["a", "b"])];
         assert!(engine.infer_while(&small, &|| false).is_ok());
+        // Nor is one whose outputs, part by part, stay within the bound;
+        // past it, the batch stops at the part that crossed it.
+        let mut engine = engine.with_max_output_bytes(40_000); // a part: 16 x 384 x 4 bytes
+        match engine.infer(&batch) {
+            Err(BrainError::Output { name, reason }) => {
+                assert_eq!(name, "sentence_embedding");
+                assert!(
+                    reason.starts_with("the outputs of 2 of the batch's 3 parts already take"),
+                    "{reason}"
+                );
+            }
+            other => panic!("expected the output bound, got {other:?}"),
+        }
+        let mut engine = engine.with_max_output_bytes(100_000);
+        assert_eq!(engine.infer(&batch).unwrap().outputs[0].shape, [40, 384]);
     }
 
     #[test]

@@ -145,6 +145,8 @@ impl BrainServer {
             outputs: engine.output_specs().to_vec(),
             requests_served: 0,
         };
+        // A batch run in parts stops once its outputs could not be sent.
+        let engine = engine.with_max_output_bytes(max_frame_bytes);
         let (jobs, worker) = spawn_worker(engine, queue_depth)?;
         let server = BrainServer {
             shared: Arc::new(Shared {
