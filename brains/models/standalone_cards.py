@@ -787,6 +787,12 @@ PURPOSE = {
 
 SENSITIVITY = {"pii-tagger": "internal"}  # every other standalone brain: "public"
 
+# Most rows one request may hold, for the models whose working memory per row is large
+# (per-character layers, every pair of rows). A quarter of the rows at which each was killed
+# at its 64 MiB limit on 2026-11-29 (pii-tagger 256, language-id and code-detect 1024, dedup
+# 2048 rows): brains/catalog/README.md, `max_rows`.
+MAX_ROWS = {"pii-tagger": 64, "language-id": 256, "code-detect": 256, "dedup": 512}
+
 
 def manifest(name: str, model: onnx.ModelProto, sha: str) -> str:
     import manifest_text
@@ -821,6 +827,7 @@ def manifest(name: str, model: onnx.ModelProto, sha: str) -> str:
         "",
         "[sandbox]",
         *(f"{key} = {value}" for key, value in manifest_text.SANDBOX.items()),
+        *([f"max_rows = {MAX_ROWS[name]}"] if name in MAX_ROWS else []),
         "",
         "[capabilities]",
         "calls = []",

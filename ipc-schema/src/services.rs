@@ -323,16 +323,26 @@ pub enum InvokeError {
     BadRequest { reason: String },
     /// Well-formed, but more than the brain can hold at once.
     #[error(
-        "the request to brain `{name}` takes {:.1} MiB, more than the {:.1} MiB it takes at once \
-         (its memory limit is {memory_mib} MiB); send fewer or shorter inputs per request",
-        *bytes as f64 / 1048576.0,
-        *limit as f64 / 1048576.0
+        "the request to brain `{name}` takes {bytes} bytes ({:.1} MiB), more than the {limit} it \
+         takes at once (its memory limit is {memory_mib} MiB); send fewer or shorter inputs per \
+         request",
+        *bytes as f64 / 1048576.0
     )]
     TooLarge {
         name: String,
         bytes: u64,
         limit: u64,
         memory_mib: u64,
+    },
+    /// Well-formed, but more rows than the brain's model can run at once.
+    #[error(
+        "brain `{name}` takes at most {max_rows} rows per request (its model needs more memory \
+         per row than most); this one has {rows}: send them in requests of {max_rows} or fewer"
+    )]
+    TooManyRows {
+        name: String,
+        rows: u64,
+        max_rows: u64,
     },
 }
 

@@ -505,6 +505,15 @@ impl Appliance {
                 memory_mib: facts.memory_mib,
             });
         }
+        if let (Some(max_rows), Some(rows)) = (facts.max_rows, facts.rows_of(&request.inputs))
+            && rows > max_rows
+        {
+            return Err(InvokeError::TooManyRows {
+                name: brain.to_owned(),
+                rows,
+                max_rows,
+            });
+        }
         // 3. Decide, by the policy alone (which knows each brain's callees
         //    from its manifest), and 4. record the intent durably, with the
         //    decision, before anything runs. A denial is recorded as an

@@ -55,6 +55,8 @@ pub struct BrainFacts {
     pub inputs: Vec<TensorSpec>,
     /// Its cgroup memory limit (manifest `sandbox.memory_mib`).
     pub memory_mib: u64,
+    /// Most rows one request may hold (manifest `sandbox.max_rows`).
+    pub max_rows: Option<u64>,
 }
 
 /// A request to a brain may take at most this share of the brain's memory
@@ -74,6 +76,20 @@ impl BrainFacts {
         (self.memory_mib << 20) / REQUEST_SHARE_OF_MEMORY
     }
 
+    /// The rows of `inputs`: the largest first dimension among the inputs
+    /// the manifest declares batch-major (first dimension -1), if any.
+    pub fn rows_of(&self, inputs: &[sios_ipc::Tensor]) -> Option<u64> {
+        inputs
+            .iter()
+            .filter(|t| {
+                self.inputs
+                    .iter()
+                    .any(|spec| spec.name == t.name && spec.shape.first() == Some(&-1))
+            })
+            .filter_map(|t| t.shape.first().copied())
+            .max()
+    }
+
     /// What the kernel keeps of `manifest` (at start and at each reload).
     pub fn of(manifest: &sios_manifest::Manifest) -> BrainFacts {
         BrainFacts {
@@ -85,6 +101,7 @@ impl BrainFacts {
             model_sha256: manifest.model.sha256.clone(),
             inputs: manifest.input_specs(),
             memory_mib: manifest.sandbox.memory_mib,
+            max_rows: manifest.sandbox.max_rows,
         }
     }
 }

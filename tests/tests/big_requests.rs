@@ -55,6 +55,7 @@ fn a_brain_serves_what_it_can_hold_and_the_kernel_refuses_the_rest() {
         "text-embedding",
         "legal",
         "anomaly-detect",
+        "pii-tagger",
     ]));
 
     // 200 texts the model reads 256 tokens of (280 KB): run whole, their
@@ -94,10 +95,11 @@ fn a_brain_serves_what_it_can_hold_and_the_kernel_refuses_the_rest() {
     let out = invoke(&app, "anomaly-detect", &features(90_000));
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains(
-            "the request to brain `anomaly-detect` takes 10.3 MiB, more than the 8.0 MiB it \
-             takes at once (its memory limit is 64 MiB); send fewer or shorter inputs per request"
-        ),
+        stderr(&out).contains("the request to brain `anomaly-detect` takes 10800")
+            && stderr(&out).contains(
+                "(10.3 MiB), more than the 8388608 it takes at once (its memory limit is \
+                 64 MiB); send fewer or shorter inputs per request"
+            ),
         "{}",
         stderr(&out)
     );
@@ -107,7 +109,23 @@ fn a_brain_serves_what_it_can_hold_and_the_kernel_refuses_the_rest() {
     let out = invoke(&app, "legal", &texts(&huge));
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("the request to brain `legal` takes 9.0 MiB"),
+        stderr(&out).contains("(9.0 MiB), more than the 8388608"),
+        "{}",
+        stderr(&out)
+    );
+    // pii-tagger's model needs some 2 MB per row of 256 characters: its
+    // manifest allows 64 rows (a quarter of what got it killed), and the
+    // kernel refuses more, however few bytes they take.
+    let codepoints = |rows: usize| json!({"inputs": [{"name": "codepoints", "datatype": "INT32", "shape": [rows, 256], "data": vec![97; rows * 256]}]});
+    let out = invoke(&app, "pii-tagger", &codepoints(64));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = invoke(&app, "pii-tagger", &codepoints(256));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "brain `pii-tagger` takes at most 64 rows per request (its model needs more memory \
+             per row than most); this one has 256: send them in requests of 64 or fewer"
+        ),
         "{}",
         stderr(&out)
     );

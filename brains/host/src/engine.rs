@@ -41,12 +41,14 @@ pub struct Engine {
     /// For `embed_via` brains: where the model's input comes from.
     upstream: Option<Upstream>,
     limits: TensorLimits,
-    /// Whether a batch may run in parts (`src/rows.rs`): every input the
-    /// model is fed and every output is batch-major (first dimension -1).
+    /// Whether a batch may run in parts (`src/rows.rs`): only a tokenising
+    /// model's, whose texts are encoded each on its own (attention masked
+    /// to the text, one pooled vector per text) and whose outputs are all
+    /// batch-major. Other models' rows may depend on each other (dedup
+    /// compares every row with every other, extractive-summary scores each
+    /// sentence against the document's mean): run in parts they would give
+    /// other answers, so they run whole, within the kernel's request bound.
     batch_major: bool,
-    /// The most bytes of input one part holds ([`INPUT_BYTES_PER_RUN`], but
-    /// for tests).
-    input_bytes_per_run: usize,
     /// The most bytes the outputs of a batch run in parts may add up to.
     max_output_bytes: usize,
     session: Session,
@@ -55,8 +57,6 @@ pub struct Engine {
 /// Most texts × tokens a tokenising model runs on at once: 16 texts of 256
 /// tokens, whose attention takes about 50 MB a layer in all-MiniLM-L6-v2.
 pub const TOKENS_PER_RUN: usize = 4096;
-/// Most bytes of input any other model runs on at once.
-pub const INPUT_BYTES_PER_RUN: usize = 1 << 20;
 
 /// An `embed_via` brain's source: another brain's output, fed to this
 /// model's only input.
@@ -183,14 +183,8 @@ impl Engine {
         }
         .and_then(|()| check_outputs(&outputs, &model_outputs));
         checked.map_err(signature_error)?;
-        let fed = match &upstream {
-            Some(upstream) => std::slice::from_ref(&upstream.model_input),
-            None => inputs.as_slice(),
-        };
-        let batch_major = fed
-            .iter()
-            .chain(&outputs)
-            .all(|spec| spec.shape.first() == Some(&-1));
+        let batch_major =
+            tokenizer.is_some() && outputs.iter().all(|spec| spec.shape.first() == Some(&-1));
 
         Ok(Engine {
             name: brain,
@@ -201,7 +195,6 @@ impl Engine {
             upstream,
             limits: TensorLimits::default(),
             batch_major,
-            input_bytes_per_run: INPUT_BYTES_PER_RUN,
             max_output_bytes: usize::MAX,
             session,
         })
@@ -249,7 +242,7 @@ impl Engine {
 
     /// Runs the model on `inputs`: validated against the manifest,
     /// tokenised if this brain tokenises, and in parts of bounded rows when
-    /// the batch is larger ([`TOKENS_PER_RUN`], [`INPUT_BYTES_PER_RUN`]), so
+    /// the batch of texts is larger than [`TOKENS_PER_RUN`] allows, so
     /// that no request's size decides the model's working memory. Returns
     /// the declared outputs in manifest order, and the texts cut to the
     /// tokenizer's `max_length`.
@@ -302,7 +295,7 @@ impl Engine {
         mut run: impl FnMut(&mut Engine, &[Tensor]) -> Result<Inference, BrainError>,
     ) -> Result<Inference, BrainError> {
         let parts = if self.batch_major {
-            rows::split(inputs, self.rows_per_run(inputs))
+            rows::split(inputs, self.rows_per_run())
         } else {
             None
         };
@@ -358,17 +351,12 @@ impl Engine {
         Ok(Inference { outputs, truncated })
     }
 
-    /// How many rows of `inputs` one run takes: [`TOKENS_PER_RUN`] worth of
-    /// texts for a tokenising model, else [`INPUT_BYTES_PER_RUN`] of input.
-    fn rows_per_run(&self, inputs: &[Tensor]) -> u64 {
-        let per_run = match &self.tokenizer {
-            Some(tokenizer) => TOKENS_PER_RUN / tokenizer.max_length(),
-            None => {
-                let rows = rows::rows(inputs).unwrap_or(1).max(1) as usize;
-                let bytes: usize = inputs.iter().map(rows::data_bytes).sum();
-                self.input_bytes_per_run / (bytes / rows).max(1)
-            }
-        };
+    /// How many texts one run takes: [`TOKENS_PER_RUN`] worth.
+    fn rows_per_run(&self) -> u64 {
+        let per_run = self
+            .tokenizer
+            .as_ref()
+            .map_or(1, |tokenizer| TOKENS_PER_RUN / tokenizer.max_length());
         per_run.max(1) as u64
     }
 
@@ -715,7 +703,7 @@ mod tests {
             .collect();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let batch = Tensor::from_strings("text", vec![40], &refs);
-        assert_eq!(engine.rows_per_run(std::slice::from_ref(&batch)), 16);
+        assert_eq!(engine.rows_per_run(), 16);
         let whole = engine.infer(std::slice::from_ref(&batch)).unwrap();
         assert_eq!(whole.outputs[0].shape, [40, 384]);
         let cut: Vec<u64> = whole.truncated.iter().map(|c| c.element).collect();
@@ -775,33 +763,23 @@ mod tests {
     }
 
     #[test]
-    fn rows_past_one_run_give_what_the_batch_gives_whole() {
-        let test = "rows_past_one_run_give_what_the_batch_gives_whole";
-        let Some(mut engine) = catalog_engine(test, "anomaly-detect") else {
+    fn only_a_tokenising_brain_runs_a_batch_in_parts() {
+        let test = "only_a_tokenising_brain_runs_a_batch_in_parts";
+        let Some(engine) = catalog_engine(test, "text-embedding") else {
             return;
         };
-        let rows = 5_000u64;
-        let features: Vec<f32> = (0..rows * 30)
-            .map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0)
-            .collect();
-        let batch = [Tensor::from_elements("features", vec![rows, 30], &features)];
-        engine.input_bytes_per_run = usize::MAX;
-        assert!(engine.rows_per_run(&batch) >= rows, "run whole");
-        let whole = engine.infer(&batch).unwrap();
-        engine.input_bytes_per_run = 64 * 1024; // 546 rows of 120 bytes a run
-        assert_eq!(engine.rows_per_run(&batch), 546);
-        let parts = engine.infer(&batch).unwrap();
-        assert_eq!(parts.outputs.len(), whole.outputs.len());
-        for (p, w) in parts.outputs.iter().zip(&whole.outputs) {
-            assert_eq!((&p.name, &p.shape), (&w.name, &w.shape));
-            match w.datatype {
-                DataType::Fp32 => assert_close(
-                    &p.to_elements::<f32>().unwrap(),
-                    &w.to_elements::<f32>().unwrap(),
-                    &w.name,
-                ),
-                _ => assert_eq!(p, w),
-            }
+        assert!(engine.batch_major);
+        // Rows that depend on each other (every pair, the document's mean)
+        // or are not batch-major at all, and a head over embeddings.
+        for brain in [
+            "dedup",
+            "extractive-summary",
+            "anomaly-detect",
+            "voice-activity",
+            "legal",
+        ] {
+            let engine = catalog_engine(test, brain).unwrap();
+            assert!(!engine.batch_major, "{brain}");
         }
     }
 

@@ -6,9 +6,10 @@
 //! rows), and a brain's cgroup caps its memory. Run whole, a request of
 //! 500 long texts (1 MB) took the text-embedding brain past its 512 MiB and
 //! got it killed; run in parts, the same request costs what one part costs.
-//! Rows are independent in every batch-major model, so the parts' outputs,
-//! joined, are the batch's outputs (to float rounding: a part may be padded
-//! to a shorter length, or summed in another order, than the whole batch).
+//! Only a tokenising model's batch is split (`src/engine.rs` says why): its
+//! texts are encoded each on its own, so the parts' outputs, joined, are the
+//! batch's outputs (to float rounding: a part may be padded to a shorter
+//! length, or summed in another order, than the whole batch).
 
 use sios_ipc::{Tensor, TensorData};
 
@@ -20,14 +21,6 @@ pub fn rows(tensors: &[Tensor]) -> Option<u64> {
         .iter()
         .all(|t| t.shape.first() == Some(&rows))
         .then_some(rows)
-}
-
-/// Bytes of data in `tensor`.
-pub fn data_bytes(tensor: &Tensor) -> usize {
-    match &tensor.data {
-        TensorData::Packed(bytes) => bytes.len(),
-        TensorData::Strings(items) => items.iter().map(|s| s.len()).sum(),
-    }
 }
 
 /// `tensors` cut into parts of at most `per_part` rows, in order; `None`

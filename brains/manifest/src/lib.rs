@@ -144,6 +144,11 @@ pub struct SandboxLimits {
     pub max_pids: u32,
     /// Most open file descriptors.
     pub max_open_files: u64,
+    /// Most rows (the first dimension of its batch inputs) one request may
+    /// hold, for a model whose working memory grows with its rows faster
+    /// than the kernel's byte bound on a request allows for; the kernel
+    /// refuses more. Absent: only that byte bound applies.
+    pub max_rows: Option<u64>,
 }
 
 impl Default for SandboxLimits {
@@ -153,6 +158,7 @@ impl Default for SandboxLimits {
             cpu_weight: 100,
             max_pids: 32,
             max_open_files: 64,
+            max_rows: None,
         }
     }
 }
