@@ -53,6 +53,13 @@ fn invoke(app: &TestAppliance, request: &str) {
     );
 }
 
+fn put(app: &TestAppliance, subject: &str, key: &str, value: &str) {
+    ok(
+        &app.sios(&memory_put_args(NS, subject, key, value, &[])),
+        &format!("put {key}"),
+    );
+}
+
 fn get(app: &TestAppliance, key: &str) -> std::process::Output {
     app.sios(&["memory", "get", "--namespace", NS, key])
 }
@@ -88,16 +95,7 @@ fn a_copy_taken_while_down_restores_and_an_auditor_sees_the_fork() {
         "export-public",
     );
     invoke(&app, &request);
-    ok(
-        &app.sios(&memory_put_args(
-            NS,
-            "alice",
-            "alice-visit",
-            "Seen on Monday.",
-            &[],
-        )),
-        "put alice",
-    );
+    put(&app, "alice", "alice-visit", "Seen on Monday.");
     assert!(app.stop().success());
     let backup = work.join("backup");
     copy_state(&app.state_dir, &backup);
@@ -109,16 +107,7 @@ fn a_copy_taken_while_down_restores_and_an_auditor_sees_the_fork() {
     assert_eq!(before.code, Some(0), "{}", before.said);
     let at_backup = before.json["records"].as_u64().expect("records");
     invoke(&app, &request);
-    ok(
-        &app.sios(&memory_put_args(
-            NS,
-            "bob",
-            "bob-visit",
-            "Seen on Tuesday.",
-            &[],
-        )),
-        "put bob",
-    );
+    put(&app, "bob", "bob-visit", "Seen on Tuesday.");
     ok(
         &app.sios(&["memory", "erase-subject", "alice"]),
         "erase alice",
