@@ -307,10 +307,10 @@ impl Engine {
         let mut first_row = 0;
         let mut output_bytes = 0;
         let count = parts.len();
-        for (done, part) in parts.into_iter().enumerate() {
-            if done > 0 && !still_wanted() {
+        for (ran, part) in parts.into_iter().enumerate() {
+            if ran > 0 && !still_wanted() {
                 return Err(BrainError::Runtime(format!(
-                    "stopped after {done} of the batch's {count} parts: nobody waits for the \
+                    "stopped after {ran} of the batch's {count} parts: nobody waits for the \
                      answer any more (its deadline passed); send fewer inputs per request"
                 )));
             }
@@ -332,7 +332,7 @@ impl Engine {
                         "the outputs of {} of the batch's {count} parts already take about \
                          {output_bytes} bytes, more than the {}-byte frame limit; send fewer \
                          inputs per request (or raise [limits] max_frame_bytes)",
-                        outputs.len() + 1,
+                        ran + 1,
                         self.max_output_bytes
                     ),
                 });

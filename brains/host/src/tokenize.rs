@@ -190,11 +190,15 @@ impl TextTokenizer {
     /// whitespace for a megabyte can have its last kept word split; either
     /// way the report of how far the model read is its own.
     fn encode_start(&self, text: &str) -> tokenizers::Result<(tokenizers::Encoding, bool)> {
+        let most = self.max_tokenised_bytes;
         let mut tried = self.max_length.saturating_mul(FIRST_BYTES_PER_TOKEN);
-        while tried < text.len() {
-            let most = self.max_tokenised_bytes;
+        loop {
             let end = floor_char_boundary(text, tried.min(most));
-            let cut = if tried >= most {
+            if end >= text.len() {
+                return Ok((self.inner.encode(text, true)?, false));
+            }
+            let at_bound = tried >= most;
+            let cut = if at_bound {
                 Some(end)
             } else {
                 text[..end]
@@ -203,13 +207,12 @@ impl TextTokenizer {
             };
             if let Some(cut) = cut {
                 let encoding = self.inner.encode(&text[..cut], true)?;
-                if tried >= most || overflow_tokens(&encoding) >= CUT_MARGIN_TOKENS {
+                if at_bound || overflow_tokens(&encoding) >= CUT_MARGIN_TOKENS {
                     return Ok((encoding, true));
                 }
             }
             tried = tried.saturating_mul(4);
         }
-        Ok((self.inner.encode(text, true)?, false))
     }
 }
 
@@ -446,6 +449,17 @@ mod tests {
         let words_read = got.input_ids.iter().filter(|&&id| id == 2773).count();
         assert!(words_read < 254 && words_read > 200, "{words_read}");
         assert_eq!(got.truncated[0].chars_read, (words_read * 304 - 300) as u64);
+        // The bound holds for a text between it and the next part tried
+        // (100 KB, where 128 KiB would come after 32 KiB): cut at 64 KiB.
+        let between = words("word", &" ".repeat(300), 330);
+        assert!(between.len() > 96 * 1024 && between.len() < 128 * 1024);
+        let got = tokenizer.encode("text", &[between.as_str()]).unwrap();
+        assert_eq!(got.truncated.len(), 1, "{:?}", got.truncated);
+        assert!(
+            got.truncated[0].chars_read <= 64 * 1024,
+            "{:?}",
+            got.truncated
+        );
     }
 
     #[test]
