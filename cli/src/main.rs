@@ -2,6 +2,7 @@
 //! running kernel over its client socket, `<state-dir>/run/kernel.sock`.
 
 mod audit_cmd;
+mod input;
 mod memory_cmd;
 mod policy_cmd;
 mod progress;
@@ -13,7 +14,6 @@ use policy_cmd::PolicyCommand;
 use sios_config::StateLayout;
 use sios_ipc::{KernelClient, ProcessState, StatusReport, kserve, transport};
 use std::cell::RefCell;
-use std::io::Read as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -620,16 +620,17 @@ async fn invoke(
     input: &Path,
     compact: bool,
 ) -> Result<ExitCode, CliError> {
-    let text = if input == Path::new("-") {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .map_err(|e| usage(format!("cannot read the request from standard input: {e}")))?;
-        text
-    } else {
-        std::fs::read_to_string(input)
-            .map_err(|e| usage(format!("cannot read {}: {e}", input.display())))?
-    };
+    // JSON spells a number in up to about ten bytes where a frame packs
+    // it in four, and may escape a string's bytes: eight frames' worth of
+    // JSON is more than any request that fits one.
+    let bytes = input::read_at_most(
+        input,
+        8 * transport::DEFAULT_MAX_FRAME_BYTES,
+        "any request that fits a frame could take as JSON",
+    )
+    .map_err(usage)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| usage(format!("{}: not UTF-8 text ({e})", input.display())))?;
     let request = kserve::parse_request(&text).map_err(usage)?;
     let client = connect(layout).await?;
     let response = client
@@ -702,17 +703,16 @@ async fn brain(layout: &StateLayout, command: BrainCommand) -> Result<ExitCode, 
     })
 }
 
+/// The text of `ask --file`: no more than one frame can carry.
 fn read_text(path: &Path) -> Result<String, CliError> {
-    if path == Path::new("-") {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .map_err(|e| usage(format!("cannot read standard input as UTF-8 text: {e}")))?;
-        Ok(text)
-    } else {
-        std::fs::read_to_string(path)
-            .map_err(|e| usage(format!("cannot read {} as UTF-8 text: {e}", path.display())))
-    }
+    let bytes = input::read_at_most(
+        path,
+        transport::DEFAULT_MAX_FRAME_BYTES,
+        "one request can carry; ask about a part of it (the brains read its first page)",
+    )
+    .map_err(usage)?;
+    String::from_utf8(bytes)
+        .map_err(|e| usage(format!("cannot read {} as UTF-8 text: {e}", path.display())))
 }
 
 async fn ask(

@@ -521,7 +521,12 @@ async fn run_inner(
                 ),
                 (Some(v), _) => Value::Text(v),
                 (None, Some(path)) => {
-                    let bytes = read_input(&path)?;
+                    let bytes = crate::input::read_at_most(
+                        &path,
+                        sios_ipc::memory::MAX_VALUE_BYTES,
+                        "one memory item may hold",
+                    )
+                    .map_err(usage)?;
                     match String::from_utf8(bytes) {
                         Ok(text) if !binary => Value::Text(text),
                         Ok(text) => Value::Bytes(text.into_bytes()),
@@ -1377,6 +1382,21 @@ mod tests {
         }
         text.push('\n');
         text
+    }
+
+    #[test]
+    fn a_value_file_is_read_no_further_than_an_item_may_hold() {
+        let fake = Fake::default();
+        let (code, _, err) = sios(
+            &fake,
+            &["put", "-n", "t", "-s", "s", "k", "--file", "/dev/zero"],
+        );
+        assert_eq!(code, 2, "{err}");
+        assert_eq!(
+            err,
+            "/dev/zero is larger than 1 MiB, more than one memory item may hold"
+        );
+        assert!(fake.items.borrow().is_empty());
     }
 
     #[test]

@@ -57,6 +57,34 @@ fn one_policy_file_instead_of_its_directory_is_refused_with_the_directory_named(
     }
 }
 
+/// An input named by mistake (here one that never ends) is refused at the
+/// most the command could use, before any appliance is asked, instead of
+/// being read until this process's memory runs out.
+#[test]
+fn an_endless_input_file_is_refused_at_what_the_command_can_use() {
+    let state = tempfile::tempdir().unwrap();
+    for (args, says) in [
+        (
+            &["invoke", "legal", "--input", "/dev/zero"][..],
+            "/dev/zero is larger than 128 MiB, more than any request that fits a frame",
+        ),
+        (
+            &["ask", "--file", "/dev/zero"][..],
+            "/dev/zero is larger than 16 MiB, more than one request can carry",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sios"))
+            .arg("--state-dir")
+            .arg(state.path())
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
 /// A stand-in for the kernel at `<state>/run/kernel.sock`: a thread that
 /// hands each connection to `answer` as soon as it is queued, until dropped.
 struct FakeKernel {
