@@ -521,7 +521,10 @@ pub async fn run_audit<S: AuditSource>(
         } => {
             let options = VerifyOptions {
                 extends: extends
-                    .map(|p| std::fs::read(&p).map_err(|e| usage(format!("{}: {e}", p.display()))))
+                    .map(|p| {
+                        sios_ipc::input::read_at_most(&p, MAX_NOTE_FILE_BYTES, "a checkpoint note")
+                            .map_err(usage)
+                    })
                     .transpose()?,
                 ..VerifyOptions::default()
             };
@@ -619,6 +622,13 @@ pub async fn run_audit<S: AuditSource>(
 }
 
 /// A proof file, by its `format`.
+/// Most bytes a kept checkpoint note is read to: a note with two
+/// signatures (a key hand-over) is some 9 KB.
+const MAX_NOTE_FILE_BYTES: usize = 64 * 1024;
+/// Most bytes a proof file is read to: a proof holds at most 64 hashes a
+/// path (some 10 KB of JSON for two paths), and its checkpoints.
+const MAX_PROOF_FILE_BYTES: usize = 1 << 20;
+
 enum ProofFile {
     Inclusion(InclusionProofFile),
     Consistency(ConsistencyProofFile),
@@ -626,23 +636,15 @@ enum ProofFile {
 
 impl ProofFile {
     fn read(path: &Path) -> Result<ProofFile, AuditCliError> {
-        let text = if path.as_os_str() == "-" {
-            let mut t = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut t).map_err(usage)?;
-            t
-        } else {
-            std::fs::read_to_string(path).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::InvalidData {
-                    usage(format!(
-                        "{}: not a sios proof file: it is not text (a proof is JSON, from \
-                         `sios audit prove` or `sios audit consistency`)",
-                        path.display()
-                    ))
-                } else {
-                    usage(format!("{}: {e}", path.display()))
-                }
-            })?
-        };
+        let bytes = sios_ipc::input::read_at_most(path, MAX_PROOF_FILE_BYTES, "a proof file")
+            .map_err(usage)?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            usage(format!(
+                "{}: not a sios proof file: it is not text (a proof is JSON, from \
+                 `sios audit prove` or `sios audit consistency`)",
+                path.display()
+            ))
+        })?;
         let value: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| usage(format!("{}: not JSON: {e}", path.display())))?;
         let damaged =

@@ -2,7 +2,6 @@
 //! running kernel over its client socket, `<state-dir>/run/kernel.sock`.
 
 mod audit_cmd;
-mod input;
 mod memory_cmd;
 mod policy_cmd;
 mod progress;
@@ -623,7 +622,7 @@ async fn invoke(
     // JSON spells a number in up to about ten bytes where a frame packs
     // it in four, and may escape a string's bytes: eight frames' worth of
     // JSON is more than any request that fits one.
-    let bytes = input::read_at_most(
+    let bytes = sios_ipc::input::read_at_most(
         input,
         8 * transport::DEFAULT_MAX_FRAME_BYTES,
         "any request that fits a frame could take as JSON",
@@ -705,7 +704,7 @@ async fn brain(layout: &StateLayout, command: BrainCommand) -> Result<ExitCode, 
 
 /// The text of `ask --file`: no more than one frame can carry.
 fn read_text(path: &Path) -> Result<String, CliError> {
-    let bytes = input::read_at_most(
+    let bytes = sios_ipc::input::read_at_most(
         path,
         transport::DEFAULT_MAX_FRAME_BYTES,
         "one request can carry; ask about a part of it (the brains read its first page)",

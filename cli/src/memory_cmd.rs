@@ -521,7 +521,7 @@ async fn run_inner(
                 ),
                 (Some(v), _) => Value::Text(v),
                 (None, Some(path)) => {
-                    let bytes = crate::input::read_at_most(
+                    let bytes = sios_ipc::input::read_at_most(
                         &path,
                         sios_ipc::memory::MAX_VALUE_BYTES,
                         "one memory item may hold",

@@ -83,6 +83,47 @@ fn an_endless_input_file_is_refused_at_what_the_command_can_use() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
+    // The offline audit commands' small files alike: a public key, a kept
+    // checkpoint, a proof.
+    let public = state.path().join("signing.pub");
+    sios_audit::keys::write_public(
+        &public,
+        sios_audit::keys::SecretKey::generate("sios/audit/pipe-test")
+            .unwrap()
+            .public(),
+    )
+    .unwrap();
+    let public = public.display().to_string();
+    for (args, says) in [
+        (
+            vec!["audit", "verify", "bundle.oar", "--pubkey", "/dev/zero"],
+            "/dev/zero is larger than 64 KiB, more than a public key file",
+        ),
+        (
+            vec![
+                "audit",
+                "verify",
+                "bundle.oar",
+                "--pubkey",
+                &public,
+                "--extends",
+                "/dev/zero",
+            ],
+            "/dev/zero is larger than 64 KiB, more than a checkpoint note",
+        ),
+        (
+            vec!["audit", "verify-proof", "/dev/zero", "--pubkey", &public],
+            "/dev/zero is larger than 1 MiB, more than a proof file",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sios"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
 }
 
 /// A stand-in for the kernel at `<state>/run/kernel.sock`: a thread that

@@ -19,6 +19,7 @@ pub mod activation;
 pub mod ask;
 pub mod audit;
 pub mod idle;
+pub mod input;
 pub mod kserve;
 pub mod latency;
 pub mod memory;

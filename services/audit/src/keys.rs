@@ -429,11 +429,20 @@ pub fn in_force(history: &[(u64, PublicKey)], size: u64) -> Vec<&PublicKey> {
 
 /// Reads a public key file (a verifier key line).
 pub fn read_public(path: &Path) -> Result<PublicKey, KeyError> {
-    parse_public_file(&fs::read(path).map_err(io(path))?).map_err(|reason| KeyError::Malformed {
+    let malformed = |reason: String| KeyError::Malformed {
         path: path.to_owned(),
         reason,
-    })
+    };
+    let bytes = sios_ipc::input::read_at_most(path, MAX_PUBLIC_FILE_BYTES, "a public key file")
+        .map_err(|err| match err {
+            sios_ipc::input::InputError::Unreadable { source, .. } => io(path)(source),
+            too_large => malformed(too_large.to_string()),
+        })?;
+    parse_public_file(&bytes).map_err(malformed)
 }
+
+/// Most bytes a public key file is read to: its one line is some 2.7 KB.
+pub const MAX_PUBLIC_FILE_BYTES: usize = 64 * 1024;
 
 /// A fresh log name (the checkpoint origin and key name):
 /// `sios/audit/<16 random hex digits>`.

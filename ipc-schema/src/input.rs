@@ -1,7 +1,8 @@
 //! Reading what an operator names as input (a file, or `-` for standard
-//! input) without reading more than the command can use: a request file
-//! typed as `/dev/zero`, a disk, or a log of gigabytes is refused once the
-//! bound is passed, instead of filling this process's memory first.
+//! input) without reading more than the command can use: a request file,
+//! key or proof typed as `/dev/zero`, a disk, or a log of gigabytes is
+//! refused once the bound is passed, instead of filling the process's
+//! memory first.
 
 use std::io::Read as _;
 use std::path::Path;
@@ -15,12 +16,21 @@ pub enum InputError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{what} is larger than {} MiB, more than {use_}", limit >> 20)]
+    #[error("{what} is larger than {}, more than {use_}", in_units(*limit))]
     TooLarge {
         what: String,
         limit: usize,
         use_: &'static str,
     },
+}
+
+/// "16 MiB", "64 KiB", "100 bytes".
+fn in_units(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
+    }
 }
 
 /// The bytes of `path` (standard input for `-`), at most `limit` of them;
