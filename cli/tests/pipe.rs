@@ -97,7 +97,8 @@ fn an_endless_input_file_is_refused_at_what_the_command_can_use() {
     for (args, says) in [
         (
             vec!["audit", "verify", "bundle.oar", "--pubkey", "/dev/zero"],
-            "/dev/zero is larger than 64 KiB, more than a public key file",
+            "/dev/zero: not a sios key file: it is larger than 64 KiB, which no public key \
+             file is",
         ),
         (
             vec![
@@ -123,6 +124,11 @@ fn an_endless_input_file_is_refused_at_what_the_command_can_use() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr.matches("/dev/zero").count(),
+            1,
+            "named once: {stderr}"
+        );
     }
 }
 

@@ -436,7 +436,11 @@ pub fn read_public(path: &Path) -> Result<PublicKey, KeyError> {
     let bytes = sios_ipc::input::read_at_most(path, MAX_PUBLIC_FILE_BYTES, "a public key file")
         .map_err(|err| match err {
             sios_ipc::input::InputError::Unreadable { source, .. } => io(path)(source),
-            too_large => malformed(too_large.to_string()),
+            // Said without the path, which the error names already.
+            sios_ipc::input::InputError::TooLarge { limit, .. } => malformed(format!(
+                "it is larger than {} KiB, which no public key file is",
+                limit >> 10
+            )),
         })?;
     parse_public_file(&bytes).map_err(malformed)
 }
