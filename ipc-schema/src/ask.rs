@@ -27,13 +27,10 @@ pub fn text_sent(text: &str) -> &str {
     if text.len() <= MAX_TEXT_READ_BYTES {
         return text;
     }
-    let mut end = MAX_TEXT_READ_BYTES;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    // The character at `end` runs past the bound (the text is longer).
-    let next = text[end..].chars().next().map_or(0, char::len_utf8);
-    &text[..end + next]
+    // The character that starts at the last boundary within the bound runs
+    // past it (the text is longer), and is the one character sent past it.
+    let last_within = text.floor_char_boundary(MAX_TEXT_READ_BYTES);
+    &text[..text.ceil_char_boundary(last_within + 1)]
 }
 
 /// What to ask, and which of the asker's memory to consult.

@@ -193,7 +193,7 @@ impl TextTokenizer {
         let most = self.max_tokenised_bytes;
         let mut tried = self.max_length.saturating_mul(FIRST_BYTES_PER_TOKEN);
         loop {
-            let end = floor_char_boundary(text, tried.min(most));
+            let end = text.floor_char_boundary(tried.min(most));
             if end >= text.len() {
                 return Ok((self.inner.encode(text, true)?, false));
             }
@@ -239,15 +239,6 @@ fn overflow_tokens(encoding: &tokenizers::Encoding) -> usize {
         .sum()
 }
 
-/// The largest character boundary of `text` at or below `at`.
-fn floor_char_boundary(text: &str, at: usize) -> usize {
-    let mut at = at.min(text.len());
-    while !text.is_char_boundary(at) {
-        at -= 1;
-    }
-    at
-}
-
 /// How many characters from the start of `text` the kept tokens cover: up
 /// to the end of the last token that is not a special one or padding.
 /// Offsets are byte offsets into the original text (the normaliser maps
@@ -262,7 +253,7 @@ fn chars_read(encoding: &tokenizers::Encoding, text: &str) -> usize {
         .map(|(&(_, end), _)| end)
         .max()
         .unwrap_or(0);
-    text[..floor_char_boundary(text, end)].chars().count()
+    text[..text.floor_char_boundary(end)].chars().count()
 }
 
 #[cfg(test)]
