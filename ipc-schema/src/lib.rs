@@ -18,6 +18,7 @@
 pub mod activation;
 pub mod ask;
 pub mod audit;
+pub mod budget;
 pub mod idle;
 pub mod input;
 pub mod kserve;

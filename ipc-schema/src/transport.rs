@@ -8,6 +8,7 @@
 //! Wire format: a 4-byte big-endian length, then that many bytes of bincode
 //! (1.x, tarpc's codec) encoding a tarpc `ClientMessage`/`Response`.
 
+use crate::budget::{ByteBudget, GatedRead};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -60,10 +61,24 @@ where
     In: for<'de> Deserialize<'de>,
     Out: Serialize,
 {
+    framed_io(NoSigPipe(stream), max_frame_bytes)
+}
+
+/// [`framed`] over any byte stream (a [`NoSigPipe`] socket, perhaps behind a
+/// [`GatedRead`]).
+fn framed_io<IO, In, Out>(
+    io: IO,
+    max_frame_bytes: usize,
+) -> tarpc::serde_transport::Transport<IO, In, Out, Bincode<In, Out>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+    In: for<'de> Deserialize<'de>,
+    Out: Serialize,
+{
     let codec = LengthDelimitedCodec::builder()
         .max_frame_length(max_frame_bytes)
         .new_codec();
-    tarpc::serde_transport::new(Framed::new(NoSigPipe(stream), codec), Bincode::default())
+    tarpc::serde_transport::new(Framed::new(io, codec), Bincode::default())
 }
 
 /// A Unix stream whose writes never raise SIGPIPE: each is a `send` with
@@ -201,10 +216,31 @@ pub async fn serve_connection_limited<S>(
     S::Resp: Serialize,
 {
     let peer = peer_label(&stream);
+    serve_io(
+        NoSigPipe(stream),
+        &peer,
+        max_frame_bytes,
+        max_in_flight,
+        serve,
+    )
+    .await;
+}
+
+/// Serves one connection's byte stream `io` (its peer named `peer` in the
+/// log) as [`serve_connection_limited`] describes.
+async fn serve_io<IO, S>(io: IO, peer: &str, max_frame_bytes: usize, max_in_flight: usize, serve: S)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+    S: Serve + Clone,
+    S::Req: for<'de> Deserialize<'de>,
+    S::Resp: Serialize,
+{
     let mut failure = None;
-    let transport =
-        framed::<tarpc::ClientMessage<S::Req>, tarpc::Response<S::Resp>>(stream, max_frame_bytes)
-            .inspect_err(|err| failure = Some(describe_error(err, max_frame_bytes)));
+    let transport = framed_io::<IO, tarpc::ClientMessage<S::Req>, tarpc::Response<S::Resp>>(
+        io,
+        max_frame_bytes,
+    )
+    .inspect_err(|err| failure = Some(describe_error(err, max_frame_bytes)));
     // `inspect_err` keeps the Sink half, so the channel can still reply.
     BaseChannel::with_defaults(transport)
         .max_concurrent_requests(max_in_flight)
@@ -232,11 +268,15 @@ pub async fn serve_connection_limited<S>(
 /// without this a client that sent and cancelled in a loop could start any
 /// number of them.) Build one per connection.
 ///
+/// With a `budget`, each request first takes its size from it until it ends,
+/// or is refused at once with the reason ([`ByteBudget::hold`]).
+///
 /// `handle` is usually `move |ctx, req| server.serve().serve(ctx, req)`: the
 /// closure names the concrete service, so the compiler can prove its future
 /// `Send`, which a generic `Serve` bound cannot yet express.
 pub fn detached<Req, Resp, Fut, F>(
     max_in_flight: usize,
+    budget: Option<Arc<ByteBudget>>,
     handle: F,
 ) -> tarpc::server::ServeFn<
     Req,
@@ -244,13 +284,21 @@ pub fn detached<Req, Resp, Fut, F>(
     impl FnOnce(tarpc::context::Context, Req) -> DetachedReply<Resp> + Clone,
 >
 where
-    Req: tarpc::RequestName,
+    Req: tarpc::RequestName + Serialize,
     Resp: Send + 'static,
     Fut: Future<Output = Result<Resp, tarpc::ServerError>> + Send + 'static,
     F: FnOnce(tarpc::context::Context, Req) -> Fut + Clone,
 {
     let places = Arc::new(Semaphore::new(max_in_flight));
     tarpc::server::serve(move |ctx, req| -> DetachedReply<Resp> {
+        let held = match budget
+            .as_deref()
+            .map(|budget| budget.hold(&req))
+            .transpose()
+        {
+            Ok(held) => held,
+            Err(refusal) => return Box::pin(std::future::ready(Err(refusal))),
+        };
         let work = handle(ctx, req);
         Box::pin(async move {
             let place = places.acquire_owned().await.map_err(|_| {
@@ -258,6 +306,7 @@ where
             })?;
             let task = tokio::spawn(async move {
                 let _place = place;
+                let _held = held;
                 work.await
             });
             task.await.unwrap_or_else(|err| {
@@ -272,25 +321,31 @@ where
 
 /// Serves one connection whose requests run [`detached`]: at most
 /// `max_in_flight` open on the channel and at most as many running, so that
-/// neither pipelining nor cancelling lets one peer pile up work.
+/// neither pipelining nor cancelling lets one peer pile up work. With a
+/// `budget` (shared by all of one peer's connections), the bytes of the
+/// peer's frames being read and of its requests being served are bounded too
+/// ([`crate::budget`]).
 pub async fn serve_detached<Req, Resp, Fut, F>(
     stream: UnixStream,
     max_frame_bytes: usize,
     max_in_flight: usize,
+    budget: Option<Arc<ByteBudget>>,
     handle: F,
 ) where
-    Req: tarpc::RequestName + for<'de> Deserialize<'de>,
+    Req: tarpc::RequestName + Serialize + for<'de> Deserialize<'de>,
     Resp: Serialize + Send + 'static,
     Fut: Future<Output = Result<Resp, tarpc::ServerError>> + Send + 'static,
     F: FnOnce(tarpc::context::Context, Req) -> Fut + Clone,
 {
-    serve_connection_limited(
-        stream,
-        max_frame_bytes,
-        max_in_flight,
-        detached(max_in_flight, handle),
-    )
-    .await;
+    let peer = peer_label(&stream);
+    let io = NoSigPipe(stream);
+    let Some(budget) = budget else {
+        let serve = detached(max_in_flight, None, handle);
+        return serve_io(io, &peer, max_frame_bytes, max_in_flight, serve).await;
+    };
+    let io = GatedRead::new(io, &budget, max_frame_bytes);
+    let serve = detached(max_in_flight, Some(budget), handle);
+    serve_io(io, &peer, max_frame_bytes, max_in_flight, serve).await;
 }
 
 /// The reply of a [`detached`] request: its task's result, or a server error
@@ -433,7 +488,7 @@ mod tests {
             ours,
             1 << 20,
             3,
-            detached(2, move |ctx, req| serving.serve().serve(ctx, req)),
+            detached(2, None, move |ctx, req| serving.serve().serve(ctx, req)),
         ));
         let client = SlowClient::new(client_config(), framed(theirs, 1 << 20)).spawn();
         let ctx = || context_with_timeout(Duration::from_secs(30));

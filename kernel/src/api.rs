@@ -56,7 +56,11 @@ pub async fn serve_clients(
     appliance: Arc<Appliance>,
     max_frame_bytes: usize,
 ) -> std::io::Result<()> {
-    let limit = ConnectionLimit::new(appliance.config().limits.max_connections_per_uid);
+    let limits = &appliance.config().limits;
+    let limit = ConnectionLimit::new(
+        limits.max_connections_per_uid,
+        limits.max_request_bytes_per_uid,
+    );
     transport::accept_loop(listener, move |stream| {
         let Some(server) = KernelServer::for_connection(&appliance, &stream) else {
             return;
@@ -69,6 +73,7 @@ pub async fn serve_clients(
                         stream,
                         max_frame_bytes,
                         MAX_IN_FLIGHT_PER_CLIENT,
+                        Some(open.budget()),
                         move |ctx, req| server.serve().serve(ctx, req),
                     )
                     .await;
@@ -93,7 +98,7 @@ pub async fn serve_clients(
                             sios_ipc::KernelResponse,
                             _,
                             _,
-                        >(stream, max_frame_bytes, 1, move |_, _| {
+                        >(stream, max_frame_bytes, 1, None, move |_, _| {
                             let refusal = transport::refused_connection(&message);
                             async move { Err(refusal) }
                         }),
@@ -121,6 +126,7 @@ pub async fn serve_brain_channel(
         stream,
         max_frame_bytes,
         MAX_IN_FLIGHT_PER_BRAIN,
+        None,
         move |ctx, req| sios_ipc::BrainSupport::serve(server).serve(ctx, req),
     )
     .await;

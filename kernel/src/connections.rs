@@ -6,7 +6,12 @@
 //! socket can take every descriptor the kernel has (brains, services and
 //! other users need them too). Counted by SO_PEERCRED uid, which the client
 //! cannot choose.
+//!
+//! Each uid also has one [`ByteBudget`], shared by all its connections, that
+//! bounds the bytes of its requests the kernel holds at once
+//! (`[limits] max_request_bytes_per_uid`, see [`sios_ipc::budget`]).
 
+use sios_ipc::budget::ByteBudget;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -16,12 +21,17 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct ConnectionLimit {
     per_uid: usize,
+    bytes_per_uid: u64,
     state: Mutex<State>,
 }
 
 #[derive(Debug, Default)]
 struct State {
     open: HashMap<u32, usize>,
+    /// Each uid's byte budget, kept once made: a request may outlive its
+    /// connection (it runs detached), and a new connection must count
+    /// against the same budget as the requests still running.
+    budgets: HashMap<u32, Arc<ByteBudget>>,
     /// Refused connections per uid still held to be told why.
     explaining: HashMap<u32, usize>,
     /// When a refusal was last logged: a client retrying in a loop would
@@ -59,14 +69,28 @@ pub const MAX_EXPLAINING_PER_UID: usize = 8;
 pub struct OpenConnection {
     limit: Arc<ConnectionLimit>,
     uid: u32,
+    budget: Arc<ByteBudget>,
 }
+
+impl OpenConnection {
+    /// The byte budget of the connection's uid.
+    pub fn budget(&self) -> Arc<ByteBudget> {
+        Arc::clone(&self.budget)
+    }
+}
+
+/// The configuration key of the per-uid byte budget, named in refusals.
+pub const BYTES_SETTING: &str = "[limits] max_request_bytes_per_uid";
 
 const WARN_EVERY: Duration = Duration::from_secs(1);
 
 impl ConnectionLimit {
-    pub fn new(per_uid: usize) -> Arc<ConnectionLimit> {
+    /// At most `per_uid` connections per uid, whose requests hold at most
+    /// `bytes_per_uid` in each stage of [`sios_ipc::budget`].
+    pub fn new(per_uid: usize, bytes_per_uid: u64) -> Arc<ConnectionLimit> {
         Arc::new(ConnectionLimit {
             per_uid,
+            bytes_per_uid,
             state: Mutex::new(State::default()),
         })
     }
@@ -81,9 +105,13 @@ impl ConnectionLimit {
         let open = state.open.entry(uid).or_default();
         if *open < self.per_uid {
             *open += 1;
+            let budget = state.budgets.entry(uid).or_insert_with(|| {
+                ByteBudget::new(format!("uid {uid}"), BYTES_SETTING, self.bytes_per_uid)
+            });
             return Ok(OpenConnection {
                 limit: Arc::clone(self),
                 uid,
+                budget: Arc::clone(budget),
             });
         }
         let message = format!(
@@ -147,7 +175,7 @@ mod tests {
 
     #[test]
     fn each_uid_gets_its_own_places_back_when_it_closes() {
-        let limit = ConnectionLimit::new(2);
+        let limit = ConnectionLimit::new(2, 1 << 20);
         let a1 = limit.admit(1000).unwrap();
         let _a2 = limit.admit(1000).unwrap();
         let refused = limit.admit(1000).unwrap_err();
@@ -169,7 +197,7 @@ mod tests {
 
     #[test]
     fn only_a_few_refused_connections_per_uid_are_held_to_be_told_why() {
-        let limit = ConnectionLimit::new(1);
+        let limit = ConnectionLimit::new(1, 1 << 20);
         let _open = limit.admit(1000).unwrap();
         let mut held: Vec<Explaining> = (0..MAX_EXPLAINING_PER_UID)
             .map(|_| limit.admit(1000).unwrap_err().explain.expect("told why"))
@@ -188,8 +216,26 @@ mod tests {
     }
 
     #[test]
+    fn a_uid_keeps_one_byte_budget_across_its_connections() {
+        let limit = ConnectionLimit::new(4, 1 << 20);
+        let first = limit.admit(1000).unwrap();
+        let second = limit.admit(1000).unwrap();
+        assert!(Arc::ptr_eq(&first.budget(), &second.budget()));
+        assert!(!Arc::ptr_eq(
+            &first.budget(),
+            &limit.admit(1001).unwrap().budget()
+        ));
+        // A request may run on after its connection closed: the uid's next
+        // connection must count against the same budget.
+        let budget = first.budget();
+        drop((first, second));
+        assert!(Arc::ptr_eq(&budget, &limit.admit(1000).unwrap().budget()));
+        assert_eq!(budget.limit_bytes(), 1 << 20);
+    }
+
+    #[test]
     fn a_uid_with_nothing_open_is_forgotten() {
-        let limit = ConnectionLimit::new(1);
+        let limit = ConnectionLimit::new(1, 1 << 20);
         drop(limit.admit(7).unwrap());
         assert!(limit.state().open.is_empty());
     }

@@ -4,10 +4,13 @@
 //! reaches the brain. Either way no brain is killed: before both rules, a
 //! batch of 500 long texts (1 MB) got the shared text-embedding brain killed by
 //! the OOM killer, and so did an 11 MB request to a 64 MiB brain, which any
-//! client could repeat until the brain was marked failed.
+//! client could repeat until the brain was marked failed. And one uid's
+//! requests together hold a bounded number of bytes in the kernel.
 
+use nix::sys::signal::Signal;
 use serde_json::{Value, json};
-use sios_e2e::{Options, TestAppliance, require_setup};
+use sios_e2e::{Options, TestAppliance, ctx, process_tree, require_setup, signal};
+use std::time::{Duration, Instant};
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -167,4 +170,103 @@ fn a_batch_past_its_deadline_stops_and_the_next_request_is_served() {
     let out = invoke(&app, "text-embedding", &texts(&["a short note".to_owned()]));
     assert!(out.status.success(), "{}", stderr(&out));
     none_restarted(&app, "an abandoned batch");
+}
+
+/// The invoke intents in the audit log.
+fn invoke_intents(app: &TestAppliance) -> usize {
+    let out = app.sios(&["audit", "tail", "1000", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).expect("a JSON record per line"))
+        .filter(|record| record["kind"] == "intent" && record["action"] == "invoke")
+        .count()
+}
+
+/// One uid's requests hold at most `[limits] max_request_bytes_per_uid` in
+/// the kernel at once, over all its connections: with two requests of 6 MB
+/// held (their brain frozen), a third of 6 MB from another connection of
+/// the same uid would pass 16 MiB and is refused at once with the reason,
+/// before any record or brain sees it; once the two are served, the same
+/// request is served.
+#[test]
+fn one_uids_requests_hold_at_most_its_byte_budget_in_the_kernel() {
+    if !require_setup() {
+        return;
+    }
+    const BRAIN: &str = "anomaly-detect";
+    let mut options = Options::brains(&[BRAIN]);
+    // The held requests wait for the frozen brain longer than the default
+    // 30 s on a slow machine.
+    options.extra_config =
+        "[limits]\nmax_request_bytes_per_uid = 16777216\nrequest_timeout_ms = 120000\n".into();
+    let app = TestAppliance::start(options);
+    // 50,000 rows of 30 features: 6,000,000 bytes, within the brain's
+    // 8 MiB; two fit the 16 MiB budget, three do not.
+    let request = features(50_000);
+    let infer: sios_ipc::InferRequest =
+        sios_ipc::kserve::parse_request(&request.to_string()).expect("a KServe request");
+    let brain = process_tree(app.pid(BRAIN));
+    for &pid in &brain {
+        signal(pid, Signal::SIGSTOP);
+    }
+    let runtime = sios_e2e::multi_thread_runtime(2);
+    let client = runtime.block_on(app.client());
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let (client, infer) = (client.clone(), infer.clone());
+            runtime.spawn(async move { client.invoke(ctx(), BRAIN.into(), infer).await })
+        })
+        .collect();
+    let give_up = Instant::now() + Duration::from_secs(60);
+    while invoke_intents(&app) < 2 {
+        assert!(
+            Instant::now() < give_up,
+            "the two requests were never recorded\n{}",
+            app.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let out = invoke(&app, BRAIN, &request);
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    let uid = nix::unistd::getuid();
+    for words in [
+        &format!(
+            "the kernel refused the request: uid {uid}: its requests being served already hold 11."
+        )[..],
+        "MiB, and this one of 5.7 MiB would pass the limit of 16.0 MiB",
+        "([limits] max_request_bytes_per_uid); wait for some of them to end and send it again",
+    ] {
+        assert!(said.contains(words), "{words}\n{said}");
+    }
+    assert_eq!(
+        invoke_intents(&app),
+        2,
+        "a refused request is never recorded as an action"
+    );
+    assert!(
+        app.log_text().contains("refusing a request: uid"),
+        "the kernel logs the refusal\n{}",
+        app.log_text()
+    );
+
+    for &pid in &brain {
+        signal(pid, Signal::SIGCONT);
+    }
+    for answer in held {
+        let answer = runtime.block_on(answer).expect("the client task");
+        assert!(
+            matches!(answer, Ok(Ok(_))),
+            "a held request is served: {answer:?}"
+        );
+    }
+    let out = invoke(&app, BRAIN, &request);
+    assert!(
+        out.status.success(),
+        "served once the budget is free: {}",
+        stderr(&out)
+    );
+    none_restarted(&app, "the budget's refusal");
 }

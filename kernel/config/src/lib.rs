@@ -183,6 +183,11 @@ impl Default for PathsConfig {
     }
 }
 
+/// Default bound on the bytes of one uid's requests in the kernel: sixteen
+/// of the largest frames, or sixty-four requests of the most (8 MiB) that a
+/// brain of 64 MiB accepts.
+pub const DEFAULT_MAX_REQUEST_BYTES_PER_UID: u64 = 256 * 1024 * 1024;
+
 /// Limits on what crosses a socket.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -195,6 +200,11 @@ pub struct LimitsConfig {
     pub max_tensor_elements: u64,
     /// Client connections one uid may hold open at once.
     pub max_connections_per_uid: usize,
+    /// Bytes of one uid's requests the kernel holds at once, over all its
+    /// connections: as many for frames being read (a uid over it is read no
+    /// further until some are served) and again for requests being served
+    /// (one more is refused with the reason). At least `max_frame_bytes`.
+    pub max_request_bytes_per_uid: u64,
 }
 
 impl Default for LimitsConfig {
@@ -204,7 +214,24 @@ impl Default for LimitsConfig {
             request_timeout_ms: 30_000,
             max_tensor_elements: sios_ipc::TensorLimits::default().max_elements,
             max_connections_per_uid: 256,
+            max_request_bytes_per_uid: DEFAULT_MAX_REQUEST_BYTES_PER_UID,
         }
+    }
+}
+
+impl LimitsConfig {
+    /// Whether the limits can work together; if not, why, in a sentence
+    /// that ends with a space (the parse error's layout).
+    fn check(&self) -> Result<(), String> {
+        if self.max_request_bytes_per_uid < self.max_frame_bytes as u64 {
+            return Err(format!(
+                "limits.max_request_bytes_per_uid ({}) is smaller than limits.max_frame_bytes \
+                 ({}), so a request of the largest size could never be read; raise the first \
+                 or lower the second ",
+                self.max_request_bytes_per_uid, self.max_frame_bytes
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -283,6 +310,13 @@ impl Config {
             path: path.clone(),
             message: e.to_string(),
         })?;
+        config
+            .limits
+            .check()
+            .map_err(|message| ConfigError::Parse {
+                path: path.clone(),
+                message,
+            })?;
         if let Some(base) = path.parent() {
             config.paths.resolve_relative_to(base);
         }
@@ -439,6 +473,29 @@ mod tests {
             err.contains("c.toml") && err.contains("max_restart"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_uid_budget_below_the_frame_limit_is_refused_with_the_remedy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[limits]\nmax_request_bytes_per_uid = 1048576\n").unwrap();
+        let err = Config::load(Some(&path), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("c.toml")
+                && err.contains("max_request_bytes_per_uid (1048576) is smaller than")
+                && err.contains("max_frame_bytes (16777216)")
+                && err.contains("raise the first or lower the second"),
+            "{err}"
+        );
+        std::fs::write(
+            &path,
+            "[limits]\nmax_request_bytes_per_uid = 1048576\nmax_frame_bytes = 1048576\n",
+        )
+        .unwrap();
+        assert!(Config::load(Some(&path), dir.path()).is_ok());
     }
 
     #[test]
