@@ -23,7 +23,8 @@ Exit status:
   0  success
   1  the appliance answered no (a refused or failed request, a process that failed),
      or a good request failed here (e.g. an export could not be written)
-  2  usage or configuration error, or a timeout
+  2  usage or configuration error, a request the appliance found malformed or too
+     large (sent again unchanged it cannot succeed), or a timeout
   3  the appliance is not running on this state directory
 
 Several appliances can run side by side, each with its own --state-dir.";
@@ -454,6 +455,16 @@ fn refused(err: impl std::fmt::Display) -> CliError {
     CliError::Refused(err.to_string())
 }
 
+/// A refused `invoke` or `ask`: exit 2 if the request itself was at fault
+/// (as for memory commands), else 1.
+fn invoke_refused(err: sios_ipc::InvokeError) -> CliError {
+    if err.is_bad_request() {
+        usage(err)
+    } else {
+        refused(err)
+    }
+}
+
 async fn connect(layout: &StateLayout) -> Result<KernelClient, CliError> {
     let socket = layout.kernel_socket();
     let stream = transport::connect(&socket, Duration::ZERO)
@@ -636,7 +647,7 @@ async fn invoke(
         .invoke(ctx(), brain.to_owned(), request)
         .await
         .map_err(rpc)?
-        .map_err(refused)?;
+        .map_err(invoke_refused)?;
     // Said on standard error as well as in the response's parameters: a
     // person reading the outputs must not take them for a reading of the
     // whole text.
@@ -724,7 +735,7 @@ async fn ask(
         .ask(ctx(), request)
         .await
         .map_err(rpc)?
-        .map_err(refused)?;
+        .map_err(invoke_refused)?;
     if json {
         println!(
             "{}",

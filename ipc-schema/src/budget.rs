@@ -28,6 +28,7 @@
 //! The budget counts in KiB, so that a budget of terabytes still fits the
 //! semaphore's counts; a request of a few bytes takes one KiB.
 
+use crate::services::human_bytes;
 use serde::Serialize;
 use std::io;
 use std::pin::Pin;
@@ -182,17 +183,6 @@ fn encoded_size<T: Serialize>(request: &T) -> u64 {
     bincode::DefaultOptions::new()
         .serialized_size(request)
         .unwrap_or(u64::MAX)
-}
-
-/// `bytes` for a person: exact below a KiB, else in KiB, MiB or GiB.
-fn human_bytes(bytes: u64) -> String {
-    const KIB: u64 = 1024;
-    match bytes {
-        b if b < KIB => format!("{b} bytes"),
-        b if b < KIB * KIB => format!("{:.1} KiB", b as f64 / KIB as f64),
-        b if b < KIB * KIB * KIB => format!("{:.1} MiB", b as f64 / (KIB * KIB) as f64),
-        b => format!("{:.1} GiB", b as f64 / (KIB * KIB * KIB) as f64),
-    }
 }
 
 /// A connection's reading side that takes each frame's bytes from a
@@ -383,9 +373,6 @@ mod tests {
         let text = "x".repeat(5000);
         // bincode 1, default options: a varint length, then the bytes.
         assert_eq!(encoded_size(&text), 5000 + 3);
-        assert_eq!(human_bytes(1023), "1023 bytes");
-        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
-        assert_eq!(human_bytes(5 << 30), "5.0 GiB");
     }
 
     /// Two connections of one peer share the reading stage: while the first

@@ -346,6 +346,25 @@ pub enum InvokeError {
     },
 }
 
+impl InvokeError {
+    /// Whether the request itself is at fault (malformed, or more than its
+    /// brain takes at once): sending it again unchanged cannot succeed.
+    /// The CLI exits 2 for these, as for a bad memory request.
+    pub fn is_bad_request(&self) -> bool {
+        matches!(
+            self,
+            InvokeError::BadInput { .. }
+                | InvokeError::Brain {
+                    source: BrainError::Input(_),
+                    ..
+                }
+                | InvokeError::BadRequest { .. }
+                | InvokeError::TooLarge { .. }
+                | InvokeError::TooManyRows { .. }
+        )
+    }
+}
+
 /// Why an operator action failed.
 #[derive(thiserror::Error, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[non_exhaustive]
@@ -610,7 +629,64 @@ pub struct ServiceInfo {
 
 #[cfg(test)]
 mod tests {
-    use super::human_bytes;
+    use super::{BrainError, InvokeError, human_bytes};
+    use crate::tensor::TensorError;
+
+    #[test]
+    fn a_request_at_fault_is_told_apart_from_a_refusal_or_a_failure() {
+        let name = || "legal".to_owned();
+        let input = || TensorError::Duplicate {
+            name: "text".into(),
+        };
+        for bad in [
+            InvokeError::BadInput {
+                name: name(),
+                source: input(),
+            },
+            InvokeError::Brain {
+                name: name(),
+                source: BrainError::Input(input()),
+            },
+            InvokeError::BadRequest {
+                reason: "recall_k 0".into(),
+            },
+            InvokeError::TooLarge {
+                name: name(),
+                bytes: 9,
+                limit: 8,
+                memory_mib: 64,
+            },
+            InvokeError::TooManyRows {
+                name: name(),
+                rows: 65,
+                max_rows: 64,
+            },
+        ] {
+            assert!(bad.is_bad_request(), "{bad}");
+        }
+        for not in [
+            InvokeError::UnknownBrain { name: name() },
+            InvokeError::Brain {
+                name: name(),
+                source: BrainError::Runtime("oom".into()),
+            },
+            InvokeError::Timeout {
+                name: name(),
+                timeout_ms: 30_000,
+            },
+            InvokeError::Denied {
+                principal: "uid:1000".into(),
+                action: "invoke".into(),
+                resource: name(),
+                reason: "forbid".into(),
+            },
+            InvokeError::Unrecorded {
+                reason: "disk full".into(),
+            },
+        ] {
+            assert!(!not.is_bad_request(), "{not}");
+        }
+    }
 
     #[test]
     fn sizes_read_as_an_operator_would_say_them() {

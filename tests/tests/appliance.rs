@@ -424,8 +424,9 @@ fn bad_requests_get_clear_errors_and_the_appliance_keeps_serving() {
     let mut wrong_dtype = good.clone();
     wrong_dtype["inputs"][2] =
         json!({"name": "sr", "datatype": "FP32", "shape": [], "data": [16000.0]});
+    // A request at fault exits 2 (sent again unchanged it cannot succeed).
     let out = invoke("voice-activity", &wrong_dtype);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("input `sr` has datatype FP32, but this brain expects INT64"),
         "{}",
@@ -435,7 +436,7 @@ fn bad_requests_get_clear_errors_and_the_appliance_keeps_serving() {
     let mut wrong_shape = good.clone();
     wrong_shape["inputs"][1]["shape"] = json!([2, 2, 64]);
     let out = invoke("voice-activity", &wrong_shape);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("input `state` has shape [2, 2, 64]"),
         "{}",

@@ -95,7 +95,7 @@ fn a_brain_serves_what_it_can_hold_and_the_kernel_refuses_the_rest() {
     let out = invoke(&app, "anomaly-detect", &features(60_000));
     assert!(out.status.success(), "{}", stderr(&out));
     let out = invoke(&app, "anomaly-detect", &features(90_000));
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("the request to brain `anomaly-detect` takes 10800")
             && stderr(&out).contains(
@@ -109,7 +109,7 @@ fn a_brain_serves_what_it_can_hold_and_the_kernel_refuses_the_rest() {
     // be forwarded.
     let huge = vec!["Either party may terminate. ".repeat((9 << 20) / 28 + 1)];
     let out = invoke(&app, "legal", &texts(&huge));
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("(9.0 MiB), more than the 8388608"),
         "{}",
@@ -122,7 +122,7 @@ fn a_brain_serves_what_it_can_hold_and_the_kernel_refuses_the_rest() {
     let out = invoke(&app, "pii-tagger", &codepoints(64));
     assert!(out.status.success(), "{}", stderr(&out));
     let out = invoke(&app, "pii-tagger", &codepoints(256));
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains(
             "brain `pii-tagger` takes at most 64 rows per request (its model needs more memory \

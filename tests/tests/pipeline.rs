@@ -431,7 +431,7 @@ fn ask_recalls_the_askers_memory_by_meaning() {
 
     // A recall count out of range is the caller's mistake, said as such.
     let out = app.sios(&["ask", "--recall", ns, "--recall-k", "0", question]);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("ask for 1 to 20"), "{}", stderr(&out));
 
     assert!(app.stop().success());
