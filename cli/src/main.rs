@@ -57,8 +57,9 @@ enum Command {
     /// in the catalog, then serves clients on <state-dir>/run/kernel.sock.
     /// Needs no configuration.
     Up,
-    /// Show every process (pid, state, restarts, uptime, socket) and the
-    /// free space on the state directory's disk, with a warning when low.
+    /// Show every process (pid, state, restarts, uptime, socket), the
+    /// free space on the state directory's disk, with a warning when low,
+    /// and each client uid's connections and bytes of requests held.
     /// Under each service, what it holds: the audit log's records; memory's
     /// items and bytes against its `[memory]` limits.
     ///
@@ -72,7 +73,9 @@ enum Command {
         /// Print JSON: {"state_dir", "version", "processes": [{"name", "role",
         /// "pid", "state", "restarts", "uptime_s", "socket", "requests",
         /// "last_error", "holds"}, …], "disk": {"free_bytes", "total_bytes", "warning"},
-        /// "cpu_idle": null or what `[performance] low_latency_idle` holds}.
+        /// "cpu_idle": null or what `[performance] low_latency_idle` holds,
+        /// "clients": [{"uid", "connections", "connection_limit",
+        /// "reading_bytes", "serving_bytes", "limit_bytes"}, …]}.
         #[arg(long)]
         json: bool,
     },
@@ -507,9 +510,33 @@ fn print_status(status: &StatusReport, json: bool) {
     if let Some(idle) = &status.cpu_idle {
         println!("cpu idle: {idle}");
     }
+    for line in client_lines(&status.clients) {
+        println!("{line}");
+    }
     for line in process_table(&status.processes) {
         println!("{line}");
     }
+}
+
+/// `sios status`'s lines on clients: per uid, its connections and the
+/// bytes of its requests in the kernel, against their limits, so that an
+/// operator told of a refusal can see who holds what.
+fn client_lines(clients: &[sios_ipc::ClientLoad]) -> Vec<String> {
+    clients
+        .iter()
+        .map(|c| {
+            format!(
+                "client uid {}: {} of {} connections; requests {} being served, {} being read \
+                 (at most {} each)",
+                c.uid,
+                c.connections,
+                c.connection_limit,
+                sios_ipc::human_bytes(c.serving_bytes),
+                sios_ipc::human_bytes(c.reading_bytes),
+                sios_ipc::human_bytes(c.limit_bytes)
+            )
+        })
+        .collect()
 }
 
 /// `sios status`'s table: a header, a row per process, and under a process

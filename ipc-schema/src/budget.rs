@@ -120,6 +120,19 @@ impl ByteBudget {
         }
     }
 
+    /// Takes `bytes` from the serving stage, waiting in turn (first come,
+    /// first served) until they are free, rather than refusing: for a
+    /// server's own queue in front of something that must not hold more.
+    /// A request larger than the whole budget waits for all of it.
+    pub async fn wait_to_serve(&self, bytes: u64) -> Held {
+        let wanted = units_of(bytes).clamp(1, self.units);
+        let permit = Arc::clone(&self.serving)
+            .acquire_many_owned(wanted)
+            .await
+            .expect("a budget's semaphore is never closed");
+        Held { _permit: permit }
+    }
+
     /// Why a request of `bytes` was refused, and what to do.
     fn refusal(&self, bytes: u64) -> String {
         let held = self.serving_bytes();
@@ -366,6 +379,26 @@ mod tests {
             "{}",
             whole.detail
         );
+    }
+
+    #[tokio::test]
+    async fn waiting_to_serve_takes_turns_and_never_holds_more_than_the_budget() {
+        let budget = ByteBudget::new("brain `x`", "sandbox.memory_mib", 100 * KIB);
+        let first = budget.wait_to_serve(70 * KIB).await;
+        // A second that would pass the budget waits...
+        let mut second = Box::pin(budget.wait_to_serve(70 * KIB));
+        let early = tokio::time::timeout(Duration::from_millis(100), &mut second).await;
+        assert!(early.is_err(), "served past the budget");
+        assert!(budget.serving_bytes() <= 100 * KIB);
+        // ...and is served once the first is done.
+        drop(first);
+        let second = second.await;
+        assert_eq!(budget.serving_bytes(), 70 * KIB);
+        drop(second);
+        // One larger than the whole budget waits for all of it, not for ever.
+        let whole = budget.wait_to_serve(500 * KIB).await;
+        assert_eq!(budget.serving_bytes(), 100 * KIB);
+        drop(whole);
     }
 
     #[test]

@@ -225,6 +225,25 @@ pub struct StatusReport {
     /// `[performance] low_latency_idle`: whether CPUs are held polling, or
     /// why they could not be; `None` when not asked for.
     pub cpu_idle: Option<String>,
+    /// Each uid with connections open or requests held in the kernel, by
+    /// uid (the asker's own connection among them).
+    #[serde(default)]
+    pub clients: Vec<ClientLoad>,
+}
+
+/// What one uid holds in the kernel now, against its limits.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ClientLoad {
+    pub uid: u32,
+    /// Client connections open, and `[limits] max_connections_per_uid`.
+    pub connections: u64,
+    pub connection_limit: u64,
+    /// Bytes of its frames being read, and of its requests being served
+    /// (each rounded up to KiB), each bounded by `limit_bytes`.
+    pub reading_bytes: u64,
+    pub serving_bytes: u64,
+    /// `[limits] max_request_bytes_per_uid`.
+    pub limit_bytes: u64,
 }
 
 /// Room on one filesystem.
@@ -585,7 +604,8 @@ pub trait Kernel {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 pub struct InvokeTimings {
     /// From the request's arrival to a ruling and a drafted intent:
-    /// resolving the brain, validating the tensors, the policy's decision.
+    /// resolving the brain, validating the tensors, the policy's decision,
+    /// and any wait for the brain's turn while it holds other large requests.
     pub decided: crate::latency::Histogram,
     /// Recording the intent: a round trip to the audit service, answered
     /// once durable and covered by a signed checkpoint.

@@ -6,7 +6,6 @@
 
 use crate::appliance::{Appliance, Requester};
 use crate::audit_follow::Followers;
-use crate::connections::ConnectionLimit;
 use sios_ipc::audit::{
     CheckpointPage, ConsistencyProof, Digest, InclusionProof, PublicKeyInfo, RecordPage,
     RecordTimings, RotationReport, SignedCheckpoint,
@@ -48,7 +47,7 @@ const REFUSED_CONNECTION_GRACE: std::time::Duration = std::time::Duration::from_
 /// action runs to its outcome record even if the client gives up
 /// ([`transport::detached`]), at most [`MAX_IN_FLIGHT_PER_CLIENT`] at once,
 /// and one uid holds at most `[limits] max_connections_per_uid`
-/// connections ([`ConnectionLimit`]); a connection over that limit gets the
+/// connections ([`crate::connections::ConnectionLimit`]); a connection over that limit gets the
 /// reason as the answer to its first request and is closed (or, with a few
 /// of the uid's refused connections held already, closed at once).
 pub async fn serve_clients(
@@ -56,11 +55,7 @@ pub async fn serve_clients(
     appliance: Arc<Appliance>,
     max_frame_bytes: usize,
 ) -> std::io::Result<()> {
-    let limits = &appliance.config().limits;
-    let limit = ConnectionLimit::new(
-        limits.max_connections_per_uid,
-        limits.max_request_bytes_per_uid,
-    );
+    let limit = Arc::clone(&appliance.connections);
     transport::accept_loop(listener, move |stream| {
         let Some(server) = KernelServer::for_connection(&appliance, &stream) else {
             return;

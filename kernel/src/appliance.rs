@@ -102,6 +102,9 @@ pub struct Appliance {
     /// enable/disable, policy load): one at a time, so that what is on disk
     /// and what runs cannot end up from two different requests.
     pub(crate) operator_changes: tokio::sync::Mutex<()>,
+    /// Each uid's client connections and the bytes of its requests held,
+    /// against `[limits]`; shared with the client socket's accept loop.
+    pub(crate) connections: Arc<crate::connections::ConnectionLimit>,
 }
 
 /// Who asks for an inference, as the kernel established it.
@@ -337,7 +340,12 @@ impl Appliance {
             config.performance.low_latency_idle,
             Path::new(sios_ipc::idle::CPU_DMA_LATENCY),
         );
+        let connections = crate::connections::ConnectionLimit::new(
+            config.limits.max_connections_per_uid,
+            config.limits.max_request_bytes_per_uid,
+        );
         let appliance = Appliance {
+            connections,
             limits: TensorLimits {
                 max_elements: config.limits.max_tensor_elements,
             },
@@ -556,6 +564,19 @@ impl Appliance {
                 &ruling,
             ));
         }
+        //    Wait for the brain's turn: the requests in flight to it hold at
+        //    most what one request may (`BrainFacts::in_flight`), so that
+        //    several large ones sent at once cannot together get it killed.
+        //    The wait counts against the request's timeout; nothing has run.
+        let timed_out = || InvokeError::Timeout {
+            name: brain.to_owned(),
+            timeout_ms: self.request_timeout.as_millis() as u64,
+        };
+        let waiting = Instant::now();
+        let _turn =
+            tokio::time::timeout(self.request_timeout, facts.in_flight.wait_to_serve(bytes))
+                .await
+                .map_err(|_| timed_out())?;
         let Ok(Connection::Brain(client)) = slot.connection() else {
             let (state, last_error) = match slot.connection() {
                 Err(e) => e,
@@ -571,7 +592,8 @@ impl Appliance {
             .seq;
         let intent_recorded = clock.lap();
         // 5. Route.
-        let ctx = transport::context_with_timeout(self.request_timeout);
+        let ctx =
+            transport::context_with_timeout(self.request_timeout.saturating_sub(waiting.elapsed()));
         let outcome = client.infer(ctx, request).await;
         let brain_answered = clock.lap();
         // 6. Record the outcome, and only then answer.
@@ -581,10 +603,7 @@ impl Appliance {
                 name: brain.to_owned(),
                 source,
             }),
-            Err(tarpc::client::RpcError::DeadlineExceeded) => Err(InvokeError::Timeout {
-                name: brain.to_owned(),
-                timeout_ms: self.request_timeout.as_millis() as u64,
-            }),
+            Err(tarpc::client::RpcError::DeadlineExceeded) => Err(timed_out()),
             Err(err) => {
                 slot.connection_lost();
                 Err(InvokeError::Lost {
@@ -714,6 +733,7 @@ impl Appliance {
                 .collect(),
             disk: crate::disk::space(&self.layout.root),
             cpu_idle: self.idle.describe(),
+            clients: self.connections.loads(),
         }
     }
 
@@ -1006,6 +1026,10 @@ pub fn hand_over(dir: &Path, uid: u32, gid: u32) -> Result<(), SetupError> {
     Ok(())
 }
 
+/// glibc's allocator settings for brains (see [`brain_program`]): blocks of
+/// 128 KiB and more are mapped on their own and unmapped when freed.
+pub const BRAIN_MALLOC_TUNABLES: &str = "glibc.malloc.mmap_threshold=131072";
+
 /// How to run brain number `index` of the catalog: its program (from its
 /// manifest, in the kernel's bin directory), its arguments, and its sandbox
 /// when `sandboxed`. Public so that benchmarks spawn a brain exactly as the
@@ -1033,8 +1057,17 @@ pub fn brain_program(
             "--max-frame-bytes".into(),
             config.limits.max_frame_bytes.to_string(),
         ],
-        // ONNX Runtime writes telemetry files unless told not to.
-        env: vec![("ORT_DISABLE_TELEMETRY".into(), "1".into())],
+        env: vec![
+            // ONNX Runtime writes telemetry files unless told not to.
+            ("ORT_DISABLE_TELEMETRY".into(), "1".into()),
+            // A fixed mmap threshold: glibc otherwise raises it to the size
+            // of the largest block freed, so after one large request every
+            // later buffer that size comes from the heap and stays held when
+            // freed. A brain must give back what a request took: with the
+            // default, a 64 MiB brain kept 15 MB more after each 7.2 MB
+            // request until its memory limit killed it (2026-11-29).
+            ("GLIBC_TUNABLES".into(), BRAIN_MALLOC_TUNABLES.into()),
+        ],
         limits: ProcessLimits {
             max_open_files: manifest.sandbox.max_open_files,
         },

@@ -11,6 +11,7 @@
 //! bounds the bytes of its requests the kernel holds at once
 //! (`[limits] max_request_bytes_per_uid`, see [`sios_ipc::budget`]).
 
+use sios_ipc::ClientLoad;
 use sios_ipc::budget::ByteBudget;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -141,6 +142,27 @@ impl ConnectionLimit {
         })
     }
 
+    /// What each uid with a connection open or bytes held has in the
+    /// kernel now, by uid.
+    pub fn loads(&self) -> Vec<ClientLoad> {
+        let state = self.state();
+        let mut loads: Vec<ClientLoad> = state
+            .budgets
+            .iter()
+            .map(|(&uid, budget)| ClientLoad {
+                uid,
+                connections: state.open.get(&uid).copied().unwrap_or(0) as u64,
+                connection_limit: self.per_uid as u64,
+                reading_bytes: budget.reading_bytes(),
+                serving_bytes: budget.serving_bytes(),
+                limit_bytes: budget.limit_bytes(),
+            })
+            .filter(|load| load.connections + load.reading_bytes + load.serving_bytes > 0)
+            .collect();
+        loads.sort_by_key(|load| load.uid);
+        loads
+    }
+
     /// Connections `uid` holds open now.
     pub fn open(&self, uid: u32) -> usize {
         self.state().open.get(&uid).copied().unwrap_or(0)
@@ -231,6 +253,38 @@ mod tests {
         drop((first, second));
         assert!(Arc::ptr_eq(&budget, &limit.admit(1000).unwrap().budget()));
         assert_eq!(budget.limit_bytes(), 1 << 20);
+    }
+
+    #[test]
+    fn loads_list_the_uids_holding_something_in_uid_order() {
+        let limit = ConnectionLimit::new(4, 1 << 20);
+        let _b = limit.admit(1001).unwrap();
+        let a = limit.admit(1000).unwrap();
+        let _a2 = limit.admit(1000).unwrap();
+        let held = a.budget().hold(&vec![0u8; 5000]).unwrap();
+        let gone = limit.admit(1002).unwrap();
+        drop(gone);
+        let load = |uid, connections, serving_bytes| ClientLoad {
+            uid,
+            connections,
+            connection_limit: 4,
+            reading_bytes: 0,
+            serving_bytes,
+            limit_bytes: 1 << 20,
+        };
+        assert_eq!(
+            limit.loads(),
+            vec![load(1000, 2, 5 * 1024), load(1001, 1, 0)],
+            "1002 holds nothing and is left out"
+        );
+        // A request running on after its connections closed still shows.
+        drop((a, _a2));
+        assert_eq!(
+            limit.loads(),
+            vec![load(1000, 0, 5 * 1024), load(1001, 1, 0)]
+        );
+        drop(held);
+        assert_eq!(limit.loads(), vec![load(1001, 1, 0)]);
     }
 
     #[test]

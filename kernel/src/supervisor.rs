@@ -15,6 +15,7 @@
 use crate::child_log;
 use crate::spawn::{self, Program};
 use sios_config::SupervisorConfig;
+use sios_ipc::budget::ByteBudget;
 use sios_ipc::{
     AuditClient, BrainClient, MemoryClient, ProcessState, ProcessStatus, Role, ServiceInfo,
     TensorSpec, transport,
@@ -57,10 +58,17 @@ pub struct BrainFacts {
     pub memory_mib: u64,
     /// Most rows one request may hold (manifest `sandbox.max_rows`).
     pub max_rows: Option<u64>,
+    /// The bytes of the requests in flight to this brain, at most
+    /// [`BrainFacts::max_request_bytes`] between them: a request waits its
+    /// turn in the kernel until the brain holds few enough.
+    pub in_flight: Arc<ByteBudget>,
 }
 
 /// A request to a brain may take at most this share of the brain's memory
-/// limit. A brain holds a request about three times over while serving it
+/// limit, and so may all the requests in flight to it together: the brain
+/// runs one at a time, but reads and decodes the others while it does, and
+/// two requests of 7.2 MB sent at once got a 64 MiB brain killed (2026-11-29),
+/// where either alone was served. A brain holds a request about three times over while serving it
 /// (the frame read, the decoded tensors, and the model's copy of them or,
 /// for a brain that asks another, the frame it sends on), beside its model;
 /// its model's working memory is bounded apart from that, by running large
@@ -73,7 +81,7 @@ impl BrainFacts {
     /// The most bytes one request to this brain may take (as
     /// [`sios_ipc::tensor::encoded_bytes_bound`] counts them).
     pub fn max_request_bytes(&self) -> u64 {
-        (self.memory_mib << 20) / REQUEST_SHARE_OF_MEMORY
+        self.in_flight.limit_bytes()
     }
 
     /// The rows of `inputs`: the largest first dimension among the inputs
@@ -92,7 +100,13 @@ impl BrainFacts {
 
     /// What the kernel keeps of `manifest` (at start and at each reload).
     pub fn of(manifest: &sios_manifest::Manifest) -> BrainFacts {
+        let max_request_bytes = (manifest.sandbox.memory_mib << 20) / REQUEST_SHARE_OF_MEMORY;
         BrainFacts {
+            in_flight: ByteBudget::new(
+                format!("brain `{}`", manifest.name),
+                "sandbox.memory_mib",
+                max_request_bytes,
+            ),
             labels: manifest.labels.clone(),
             sensitivity: manifest.sensitivity.level(),
             namespaces: manifest.capabilities.memory_namespaces.clone(),

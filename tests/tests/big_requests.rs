@@ -105,6 +105,22 @@ fn a_brain_serves_what_it_can_hold_and_the_kernel_refuses_the_rest() {
         "{}",
         stderr(&out)
     );
+    // Four such requests at once: the brain runs one at a time but would
+    // read and hold the others meanwhile (two at once got it killed), so
+    // the kernel lets it hold no more bytes of requests at once than one
+    // may take; the others wait their turn, and all four are served.
+    let infer: sios_ipc::InferRequest =
+        sios_ipc::kserve::parse_request(&features(60_000).to_string()).expect("a request");
+    let runtime = sios_e2e::multi_thread_runtime(2);
+    let answers = runtime.block_on(async {
+        let client = app.client().await;
+        let calls = (0..4).map(|_| client.invoke(ctx(), "anomaly-detect".into(), infer.clone()));
+        futures::future::join_all(calls).await
+    });
+    for answer in answers {
+        assert!(matches!(answer, Ok(Ok(_))), "{answer:?}");
+    }
+    none_restarted(&app, "four large requests at once to anomaly-detect");
     // One text of 9 MiB to a specialist: refused alike, before it could
     // be forwarded.
     let huge = vec!["Either party may terminate. ".repeat((9 << 20) / 28 + 1)];
@@ -139,7 +155,7 @@ fn a_brain_serves_what_it_can_hold_and_the_kernel_refuses_the_rest() {
         .find(|p| p.name == "anomaly-detect")
         .expect("anomaly-detect")
         .requests;
-    assert_eq!(served, 1, "the refused request never reached the brain");
+    assert_eq!(served, 5, "the refused request never reached the brain");
 }
 
 /// A batch that outlives its request's deadline stops after the part it is
@@ -183,12 +199,19 @@ fn invoke_intents(app: &TestAppliance) -> usize {
         .count()
 }
 
+/// What the test's own uid holds in the kernel, from `sios status`.
+fn my_load(app: &TestAppliance) -> Option<sios_ipc::ClientLoad> {
+    let uid = nix::unistd::getuid().as_raw();
+    app.status().clients.into_iter().find(|c| c.uid == uid)
+}
+
 /// One uid's requests hold at most `[limits] max_request_bytes_per_uid` in
 /// the kernel at once, over all its connections: with two requests of 6 MB
-/// held (their brain frozen), a third of 6 MB from another connection of
-/// the same uid would pass 16 MiB and is refused at once with the reason,
-/// before any record or brain sees it; once the two are served, the same
-/// request is served.
+/// held (their brain frozen: one sent to it, the other waiting its turn in
+/// the kernel, since the brain may hold only one that large), a third of
+/// 6 MB from another connection of the same uid would pass 16 MiB and is
+/// refused at once with the reason, before any record or brain sees it;
+/// once the two are served, the same request is served.
 #[test]
 fn one_uids_requests_hold_at_most_its_byte_budget_in_the_kernel() {
     if !require_setup() {
@@ -218,20 +241,43 @@ fn one_uids_requests_hold_at_most_its_byte_budget_in_the_kernel() {
             runtime.spawn(async move { client.invoke(ctx(), BRAIN.into(), infer).await })
         })
         .collect();
+    // Both held: `sios status` shows their bytes (and its own request's).
     let give_up = Instant::now() + Duration::from_secs(60);
-    while invoke_intents(&app) < 2 {
+    loop {
+        let load = my_load(&app);
+        if load.as_ref().is_some_and(|l| l.serving_bytes >= 12_000_000) {
+            let load = load.expect("checked");
+            assert!(
+                load.connections >= 2
+                    && load.serving_bytes < 12_100_000
+                    && load.limit_bytes == 16 << 20,
+                "{load:?}"
+            );
+            break;
+        }
         assert!(
             Instant::now() < give_up,
-            "the two requests were never recorded\n{}",
+            "the two requests were never held: {load:?}\n{}",
             app.log_text()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert_eq!(
+        invoke_intents(&app),
+        1,
+        "the second waits its turn for the brain, not yet begun"
+    );
+    let uid = nix::unistd::getuid();
+    let text = app.sios(&["status"]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains(&format!("client uid {uid}: ")),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
 
     let out = invoke(&app, BRAIN, &request);
     let said = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{said}");
-    let uid = nix::unistd::getuid();
     for words in [
         &format!(
             "the kernel refused the request: uid {uid}: its requests being served already hold 11."
@@ -243,7 +289,7 @@ fn one_uids_requests_hold_at_most_its_byte_budget_in_the_kernel() {
     }
     assert_eq!(
         invoke_intents(&app),
-        2,
+        1,
         "a refused request is never recorded as an action"
     );
     assert!(
