@@ -638,17 +638,31 @@ impl TestAppliance {
         what: &str,
         check: impl Fn(&sios_ipc::ProcessStatus) -> bool,
     ) {
+        self.wait_for_status(&format!("{name} {what}"), |status| {
+            status
+                .processes
+                .iter()
+                .find(|p| p.name == name)
+                .is_some_and(&check)
+        });
+    }
+
+    /// Polls `status` until `check` holds for it, and returns that status;
+    /// panics after 60 s, saying the appliance never got `what`.
+    pub fn wait_for_status(
+        &self,
+        what: &str,
+        check: impl Fn(&StatusReport) -> bool,
+    ) -> StatusReport {
         let give_up = Instant::now() + Duration::from_secs(60);
         loop {
             let status = self.status();
-            if let Some(p) = status.processes.iter().find(|p| p.name == name)
-                && check(p)
-            {
-                return;
+            if check(&status) {
+                return status;
             }
             assert!(
                 Instant::now() < give_up,
-                "{name} never became {what}: {status:#?}\n--- kernel log ---\n{}",
+                "never {what}: {status:#?}\n--- kernel log ---\n{}",
                 self.log_text()
             );
             std::thread::sleep(Duration::from_millis(20));

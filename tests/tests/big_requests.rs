@@ -10,7 +10,6 @@
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use sios_e2e::{Options, TestAppliance, ctx, process_tree, require_setup, signal};
-use std::time::{Duration, Instant};
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -199,10 +198,10 @@ fn invoke_intents(app: &TestAppliance) -> usize {
         .count()
 }
 
-/// What the test's own uid holds in the kernel, from `sios status`.
-fn my_load(app: &TestAppliance) -> Option<sios_ipc::ClientLoad> {
+/// What the test's own uid holds in the kernel.
+fn my_load(status: &sios_ipc::StatusReport) -> Option<&sios_ipc::ClientLoad> {
     let uid = nix::unistd::getuid().as_raw();
-    app.status().clients.into_iter().find(|c| c.uid == uid)
+    status.clients.iter().find(|c| c.uid == uid)
 }
 
 /// One uid's requests hold at most `[limits] max_request_bytes_per_uid` in
@@ -242,26 +241,14 @@ fn one_uids_requests_hold_at_most_its_byte_budget_in_the_kernel() {
         })
         .collect();
     // Both held: `sios status` shows their bytes (and its own request's).
-    let give_up = Instant::now() + Duration::from_secs(60);
-    loop {
-        let load = my_load(&app);
-        if load.as_ref().is_some_and(|l| l.serving_bytes >= 12_000_000) {
-            let load = load.expect("checked");
-            assert!(
-                load.connections >= 2
-                    && load.serving_bytes < 12_100_000
-                    && load.limit_bytes == 16 << 20,
-                "{load:?}"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < give_up,
-            "the two requests were never held: {load:?}\n{}",
-            app.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let status = app.wait_for_status("held the two requests", |status| {
+        my_load(status).is_some_and(|load| load.serving_bytes >= 12_000_000)
+    });
+    let load = my_load(&status).expect("checked");
+    assert!(
+        load.connections >= 2 && load.serving_bytes < 12_100_000 && load.limit_bytes == 16 << 20,
+        "{load:?}"
+    );
     assert_eq!(
         invoke_intents(&app),
         1,
