@@ -573,10 +573,9 @@ impl Appliance {
             timeout_ms: self.request_timeout.as_millis() as u64,
         };
         let waiting = Instant::now();
-        let _turn =
-            tokio::time::timeout(self.request_timeout, facts.in_flight.wait_to_serve(bytes))
-                .await
-                .map_err(|_| timed_out())?;
+        let turn = tokio::time::timeout(self.request_timeout, facts.in_flight.wait_to_serve(bytes))
+            .await
+            .map_err(|_| timed_out())?;
         let Ok(Connection::Brain(client)) = slot.connection() else {
             let (state, last_error) = match slot.connection() {
                 Err(e) => e,
@@ -595,6 +594,8 @@ impl Appliance {
         let ctx =
             transport::context_with_timeout(self.request_timeout.saturating_sub(waiting.elapsed()));
         let outcome = client.infer(ctx, request).await;
+        // The brain holds the request no longer: the next may go.
+        drop(turn);
         let brain_answered = clock.lap();
         // 6. Record the outcome, and only then answer.
         let result = match outcome {
