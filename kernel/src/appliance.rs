@@ -1065,7 +1065,7 @@ pub fn brain_program(
             // of the largest block freed, so after one large request every
             // later buffer that size comes from the heap and stays held when
             // freed. A brain must give back what a request took: with the
-            // default, a 64 MiB brain kept 15 MB more after each 7.2 MB
+            // default, a 64 MiB brain kept 15-22 MB more after each 7.2 MB
             // request until its memory limit killed it (2026-11-29).
             ("GLIBC_TUNABLES".into(), BRAIN_MALLOC_TUNABLES.into()),
         ],

@@ -66,10 +66,11 @@ pub struct BrainFacts {
 
 /// A request to a brain may take at most this share of the brain's memory
 /// limit, and so may all the requests in flight to it together: the brain
-/// runs one at a time, but reads and decodes the others while it does, and
-/// two requests of 7.2 MB sent at once got a 64 MiB brain killed (2026-11-29),
-/// where either alone was served. A brain holds a request about three times over while serving it
-/// (the frame read, the decoded tensors, and the model's copy of them or,
+/// runs one at a time, but reads and decodes the others while it does (two
+/// requests of 7.2 MB sent at once got a 64 MiB brain killed, 2026-11-29,
+/// before brains gave back what each request took; with that fixed, one at a
+/// time peaks at 40 MB there). A brain holds a request about three times
+/// over while serving it (the frame read, the decoded tensors, and the model's copy of them or,
 /// for a brain that asks another, the frame it sends on), beside its model;
 /// its model's working memory is bounded apart from that, by running large
 /// batches in parts (`brains/host/src/rows.rs`). Measured on 64 MiB brains
