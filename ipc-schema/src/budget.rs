@@ -191,7 +191,7 @@ fn units_of(bytes: u64) -> u32 {
 /// its default options. Blobs (tensors, texts, items) are counted by their
 /// lengths without being walked, so this costs little even for a frame of
 /// megabytes.
-fn encoded_size<T: Serialize>(request: &T) -> u64 {
+pub fn encoded_size<T: Serialize>(request: &T) -> u64 {
     use bincode::Options as _;
     bincode::DefaultOptions::new()
         .serialized_size(request)

@@ -62,10 +62,25 @@ pub const MAX_PAGE_ITEMS: u32 = 1000;
 /// Page size used when a request asks for 0 items.
 pub const DEFAULT_PAGE_ITEMS: u32 = 100;
 /// A page stops growing once its items' [`Item::approx_bytes`] pass this (a
-/// page always holds at least one item, and one item is at most ~1.1 MiB).
+/// page always holds at least one item, and one item is at most
+/// [`MAX_ITEM_BYTES`]).
 pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Most hits one search returns.
 pub const MAX_SEARCH_K: u32 = 100;
+/// The largest [`Item::approx_bytes`] an item can have: every field at its
+/// limit (about 1.1 MiB).
+pub const MAX_ITEM_BYTES: usize = 64
+    + MAX_NAMESPACE_BYTES
+    + MAX_KEY_BYTES
+    + MAX_SUBJECT_BYTES
+    + MAX_VALUE_BYTES
+    + MAX_METADATA_ENTRIES * (16 + MAX_METADATA_KEY_BYTES + MAX_METADATA_VALUE_BYTES)
+    + 4 * MAX_EMBEDDING_DIM;
+/// The most bytes one search answer can take: values up to
+/// [`MAX_PAGE_BYTES`] in all (the rest are left out), and each of at most
+/// [`MAX_SEARCH_K`] hits with everything but its value at its limit.
+pub const MAX_SEARCH_ANSWER_BYTES: usize =
+    MAX_PAGE_BYTES + MAX_SEARCH_K as usize * (MAX_ITEM_BYTES - MAX_VALUE_BYTES);
 /// Most items in one import call.
 pub const MAX_IMPORT_ITEMS: usize = 1000;
 /// Most metadata filter entries in one search.
@@ -458,6 +473,11 @@ pub enum MemoryError {
     /// Set by the kernel: the memory service did not answer.
     #[error("the memory service is unavailable ({0}); retry once `sios status` shows it ready")]
     Unavailable(String),
+    /// Set by the kernel: the requests in flight to the memory service
+    /// held its whole share of bytes for the request's whole timeout, so
+    /// this one was never sent (see `[sandbox.services] memory_mib`).
+    #[error("the memory service is busy ({0}); nothing was done: retry later")]
+    Busy(String),
     /// A write would take its owner, or the whole store, past a limit the
     /// operator set; nothing of it was stored.
     #[error(
@@ -1099,6 +1119,55 @@ pub mod base64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bound the kernel reserves for one item really bounds it: an item
+    /// with every field at its limit counts exactly `MAX_ITEM_BYTES`, and
+    /// its encoding in a frame takes no more.
+    #[test]
+    fn an_item_at_every_limit_takes_max_item_bytes() {
+        let text = |n: usize, c: char| c.to_string().repeat(n);
+        let item = Item {
+            namespace: text(MAX_NAMESPACE_BYTES, 'n'),
+            key: text(MAX_KEY_BYTES, 'k'),
+            subject: text(MAX_SUBJECT_BYTES, 's'),
+            value: Value::Bytes(vec![0xab; MAX_VALUE_BYTES]),
+            metadata: (0..MAX_METADATA_ENTRIES)
+                .map(|i| {
+                    let key = format!("{i:0width$}", width = MAX_METADATA_KEY_BYTES);
+                    (key, text(MAX_METADATA_VALUE_BYTES, 'v'))
+                })
+                .collect(),
+            created_ms: u64::MAX,
+            updated_ms: u64::MAX,
+            embedding: Some(Embedding(vec![f32::MAX; MAX_EMBEDDING_DIM])),
+        };
+        assert_eq!(item.approx_bytes(), MAX_ITEM_BYTES);
+        let encoded = crate::budget::encoded_size(&item);
+        assert!(
+            encoded <= MAX_ITEM_BYTES as u64,
+            "{encoded} > {MAX_ITEM_BYTES}"
+        );
+        let hit = SearchHit {
+            namespace: item.namespace,
+            key: item.key,
+            subject: item.subject,
+            score: 1.0,
+            metadata: item.metadata,
+            created_ms: item.created_ms,
+            updated_ms: item.updated_ms,
+            value: None,
+        };
+        let hits = SearchResponse {
+            hits: vec![hit; MAX_SEARCH_K as usize],
+            scanned: u64::MAX,
+            values_omitted: u32::MAX,
+        };
+        let encoded = crate::budget::encoded_size(&hits) + MAX_PAGE_BYTES as u64;
+        assert!(
+            encoded <= MAX_SEARCH_ANSWER_BYTES as u64,
+            "{encoded} > {MAX_SEARCH_ANSWER_BYTES}"
+        );
+    }
 
     #[test]
     fn base64_matches_rfc4648_test_vectors() {

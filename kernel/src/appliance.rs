@@ -105,6 +105,11 @@ pub struct Appliance {
     /// Each uid's client connections and the bytes of its requests held,
     /// against `[limits]`; shared with the client socket's accept loop.
     pub(crate) connections: Arc<crate::connections::ConnectionLimit>,
+    /// The bytes the memory service may be asked to hold at once, by the
+    /// calls in flight to it: an eighth of its memory limit, as for a brain
+    /// ([`crate::supervisor::REQUEST_SHARE_OF_MEMORY`]); see
+    /// `operations::forward_memory_call`.
+    pub(crate) memory_in_flight: Arc<sios_ipc::budget::ByteBudget>,
 }
 
 /// Who asks for an inference, as the kernel established it.
@@ -344,8 +349,14 @@ impl Appliance {
             config.limits.max_connections_per_uid,
             config.limits.max_request_bytes_per_uid,
         );
+        let memory_in_flight = sios_ipc::budget::ByteBudget::new(
+            "the memory service",
+            "[sandbox.services] memory_mib",
+            (config.sandbox.services.memory_mib << 20) / crate::supervisor::REQUEST_SHARE_OF_MEMORY,
+        );
         let appliance = Appliance {
             connections,
+            memory_in_flight,
             limits: TensorLimits {
                 max_elements: config.limits.max_tensor_elements,
             },

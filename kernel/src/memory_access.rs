@@ -9,6 +9,7 @@
 //! [`Appliance::memory_scoped`].
 
 use crate::appliance::{Appliance, Requester};
+use sios_ipc::budget::encoded_size;
 use sios_ipc::memory::{
     self, CompactReport, EraseReport, ExportPage, ExportRequest, ExportScope, ImportReport,
     ImportRequest, Item, ListPage, ListRequest, MemoryError, PutRequest, PutResponse,
@@ -32,10 +33,12 @@ impl Appliance {
         request: PutRequest,
     ) -> Result<PutResponse, MemoryError> {
         let namespace = request.namespace.clone();
+        let holds = encoded_size(&request) as usize;
         self.memory_op(
             requester,
             Action::MemoryWrite,
             &namespace,
+            holds,
             |c, ctx| async move { c.put(ctx, request).await },
         )
         .await
@@ -49,9 +52,14 @@ impl Appliance {
         key: String,
     ) -> Result<Item, MemoryError> {
         let ns = namespace.clone();
-        self.memory_op(requester, Action::MemoryRead, &ns, |c, ctx| async move {
-            c.get(ctx, namespace, key).await
-        })
+        let holds = memory::MAX_ITEM_BYTES;
+        self.memory_op(
+            requester,
+            Action::MemoryRead,
+            &ns,
+            holds,
+            |c, ctx| async move { c.get(ctx, namespace, key).await },
+        )
         .await
     }
 
@@ -62,9 +70,14 @@ impl Appliance {
         request: ListRequest,
     ) -> Result<ListPage, MemoryError> {
         let ns = request.namespace.clone();
-        self.memory_op(requester, Action::MemoryRead, &ns, |c, ctx| async move {
-            c.list(ctx, request).await
-        })
+        let holds = memory::MAX_PAGE_BYTES;
+        self.memory_op(
+            requester,
+            Action::MemoryRead,
+            &ns,
+            holds,
+            |c, ctx| async move { c.list(ctx, request).await },
+        )
         .await
     }
 
@@ -76,9 +89,13 @@ impl Appliance {
         key: String,
     ) -> Result<(), MemoryError> {
         let ns = namespace.clone();
-        self.memory_op(requester, Action::MemoryWrite, &ns, |c, ctx| async move {
-            c.delete(ctx, namespace, key).await
-        })
+        self.memory_op(
+            requester,
+            Action::MemoryWrite,
+            &ns,
+            0,
+            |c, ctx| async move { c.delete(ctx, namespace, key).await },
+        )
         .await
     }
 
@@ -104,6 +121,7 @@ impl Appliance {
             &first,
             format!("memory:search:{}", scope.join(",")),
             None,
+            memory::MAX_SEARCH_ANSWER_BYTES,
             |c, ctx| async move { c.search(ctx, request).await },
         )
         .await
@@ -131,6 +149,7 @@ impl Appliance {
             SUBJECT_SCOPE,
             format!("memory:{SUBJECT_SCOPE}"),
             Some(&about),
+            0,
             |c, ctx| async move {
                 let report = match c.erase_subject(ctx, subject).await? {
                     Ok(report) => report,
@@ -176,6 +195,7 @@ impl Appliance {
             &scope,
             format!("memory:{scope}"),
             subject.as_deref(),
+            memory::MAX_PAGE_BYTES,
             |c, ctx| async move { c.export(ctx, request).await },
         )
         .await
@@ -194,12 +214,14 @@ impl Appliance {
         self.memory_allowed_everywhere(requester, Action::MemoryWrite, "import", &namespaces)
             .await?;
         let first = namespaces.first().cloned().unwrap_or_else(|| "*".into());
+        let holds = encoded_size(&request) as usize;
         self.memory_scoped(
             requester,
             Action::MemoryWrite,
             &first,
             format!("memory:import:{}", namespaces.join(",")),
             None,
+            holds,
             |c, ctx| async move { c.import(ctx, request).await },
         )
         .await
@@ -216,6 +238,7 @@ impl Appliance {
             "*",
             "memory:*".into(),
             None,
+            0,
             |c, ctx| async move { c.compact(ctx).await },
         )
         .await

@@ -9,7 +9,7 @@
 
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
-use sios_e2e::{Options, TestAppliance, ctx, process_tree, require_setup, signal};
+use sios_e2e::{Options, TestAppliance, ctx, process_tree, require_root, require_setup, signal};
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -302,4 +302,61 @@ fn one_uids_requests_hold_at_most_its_byte_budget_in_the_kernel() {
         stderr(&out)
     );
     none_restarted(&app, "the budget's refusal");
+}
+
+/// Many reads of a large item at once, from many connections: the kernel
+/// lets the calls in flight to the memory service ask it to hold at most an
+/// eighth of its memory limit in answers (the rest wait their turn in the
+/// kernel), so it serves them all and lives. Before, 4,096 pipelined reads of
+/// a 1 MiB item got it killed by the out-of-memory killer, and with it every
+/// other caller's memory requests in flight; with its limit at 64 MiB, as
+/// here, 48 reads at once did the same (twice in two runs, within a second).
+#[test]
+fn many_large_memory_reads_at_once_are_all_served_and_the_memory_service_lives() {
+    if !require_setup() || !require_root("the memory service's cgroup memory limit") {
+        return;
+    }
+    let mut options = Options::brains(&[]);
+    options.extra_config = "[sandbox.services]\nmemory_mib = 64\n".into();
+    let app = TestAppliance::start(options);
+    let value = sios_ipc::memory::Value::Bytes(vec![0x5a; sios_ipc::memory::MAX_VALUE_BYTES]);
+    let runtime = sios_e2e::multi_thread_runtime(2);
+    let served = runtime.block_on(async {
+        let client = app.client().await;
+        client
+            .memory_put(
+                ctx(),
+                sios_ipc::memory::PutRequest {
+                    namespace: "client:ops/large".into(),
+                    key: "scan".into(),
+                    subject: "patient-7".into(),
+                    value: value.clone(),
+                    metadata: Default::default(),
+                    embedding: None,
+                },
+            )
+            .await
+            .expect("rpc")
+            .expect("a 1 MiB item is stored");
+        let mut readers = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let client = app.client().await;
+            for _ in 0..6 {
+                let client = client.clone();
+                readers.spawn(async move {
+                    client
+                        .memory_get(ctx(), "client:ops/large".into(), "scan".into())
+                        .await
+                        .expect("rpc")
+                        .map(|item| item.value.len())
+                });
+            }
+        }
+        readers.join_all().await
+    });
+    assert_eq!(served.len(), 48);
+    for answer in served {
+        assert_eq!(answer, Ok(value.len()), "every read is served in full");
+    }
+    none_restarted(&app, "48 reads of a 1 MiB item at once");
 }
