@@ -16,14 +16,21 @@
 //!   they come back, so a large frame is not passed over for ever by small
 //!   ones, and the others wait holding nothing.
 //! - **Serving** ([`ByteBudget::hold`]): a decoded request takes its size from
-//!   the budget until its handler ends (for a detached request, until the
-//!   action ends, whether or not anybody still waits for the reply). One that
+//!   the budget, or the most its answer may take if that is more
+//!   ([`AnswerBound`]: a read of a 1 MiB item is a request of a few dozen
+//!   bytes), and keeps it until its answer is written to the socket
+//!   ([`Unsent`], [`ReleasingWrite`]): through its action (for a detached
+//!   request, to the action's end, whether or not anybody still waits for
+//!   the reply), then while its answer waits for the peer to read. One that
 //!   does not fit is refused at once with the reason, so a refused request
 //!   costs nothing to keep.
 //!
-//! Each stage holds at most the whole budget, so one peer's requests hold at
-//! most twice the budget in the server, whatever it does. Answers are not
-//! counted: each is at most one frame, for one of the requests counted.
+//! Each stage holds at most the whole budget, so one peer's requests and
+//! their answers hold at most twice the budget in the server, whatever it
+//! does; a peer that sends requests and never reads the answers gets its
+//! next requests refused once its answers fill the budget. (An answer larger
+//! than what its request took is counted in full only if the budget has room
+//! for the rest at that moment: a brain's output, say, larger than its input.)
 //!
 //! The budget counts in KiB, so that a budget of terabytes still fits the
 //! semaphore's counts; a request of a few bytes takes one KiB.
@@ -68,7 +75,57 @@ pub struct ByteBudget {
 /// gives the share back.
 #[derive(Debug)]
 pub struct Held {
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
+}
+
+/// The most bytes a request's answer may take, for a request whose answer
+/// can be far larger than the request itself (a read of a large item): a
+/// server takes this much of its peer's budget when it admits the request,
+/// so that many small requests cannot add up to gigabytes of answers before
+/// any of them is counted. `0`, the default, for answers about as large as
+/// their request, or bounded only by the frame limit.
+pub trait AnswerBound {
+    fn answer_bound(&self) -> u64 {
+        0
+    }
+}
+
+/// One connection's answers not yet written to its socket, each with its
+/// request's share of the peer's budget ([`Held`]): a share goes back once
+/// as many bytes as its answer takes have been written
+/// ([`ReleasingWrite`]), so a peer that does not read its answers cannot
+/// make the server hold more of them than its budget. Bytes are matched to
+/// answers in the order the answers were queued; a small reply that was
+/// never queued (a refusal) thus gives back an earlier answer's share a
+/// little early, never late.
+#[derive(Debug, Default)]
+pub struct Unsent {
+    queue: Mutex<std::collections::VecDeque<(u64, Held)>>,
+}
+
+impl Unsent {
+    fn push(&self, bytes: u64, held: Held) {
+        self.lock().push_back((bytes, held));
+    }
+
+    /// `bytes` more were written to the socket.
+    fn written(&self, mut bytes: u64) {
+        let mut queue = self.lock();
+        while bytes > 0
+            && let Some((left, _)) = queue.front_mut()
+        {
+            if *left > bytes {
+                *left -= bytes;
+                return;
+            }
+            bytes -= *left;
+            queue.pop_front();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(u64, Held)>> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl ByteBudget {
@@ -102,14 +159,17 @@ impl ByteBudget {
         u64::from(self.units - available(&self.reading)) * UNIT_BYTES
     }
 
-    /// Takes `request`'s encoded size from the serving stage until the
-    /// returned [`Held`] is dropped, or refuses it, in words for the peer,
-    /// if that would pass the budget.
-    pub fn hold<Req: Serialize>(&self, request: &Req) -> Result<Held, tarpc::ServerError> {
-        let bytes = encoded_size(request);
+    /// Takes `request`'s encoded size, or its [`AnswerBound`] if larger, from
+    /// the serving stage until the returned [`Held`] is dropped, or refuses
+    /// it, in words for the peer, if that would pass the budget.
+    pub fn hold<Req: Serialize + AnswerBound>(
+        &self,
+        request: &Req,
+    ) -> Result<Held, tarpc::ServerError> {
+        let bytes = encoded_size(request).max(request.answer_bound());
         let wanted = units_of(bytes).max(1);
         match Arc::clone(&self.serving).try_acquire_many_owned(wanted) {
-            Ok(permit) => Ok(Held { _permit: permit }),
+            Ok(permit) => Ok(Held { permit }),
             Err(_) => {
                 let message = self.refusal(bytes);
                 if self.should_warn() {
@@ -130,7 +190,23 @@ impl ByteBudget {
             .acquire_many_owned(wanted)
             .await
             .expect("a budget's semaphore is never closed");
-        Held { _permit: permit }
+        Held { permit }
+    }
+
+    /// Keeps `held` (a request's share) until its answer, of `answer_bytes`,
+    /// is written to the socket (see [`Unsent`]). An answer larger than the
+    /// share takes the rest too if the budget has room for it now; it is
+    /// never refused or delayed, since it is made already.
+    pub fn until_sent(&self, mut held: Held, answer_bytes: u64, unsent: &Unsent) {
+        let wanted = units_of(answer_bytes).min(self.units) as usize;
+        let have = held.permit.num_permits();
+        if wanted > have
+            && let Ok(more) =
+                Arc::clone(&self.serving).try_acquire_many_owned((wanted - have) as u32)
+        {
+            held.permit.merge(more);
+        }
+        unsent.push(answer_bytes, held);
     }
 
     /// Why a request of `bytes` was refused, and what to do.
@@ -145,8 +221,8 @@ impl ByteBudget {
             )
         } else {
             format!(
-                "its requests being served already hold {held}, and this one of {bytes} \
-                 would pass the limit of {limit}",
+                "its requests being served and its answers not yet read hold {held}, \
+                 and this one of {bytes} would pass the limit of {limit}",
                 held = human_bytes(held),
                 bytes = human_bytes(bytes),
                 limit = human_bytes(self.limit_bytes)
@@ -155,8 +231,8 @@ impl ByteBudget {
         let remedy = if over_all {
             "send a smaller request, or ask the operator to raise the limit"
         } else {
-            "wait for some of them to end and send it again, send smaller requests, \
-             or ask the operator to raise the limit"
+            "read the answers already sent or wait for some requests to end, then send it \
+             again; or send smaller requests, or ask the operator to raise the limit"
         };
         format!(
             "{owner}: {situation} ({setting}); {remedy}",
@@ -311,6 +387,52 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for GatedRead<IO> {
     }
 }
 
+/// A connection's writing side that tells its [`Unsent`] answers how many
+/// bytes went out, so that their shares of the budget go back as the peer
+/// reads them. Reads pass through untouched.
+#[derive(Debug)]
+pub struct ReleasingWrite<IO> {
+    io: IO,
+    unsent: Arc<Unsent>,
+}
+
+impl<IO> ReleasingWrite<IO> {
+    pub fn new(io: IO, unsent: Arc<Unsent>) -> Self {
+        ReleasingWrite { io, unsent }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for ReleasingWrite<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for ReleasingWrite<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let sent = ready!(Pin::new(&mut this.io).poll_write(cx, buf))?;
+        this.unsent.written(sent as u64);
+        Poll::Ready(Ok(sent))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,6 +465,59 @@ mod tests {
         (peer, frames)
     }
 
+    impl AnswerBound for serde_bytes::ByteBuf {}
+    impl AnswerBound for &str {}
+
+    /// A request of no bytes whose answer may take 40 KiB (a read).
+    #[derive(Serialize)]
+    struct LargeRead;
+
+    impl AnswerBound for LargeRead {
+        fn answer_bound(&self) -> u64 {
+            40 * KIB
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_keeps_its_share_until_its_bytes_are_written() {
+        let budget = ByteBudget::new("uid 1000", "[limits] test_setting", 100 * KIB);
+        let unsent = Arc::new(Unsent::default());
+        let (_peer, ours) = UnixStream::pair().expect("socket pair");
+        let mut writer = ReleasingWrite::new(ours, Arc::clone(&unsent));
+        // A request takes the most its answer may take.
+        let held = budget.hold(&LargeRead).expect("fits");
+        assert_eq!(budget.serving_bytes(), 40 * KIB);
+        // Its answer of 30 KiB keeps the share until all of it is written.
+        budget.until_sent(held, 30 * KIB, &unsent);
+        writer.write_all(&[1; 20 * 1024]).await.unwrap();
+        assert_eq!(budget.serving_bytes(), 40 * KIB, "two thirds written");
+        writer.write_all(&[1; 10 * 1024]).await.unwrap();
+        assert_eq!(budget.serving_bytes(), 0, "written whole");
+        // An answer larger than its request's share takes the rest while
+        // there is room for it...
+        let held = budget.hold(&"status").expect("fits");
+        budget.until_sent(held, 50 * KIB, &unsent);
+        assert_eq!(budget.serving_bytes(), 50 * KIB);
+        let held = budget.hold(&LargeRead).expect("fits");
+        budget.until_sent(held, 40 * KIB, &unsent);
+        // ...and a peer that reads none of them gets its next request
+        // refused, with what to do.
+        let refused = budget.hold(&LargeRead).expect_err("unread answers fill it");
+        for words in [
+            "its answers not yet read hold 90.0 KiB",
+            "read the answers already sent",
+        ] {
+            assert!(
+                refused.detail.contains(words),
+                "{words}: {}",
+                refused.detail
+            );
+        }
+        // A connection that ends gives back what its answers held.
+        drop((writer, unsent));
+        assert_eq!(budget.serving_bytes(), 0);
+    }
+
     #[test]
     fn a_request_that_would_pass_the_budget_is_refused_until_others_end() {
         let budget = ByteBudget::new("uid 1000", "[limits] test_setting", 100 * KIB);
@@ -353,10 +528,10 @@ mod tests {
         for words in [
             "uid 1000",
             "[limits] test_setting",
-            "already hold 61.0 KiB",
+            "not yet read hold 61.0 KiB",
             "this one of 60.0 KiB",
             "limit of 100.0 KiB",
-            "wait for some of them to end",
+            "wait for some requests to end",
         ] {
             assert!(
                 refused.detail.contains(words),

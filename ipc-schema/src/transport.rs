@@ -8,7 +8,7 @@
 //! Wire format: a 4-byte big-endian length, then that many bytes of bincode
 //! (1.x, tarpc's codec) encoding a tarpc `ClientMessage`/`Response`.
 
-use crate::budget::{ByteBudget, GatedRead};
+use crate::budget::{AnswerBound, ByteBudget, GatedRead, ReleasingWrite, Unsent, encoded_size};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -268,15 +268,16 @@ where
 /// without this a client that sent and cancelled in a loop could start any
 /// number of them.) Build one per connection.
 ///
-/// With a `budget`, each request first takes its size from it until it ends,
-/// or is refused at once with the reason ([`ByteBudget::hold`]).
+/// With a `budget`, each request first takes its size from it, or is refused
+/// at once with the reason ([`ByteBudget::hold`]), and keeps it until its
+/// answer is written to the connection's socket ([`Unsent`]).
 ///
 /// `handle` is usually `move |ctx, req| server.serve().serve(ctx, req)`: the
 /// closure names the concrete service, so the compiler can prove its future
 /// `Send`, which a generic `Serve` bound cannot yet express.
 pub fn detached<Req, Resp, Fut, F>(
     max_in_flight: usize,
-    budget: Option<Arc<ByteBudget>>,
+    budget: Option<(Arc<ByteBudget>, Arc<Unsent>)>,
     handle: F,
 ) -> tarpc::server::ServeFn<
     Req,
@@ -284,18 +285,14 @@ pub fn detached<Req, Resp, Fut, F>(
     impl FnOnce(tarpc::context::Context, Req) -> DetachedReply<Resp> + Clone,
 >
 where
-    Req: tarpc::RequestName + Serialize,
-    Resp: Send + 'static,
+    Req: tarpc::RequestName + Serialize + AnswerBound,
+    Resp: Serialize + Send + 'static,
     Fut: Future<Output = Result<Resp, tarpc::ServerError>> + Send + 'static,
     F: FnOnce(tarpc::context::Context, Req) -> Fut + Clone,
 {
     let places = Arc::new(Semaphore::new(max_in_flight));
     tarpc::server::serve(move |ctx, req| -> DetachedReply<Resp> {
-        let held = match budget
-            .as_deref()
-            .map(|budget| budget.hold(&req))
-            .transpose()
-        {
+        let held = match budget.as_ref().map(|(b, _)| b.hold(&req)).transpose() {
             Ok(held) => held,
             Err(refusal) => return Box::pin(std::future::ready(Err(refusal))),
         };
@@ -306,15 +303,22 @@ where
             })?;
             let task = tokio::spawn(async move {
                 let _place = place;
-                let _held = held;
-                work.await
+                (work.await, held)
             });
-            task.await.unwrap_or_else(|err| {
-                Err(tarpc::ServerError::new(
+            match task.await {
+                Ok((answer, held)) => {
+                    if let (Ok(answer), Some(held), Some((budget, unsent))) =
+                        (&answer, held, budget)
+                    {
+                        budget.until_sent(held, encoded_size(answer), &unsent);
+                    }
+                    answer
+                }
+                Err(err) => Err(tarpc::ServerError::new(
                     io::ErrorKind::Other,
                     format!("the request's handler failed ({err}); see the server's log"),
-                ))
-            })
+                )),
+            }
         })
     })
 }
@@ -332,7 +336,7 @@ pub async fn serve_detached<Req, Resp, Fut, F>(
     budget: Option<Arc<ByteBudget>>,
     handle: F,
 ) where
-    Req: tarpc::RequestName + Serialize + for<'de> Deserialize<'de>,
+    Req: tarpc::RequestName + Serialize + AnswerBound + for<'de> Deserialize<'de>,
     Resp: Serialize + Send + 'static,
     Fut: Future<Output = Result<Resp, tarpc::ServerError>> + Send + 'static,
     F: FnOnce(tarpc::context::Context, Req) -> Fut + Clone,
@@ -343,8 +347,13 @@ pub async fn serve_detached<Req, Resp, Fut, F>(
         let serve = detached(max_in_flight, None, handle);
         return serve_io(io, &peer, max_frame_bytes, max_in_flight, serve).await;
     };
-    let io = GatedRead::new(io, &budget, max_frame_bytes);
-    let serve = detached(max_in_flight, Some(budget), handle);
+    let unsent = Arc::new(Unsent::default());
+    let io = GatedRead::new(
+        ReleasingWrite::new(io, Arc::clone(&unsent)),
+        &budget,
+        max_frame_bytes,
+    );
+    let serve = detached(max_in_flight, Some((budget, unsent)), handle);
     serve_io(io, &peer, max_frame_bytes, max_in_flight, serve).await;
 }
 
@@ -450,6 +459,8 @@ mod tests {
         /// Waits for the gate, then returns how many had finished before it.
         async fn work() -> usize;
     }
+
+    impl AnswerBound for SlowRequest {}
 
     #[derive(Clone)]
     struct SlowServer {

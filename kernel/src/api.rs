@@ -116,12 +116,20 @@ pub async fn serve_brain_channel(
     brain: String,
     max_frame_bytes: usize,
 ) {
+    // A brain's requests and their answers are bounded in the kernel as one
+    // client uid's are: a brain that read memory in a loop and never read
+    // the answers would otherwise make the kernel hold them all.
+    let budget = sios_ipc::budget::ByteBudget::new(
+        format!("brain `{brain}`"),
+        crate::connections::BYTES_SETTING,
+        appliance.config().limits.max_request_bytes_per_uid,
+    );
     let server = BrainSupportServer::new(appliance, brain);
     transport::serve_detached(
         stream,
         max_frame_bytes,
         MAX_IN_FLIGHT_PER_BRAIN,
-        None,
+        Some(budget),
         move |ctx, req| sios_ipc::BrainSupport::serve(server).serve(ctx, req),
     )
     .await;

@@ -261,7 +261,11 @@ mod tests {
         let _b = limit.admit(1001).unwrap();
         let a = limit.admit(1000).unwrap();
         let _a2 = limit.admit(1000).unwrap();
-        let held = a.budget().hold(&vec![0u8; 5000]).unwrap();
+        // A request of about 5,000 bytes.
+        let policy = sios_ipc::KernelRequest::PolicyLoad {
+            files: vec![("p.cedar".into(), "x".repeat(4990))],
+        };
+        let held = a.budget().hold(&policy).unwrap();
         let gone = limit.admit(1002).unwrap();
         drop(gone);
         let load = |uid, connections, serving_bytes| ClientLoad {

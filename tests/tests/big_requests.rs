@@ -189,12 +189,17 @@ fn a_batch_past_its_deadline_stops_and_the_next_request_is_served() {
 
 /// The invoke intents in the audit log.
 fn invoke_intents(app: &TestAppliance) -> usize {
+    records(app, "intent", "invoke")
+}
+
+/// How many of the last 1,000 records are of `kind` for `action`.
+fn records(app: &TestAppliance, kind: &str, action: &str) -> usize {
     let out = app.sios(&["audit", "tail", "1000", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|line| serde_json::from_str::<Value>(line).expect("a JSON record per line"))
-        .filter(|record| record["kind"] == "intent" && record["action"] == "invoke")
+        .filter(|record| record["kind"] == kind && record["action"] == action)
         .count()
 }
 
@@ -267,10 +272,12 @@ fn one_uids_requests_hold_at_most_its_byte_budget_in_the_kernel() {
     assert_eq!(out.status.code(), Some(1), "{said}");
     for words in [
         &format!(
-            "the kernel refused the request: uid {uid}: its requests being served already hold 11."
+            "the kernel refused the request: uid {uid}: its requests being served and its \
+             answers not yet read hold 11."
         )[..],
         "MiB, and this one of 5.7 MiB would pass the limit of 16.0 MiB",
-        "([limits] max_request_bytes_per_uid); wait for some of them to end and send it again",
+        "([limits] max_request_bytes_per_uid); read the answers already sent or wait for some \
+         requests to end, then send it again",
     ] {
         assert!(said.contains(words), "{words}\n{said}");
     }
@@ -316,7 +323,8 @@ fn many_large_memory_reads_at_once_are_all_served_and_the_memory_service_lives()
     if !require_setup() || !require_root("the memory service's cgroup memory limit") {
         return;
     }
-    let mut options = Options::brains(&[]);
+    // One small brain: an empty list would start the whole catalog.
+    let mut options = Options::brains(&["anomaly-detect"]);
     options.extra_config = "[sandbox.services]\nmemory_mib = 64\n".into();
     let app = TestAppliance::start(options);
     let value = sios_ipc::memory::Value::Bytes(vec![0x5a; sios_ipc::memory::MAX_VALUE_BYTES]);
@@ -359,4 +367,118 @@ fn many_large_memory_reads_at_once_are_all_served_and_the_memory_service_lives()
         assert_eq!(answer, Ok(value.len()), "every read is served in full");
     }
     none_restarted(&app, "48 reads of a 1 MiB item at once");
+}
+
+/// A client that sends reads of a large item and never reads the answers:
+/// each read takes its uid's budget for the most its answer may take, and
+/// keeps it until the answer is written to the socket, so the kernel holds
+/// at most the budget in such answers; the uid's next read is refused with
+/// what to do, and everything comes back once the connections close. Before,
+/// the kernel held every answer: 4,096 such reads of a 1 MiB item took it
+/// from 58 MB to 1.6 GB in 4 s, and 256 connections could have taken 16 GiB.
+#[test]
+fn a_client_that_never_reads_its_answers_holds_at_most_its_budget_in_the_kernel() {
+    if !require_setup() {
+        return;
+    }
+    // One small brain: an empty list would start the whole catalog.
+    let mut options = Options::brains(&["anomaly-detect"]);
+    options.extra_config = "[limits]\nmax_request_bytes_per_uid = 16777216\n".into();
+    let app = TestAppliance::start(options);
+    let runtime = sios_e2e::multi_thread_runtime(2);
+    runtime.block_on(async {
+        app.client()
+            .await
+            .memory_put(
+                ctx(),
+                sios_ipc::memory::PutRequest {
+                    namespace: "client:ops/large".into(),
+                    key: "scan".into(),
+                    subject: "patient-7".into(),
+                    value: sios_ipc::memory::Value::Bytes(vec![0x5a; 1 << 20]),
+                    metadata: Default::default(),
+                    embedding: None,
+                },
+            )
+            .await
+            .expect("rpc")
+            .expect("a 1 MiB item is stored")
+    });
+    // Four connections, each with 16 reads written and none of the answers
+    // read: 64 reads of up to 1.1 MiB each, four times the budget.
+    let silent: Vec<_> = (0..4)
+        .map(|_| {
+            use std::io::Write as _;
+            let mut socket =
+                std::os::unix::net::UnixStream::connect(app.kernel_socket()).expect("connect");
+            for id in 0..16 {
+                let message = tarpc::ClientMessage::Request(tarpc::Request {
+                    context: ctx(),
+                    id,
+                    message: sios_ipc::KernelRequest::MemoryGet {
+                        namespace: "client:ops/large".into(),
+                        key: "scan".into(),
+                    },
+                });
+                // tarpc's frames: a 4-byte big-endian length, then bincode
+                // with its default options.
+                let body = bincode::Options::serialize(bincode::DefaultOptions::new(), &message)
+                    .expect("encode");
+                socket
+                    .write_all(&(body.len() as u32).to_be_bytes())
+                    .expect("write");
+                socket.write_all(&body).expect("write");
+            }
+            socket
+        })
+        .collect();
+    let status = app.wait_for_status("held the unread answers", |status| {
+        my_load(status).is_some_and(|load| load.serving_bytes >= 12 << 20)
+    });
+    assert!(my_load(&status).expect("checked").serving_bytes <= 16 << 20);
+    // Every read let in has run to its outcome: what is held now is only
+    // their answers, waiting to be read.
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (begun, ended) = (
+            records(&app, "intent", "memory_read"),
+            records(&app, "outcome", "memory_read"),
+        );
+        if begun >= 12 && begun == ended {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "{begun} reads begun, {ended} ended"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let load = my_load(&app.status()).cloned().expect("still connected");
+    assert!(
+        load.serving_bytes >= 12 << 20 && load.serving_bytes <= load.limit_bytes,
+        "the unread answers still hold their shares: {load:?}"
+    );
+    let out = app.sios(&["memory", "get", "--namespace", "client:ops/large", "scan"]);
+    let said = stderr(&out);
+    assert!(!out.status.success(), "{said}");
+    for words in [
+        "its answers not yet read hold",
+        "limit of 16.0 MiB ([limits] max_request_bytes_per_uid)",
+        "read the answers already sent",
+    ] {
+        assert!(said.contains(words), "{words}\n{said}");
+    }
+    drop(silent);
+    app.wait_for_status("gave back what the unread answers held", |status| {
+        my_load(status).is_none_or(|load| load.serving_bytes <= 1 << 10)
+    });
+    let out = app.sios(&[
+        "memory",
+        "get",
+        "--namespace",
+        "client:ops/large",
+        "scan",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
 }
