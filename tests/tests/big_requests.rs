@@ -311,6 +311,31 @@ fn one_uids_requests_hold_at_most_its_byte_budget_in_the_kernel() {
     none_restarted(&app, "the budget's refusal");
 }
 
+/// Stores `value` as the item `scan` of `client:ops/large` (the test's uid
+/// is an operator, which owns `client:ops/…`).
+fn store_large_item(
+    app: &TestAppliance,
+    runtime: &tokio::runtime::Runtime,
+    value: sios_ipc::memory::Value,
+) {
+    let put = sios_ipc::memory::PutRequest {
+        namespace: "client:ops/large".into(),
+        key: "scan".into(),
+        subject: "patient-7".into(),
+        value,
+        metadata: Default::default(),
+        embedding: None,
+    };
+    runtime.block_on(async {
+        app.client()
+            .await
+            .memory_put(ctx(), put)
+            .await
+            .expect("rpc")
+            .expect("a large item is stored")
+    });
+}
+
 /// Many reads of a large item at once, from many connections: the kernel
 /// lets the calls in flight to the memory service ask it to hold at most an
 /// eighth of its memory limit in answers (the rest wait their turn in the
@@ -329,23 +354,8 @@ fn many_large_memory_reads_at_once_are_all_served_and_the_memory_service_lives()
     let app = TestAppliance::start(options);
     let value = sios_ipc::memory::Value::Bytes(vec![0x5a; sios_ipc::memory::MAX_VALUE_BYTES]);
     let runtime = sios_e2e::multi_thread_runtime(2);
+    store_large_item(&app, &runtime, value.clone());
     let served = runtime.block_on(async {
-        let client = app.client().await;
-        client
-            .memory_put(
-                ctx(),
-                sios_ipc::memory::PutRequest {
-                    namespace: "client:ops/large".into(),
-                    key: "scan".into(),
-                    subject: "patient-7".into(),
-                    value: value.clone(),
-                    metadata: Default::default(),
-                    embedding: None,
-                },
-            )
-            .await
-            .expect("rpc")
-            .expect("a 1 MiB item is stored");
         let mut readers = tokio::task::JoinSet::new();
         for _ in 0..8 {
             let client = app.client().await;
@@ -386,24 +396,8 @@ fn a_client_that_never_reads_its_answers_holds_at_most_its_budget_in_the_kernel(
     options.extra_config = "[limits]\nmax_request_bytes_per_uid = 16777216\n".into();
     let app = TestAppliance::start(options);
     let runtime = sios_e2e::multi_thread_runtime(2);
-    runtime.block_on(async {
-        app.client()
-            .await
-            .memory_put(
-                ctx(),
-                sios_ipc::memory::PutRequest {
-                    namespace: "client:ops/large".into(),
-                    key: "scan".into(),
-                    subject: "patient-7".into(),
-                    value: sios_ipc::memory::Value::Bytes(vec![0x5a; 1 << 20]),
-                    metadata: Default::default(),
-                    embedding: None,
-                },
-            )
-            .await
-            .expect("rpc")
-            .expect("a 1 MiB item is stored")
-    });
+    let value = sios_ipc::memory::Value::Bytes(vec![0x5a; sios_ipc::memory::MAX_VALUE_BYTES]);
+    store_large_item(&app, &runtime, value);
     // Four connections, each with 16 reads written and none of the answers
     // read: 64 reads of up to 1.1 MiB each, four times the budget.
     let silent: Vec<_> = (0..4)
