@@ -46,7 +46,7 @@ use sios_ipc::{
     ImportReport, ImportRequest, Item, ListPage, ListRequest, MAX_PAGE_ITEMS, MemoryError,
     Metadata, PutRequest, PutResponse, SearchRequest, SearchResponse, Value,
 };
-use std::io::{Read as _, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -195,7 +195,8 @@ pub enum MemoryCommand {
     /// The whole file is checked before anything is stored; then it is sent
     /// in chunks, each stored durably as a whole. If a chunk is refused (a
     /// memory limit, say), the error says how many of the file's items are
-    /// in. Re-running is harmless.
+    /// in. Re-running is harmless. Standard input is first copied to a
+    /// temporary file in $TMPDIR, so it needs that much room there.
     Import {
         /// The export file, or - for standard input.
         file: PathBuf,
@@ -361,16 +362,20 @@ fn parse_embedding(text: &str) -> Result<Embedding, MemoryCliError> {
         .map_err(|e| usage(format!("--embedding: not a list of numbers ({e})")))
 }
 
-fn read_input(path: &Path) -> Result<Vec<u8>, MemoryCliError> {
-    if path == Path::new("-") {
-        let mut bytes = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut bytes)
-            .map_err(|e| usage(format!("reading standard input: {e}")))?;
-        Ok(bytes)
-    } else {
-        std::fs::read(path).map_err(|e| usage(format!("{}: {e}", path.display())))
-    }
+/// Standard input, copied to an unnamed temporary file (in `$TMPDIR`,
+/// readable by this user only, gone once closed) so that [`import`] can read
+/// it twice, as it reads a file: memory stays bounded whatever its size,
+/// and the disk holds one copy of it meanwhile.
+fn spool_stdin() -> Result<std::fs::File, MemoryCliError> {
+    let no_room = |e: std::io::Error| {
+        usage(format!(
+            "standard input: could not copy it to a temporary file ({e}); nothing was \
+             imported: set TMPDIR to a directory with room for it, or give the file's path"
+        ))
+    };
+    let mut spool = tempfile::tempfile().map_err(no_room)?;
+    std::io::copy(&mut std::io::stdin().lock(), &mut spool).map_err(no_room)?;
+    Ok(spool)
 }
 
 /// Imports the export read from `input` (`name` in messages), in two
@@ -822,9 +827,8 @@ async fn run_inner(
         MemoryCommand::Import { file, json } => {
             let name = file.display().to_string();
             let (total, report) = if file == Path::new("-") {
-                // Standard input cannot be read twice: it is held in memory.
-                let bytes = read_input(&file)?;
-                import(target, std::io::Cursor::new(bytes), &name).await?
+                let spooled = spool_stdin()?;
+                import(target, std::io::BufReader::new(spooled), &name).await?
             } else {
                 let opened =
                     std::fs::File::open(&file).map_err(|e| usage(format!("{name}: {e}")))?;

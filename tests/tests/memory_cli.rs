@@ -143,6 +143,26 @@ fn memory_round_trip_through_the_kernel() {
         "get c",
     );
     assert_eq!(got["value"]["text"], "gamma");
+    // The same export from standard input (`-`) restores what was deleted.
+    let rm = json(
+        &app.sios(&["memory", "rm", "--namespace", ns, "c", "--json"]),
+        "rm c",
+    );
+    assert_eq!(rm["deleted"], true);
+    let export = std::fs::read_to_string(&f).expect("the export file");
+    let imported = json(
+        &app.sios_with_stdin(&["memory", "import", "-", "--json"], Some(&export)),
+        "import -",
+    );
+    assert_eq!(
+        (imported["items"].clone(), imported["created"].clone()),
+        (3.into(), 1.into())
+    );
+    let got = json(
+        &app.sios(&["memory", "get", "--namespace", ns, "c", "--json"]),
+        "get c after import -",
+    );
+    assert_eq!(got["value"]["text"], "gamma");
 }
 
 /// The `[memory]` limits reach the memory service through the kernel: a
