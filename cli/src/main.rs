@@ -61,7 +61,10 @@ enum Command {
     /// free space on the state directory's disk, with a warning when low,
     /// and each client uid's connections and bytes of requests held.
     /// Under each service, what it holds: the audit log's records; memory's
-    /// items and bytes against its `[memory]` limits.
+    /// items and bytes against its `[memory]` limits. Under a brain or the
+    /// memory service with requests in flight, the bytes they take of its
+    /// share (an eighth of its memory limit; more requests wait their turn
+    /// in the kernel, the first in line collecting what is left).
     ///
     /// States: starting, ready, restarting, failed (gave up; see its last
     /// error, then `sios restart NAME`), stopped, disabled, degraded (a
@@ -72,7 +75,8 @@ enum Command {
     Status {
         /// Print JSON: {"state_dir", "version", "processes": [{"name", "role",
         /// "pid", "state", "restarts", "uptime_s", "socket", "requests",
-        /// "last_error", "holds"}, …], "disk": {"free_bytes", "total_bytes", "warning"},
+        /// "last_error", "holds", "in_flight": null or {"bytes", "limit_bytes"}}, …],
+        /// "disk": {"free_bytes", "total_bytes", "warning"},
         /// "cpu_idle": null or what `[performance] low_latency_idle` holds,
         /// "clients": [{"uid", "connections", "connection_limit",
         /// "reading_bytes", "serving_bytes", "limit_bytes"}, …]}.
@@ -561,6 +565,13 @@ fn process_table(processes: &[sios_ipc::ProcessStatus]) -> Vec<String> {
         ));
         if let Some(holds) = &p.holds {
             lines.push(format!("  · holds {holds}"));
+        }
+        if let Some(load) = p.in_flight.filter(|load| load.bytes > 0) {
+            lines.push(format!(
+                "  · in flight to it: {} of its {} share (requests past it wait in the kernel)",
+                sios_ipc::human_bytes(load.bytes),
+                sios_ipc::human_bytes(load.limit_bytes)
+            ));
         }
         if let Some(err) = &p.last_error {
             lines.push(format!("  └ {err}"));
@@ -1232,6 +1243,7 @@ mod tests {
             requests: 3,
             last_error: last_error.map(Into::into),
             holds: None,
+            in_flight: None,
         }
     }
 

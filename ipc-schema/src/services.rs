@@ -210,6 +210,28 @@ pub struct ProcessStatus {
     pub last_error: Option<String>,
     /// What a service holds, against its limits ([`ServiceInfo::holds`]).
     pub holds: Option<String>,
+    /// For a brain or the memory service: the bytes of its share (an eighth
+    /// of its memory limit) taken by the kernel's requests in flight to it,
+    /// and by the first one waiting, which collects what is left until it
+    /// can go. Requests past the share wait their turn in the kernel.
+    #[serde(default)]
+    pub in_flight: Option<InFlight>,
+}
+
+/// What the requests in flight to one process may make it hold.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InFlight {
+    pub bytes: u64,
+    pub limit_bytes: u64,
+}
+
+impl InFlight {
+    pub fn of(budget: &crate::budget::ByteBudget) -> InFlight {
+        InFlight {
+            bytes: budget.serving_bytes(),
+            limit_bytes: budget.limit_bytes(),
+        }
+    }
 }
 
 /// The whole appliance, as `sios status` shows it.

@@ -734,15 +734,17 @@ impl Appliance {
             requests: 0,
             last_error: None,
             holds: None,
+            in_flight: None,
         };
+        let mut children =
+            futures::future::join_all(self.slots.iter().map(|s| s.checked_status())).await;
+        if let Some(memory) = children.iter_mut().find(|p| p.role == Role::Memory) {
+            memory.in_flight = Some(sios_ipc::InFlight::of(&self.memory_in_flight));
+        }
         StatusReport {
             state_dir: self.layout.root.display().to_string(),
             version: env!("CARGO_PKG_VERSION").into(),
-            processes: std::iter::once(kernel)
-                .chain(
-                    futures::future::join_all(self.slots.iter().map(|s| s.checked_status())).await,
-                )
-                .collect(),
+            processes: std::iter::once(kernel).chain(children).collect(),
             disk: crate::disk::space(&self.layout.root),
             cpu_idle: self.idle.describe(),
             clients: self.connections.loads(),

@@ -284,6 +284,9 @@ impl Slot {
                 (why, _) => why.clone(),
             },
             holds: None,
+            in_flight: self
+                .brain_facts()
+                .map(|facts| sios_ipc::InFlight::of(&facts.in_flight)),
         }
     }
 

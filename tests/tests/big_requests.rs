@@ -259,13 +259,31 @@ fn one_uids_requests_hold_at_most_its_byte_budget_in_the_kernel() {
         1,
         "the second waits its turn for the brain, not yet begun"
     );
+    // The brain's row shows its share (an eighth of 64 MiB) taken whole:
+    // one request in flight to it, and the first in line collecting what
+    // is left of the share until it can go.
+    let brain_row = status
+        .processes
+        .iter()
+        .find(|p| p.name == BRAIN)
+        .expect("the brain's row");
+    assert_eq!(
+        brain_row.in_flight,
+        Some(sios_ipc::InFlight {
+            bytes: 8 << 20,
+            limit_bytes: 8 << 20
+        }),
+        "{brain_row:?}"
+    );
     let uid = nix::unistd::getuid();
     let text = app.sios(&["status"]);
-    assert!(
-        String::from_utf8_lossy(&text.stdout).contains(&format!("client uid {uid}: ")),
-        "{}",
-        String::from_utf8_lossy(&text.stdout)
-    );
+    let text = String::from_utf8_lossy(&text.stdout);
+    for words in [
+        &format!("client uid {uid}: ")[..],
+        "in flight to it: 8.0 MiB of its 8.0 MiB share (requests past it wait in the kernel)",
+    ] {
+        assert!(text.contains(words), "{words}\n{text}");
+    }
 
     let out = invoke(&app, BRAIN, &request);
     let said = stderr(&out);
