@@ -16,8 +16,8 @@
 //!   they come back, so a large frame is not passed over for ever by small
 //!   ones, and the others wait holding nothing.
 //! - **Serving** ([`ByteBudget::hold`]): a decoded request takes its size from
-//!   the budget, or the most its answer may take if that is more
-//!   ([`AnswerBound`]: a read of a 1 MiB item is a request of a few dozen
+//!   the budget, or the most its answer may take if that is more and the
+//!   server can tell (a read of a 1 MiB item is a request of a few dozen
 //!   bytes), and keeps it until its answer is written to the socket
 //!   ([`Unsent`], [`ReleasingWrite`]): through its action (for a detached
 //!   request, to the action's end, whether or not anybody still waits for
@@ -30,7 +30,8 @@
 //! does; a peer that sends requests and never reads the answers gets its
 //! next requests refused once its answers fill the budget. (An answer larger
 //! than what its request took is counted in full only if the budget has room
-//! for the rest at that moment: a brain's output, say, larger than its input.)
+//! for the rest at that moment: an answer whose size the server could not
+//! tell beforehand, such as text.)
 //!
 //! The budget counts in KiB, so that a budget of terabytes still fits the
 //! semaphore's counts; a request of a few bytes takes one KiB.
@@ -76,18 +77,6 @@ pub struct ByteBudget {
 #[derive(Debug)]
 pub struct Held {
     permit: OwnedSemaphorePermit,
-}
-
-/// The most bytes a request's answer may take, for a request whose answer
-/// can be far larger than the request itself (a read of a large item): a
-/// server takes this much of its peer's budget when it admits the request,
-/// so that many small requests cannot add up to gigabytes of answers before
-/// any of them is counted. `0`, the default, for answers about as large as
-/// their request, or bounded only by the frame limit.
-pub trait AnswerBound {
-    fn answer_bound(&self) -> u64 {
-        0
-    }
 }
 
 /// One connection's answers not yet written to its socket, each with its
@@ -159,14 +148,18 @@ impl ByteBudget {
         u64::from(self.units - available(&self.reading)) * UNIT_BYTES
     }
 
-    /// Takes `request`'s encoded size, or its [`AnswerBound`] if larger, from
-    /// the serving stage until the returned [`Held`] is dropped, or refuses
-    /// it, in words for the peer, if that would pass the budget.
-    pub fn hold<Req: Serialize + AnswerBound>(
+    /// Takes `request`'s encoded size, or `answer_bound` if larger (the most
+    /// its answer may take, when the server can tell: so that many small
+    /// requests cannot add up to gigabytes of answers before any of them is
+    /// counted; 0 when it cannot), from the serving stage until the
+    /// returned [`Held`] is dropped, or refuses it, in words for the peer,
+    /// if that would pass the budget.
+    pub fn hold<Req: Serialize>(
         &self,
         request: &Req,
+        answer_bound: u64,
     ) -> Result<Held, tarpc::ServerError> {
-        let bytes = encoded_size(request).max(request.answer_bound());
+        let bytes = encoded_size(request).max(answer_bound);
         let wanted = units_of(bytes).max(1);
         match Arc::clone(&self.serving).try_acquire_many_owned(wanted) {
             Ok(permit) => Ok(Held { permit }),
@@ -465,17 +458,9 @@ mod tests {
         (peer, frames)
     }
 
-    impl AnswerBound for serde_bytes::ByteBuf {}
-    impl AnswerBound for &str {}
-
-    /// A request of no bytes whose answer may take 40 KiB (a read).
-    #[derive(Serialize)]
-    struct LargeRead;
-
-    impl AnswerBound for LargeRead {
-        fn answer_bound(&self) -> u64 {
-            40 * KIB
-        }
+    /// A read: a request of a few bytes whose answer may take 40 KiB.
+    fn large_read(budget: &ByteBudget) -> Result<Held, tarpc::ServerError> {
+        budget.hold(&"read", 40 * KIB)
     }
 
     #[tokio::test]
@@ -485,7 +470,7 @@ mod tests {
         let (_peer, ours) = UnixStream::pair().expect("socket pair");
         let mut writer = ReleasingWrite::new(ours, Arc::clone(&unsent));
         // A request takes the most its answer may take.
-        let held = budget.hold(&LargeRead).expect("fits");
+        let held = large_read(&budget).expect("fits");
         assert_eq!(budget.serving_bytes(), 40 * KIB);
         // Its answer of 30 KiB keeps the share until all of it is written.
         budget.until_sent(held, 30 * KIB, &unsent);
@@ -495,14 +480,14 @@ mod tests {
         assert_eq!(budget.serving_bytes(), 0, "written whole");
         // An answer larger than its request's share takes the rest while
         // there is room for it...
-        let held = budget.hold(&"status").expect("fits");
+        let held = budget.hold(&"status", 0).expect("fits");
         budget.until_sent(held, 50 * KIB, &unsent);
         assert_eq!(budget.serving_bytes(), 50 * KIB);
-        let held = budget.hold(&LargeRead).expect("fits");
+        let held = large_read(&budget).expect("fits");
         budget.until_sent(held, 40 * KIB, &unsent);
         // ...and a peer that reads none of them gets its next request
         // refused, with what to do.
-        let refused = budget.hold(&LargeRead).expect_err("unread answers fill it");
+        let refused = large_read(&budget).expect_err("unread answers fill it");
         for words in [
             "its answers not yet read hold 90.0 KiB",
             "read the answers already sent",
@@ -522,9 +507,9 @@ mod tests {
     fn a_request_that_would_pass_the_budget_is_refused_until_others_end() {
         let budget = ByteBudget::new("uid 1000", "[limits] test_setting", 100 * KIB);
         let blob = |bytes: usize| serde_bytes::ByteBuf::from(vec![7u8; bytes]);
-        let first = budget.hold(&blob(60 * 1024)).expect("fits");
+        let first = budget.hold(&blob(60 * 1024), 0).expect("fits");
         assert_eq!(budget.serving_bytes(), 61 * KIB, "rounded up to KiB");
-        let refused = budget.hold(&blob(60 * 1024)).expect_err("over");
+        let refused = budget.hold(&blob(60 * 1024), 0).expect_err("over");
         for words in [
             "uid 1000",
             "[limits] test_setting",
@@ -540,14 +525,16 @@ mod tests {
             );
         }
         // Small requests still fit beside it.
-        let small = budget.hold(&"status").expect("a small request fits");
+        let small = budget.hold(&"status", 0).expect("a small request fits");
         drop((first, small));
         assert_eq!(budget.serving_bytes(), 0, "every share given back");
         let second = budget
-            .hold(&blob(60 * 1024))
+            .hold(&blob(60 * 1024), 0)
             .expect("fits once the first ended");
         drop(second);
-        let whole = budget.hold(&blob(200 * 1024)).expect_err("larger than all");
+        let whole = budget
+            .hold(&blob(200 * 1024), 0)
+            .expect_err("larger than all");
         assert!(
             whole.detail.contains("larger than the whole limit")
                 && whole.detail.contains("send a smaller request"),

@@ -669,35 +669,6 @@ pub struct ServiceInfo {
 
 // The memory service's trait `Memory` and `MemoryError` live in `crate::memory`.
 
-/// A memory read's answer can be far larger than its request: the kernel
-/// holds the caller's share of its byte budget for the most it may take
-/// from the moment it admits the request (see
-/// [`crate::budget::AnswerBound`]). Other answers are counted when made.
-impl crate::budget::AnswerBound for KernelRequest {
-    fn answer_bound(&self) -> u64 {
-        use crate::memory::{MAX_ITEM_BYTES, MAX_PAGE_BYTES, MAX_SEARCH_ANSWER_BYTES};
-        (match self {
-            KernelRequest::MemoryGet { .. } => MAX_ITEM_BYTES,
-            KernelRequest::MemoryList { .. } | KernelRequest::MemoryExport { .. } => MAX_PAGE_BYTES,
-            KernelRequest::MemorySearch { .. } => MAX_SEARCH_ANSWER_BYTES,
-            _ => 0,
-        }) as u64
-    }
-}
-
-/// As for [`KernelRequest`]: a brain's memory reads.
-impl crate::budget::AnswerBound for BrainSupportRequest {
-    fn answer_bound(&self) -> u64 {
-        use crate::memory::{MAX_ITEM_BYTES, MAX_PAGE_BYTES, MAX_SEARCH_ANSWER_BYTES};
-        (match self {
-            BrainSupportRequest::MemoryGet { .. } => MAX_ITEM_BYTES,
-            BrainSupportRequest::MemoryList { .. } => MAX_PAGE_BYTES,
-            BrainSupportRequest::MemorySearch { .. } => MAX_SEARCH_ANSWER_BYTES,
-            _ => 0,
-        }) as u64
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::{BrainError, InvokeError, human_bytes};

@@ -8,7 +8,7 @@
 //! Wire format: a 4-byte big-endian length, then that many bytes of bincode
 //! (1.x, tarpc's codec) encoding a tarpc `ClientMessage`/`Response`.
 
-use crate::budget::{AnswerBound, ByteBudget, GatedRead, ReleasingWrite, Unsent, encoded_size};
+use crate::budget::{ByteBudget, GatedRead, ReleasingWrite, Unsent, encoded_size};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -252,6 +252,28 @@ where
     }
 }
 
+/// The most bytes the answer to a request may take, as the server can tell
+/// from the request (0 when it cannot): see [`ByteBudget::hold`].
+pub type AnswerBound<Req> = Arc<dyn Fn(&Req) -> u64 + Send + Sync>;
+
+/// One connection's part in its peer's [`ByteBudget`]: the budget, how the
+/// server sizes answers, and the connection's answers not yet written.
+struct Budgeted<Req> {
+    budget: Arc<ByteBudget>,
+    answer_bound: AnswerBound<Req>,
+    unsent: Arc<Unsent>,
+}
+
+impl<Req> Clone for Budgeted<Req> {
+    fn clone(&self) -> Self {
+        Budgeted {
+            budget: Arc::clone(&self.budget),
+            answer_bound: Arc::clone(&self.answer_bound),
+            unsent: Arc::clone(&self.unsent),
+        }
+    }
+}
+
 /// Wraps a request handler so that each request runs to completion on its
 /// own task, whatever the client does meanwhile.
 ///
@@ -268,16 +290,17 @@ where
 /// without this a client that sent and cancelled in a loop could start any
 /// number of them.) Build one per connection.
 ///
-/// With a `budget`, each request first takes its size from it, or is refused
-/// at once with the reason ([`ByteBudget::hold`]), and keeps it until its
-/// answer is written to the connection's socket ([`Unsent`]).
+/// With a `budget`, each request first takes its size, or the most its
+/// answer may take if larger, from it, or is refused at once with the reason
+/// ([`ByteBudget::hold`]), and keeps it until its answer is written to the
+/// connection's socket ([`Unsent`]).
 ///
 /// `handle` is usually `move |ctx, req| server.serve().serve(ctx, req)`: the
 /// closure names the concrete service, so the compiler can prove its future
 /// `Send`, which a generic `Serve` bound cannot yet express.
-pub fn detached<Req, Resp, Fut, F>(
+fn detached<Req, Resp, Fut, F>(
     max_in_flight: usize,
-    budget: Option<(Arc<ByteBudget>, Arc<Unsent>)>,
+    budget: Option<Budgeted<Req>>,
     handle: F,
 ) -> tarpc::server::ServeFn<
     Req,
@@ -285,18 +308,23 @@ pub fn detached<Req, Resp, Fut, F>(
     impl FnOnce(tarpc::context::Context, Req) -> DetachedReply<Resp> + Clone,
 >
 where
-    Req: tarpc::RequestName + Serialize + AnswerBound,
+    Req: tarpc::RequestName + Serialize,
     Resp: Serialize + Send + 'static,
     Fut: Future<Output = Result<Resp, tarpc::ServerError>> + Send + 'static,
     F: FnOnce(tarpc::context::Context, Req) -> Fut + Clone,
 {
     let places = Arc::new(Semaphore::new(max_in_flight));
     tarpc::server::serve(move |ctx, req| -> DetachedReply<Resp> {
-        let held = match budget.as_ref().map(|(b, _)| b.hold(&req)).transpose() {
+        let held = match budget
+            .as_ref()
+            .map(|b| b.budget.hold(&req, (b.answer_bound)(&req)))
+            .transpose()
+        {
             Ok(held) => held,
             Err(refusal) => return Box::pin(std::future::ready(Err(refusal))),
         };
         let work = handle(ctx, req);
+        let until_sent = budget.map(|b| (b.budget, b.unsent));
         Box::pin(async move {
             let place = places.acquire_owned().await.map_err(|_| {
                 tarpc::ServerError::new(io::ErrorKind::Other, "the server is stopping".into())
@@ -308,7 +336,7 @@ where
             match task.await {
                 Ok((answer, held)) => {
                     if let (Ok(answer), Some(held), Some((budget, unsent))) =
-                        (&answer, held, budget)
+                        (&answer, held, until_sent)
                     {
                         budget.until_sent(held, encoded_size(answer), &unsent);
                     }
@@ -333,17 +361,17 @@ pub async fn serve_detached<Req, Resp, Fut, F>(
     stream: UnixStream,
     max_frame_bytes: usize,
     max_in_flight: usize,
-    budget: Option<Arc<ByteBudget>>,
+    budget: Option<(Arc<ByteBudget>, AnswerBound<Req>)>,
     handle: F,
 ) where
-    Req: tarpc::RequestName + Serialize + AnswerBound + for<'de> Deserialize<'de>,
+    Req: tarpc::RequestName + Serialize + for<'de> Deserialize<'de>,
     Resp: Serialize + Send + 'static,
     Fut: Future<Output = Result<Resp, tarpc::ServerError>> + Send + 'static,
     F: FnOnce(tarpc::context::Context, Req) -> Fut + Clone,
 {
     let peer = peer_label(&stream);
     let io = NoSigPipe(stream);
-    let Some(budget) = budget else {
+    let Some((budget, answer_bound)) = budget else {
         let serve = detached(max_in_flight, None, handle);
         return serve_io(io, &peer, max_frame_bytes, max_in_flight, serve).await;
     };
@@ -353,7 +381,12 @@ pub async fn serve_detached<Req, Resp, Fut, F>(
         &budget,
         max_frame_bytes,
     );
-    let serve = detached(max_in_flight, Some((budget, unsent)), handle);
+    let budgeted = Budgeted {
+        budget,
+        answer_bound,
+        unsent,
+    };
+    let serve = detached(max_in_flight, Some(budgeted), handle);
     serve_io(io, &peer, max_frame_bytes, max_in_flight, serve).await;
 }
 
@@ -459,8 +492,6 @@ mod tests {
         /// Waits for the gate, then returns how many had finished before it.
         async fn work() -> usize;
     }
-
-    impl AnswerBound for SlowRequest {}
 
     #[derive(Clone)]
     struct SlowServer {

@@ -63,12 +63,15 @@ pub async fn serve_clients(
         let uid = server.caller.uid;
         match limit.admit(uid) {
             Ok(open) => {
+                let sizes = Arc::clone(&appliance);
+                let answer_bound: transport::AnswerBound<sios_ipc::KernelRequest> =
+                    Arc::new(move |req| sizes.client_answer_bound(req));
                 tokio::spawn(async move {
                     transport::serve_detached(
                         stream,
                         max_frame_bytes,
                         MAX_IN_FLIGHT_PER_CLIENT,
-                        Some(open.budget()),
+                        Some((open.budget(), answer_bound)),
                         move |ctx, req| server.serve().serve(ctx, req),
                     )
                     .await;
@@ -124,12 +127,15 @@ pub async fn serve_brain_channel(
         crate::connections::BYTES_SETTING,
         appliance.config().limits.max_request_bytes_per_uid,
     );
+    let sizes = Arc::clone(&appliance);
+    let answer_bound: transport::AnswerBound<sios_ipc::BrainSupportRequest> =
+        Arc::new(move |req| sizes.brain_channel_answer_bound(req));
     let server = BrainSupportServer::new(appliance, brain);
     transport::serve_detached(
         stream,
         max_frame_bytes,
         MAX_IN_FLIGHT_PER_BRAIN,
-        Some(budget),
+        Some((budget, answer_bound)),
         move |ctx, req| sios_ipc::BrainSupport::serve(server).serve(ctx, req),
     )
     .await;

@@ -807,6 +807,12 @@ impl Appliance {
             .is_some_and(|s| s.role == Role::Brain)
     }
 
+    /// What the kernel keeps of brain `name`'s manifest; `None` for a name
+    /// that is not a brain's.
+    pub(crate) fn facts_of(&self, name: &str) -> Option<Arc<BrainFacts>> {
+        self.by_name.get(name).and_then(|s| s.brain_facts())
+    }
+
     /// The brain's `[labels]` (output name → labels), empty if none.
     pub fn labels_of(&self, name: &str) -> std::collections::BTreeMap<String, Vec<String>> {
         self.by_name

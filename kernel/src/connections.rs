@@ -265,7 +265,7 @@ mod tests {
         let policy = sios_ipc::KernelRequest::PolicyLoad {
             files: vec![("p.cedar".into(), "x".repeat(4990))],
         };
-        let held = a.budget().hold(&policy).unwrap();
+        let held = a.budget().hold(&policy, 0).unwrap();
         let gone = limit.admit(1002).unwrap();
         drop(gone);
         let load = |uid, connections, serving_bytes| ClientLoad {

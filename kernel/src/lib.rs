@@ -15,6 +15,7 @@
 //! - [`disk`]: the state directory's free space, for `sios status`.
 //! - [`api`]: the client socket's service, with SO_PEERCRED identity.
 
+pub mod answer_bounds;
 pub mod api;
 pub mod appliance;
 pub mod ask;

@@ -54,6 +54,8 @@ pub struct BrainFacts {
     pub namespaces: Vec<String>,
     pub model_sha256: String,
     pub inputs: Vec<TensorSpec>,
+    /// What it declares it answers (see [`BrainFacts::answer_bytes_bound`]).
+    pub outputs: Vec<TensorSpec>,
     /// Its cgroup memory limit (manifest `sandbox.memory_mib`).
     pub memory_mib: u64,
     /// Most rows one request may hold (manifest `sandbox.max_rows`).
@@ -99,6 +101,42 @@ impl BrainFacts {
             .max()
     }
 
+    /// The most bytes its answer to `inputs` may take, from the outputs its
+    /// manifest declares: each variable dimension (`-1`) at the largest
+    /// variable dimension of the request (its batch, mostly; rows × rows for
+    /// a pairwise matrix), at each element's size, plus each tensor's
+    /// header. An output of text (`BYTES`) cannot be sized beforehand and
+    /// counts nothing here; its bytes are counted once made.
+    pub fn answer_bytes_bound(&self, inputs: &[sios_ipc::Tensor]) -> u64 {
+        let variable = inputs
+            .iter()
+            .filter_map(|t| {
+                let spec = self.inputs.iter().find(|s| s.name == t.name)?;
+                spec.shape
+                    .iter()
+                    .zip(&t.shape)
+                    .filter(|(declared, _)| **declared < 0)
+                    .map(|(_, &actual)| actual)
+                    .max()
+            })
+            .max()
+            .unwrap_or(1);
+        self.outputs
+            .iter()
+            .map(|out| {
+                let Some(size) = out.datatype.element_size() else {
+                    return 0;
+                };
+                let elements = out.shape.iter().fold(1u64, |n, &dim| {
+                    n.saturating_mul(u64::try_from(dim).unwrap_or(variable))
+                });
+                // The header: name, datatype, shape and the data's length.
+                let header = 32 + out.name.len() as u64 + 8 * out.shape.len() as u64;
+                elements.saturating_mul(size as u64).saturating_add(header)
+            })
+            .fold(0u64, u64::saturating_add)
+    }
+
     /// What the kernel keeps of `manifest` (at start and at each reload).
     pub fn of(manifest: &sios_manifest::Manifest) -> BrainFacts {
         let max_request_bytes = (manifest.sandbox.memory_mib << 20) / REQUEST_SHARE_OF_MEMORY;
@@ -115,6 +153,7 @@ impl BrainFacts {
             kind: manifest.kind,
             model_sha256: manifest.model.sha256.clone(),
             inputs: manifest.input_specs(),
+            outputs: manifest.output_specs(),
             memory_mib: manifest.sandbox.memory_mib,
             max_rows: manifest.sandbox.max_rows,
         }
@@ -936,6 +975,57 @@ fn say_dropped(name: &str, dropped: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn catalog_facts(brain: &str) -> BrainFacts {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../brains/catalog/{brain}.toml"));
+        BrainFacts::of(&sios_manifest::Manifest::load(&path).expect("a catalog manifest"))
+    }
+
+    /// An answer's bound follows the brain's declared outputs and the
+    /// request's batch, and is never below what the brain really answers
+    /// (checked against the encoded sizes of answers of those shapes).
+    #[test]
+    fn an_answer_is_bounded_by_the_declared_outputs_at_the_requests_batch() {
+        use sios_ipc::{DataType, Tensor, TensorData};
+        let packed = |name: &str, datatype: DataType, shape: Vec<u64>| {
+            let bytes = shape.iter().product::<u64>() as usize * datatype.element_size().unwrap();
+            Tensor {
+                name: name.into(),
+                datatype,
+                shape,
+                data: TensorData::Packed(vec![0; bytes]),
+            }
+        };
+        let encoded = |outputs: &[Tensor]| sios_ipc::budget::encoded_size(&outputs.to_vec());
+        // 200 texts in, 200 embeddings of 384 floats out.
+        let embedding = catalog_facts("text-embedding");
+        let texts = Tensor::from_strings("text", vec![200], &vec!["a"; 200]);
+        let bound = embedding.answer_bytes_bound(std::slice::from_ref(&texts));
+        let answer = [packed("sentence_embedding", DataType::Fp32, vec![200, 384])];
+        assert!(bound >= encoded(&answer), "{bound} < {}", encoded(&answer));
+        assert!(bound < encoded(&answer) + 1024, "{bound}");
+        // 10 rows in: a 10 × 10 similarity matrix and 10 cluster ids out.
+        let dedup = catalog_facts("dedup");
+        let rows = dedup
+            .inputs
+            .iter()
+            .map(|spec| {
+                let shape = spec
+                    .shape
+                    .iter()
+                    .map(|&d| if d < 0 { 10 } else { d as u64 })
+                    .collect();
+                packed(&spec.name, spec.datatype, shape)
+            })
+            .collect::<Vec<_>>();
+        let bound = dedup.answer_bytes_bound(&rows);
+        let answer = [
+            packed("similarity", DataType::Fp32, vec![10, 10]),
+            packed("duplicate_of", DataType::Int64, vec![10]),
+        ];
+        assert!(bound >= encoded(&answer), "{bound} < {}", encoded(&answer));
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {
