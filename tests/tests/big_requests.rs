@@ -245,35 +245,37 @@ fn one_uids_requests_hold_at_most_its_byte_budget_in_the_kernel() {
             runtime.spawn(async move { client.invoke(ctx(), BRAIN.into(), infer).await })
         })
         .collect();
-    // Both held: `sios status` shows their bytes (and its own request's).
-    let status = app.wait_for_status("held the two requests", |status| {
+    // Both held: `sios status` shows their bytes (and its own request's),
+    // and the brain's share (an eighth of 64 MiB) taken whole: one request
+    // has its turn at the brain, and the other, first in line, collects
+    // what is left of the share until it can go.
+    let share_taken = Some(sios_ipc::InFlight {
+        bytes: 8 << 20,
+        limit_bytes: 8 << 20,
+    });
+    let status = app.wait_for_status("held the two requests, one at the brain", |status| {
         my_load(status).is_some_and(|load| load.serving_bytes >= 12_000_000)
+            && status
+                .processes
+                .iter()
+                .any(|p| p.name == BRAIN && p.in_flight == share_taken)
     });
     let load = my_load(&status).expect("checked");
     assert!(
         load.connections >= 2 && load.serving_bytes < 12_100_000 && load.limit_bytes == 16 << 20,
         "{load:?}"
     );
+    // The one with its turn records its intent next; the other has none
+    // while it waits.
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while invoke_intents(&app) == 0 {
+        assert!(std::time::Instant::now() < give_up, "no intent recorded");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     assert_eq!(
         invoke_intents(&app),
         1,
         "the second waits its turn for the brain, not yet begun"
-    );
-    // The brain's row shows its share (an eighth of 64 MiB) taken whole:
-    // one request in flight to it, and the first in line collecting what
-    // is left of the share until it can go.
-    let brain_row = status
-        .processes
-        .iter()
-        .find(|p| p.name == BRAIN)
-        .expect("the brain's row");
-    assert_eq!(
-        brain_row.in_flight,
-        Some(sios_ipc::InFlight {
-            bytes: 8 << 20,
-            limit_bytes: 8 << 20
-        }),
-        "{brain_row:?}"
     );
     let uid = nix::unistd::getuid();
     let text = app.sios(&["status"]);
