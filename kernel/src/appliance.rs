@@ -349,10 +349,10 @@ impl Appliance {
             config.limits.max_connections_per_uid,
             config.limits.max_request_bytes_per_uid,
         );
-        let memory_in_flight = sios_ipc::budget::ByteBudget::new(
+        let memory_in_flight = crate::supervisor::share_of_memory(
             "the memory service",
             "[sandbox.services] memory_mib",
-            (config.sandbox.services.memory_mib << 20) / crate::supervisor::REQUEST_SHARE_OF_MEMORY,
+            config.sandbox.services.memory_mib,
         );
         let appliance = Appliance {
             connections,
@@ -671,7 +671,7 @@ impl Appliance {
             Requester::Client(caller) => {
                 self.governor.client(caller.uid, caller.gid, &caller.groups)
             }
-            Requester::Brain(name) => match self.by_name.get(name).and_then(|s| s.brain_facts()) {
+            Requester::Brain(name) => match self.facts_of(name) {
                 Some(facts) => Principal::Brain(self.policy_brain(name, &facts)),
                 // A channel outlived its brain's manifest: it gets nothing.
                 None => Principal::Service(sios_policy::Service {
@@ -779,7 +779,7 @@ impl Appliance {
     /// The policy's view of a supervised process: a brain with its manifest
     /// attributes, else a plain process.
     pub fn process_resource(&self, name: &str) -> Resource {
-        match self.by_name.get(name).and_then(|s| s.brain_facts()) {
+        match self.facts_of(name) {
             Some(facts) => Resource::Brain(self.policy_brain(name, &facts)),
             None => Resource::Process(sios_policy::Process {
                 name: name.to_owned(),
@@ -815,9 +815,7 @@ impl Appliance {
 
     /// The brain's `[labels]` (output name → labels), empty if none.
     pub fn labels_of(&self, name: &str) -> std::collections::BTreeMap<String, Vec<String>> {
-        self.by_name
-            .get(name)
-            .and_then(|s| s.brain_facts())
+        self.facts_of(name)
             .map(|facts| facts.labels.clone())
             .unwrap_or_default()
     }

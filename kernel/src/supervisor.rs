@@ -80,6 +80,17 @@ pub struct BrainFacts {
 /// 16.7 MB (safety-screen) got the brain killed by the OOM killer.
 pub const REQUEST_SHARE_OF_MEMORY: u64 = 8;
 
+/// What the requests in flight to a process with a memory limit of
+/// `memory_mib` may make it hold at once: [`REQUEST_SHARE_OF_MEMORY`] of it.
+/// One for each brain and one for the memory service.
+pub fn share_of_memory(
+    owner: impl Into<String>,
+    setting: &'static str,
+    memory_mib: u64,
+) -> Arc<ByteBudget> {
+    ByteBudget::new(owner, setting, (memory_mib << 20) / REQUEST_SHARE_OF_MEMORY)
+}
+
 impl BrainFacts {
     /// The most bytes one request to this brain may take (as
     /// [`sios_ipc::tensor::encoded_bytes_bound`] counts them).
@@ -139,12 +150,11 @@ impl BrainFacts {
 
     /// What the kernel keeps of `manifest` (at start and at each reload).
     pub fn of(manifest: &sios_manifest::Manifest) -> BrainFacts {
-        let max_request_bytes = (manifest.sandbox.memory_mib << 20) / REQUEST_SHARE_OF_MEMORY;
         BrainFacts {
-            in_flight: ByteBudget::new(
+            in_flight: share_of_memory(
                 format!("brain `{}`", manifest.name),
                 "sandbox.memory_mib",
-                max_request_bytes,
+                manifest.sandbox.memory_mib,
             ),
             labels: manifest.labels.clone(),
             sensitivity: manifest.sensitivity.level(),
