@@ -22,7 +22,13 @@
 //!   [`sios_kernel::governance::Governor::stats`] (from taking the active
 //!   policy to a finished ruling: Cedar's evaluation with the shipped policy,
 //!   the recorded decision, the request serialised for replay; the clock
-//!   only measures, it never reaches the decision).
+//!   only measures, it never reaches the decision). The kernel remembers the
+//!   rulings it made under the active policy, so a request equal to one
+//!   decided before is answered without evaluating Cedar again; here every
+//!   request is the same, so after the first nearly all are (the `memo`
+//!   column says how many). That is what a steady appliance sees: a few
+//!   callers, brains and actions. Cedar's own cost per evaluation is
+//!   `cargo bench -p sios-policy`.
 //!
 //! "Without the decision" is the first minus the second: what the same
 //! requests would have cost had the decide step taken no time. The ratio is
@@ -59,6 +65,8 @@ struct Row {
     latencies: Vec<Duration>,
     elapsed: Duration,
     decisions: u64,
+    /// Of `decisions`, those the kernel's memo of rulings answered.
+    remembered: u64,
     deciding: Duration,
 }
 
@@ -132,6 +140,7 @@ async fn run(
         latencies,
         elapsed,
         decisions: after.decisions - before.decisions,
+        remembered: after.remembered - before.remembered,
         deciding: Duration::from_nanos(after.deciding_ns - before.deciding_ns),
     }
 }
@@ -198,7 +207,7 @@ fn main() {
         duration.as_secs_f64()
     );
     println!(
-        "{:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11} {:>12} {:>9}",
+        "{:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11} {:>12} {:>9} {:>7}",
         "clients",
         "req/s",
         "p50 us",
@@ -207,7 +216,8 @@ fn main() {
         "decide",
         "w/o decide",
         "est. req/s",
-        "policy"
+        "policy",
+        "memo"
     );
     for row in &rows {
         let mean = row.mean();
@@ -217,7 +227,7 @@ fn main() {
         // Same requests in flight, each shorter by its decision.
         let throughput_without = throughput * mean.as_secs_f64() / without.as_secs_f64();
         println!(
-            "{:>7} {:>9.0} {:>9} {:>9} {:>9} {:>9} {:>11} {:>12.0} {:>8.2}%",
+            "{:>7} {:>9.0} {:>9} {:>9} {:>9} {:>9} {:>11} {:>12.0} {:>8.2}% {:>6.1}%",
             row.clients,
             throughput,
             micros(row.percentile(0.50)),
@@ -226,7 +236,8 @@ fn main() {
             micros(decide),
             micros(without),
             throughput_without,
-            100.0 * decide.as_secs_f64() / without.as_secs_f64()
+            100.0 * decide.as_secs_f64() / without.as_secs_f64(),
+            100.0 * row.remembered as f64 / row.decisions.max(1) as f64
         );
         assert_eq!(
             row.decisions,
@@ -237,6 +248,7 @@ fn main() {
     println!(
         "\n`decide`: mean time of the decide step per request, timed in the kernel; `w/o decide`: mean minus it;\n\
          `policy`: what the policy adds to end-to-end invoke latency (decide / w/o decide). Target: <= 10%.\n\
+         `memo`: the share of decisions answered from the kernel's memo of rulings already made under the policy.\n\
          `est. req/s`: the throughput the same clients would reach with each request shorter by its decision\n\
          (derived, Little's law: the measured req/s times mean / w/o decide).\n"
     );
