@@ -525,7 +525,9 @@ impl TestAppliance {
         };
         kernel
             .env(sios_config::STATE_DIR_ENV, state_dir)
-            .env("SIOS_LOG", "info")
+            // What an operator's appliance logs, whatever the test runner's
+            // environment says.
+            .env("SIOS_LOG", sios_ipc::process::DEFAULT_LOG_FILTER)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log"))
             .stderr(log_file)
