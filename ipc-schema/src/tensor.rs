@@ -115,13 +115,20 @@ pub fn encoded_bytes_bound(tensors: &[Tensor]) -> usize {
         .iter()
         .map(|t| {
             let data = match &t.data {
-                TensorData::Packed(bytes) => 8 + bytes.len(),
-                TensorData::Strings(items) => 8 + items.iter().map(|s| 8 + s.len()).sum::<usize>(),
+                TensorData::Packed(bytes) => bytes.len(),
+                TensorData::Strings(items) => items.iter().map(|s| 8 + s.len()).sum::<usize>(),
             };
-            8 + t.name.len() + 4 + 8 + 8 * t.shape.len() + 4 + data
+            tensor_header_bytes(&t.name, t.shape.len()) + data
         })
         .sum::<usize>()
         + 8
+}
+
+/// The bytes a tensor named `name` of `rank` dimensions takes in a sios
+/// frame besides its data's own bytes: the name (with its length), the
+/// datatype's tag, the shape (with its length), the data's tag and length.
+pub fn tensor_header_bytes(name: &str, rank: usize) -> usize {
+    8 + name.len() + 4 + 8 + 8 * rank + 4 + 8
 }
 
 /// Rust element types that map one-to-one onto a packed [`DataType`].

@@ -141,9 +141,10 @@ impl BrainFacts {
                 let elements = out.shape.iter().fold(1u64, |n, &dim| {
                     n.saturating_mul(u64::try_from(dim).unwrap_or(variable))
                 });
-                // The header: name, datatype, shape and the data's length.
-                let header = 32 + out.name.len() as u64 + 8 * out.shape.len() as u64;
-                elements.saturating_mul(size as u64).saturating_add(header)
+                let header = sios_ipc::tensor::tensor_header_bytes(&out.name, out.shape.len());
+                elements
+                    .saturating_mul(size as u64)
+                    .saturating_add(header as u64)
             })
             .fold(0u64, u64::saturating_add)
     }
