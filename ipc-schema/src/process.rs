@@ -46,9 +46,7 @@ pub const DEFAULT_LOG_FILTER: &str = "info,tarpc=warn";
 /// every line tagged with the process's component name. Children of the
 /// kernel log without colour, because their stderr is a pipe the kernel reads.
 pub fn init_tracing(component: &'static str) {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("SIOS_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    let (filter, mistake) = log_filter(std::env::var("SIOS_LOG").ok().as_deref());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -58,7 +56,36 @@ pub fn init_tracing(component: &'static str) {
         .finish();
     // Only fails if a subscriber is already set, which is then the one to keep.
     let _ = tracing::subscriber::set_global_default(subscriber);
+    if let Some(mistake) = mistake {
+        tracing::warn!("{mistake}");
+    }
     tracing::debug!(component, "logging initialised");
+}
+
+/// Whether `text` parses as a `SIOS_LOG` filter.
+pub fn is_log_filter(text: &str) -> bool {
+    tracing_subscriber::EnvFilter::try_new(text).is_ok()
+}
+
+/// The filter `SIOS_LOG` asks for, or the default when it is unset; when it
+/// does not parse, the default and what to tell the operator (a typo in a
+/// setting must not silently change what is logged).
+fn log_filter(setting: Option<&str>) -> (tracing_subscriber::EnvFilter, Option<String>) {
+    use tracing_subscriber::EnvFilter;
+    let Some(text) = setting else {
+        return (EnvFilter::new(DEFAULT_LOG_FILTER), None);
+    };
+    match EnvFilter::try_new(text) {
+        Ok(filter) => (filter, None),
+        Err(err) => (
+            EnvFilter::new(DEFAULT_LOG_FILTER),
+            Some(format!(
+                "SIOS_LOG={text:?} is not a log filter ({err}); logging with the default \
+                 `{DEFAULT_LOG_FILTER}` instead. Write levels and targets, e.g. \
+                 SIOS_LOG=debug or SIOS_LOG=info,sios_kernel=debug"
+            )),
+        ),
+    }
 }
 
 /// Ends the process (SIGABRT, after the panic is reported) when a thread
@@ -228,8 +255,30 @@ mod error_line_tests {
 
 #[cfg(test)]
 mod log_filter_tests {
-    use super::DEFAULT_LOG_FILTER;
+    use super::{DEFAULT_LOG_FILTER, is_log_filter, log_filter};
     use tracing::Level;
+
+    /// A `SIOS_LOG` that does not parse falls back to the default and says
+    /// so, naming the setting and how to write one; a good one is used.
+    #[test]
+    fn a_bad_sios_log_is_reported_and_the_default_used() {
+        let default = tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER).to_string();
+        let (filter, mistake) = log_filter(Some("info,tarpc=loud"));
+        assert_eq!(filter.to_string(), default);
+        let mistake = mistake.expect("a mistake to report");
+        for words in [
+            "SIOS_LOG=\"info,tarpc=loud\"",
+            "is not a log filter",
+            "SIOS_LOG=debug",
+        ] {
+            assert!(mistake.contains(words), "{words}\n{mistake}");
+        }
+        assert!(!is_log_filter("info,tarpc=loud") && is_log_filter("warn"));
+        let (filter, mistake) = log_filter(Some("warn"));
+        assert_eq!((filter.to_string(), mistake), ("warn".to_owned(), None));
+        let (filter, mistake) = log_filter(None);
+        assert_eq!((filter.to_string(), mistake), (default, None));
+    }
 
     /// The default keeps sios's own `info` lines and tarpc's warnings, and
     /// leaves out the `info` span tarpc opens for every call.

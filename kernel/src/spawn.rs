@@ -50,7 +50,11 @@ pub fn spawn(
     if kernel_channel.is_some() {
         env.push((KERNEL_FD_ENV.to_owned(), KERNEL_FD.to_string()));
     }
-    if let Ok(level) = std::env::var("SIOS_LOG") {
+    // A setting that does not parse was reported once, by the kernel; each
+    // child then logs with the default instead of saying so again.
+    if let Ok(level) = std::env::var("SIOS_LOG")
+        && sios_ipc::process::is_log_filter(&level)
+    {
         env.push(("SIOS_LOG".to_owned(), level));
     }
     env.extend(program.env.iter().cloned());
